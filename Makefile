@@ -1,0 +1,33 @@
+# One place that creates the environment; `make study` and `make test` both refresh it first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROFILE ?= default
+
+.PHONY: env study test lint book clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e '.[study,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## The whole study on the embedded data (PROFILE=smoke|default|full|real), then the book.
+study: $(STAMP)
+	$(PY) -m dan.study --profile $(PROFILE)
+
+## Every test: lint, unit tests, notebook CI (nbval on the smoke profile).
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+	$(PY) -m dan.study --profile smoke --nbval
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf _build results data/generated

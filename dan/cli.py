@@ -1,0 +1,76 @@
+"""Command-line front ends: user mistakes end in one line on stderr and exit code 2, never a traceback.
+
+``--debug`` re-raises so the full traceback shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable
+
+from dan.io import DanError
+
+
+def guard(fn: Callable[[], int], debug: bool, prog: str) -> int:
+    """Run ``fn``; a :class:`DanError` (or a missing file) becomes ``prog: error: ...`` and exit code 2."""
+    try:
+        return fn()
+    except (DanError, FileNotFoundError, PermissionError) as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per field of ``cls`` (underscores become dashes); booleans take true/false."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = args[0]
+        is_list = typing.get_origin(tp) is list
+        if is_list:
+            tp = typing.get_args(tp)[0]
+        kwargs: dict = {"dest": f.name, "default": None}
+        if tp is bool:
+            kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes", "on")
+        else:
+            kwargs["type"] = tp
+        if is_list:
+            kwargs["nargs"] = "*"
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def run_train_cli(argv: list[str] | None = None) -> int:
+    from dan.config import TrainConfig, preset
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dan.train",
+        description="Train and evaluate r-DAN (--task vqa) or m-DAN (--task matching). Unset flags take the "
+                    "profile's preset (the paper's setting, shrunk for the CPU profiles).")
+    add_dataclass_args(parser, TrainConfig)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    ns = parser.parse_args(argv)
+    values = {k: v for k, v in vars(ns).items() if k not in ("no_progress", "debug") and v is not None}
+    task, profile = values.pop("task", "vqa"), values.pop("profile", "default")
+
+    def go() -> int:
+        from dan.train import train
+
+        cfg = preset(profile, task, **values)
+        result = train(cfg, progress=not ns.no_progress)
+        print(json.dumps({"run_dir": str(result.run_dir), "metrics": result.metrics}, indent=1, default=str))
+        return 0
+
+    return guard(go, ns.debug, parser.prog)

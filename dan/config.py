@@ -1,0 +1,144 @@
+"""Training configuration: one dataclass, named presets (the paper's and one per profile), validation.
+
+Papermill parameters and CLI flags map one-to-one onto :class:`TrainConfig` fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dan.io import ConfigError
+
+TASKS = ("vqa", "matching")
+ATTENTIONS = ("dual", "visual", "textual", "none")
+PROFILES = ("smoke", "default", "full", "real")
+NEGATIVES = ("sampled", "hardest")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run (data locations, model, optimisation, seed)."""
+
+    task: str = "vqa"  # "vqa" (r-DAN) or "matching" (m-DAN)
+    profile: str = "default"  # selects default data/feature/run folders (dan.io.study_paths)
+    data: str | None = None  # data root (images/, vqa/, captions/); default: data/generated/<profile>
+    features: str | None = None  # feature stores root; default: results/<profile>/features
+    out: str | None = None  # run folder; default: results/<profile>/runs/<name>
+    captions_file: str = "captions/dataset_synth.json"  # Karpathy JSON, relative to data
+    caption_image_folder: str = "flickr30k-images"  # image folder for Karpathy entries without "filepath"
+    train_split: str = "train2014"  # VQA question split (also the image folder) used for training
+    val_split: str = "val2014"  # VQA split used for evaluation
+    steps: int = 2  # K, attention steps
+    attention: str = "dual"
+    hidden_dim: int = 512
+    embed_dim: int | None = None  # word embedding size; None = hidden_dim
+    dropout: float = 0.5
+    epochs: int = 60
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (paper) or "adam"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_epochs: list[int] = field(default_factory=lambda: [30])  # lr x lr_decay after these epochs
+    lr_decay: float = 0.1
+    grad_clip: float = 0.1  # 0 = off
+    clip_mode: str = "norm"  # "norm" or "value" (the paper does not say which)
+    num_answers: int = 2000  # C, top training answers
+    soft_targets: bool = False  # soft VQA-score targets instead of the majority answer
+    min_word_count: int = 1
+    margin: float = 100.0
+    negatives: str = "sampled"  # "sampled" (paper quadruplets) or "hardest" (VSE++)
+    captions_per_image: int = 5
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    threads: int | None = None  # torch CPU threads (fixed for determinism in notebooks)
+    resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
+    eval_batch_size: int = 512
+    max_train: int | None = None  # use only the first N training questions/images (quick runs)
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` with the accepted values for any bad field; return self."""
+        def one_of(name: str, value: object, allowed: tuple) -> None:
+            if value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, allowed))}")
+
+        one_of("task", self.task, TASKS)
+        one_of("attention", self.attention, ATTENTIONS)
+        one_of("profile", self.profile, PROFILES)
+        one_of("negatives", self.negatives, NEGATIVES)
+        one_of("optimizer", self.optimizer, ("sgd", "adam"))
+        one_of("clip_mode", self.clip_mode, ("norm", "value"))
+        one_of("resident_features", self.resident_features, ("auto", "yes", "no"))
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
+        for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def run_name(self) -> str:
+        return f"{self.task}-{self.attention}-K{self.steps}-s{self.seed}"
+
+    def identity(self) -> dict:
+        """The fields that define the result (a checkpoint resumes only under the same identity)."""
+        d = self.to_dict()
+        for k in ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features"):
+            d.pop(k)
+        return d
+
+
+# The paper's setting (PAPER.md, "one setting for both models").
+PAPER = dict(hidden_dim=512, steps=2, dropout=0.5, epochs=60, batch_size=128, optimizer="sgd", lr=0.1,
+             momentum=0.9, weight_decay=5e-4, lr_decay_epochs=[30], lr_decay=0.1, grad_clip=0.1,
+             num_answers=2000, margin=100.0)
+
+# CPU profiles shrink the model and the schedule; every shrink is listed in the book's deviations page.
+PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
+    "smoke": {"vqa": dict(hidden_dim=32, epochs=6, batch_size=32, optimizer="adam", lr=3e-3, lr_decay_epochs=[],
+                          dropout=0.1, grad_clip=5.0, threads=1),
+              "matching": dict(hidden_dim=32, epochs=6, batch_size=16, optimizer="adam", lr=3e-3,
+                               lr_decay_epochs=[], dropout=0.1, grad_clip=5.0, margin=1.0, threads=1)},
+    "default": {"vqa": dict(hidden_dim=128, epochs=10, batch_size=64, optimizer="adam", lr=2e-3,
+                            lr_decay_epochs=[7], dropout=0.2, grad_clip=5.0, threads=2),
+                "matching": dict(hidden_dim=128, epochs=10, batch_size=64, optimizer="adam", lr=2e-3,
+                                 lr_decay_epochs=[7], dropout=0.2, grad_clip=5.0, margin=1.0, threads=2)},
+    "full": {"vqa": dict(epochs=20, lr_decay_epochs=[12]), "matching": dict(epochs=20, lr_decay_epochs=[12])},
+    "real": {"vqa": {}, "matching": {}},
+}
+
+
+def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainConfig:
+    """The configuration of ``profile`` for ``task``: the paper's setting, shrunk for CPU profiles, then overrides."""
+    if profile == "paper":
+        profile_fields: dict = {}
+        profile = "real"
+    elif profile in PROFILE_OVERRIDES:
+        if task not in PROFILE_OVERRIDES[profile]:
+            raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
+        profile_fields = PROFILE_OVERRIDES[profile][task]
+    else:
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}, paper")
+    fields = {**PAPER, **profile_fields, **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict({"task": task, "profile": profile, **fields}).validate()
+
+
+def deviations(cfg: TrainConfig) -> dict[str, tuple]:
+    """Fields where ``cfg`` differs from the paper's setting: name -> (ours, paper)."""
+    d = cfg.to_dict()
+    return {k: (d[k], v) for k, v in PAPER.items() if d[k] != v}

@@ -1,0 +1,167 @@
+"""Caption data sets: Karpathy split JSONs (COCO, Flickr30K, Flickr8k, the generated one) and Flickr8k's
+``captions.txt``.
+
+Karpathy format: ``{"dataset": name, "images": [{"filepath" (COCO only), "filename", "imgid", "cocoid"
+(COCO only), "split": "train"|"val"|"test"|"restval", "sentids": [...], "sentences": [{"tokens", "raw",
+"imgid", "sentid"}]}]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dan.data.images import image_id_from_filename
+from dan.data.vqa import check_image_file
+from dan.io import DataError, read_json, require_keys
+
+
+@dataclass
+class CaptionImage:
+    """One image with its reference sentences (5 in all the standard sets)."""
+
+    image_id: int
+    filename: str
+    filepath: str  # sub-folder of the images root ("train2014"), "" when the set has none (Flickr)
+    split: str
+    sentences: list[str] = field(default_factory=list)
+    sentence_ids: list[int] = field(default_factory=list)
+
+
+def _image_id(rec: dict, where: str) -> int:
+    if isinstance(rec.get("cocoid"), int):
+        return rec["cocoid"]
+    try:
+        return image_id_from_filename(rec["filename"])
+    except DataError:
+        if isinstance(rec.get("imgid"), int):
+            return rec["imgid"]
+        raise DataError(f"{where}: no 'cocoid', no integer 'imgid' and no id in file name "
+                        f"{rec['filename']!r}") from None
+
+
+def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list[CaptionImage]:
+    """Images (with sentences) of a Karpathy split JSON, in file order; ``splits`` keeps only those splits.
+
+    Checked: malformed JSON, missing keys, images without sentences, empty sentences, duplicate image or
+    sentence ids (a :class:`DataError` naming the file and id).
+    """
+    path = Path(path)
+    data = read_json(path, "caption file")
+    require_keys(data, ["images"], str(path))
+    if not isinstance(data["images"], list):
+        raise DataError(f"{path}: 'images' must be a list")
+    keep = set(splits) if splits is not None else None
+    out: list[CaptionImage] = []
+    seen_images: dict[int, str] = {}
+    seen_sents: set[int] = set()
+    for i, rec in enumerate(data["images"]):
+        where = f"{path}: image #{i}"
+        require_keys(rec, ["filename", "split", "sentences"], where)
+        image_id = _image_id(rec, where)
+        where = f"{path}: image {image_id} ({rec['filename']})"
+        if image_id in seen_images:
+            raise DataError(f"{path}: duplicate image id {image_id} ({seen_images[image_id]} and "
+                            f"{rec['filename']})")
+        seen_images[image_id] = rec["filename"]
+        sents = rec["sentences"]
+        if not isinstance(sents, list) or not sents:
+            raise DataError(f"{where}: no sentences")
+        raws, sids = [], []
+        sentids = rec["sentids"] if isinstance(rec.get("sentids"), list) else []
+        for j, s in enumerate(sents):
+            if not isinstance(s, dict) or not ("raw" in s or "tokens" in s):
+                raise DataError(f"{where}, sentence #{j}: expected an object with 'raw' or 'tokens'")
+            raw = s["raw"] if isinstance(s.get("raw"), str) else " ".join(s.get("tokens") or [])
+            if not raw.strip():
+                raise DataError(f"{where}, sentence #{j}: empty sentence")
+            sid = s.get("sentid", sentids[j] if j < len(sentids) else None)
+            if not isinstance(sid, int):
+                sid = -1  # no sentence id in this file
+            elif sid in seen_sents:
+                raise DataError(f"{where}: duplicate sentence id {sid}")
+            else:
+                seen_sents.add(sid)
+            raws.append(raw.strip())
+            sids.append(sid)
+        if keep is not None and rec["split"] not in keep:
+            continue
+        out.append(CaptionImage(image_id=image_id, filename=rec["filename"],
+                                filepath=rec.get("filepath") or "", split=rec["split"], sentences=raws,
+                                sentence_ids=sids))
+    return out
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        text = text[1:-1].replace('""', '"')
+    return text.strip()
+
+
+def load_flickr8k_txt(path: str | Path,
+                      split_map: Mapping[str | int, str] | None = None) -> list[CaptionImage]:
+    """Flickr8k's ``captions.txt`` (header ``image,caption``; a caption may hold commas) or the original
+    ``Flickr8k.token.txt`` (``name.jpg#k<TAB>caption``). ``split_map`` maps file names or image ids to a split
+    (default "train"). Images in first-seen order; sentence ids are line order, starting at 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"caption file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"caption file {path} is not UTF-8 text: {exc}") from exc
+    if not lines:
+        raise DataError(f"caption file {path} is empty")
+    tab_format = "\t" in lines[0] and "#" in lines[0].split("\t", 1)[0]
+    if not tab_format:
+        if lines[0].replace(" ", "").lower() != "image,caption":
+            raise DataError(f"{path}: expected the header 'image,caption' on line 1, got {lines[0][:60]!r}")
+        lines = [""] + lines[1:]  # keep line numbers 1-based below
+    images: dict[str, CaptionImage] = {}
+    next_sid = 0
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if tab_format:
+            name, sep, caption = line.partition("\t")
+            name = name.split("#", 1)[0]
+        else:
+            name, sep, caption = line.partition(",")
+        caption = _unquote(caption)
+        if not sep or not name.strip() or not caption:
+            raise DataError(f"{path}, line {lineno}: expected '<image>,<caption>' with a non-empty caption")
+        name = name.strip()
+        img = images.get(name)
+        if img is None:
+            try:
+                image_id = image_id_from_filename(name)
+            except DataError as exc:
+                raise DataError(f"{path}, line {lineno}: {exc}") from None
+            split = "train"
+            if split_map is not None:
+                split = split_map.get(name, split_map.get(image_id, "train"))
+            img = images[name] = CaptionImage(image_id=image_id, filename=name, filepath="", split=split)
+        img.sentences.append(caption)
+        img.sentence_ids.append(next_sid)
+        next_sid += 1
+    ids: dict[int, str] = {}
+    for img in images.values():
+        if img.image_id in ids:
+            raise DataError(f"{path}: files {ids[img.image_id]} and {img.filename} give the same image id "
+                            f"{img.image_id}")
+        ids[img.image_id] = img.filename
+    return list(images.values())
+
+
+def image_file(images_root: str | Path, img: CaptionImage, check: bool = False) -> Path:
+    """Path of ``img``: ``images_root/filepath/filename`` (or ``images_root/filename`` without filepath).
+
+    With ``check`` a missing or empty file is a :class:`DataError` naming the path and image id.
+    """
+    path = Path(images_root, img.filepath, img.filename)  # an empty filepath adds no folder
+    if check:
+        check_image_file(path, img.image_id)
+    return path

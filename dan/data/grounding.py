@@ -1,0 +1,161 @@
+"""Ground truth for scoring attention: object boxes per image, and the objects each question/caption names.
+
+``grounding.json``: ``{"images": {"<image_id>": {"width", "height", "objects": [{"id", "shape", "color",
+"size", "bbox": [x, y, w, h]}]}}, "questions": {"<question_id>": {"family", "object_ids", "anchor_ids",
+"target_ids", "key_words", "image_id"}}, "captions": {"<sentid>": {"object_ids", "key_words", "image_id"}}}``.
+Object ids are per image (0..n-1). For a multi-hop question ``anchor_ids`` are the objects named in the
+relation and ``target_ids`` the objects the answer is about; single-hop questions have no anchor.
+``key_words`` are the (tokenised) words of the question or caption that name those objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dan.io import DataError, read_json, require_keys
+
+
+@dataclass
+class ObjectGT:
+    id: int
+    shape: str
+    color: str
+    size: str  # "small" | "large"
+    bbox: list[float]  # [x, y, w, h] in pixels of the original image
+
+
+@dataclass
+class ImageGT:
+    width: int
+    height: int
+    objects: list[ObjectGT] = field(default_factory=list)
+
+    def object(self, object_id: int) -> ObjectGT:
+        for obj in self.objects:
+            if obj.id == object_id:
+                return obj
+        raise DataError(f"no object {object_id} in this image (ids {[o.id for o in self.objects]})")
+
+
+@dataclass
+class QuestionGT:
+    family: str  # "single-hop" | "multi-hop"
+    object_ids: list[int]
+    anchor_ids: list[int]
+    target_ids: list[int]
+    key_words: list[str]
+    image_id: int | None = None
+
+
+@dataclass
+class CaptionGT:
+    object_ids: list[int]
+    key_words: list[str]
+    image_id: int | None = None
+
+
+@dataclass
+class Grounding:
+    images: dict[int, ImageGT]
+    questions: dict[int, QuestionGT]
+    captions: dict[int, CaptionGT]
+
+
+def _ids(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise DataError(f"{where}: expected a list of integer ids, got {value!r}")
+    return list(value)
+
+
+def _key(k: str, where: str) -> int:
+    try:
+        return int(k)
+    except ValueError:
+        raise DataError(f"{where}: id {k!r} is not an integer") from None
+
+
+def _section(data: dict, name: str, path: Path) -> dict:
+    sec = data[name]
+    if not isinstance(sec, dict):
+        raise DataError(f"{path}: '{name}' must be an object keyed by id")
+    return sec
+
+
+def load_grounding(path: str | Path) -> Grounding:
+    """Read ``grounding.json``; missing keys, bad boxes and references to unknown objects raise
+    :class:`DataError` naming the file and id."""
+    path = Path(path)
+    data = read_json(path, "grounding file")
+    require_keys(data, ["images", "questions", "captions"], str(path))
+    images: dict[int, ImageGT] = {}
+    for k, rec in _section(data, "images", path).items():
+        where = f"{path}: image {k}"
+        image_id = _key(k, where)
+        require_keys(rec, ["width", "height", "objects"], where)
+        objs = []
+        for j, o in enumerate(rec["objects"]):
+            require_keys(o, ["id", "shape", "color", "size", "bbox"], f"{where}, object #{j}")
+            box = o["bbox"]
+            numeric = isinstance(box, list) and all(isinstance(v, (int, float)) for v in box)
+            if not numeric or len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+                raise DataError(f"{where}, object {o['id']}: bbox must be [x, y, w, h] with w, h > 0, "
+                                f"got {box!r}")
+            objs.append(ObjectGT(id=o["id"], shape=o["shape"], color=o["color"], size=o["size"],
+                                 bbox=[float(v) for v in box]))
+        if len({o.id for o in objs}) != len(objs):
+            raise DataError(f"{where}: duplicate object ids")
+        images[image_id] = ImageGT(width=int(rec["width"]), height=int(rec["height"]), objects=objs)
+
+    def check_refs(where: str, image_id: Any, ids: list[int]) -> int | None:
+        if image_id is None:
+            return None
+        if image_id not in images:
+            raise DataError(f"{where}: refers to image {image_id!r}, which has no entry under 'images'")
+        known = {o.id for o in images[image_id].objects}
+        unknown = sorted(set(ids) - known)
+        if unknown:
+            raise DataError(f"{where}: object ids {unknown} are not objects of image {image_id}")
+        return image_id
+
+    questions: dict[int, QuestionGT] = {}
+    for k, rec in _section(data, "questions", path).items():
+        where = f"{path}: question {k}"
+        require_keys(rec, ["family", "object_ids", "anchor_ids", "target_ids", "key_words"], where)
+        ids = {f: _ids(rec[f], f"{where}, {f}") for f in ("object_ids", "anchor_ids", "target_ids")}
+        image_id = check_refs(where, rec.get("image_id"), [i for v in ids.values() for i in v])
+        questions[_key(k, where)] = QuestionGT(family=rec["family"], key_words=list(rec["key_words"]),
+                                               image_id=image_id, **ids)
+    captions: dict[int, CaptionGT] = {}
+    for k, rec in _section(data, "captions", path).items():
+        where = f"{path}: caption {k}"
+        require_keys(rec, ["object_ids", "key_words"], where)
+        ids = _ids(rec["object_ids"], f"{where}, object_ids")
+        captions[_key(k, where)] = CaptionGT(object_ids=ids, key_words=list(rec["key_words"]),
+                                             image_id=check_refs(where, rec.get("image_id"), ids))
+    return Grounding(images=images, questions=questions, captions=captions)
+
+
+def grid_coverage(bbox: list[float], width: int, height: int, grid: tuple[int, int]) -> np.ndarray:
+    """Fraction of each grid cell covered by ``bbox`` -> float32 [gh * gw]; region n = cell (n // gw, n % gw).
+
+    The grid splits the whole ``width`` x ``height`` image into equal cells, as the feature stores do.
+    """
+    gh, gw = grid
+    x, y, w, h = bbox
+    xs = np.linspace(0.0, width, gw + 1)  # cell edges, pixels
+    ys = np.linspace(0.0, height, gh + 1)
+    ox = np.clip(np.minimum(xs[1:], x + w) - np.maximum(xs[:-1], x), 0, None) / np.diff(xs)  # [gw]
+    oy = np.clip(np.minimum(ys[1:], y + h) - np.maximum(ys[:-1], y), 0, None) / np.diff(ys)  # [gh]
+    return (oy[:, None] * ox[None, :]).reshape(-1).astype(np.float32)
+
+
+def object_mask(image: ImageGT, object_ids: list[int], grid: tuple[int, int]) -> np.ndarray:
+    """Per region, the largest fraction covered by one of ``object_ids`` -> float32 [gh * gw] (0 if none)."""
+    out = np.zeros(grid[0] * grid[1], dtype=np.float32)
+    for oid in object_ids:
+        out = np.maximum(out, grid_coverage(image.object(oid).bbox, image.width, image.height, grid))
+    return out

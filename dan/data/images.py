@@ -1,0 +1,49 @@
+"""Image files and their integer ids, in the naming conventions of COCO and Flickr.
+
+COCO names files ``COCO_<split>_<12-digit id>.jpg`` (VQA and Karpathy COCO use that id); Flickr30K/8K name
+them ``<digits>[_<hex>].jpg``. Feature stores are indexed by these integer ids.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dan.io import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_COCO = re.compile(r"^COCO_[A-Za-z0-9]+_0*(\d+)$")
+_DIGITS = re.compile(r"^0*(\d+)(?:_[0-9a-fA-F]+)?$")
+
+
+def image_id_from_filename(name: str) -> int:
+    """Integer id of an image file: ``COCO_val2014_000000000042.jpg`` -> 42, ``1000092795.jpg`` -> 1000092795."""
+    stem = Path(name).stem
+    for pattern in (_COCO, _DIGITS):
+        m = pattern.match(stem)
+        if m:
+            return int(m.group(1))
+    raise DataError(f"cannot read an image id from file name {name!r}: expected COCO_<split>_<id>.jpg or <id>.jpg")
+
+
+def coco_image_name(split: str, image_id: int, suffix: str = ".jpg") -> str:
+    """COCO file name for ``image_id`` in ``split`` (e.g. ``train2014``)."""
+    return f"COCO_{split}_{int(image_id):012d}{suffix}"
+
+
+def list_images(images_dir: str | Path) -> list[tuple[int, Path]]:
+    """All image files in ``images_dir`` as ``(image_id, path)``, sorted by id; duplicate ids are an error."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"image folder not found: {images_dir}")
+    found: dict[int, Path] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        image_id = image_id_from_filename(path.name)
+        if image_id in found:
+            raise DataError(f"duplicate image id {image_id} in {images_dir}: {found[image_id].name} and {path.name}")
+        found[image_id] = path
+    if not found:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    return sorted(found.items())

@@ -1,0 +1,131 @@
+"""Small I/O helpers shared by every stage: atomic writes, JSON with clear errors, repository paths.
+
+Every file the project writes goes through a temporary file in the same folder followed by
+``os.replace``, so a killed process never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DanError(Exception):
+    """A user-facing error: the message names the file/field/value at fault and is shown without traceback."""
+
+
+class DataError(DanError):
+    """Bad input data (annotations, images, features)."""
+
+
+class ConfigError(DanError):
+    """A bad configuration value (unknown profile, attention type, K < 0, ...)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure delete it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    """Serialise ``obj`` as JSON (sorted keys, so equal objects give byte-identical files) and write atomically."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False)
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file; a missing or malformed file raises :class:`DataError` naming the file and position."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {path} is not UTF-8 text: {exc}") from exc
+
+
+def require_keys(record: dict, keys: list[str] | tuple[str, ...], where: str) -> None:
+    """Raise :class:`DataError` if ``record`` lacks any of ``keys``; ``where`` names the file and record."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)}")
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The study's root folder: ``$DAN_ROOT`` if set, else the nearest parent holding ``_toc.yml`` and ``dan/``.
+
+    Notebooks run with their own folder as working directory (JupyterLab, nbval, jupyter-book), so every
+    stage resolves its default paths from here rather than from the current directory.
+    """
+    env = os.environ.get("DAN_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for cand in (here, *here.parents):
+        if (cand / "dan" / "__init__.py").is_file() and (cand / "pyproject.toml").is_file():
+            return cand
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where one profile's artefacts live (all under the repository root unless overridden)."""
+
+    profile: str
+    data: Path  # generated data set in the real formats
+    features: Path  # feature stores, one per image split
+    runs: Path  # checkpoints, predictions, metrics per training run
+    results: Path  # tables/JSON that the book reads
+
+    def ensure(self) -> StudyPaths:
+        for p in (self.data, self.features, self.runs, self.results):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def study_paths(profile: str, root: str | os.PathLike | None = None) -> StudyPaths:
+    """Default locations for ``profile``: ``data/generated/<profile>`` and ``results/<profile>/...``."""
+    base = Path(root) if root is not None else repo_root()
+    res = base / "results" / profile
+    return StudyPaths(profile=profile, data=base / "data" / "generated" / profile, features=res / "features",
+                      runs=res / "runs", results=res)

@@ -1,0 +1,106 @@
+"""Everything a run needs before its first step: vocabularies, answer list, feature bank, encoded splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dan.batches import CaptionTensors, FeatureBank, VQATensors, caption_tensors, vqa_tensors
+from dan.config import TrainConfig
+from dan.data.captions import load_karpathy
+from dan.data.text import AnswerVocab, Vocab, tokenize
+from dan.data.vqa import load_vqa_split
+from dan.io import DataError, study_paths
+from dan.store import FeatureStore
+
+
+@dataclass
+class Prepared:
+    """Encoded data of one run. ``val`` is scored every epoch; ``test`` (matching only) at the end."""
+
+    vocab: Vocab
+    answers: AnswerVocab | None
+    bank: FeatureBank
+    train: VQATensors | CaptionTensors
+    val: VQATensors | CaptionTensors
+    test: CaptionTensors | None = None
+    families: dict[int, str] = field(default_factory=dict)  # question id -> "single-hop"/"multi-hop"
+    majority_answer: str | None = None
+
+
+def data_root(cfg: TrainConfig) -> Path:
+    return Path(cfg.data) if cfg.data else study_paths(cfg.profile).data
+
+
+def features_root(cfg: TrainConfig) -> Path:
+    return Path(cfg.features) if cfg.features else study_paths(cfg.profile).features
+
+
+def open_bank(cfg: TrainConfig, folders: set[str], device: torch.device) -> FeatureBank:
+    root = features_root(cfg)
+    stores = {}
+    for name in sorted(folders):
+        path = root / name
+        if not FeatureStore.exists(path):
+            raise DataError(f"no complete feature store for image folder {name!r} at {path}; run "
+                            f"`python -m dan.features --data {data_root(cfg)} --out {root}` first")
+        stores[name] = FeatureStore(path)
+    resident = cfg.resident_features == "yes" or (cfg.resident_features == "auto" and device.type == "cuda")
+    return FeatureBank(stores, device=device, resident=resident)
+
+
+def question_families(root: Path) -> dict[int, str]:
+    """Question id -> family from ``grounding.json`` when the data set has one (the embedded benchmark does)."""
+    path = root / "grounding.json"
+    if not path.is_file():
+        return {}
+    from dan.data.grounding import load_grounding
+
+    return {qid: q.family for qid, q in load_grounding(path).questions.items()}
+
+
+def prepare(cfg: TrainConfig, device: torch.device) -> Prepared:
+    root = data_root(cfg)
+    if cfg.task == "vqa":
+        return _prepare_vqa(cfg, root, device)
+    return _prepare_matching(cfg, root, device)
+
+
+def _prepare_vqa(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared:
+    train_ex = load_vqa_split(root, cfg.train_split)
+    val_ex = load_vqa_split(root, cfg.val_split)
+    if cfg.max_train:
+        train_ex = train_ex[: cfg.max_train]
+    unannotated = [e.question_id for e in train_ex if e.multiple_choice_answer is None]
+    if unannotated:
+        raise DataError(f"training split {cfg.train_split!r} has {len(unannotated)} questions without annotations "
+                        f"(first: question_id {unannotated[0]})")
+    vocab = Vocab.build([tokenize(e.question) for e in train_ex], min_count=cfg.min_word_count)
+    answers = AnswerVocab.build([e.multiple_choice_answer for e in train_ex], top=cfg.num_answers)
+    bank = open_bank(cfg, {cfg.train_split, cfg.val_split}, device)
+    train = vqa_tensors(train_ex, vocab, answers, bank, cfg.train_split, where=f"{cfg.train_split} questions")
+    val = vqa_tensors(val_ex, vocab, answers, bank, cfg.val_split, where=f"{cfg.val_split} questions")
+    majority = Counter(answers.answers[t] for t in train.targets if t >= 0).most_common(1)[0][0]
+    return Prepared(vocab, answers, bank, train, val, families=question_families(root), majority_answer=majority)
+
+
+def _prepare_matching(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared:
+    images = load_karpathy(root / cfg.captions_file)
+    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for im in images:
+        by_split["train" if im.split == "restval" else im.split].append(im)
+    for split, ims in by_split.items():
+        if not ims:
+            raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
+    train_imgs = by_split["train"][: cfg.max_train] if cfg.max_train else by_split["train"]
+    per = cfg.captions_per_image
+    vocab = Vocab.build([tokenize(s) for im in train_imgs for s in im.sentences[:per]], min_count=cfg.min_word_count)
+    folders = {im.filepath or cfg.caption_image_folder for ims in by_split.values() for im in ims}
+    bank = open_bank(cfg, folders, device)
+    enc = {s: caption_tensors(ims, vocab, bank, where=f"{cfg.captions_file} split {s!r}", per_image=per,
+                            default_folder=cfg.caption_image_folder)
+           for s, ims in (("train", train_imgs), ("val", by_split["val"]), ("test", by_split["test"]))}
+    return Prepared(vocab, None, bank, enc["train"], enc["val"], test=enc["test"])

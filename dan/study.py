@@ -1,0 +1,131 @@
+"""The study command: run every notebook with papermill for one profile, then build the Jupyter Book.
+
+``python -m dan.study --profile default`` executes ``notebooks/NN_*.ipynb`` in order into a staging folder,
+stops at the first failure naming the notebook and the cell, and only when all succeeded moves the executed
+notebooks to ``book/notebooks/`` (where ``_toc.yml`` reads them) and builds the book into a fresh folder that
+then replaces ``_build/html``, so a failed run always leaves the last good book in place. The wall time of
+every stage is printed and written to ``results/<profile>/study_times.json``.
+
+``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dan.cli import guard
+from dan.config import PROFILES
+from dan.io import ConfigError, DanError, repo_root, study_paths, write_json_atomic
+
+
+def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
+    """The study's notebooks in run order (``notebooks/NN_name.ipynb``); with ``only``, those whose name has one."""
+    nbs = sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [p for p in nbs if any(o in p.stem for o in only)]
+        if not nbs:
+            raise ConfigError(f"no notebook matches {only}; have: {', '.join(p.stem for p in notebook_list(root))}")
+    return nbs
+
+
+def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+    """Execute ``nb`` into ``out`` with papermill; return the wall time in seconds.
+
+    A failing cell raises :class:`DanError` naming the notebook, the cell and the error.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                            kernel_name="python3")
+    except PapermillExecutionError as exc:
+        raise DanError(f"notebook {nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): "
+                       f"{exc.ename}: {exc.evalue}; the executed copy with the error is at {out}") from None
+    return time.perf_counter() - start
+
+
+def build_book(root: Path, strict: bool = True) -> float:
+    """Build the book into a fresh folder, then swap it into ``_build/html`` (the old book survives a failure)."""
+    start = time.perf_counter()
+    staging = root / "_build" / "book-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(staging), "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise DanError(f"the book build failed (the previous book in _build/html is kept):\n{tail}")
+    final, old = root / "_build" / "html", root / "_build" / "html.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    (staging / "_build" / "html").rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return time.perf_counter() - start
+
+
+def run_study(profile: str = "default", only: list[str] | None = None, out: Path | None = None,
+              book: bool = True, extra: dict | None = None) -> dict[str, float]:
+    """Run the study for ``profile``; return the wall time of each stage in seconds."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    root = repo_root()
+    os.environ.setdefault("DAN_ROOT", str(root))
+    nbs = notebook_list(root, only)
+    staging = out or root / "_build" / "staging" / profile
+    staging.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    params = {"profile": profile, **(extra or {})}
+    total = time.perf_counter()
+    for nb in nbs:
+        print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
+        times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
+        print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
+    if out is None:
+        dest = root / "book" / "notebooks"
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in nbs:
+            shutil.copyfile(staging / nb.name, dest / nb.name)
+    if book and out is None:
+        print("[study] building the book ...", flush=True)
+        times["book"] = build_book(root)
+        print(f"[study] book built in {times['book']:.1f} s: {root / '_build' / 'html' / 'book' / 'intro.html'}")
+    times["total"] = time.perf_counter() - total
+    write_json_atomic(study_paths(profile, root).results / "study_times.json", times, indent=1)
+    print("[study] wall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILES)} (default: default)")
+    parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
+    parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")
+    parser.add_argument("--no-book", action="store_true", help="do not build the book")
+    parser.add_argument("--book-only", action="store_true", help="only build the book from book/notebooks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    ns = parser.parse_args(argv)
+
+    def go() -> int:
+        if ns.book_only:
+            print(f"[study] book built in {build_book(repo_root()):.1f} s")
+            return 0
+        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book)
+        return 0
+
+    return guard(go, ns.debug, parser.prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Train r-DAN (VQA) and m-DAN (image-text matching) from the loaders and the feature stores.
+
+``train(cfg)`` runs one configuration end to end: it builds vocabularies, trains with a checkpoint after
+every epoch (atomic; model, optimiser, scheduler, epoch, RNG states, config, vocabularies, answers), resumes
+from the last checkpoint of the same configuration, evaluates on the validation/test split and writes
+``metrics.json``, ``history.json`` and per-example predictions with attention maps beside the checkpoint.
+Under ``torchrun`` it trains data-parallel (DDP; NCCL on GPUs, gloo on CPU); rank 0 evaluates and writes.
+
+CLI: ``python -m dan.train --task vqa --profile default --steps 2 --attention dual`` (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from dan.batches import batch_text
+from dan.config import TrainConfig, deviations
+from dan.evaluate import evaluate_matching, evaluate_vqa
+from dan.io import ConfigError, DanError, atomic_path, read_json, study_paths, write_json_atomic
+from dan.losses import matching_loss, vqa_loss
+from dan.prepare import Prepared, prepare
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunResult:
+    """What a finished run left: its folder, final metrics and per-epoch history."""
+
+    run_dir: Path
+    config: TrainConfig
+    metrics: dict
+    history: list[dict]
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    return Path(cfg.out) if cfg.out else study_paths(cfg.profile).runs / cfg.run_name()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Step(torch.nn.Module):
+    """The loss of one batch as a module, so DDP sees a single forward for either task."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, regions, tokens, lengths, targets, soft, generator=None):  # noqa: ANN001
+        if self.cfg.task == "vqa":
+            out = self.model(regions, tokens, lengths)
+            return vqa_loss(out.logits, targets, soft)
+        img = self.model.encode_image(regions)
+        txt = self.model.encode_text(tokens, lengths)
+        S = self.model.similarity(img.embedding, txt.embedding)  # [B, B], positives on the diagonal
+        return matching_loss(S, margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
+                     history: list[dict]) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "rng": _rng_state(), "config": cfg.to_dict(), "vocab": prep.vocab.to_dict(),
+             "answers": prep.answers.to_dict() if prep.answers is not None else None,
+             "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, prep: Prepared) -> list[np.ndarray]:
+    """Index batches of one epoch; a deterministic function of (seed, epoch) so resumed runs see the same order."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    if cfg.task == "vqa":
+        order = rng.permutation(n)
+        return [order[i: i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    # matching: caption rounds; within a round each image appears once with one of its captions, so a batch
+    # never holds two captions of one image (no false negatives)
+    per = prep.train.per_image
+    caption_round = np.argsort(rng.random((n, per)), axis=1)  # [I, per] caption order of each image
+    batches = []
+    for r in range(per):
+        order = rng.permutation(n)
+        caps = order * per + caption_round[order, r]
+        for i in range(0, n, cfg.batch_size):
+            if len(order[i: i + cfg.batch_size]) > 1:
+                batches.append(np.stack([order[i: i + cfg.batch_size], caps[i: i + cfg.batch_size]]))
+    return batches
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None = None) -> RunResult:
+    """Train (or resume, or reuse a finished) run of ``cfg``; see the module docstring.
+
+    ``stop_after_epoch`` ends the process's work after that epoch's checkpoint (used to test resuming).
+    """
+    cfg.validate()
+    rank, world = _dist()
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    run_dir = run_dir_for(cfg)
+    done = run_dir / "metrics.json"
+    if done.is_file():
+        saved = read_json(run_dir / "config.json", "run config")
+        if saved == cfg.identity():
+            return load_result(run_dir)
+        raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
+                          f"or delete that folder")
+    seed_everything(cfg.seed)
+    prep = prepare(cfg, device)
+    from dan.models import build_model
+
+    model = build_model(cfg.task, len(prep.vocab), prep.bank.dim,
+                        num_answers=len(prep.answers) if prep.answers is not None else None,
+                        hidden_dim=cfg.hidden_dim, steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout,
+                        embed_dim=cfg.embed_dim).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_decay_epochs),
+                                                     gamma=cfg.lr_decay)
+    history: list[dict] = []
+    start = 0
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if TrainConfig.from_dict(state["config"]).identity() != cfg.identity():
+            raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
+                              f"delete it")
+        if state["visual_dim"] != prep.bank.dim:
+            raise DanError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions, "
+                           f"the feature store has {prep.bank.dim}-d ({prep.bank.meta.get('backbone')})")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start = state["history"], state["epoch"] + 1
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
+        shrunk = deviations(cfg)
+        if shrunk and progress and start == 0:
+            print(f"[{cfg.run_name()}] profile {cfg.profile!r} departs from the paper in: "
+                  + ", ".join(f"{k}={a} (paper {b})" for k, (a, b) in sorted(shrunk.items())), file=sys.stderr)
+    step = _Step(model, cfg)
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda"
+                                                         else None)
+    n_train = len(prep.train)
+    epochs = range(start, cfg.epochs)
+    bar = tqdm(epochs, desc=cfg.run_name(), disable=not progress or rank != 0, initial=start, total=cfg.epochs,
+               file=sys.stderr, dynamic_ncols=True)
+    for epoch in bar:
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        model.train()
+        total, count = 0.0, 0
+        for batch in _epoch_batches(n_train, cfg, epoch, prep):
+            if cfg.task == "vqa":
+                idx = batch[rank::world]
+                regions = prep.bank.fetch(prep.train.rows[idx])
+                tokens, lengths = batch_text(prep.train.tokens, prep.train.lengths, idx, device)
+                targets = torch.from_numpy(prep.train.targets[idx]).to(device, non_blocking=True)
+                soft = (prep.train.soft_targets(idx, len(prep.answers)).to(device) if cfg.soft_targets else None)
+            else:
+                img_idx, cap_idx = batch[0][rank::world], batch[1][rank::world]
+                regions = prep.bank.fetch(prep.train.rows[img_idx])
+                tokens, lengths = batch_text(prep.train.tokens, prep.train.lengths, cap_idx, device)
+                targets = soft = None
+            loss = step(regions, tokens, lengths, targets, soft, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                if cfg.clip_mode == "norm":
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(regions)
+            count += len(regions)
+        scheduler.step()
+        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if rank == 0:
+            val_metrics = _evaluate(model, cfg, prep, device, save_to=None)
+            record.update(_headline(cfg, val_metrics))
+            history.append(record)
+            bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, cfg, prep, history)
+        if world > 1:
+            dist.barrier()
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            return RunResult(run_dir, cfg, {}, history)
+    if rank == 0:
+        metrics = _evaluate(model, cfg, prep, device, save_to=run_dir)
+        metrics["deviations_from_paper"] = {k: list(v) for k, v in deviations(cfg).items()}
+        write_json_atomic(run_dir / "history.json", history, indent=1)
+        write_json_atomic(done, metrics, indent=1)  # written last: marks the run finished
+    if world > 1:
+        dist.barrier()
+    return load_result(run_dir) if rank == 0 else RunResult(run_dir, cfg, {}, history)
+
+
+def _headline(cfg: TrainConfig, m: dict) -> dict:
+    if cfg.task == "vqa":
+        return {"val_acc": m["overall"]}
+    return {"val_rsum": m["rsum"], "val_i2t_r1": m["i2t"]["r1"], "val_t2i_r1": m["t2i"]["r1"]}
+
+
+def _evaluate(model, cfg: TrainConfig, prep: Prepared, device: torch.device, save_to: Path | None) -> dict:
+    if cfg.task == "vqa":
+        return evaluate_vqa(model, prep, cfg.eval_batch_size, device, save_to=save_to)
+    return evaluate_matching(model, prep, cfg.eval_batch_size, device, save_to=save_to)
+
+
+def load_result(run_dir: str | Path) -> RunResult:
+    """Metrics, history and config of a finished run (no model loading)."""
+    run_dir = Path(run_dir)
+    cfg_d = read_json(run_dir / "config.json", "run config")
+    cfg = TrainConfig.from_dict(cfg_d)
+    return RunResult(run_dir, cfg, read_json(run_dir / "metrics.json", "run metrics"),
+                     read_json(run_dir / "history.json", "run history"))
+
+
+def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> dict:
+    """The raw checkpoint dict of a run (model state, config, vocabularies, answers, history)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise DanError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dan.cli import run_train_cli
+
+    return run_train_cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
