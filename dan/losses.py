@@ -12,6 +12,8 @@ from torch import Tensor
 
 from dan.io import ConfigError, DataError
 
+__all__ = ["IGNORE_INDEX", "NEGATIVE_MODES", "matching_loss", "sample_negatives", "vqa_loss"]
+
 IGNORE_INDEX = -1
 NEGATIVE_MODES = ("sampled", "hardest")
 
@@ -80,6 +82,7 @@ def matching_loss(S: Tensor, margin: float = 100.0, negatives: str = "sampled",
         raise ConfigError(f"negatives must be one of {', '.join(NEGATIVE_MODES)}; got {negatives!r}")
     if S.dim() != 2 or S.shape[0] != S.shape[1]:
         raise DataError(f"matching_loss: S must be a square [B, B] matrix, got {list(S.shape)}")
+    S = S.float()  # margins of 100 on sums of hundreds of products need more than bf16/fp16 resolution
     batch = S.shape[0]
     if batch < 2:
         raise DataError(f"matching_loss: a batch needs at least 2 pairs to have negatives, got {batch}")

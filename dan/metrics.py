@@ -10,6 +10,7 @@ generated or hand-made annotations.)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,7 @@ def _strip_punctuation(text: str) -> str:
     return _PERIOD_NOT_IN_NUMBER.sub("", out)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # answers repeat a lot; the function is pure
 def normalize_answer(answer: str) -> str:
     """Official VQA answer normalisation.
 

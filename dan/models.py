@@ -128,7 +128,9 @@ class TextEncoder(nn.Module):
 
     ``forward(tokens [B, T] long, lengths [B]) -> (u [B, T, H] with 0 on padding, mask [B, T] bool)``.
     ``lengths`` should live on the CPU (packing needs them there; a GPU tensor costs one host sync).
-    Dropout is applied to the embeddings [B, T, E].
+    Dropout is applied to the embeddings [B, T, E]. Runs eagerly under ``torch.compile`` (packing and the
+    checks on ``lengths`` are data-dependent; the cuDNN LSTM gains nothing from compiling), so a compiled model
+    has one clean graph break here and compiles everything after it as one graph.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, dropout: float) -> None:
@@ -138,6 +140,7 @@ class TextEncoder(nn.Module):
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=1, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
 
+    @torch.compiler.disable
     def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise DataError(f"tokens must have shape [B, T>0], got {list(tokens.shape)}")
@@ -182,11 +185,11 @@ class RDAN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, regions: Tensor, tokens: Tensor, lengths: Tensor) -> RDANOutput:
+        words, mask = self.text(tokens, lengths)  # [B, T, H], [B, T]
         regions = _regions_input(regions, self.visual_dim, self.visual.initial.weight)
         if regions.shape[0] != tokens.shape[0]:
             raise DataError(f"regions and tokens differ in batch size: "
                             f"{regions.shape[0]} vs {tokens.shape[0]}")
-        words, mask = self.text(tokens, lengths)  # [B, T, H], [B, T]
         vstate, v = self.visual.begin(self.dropout(regions))
         ustate, u = self.textual.begin(words, mask)
         memory = v * u  # m(0)
@@ -247,7 +250,7 @@ class MDAN(nn.Module):
         memory, us, weights = u, [u], []
         for k in range(1, self.steps + 1):
             u, a_u = self.textual.step(k, state, memory)
-            memory = memory + u + 0 * state.words.sum()
+            memory = memory + u
             us.append(u)
             weights.append(a_u)
         steps = torch.stack(us, dim=1)  # [B, K+1, H]
@@ -259,7 +262,7 @@ class MDAN(nn.Module):
         return image_embedding @ text_embedding.transpose(0, 1)
 
     def forward(self, regions: Tensor, tokens: Tensor, lengths: Tensor) -> MDANOutput:
-        image, text = self.encode_image(regions), self.encode_text(tokens, lengths)
+        text, image = self.encode_text(tokens, lengths), self.encode_image(regions)
         return MDANOutput(self.similarity(image.embedding, text.embedding), image, text)
 
 

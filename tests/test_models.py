@@ -174,6 +174,15 @@ def test_eval_is_deterministic_and_train_uses_dropout():
                                atol=0, rtol=0)
     model.train()
     assert not torch.equal(model(regions, tokens, lengths).logits, model(regions, tokens, lengths).logits)
+    seen = []  # dropout sits right before the classifier: its input is m(K) with units zeroed and scaled by 2
+    model.classifier.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    memory = model(regions, tokens, lengths).memory
+    assert torch.all((seen[0] == 0) | torch.isclose(seen[0], 2 * memory)) and torch.any(seen[0] == 0)
+    m = mdan().train()  # dropout on the regions (image side) and on the word embeddings (text side)
+    assert not torch.equal(m.encode_image(regions).embedding, m.encode_image(regions).embedding)
+    assert not torch.equal(m.encode_text(tokens, lengths).embedding, m.encode_text(tokens, lengths).embedding)
+    m.eval()
+    assert torch.equal(m.encode_image(regions).embedding, m.encode_image(regions).embedding)
 
 
 def test_half_precision_regions_are_accepted():

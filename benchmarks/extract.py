@@ -1,0 +1,172 @@
+"""Feature-extraction speed: the model-only ceiling and the end-to-end rate, measured in one run.
+
+* model-only: random normalised tensors already on the device, same batch size, same precision and memory format
+  (channels_last; bf16 autocast on CUDA), timed forward passes including the on-device fp16 conversion;
+* end-to-end: N synthetic COCO-like 640 x 480 JPEGs (generated here, deterministic) -> a finished feature store
+  (decode, resize, transfer, model, device-to-host copy, writes, fsync, publish), timed around
+  ``dan.features.extract_features`` after a warm-up run on a few batches.
+
+Prints both rates (img/s) and their ratio and writes them, with the device, backbone, batch and command, to JSON.
+
+    python benchmarks/extract.py --num-images 64 --device cpu                      # default backbone, CPU
+    python benchmarks/extract.py --backbone resnet152 --random-weights --num-images 8192 --batch-size 256 \\
+        --device cuda --out results/bench/extract_h200.json                       # the paper's backbone, GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dan.backbones import build_backbone  # noqa: E402
+from dan.features import FEATURE_PROFILES, extract_features, resolve_device  # noqa: E402
+from dan.io import DanError, write_json_atomic  # noqa: E402
+
+DISTINCT = 64  # distinct synthetic images; the rest are byte copies under other names
+
+
+def synthetic_jpegs(folder: Path, n: int, seed: int = 0) -> list[tuple[int, Path]]:
+    """``n`` 640 x 480 JPEGs (quality 90, ~60-120 kB like COCO): blurred noise background, shapes, fine noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    blobs = []
+    for _ in range(min(n, DISTINCT)):
+        low = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        im = Image.fromarray(low).resize((640, 480), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(8))
+        draw = ImageDraw.Draw(im)
+        for _ in range(8):
+            x, y, s = int(rng.integers(0, 560)), int(rng.integers(0, 400)), int(rng.integers(30, 160))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + s, y + s], fill=fill)
+        arr = np.asarray(im, dtype=np.int16) + rng.integers(-12, 13, (480, 640, 3))
+        path = folder / "tmp.jpg"
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
+        blobs.append(path.read_bytes())
+    items = []
+    for k in range(n):
+        path = folder / f"COCO_train2014_{k + 1:012d}.jpg"
+        if not path.is_file() or path.stat().st_size != len(blobs[k % len(blobs)]):
+            path.write_bytes(blobs[k % len(blobs)])
+        items.append((k + 1, path))
+    (folder / "tmp.jpg").unlink()
+    return items
+
+
+def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> float:
+    """Images/s of forward passes on random tensors already on ``device`` (after warm-up)."""
+    cuda = device.type == "cuda"
+    x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.inference_mode():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                y = model(x)
+            return y.permute(0, 2, 3, 1).float().clamp_(-65504, 65504).to(torch.float16)
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(3):
+        step()
+    sync()
+    iters, start = 0, time.perf_counter()
+    while iters < 3 or time.perf_counter() - start < seconds:
+        step()
+        iters += 1
+        if not cuda or iters % 5 == 0:
+            sync()
+    sync()
+    return iters * batch / (time.perf_counter() - start)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet152", "vgg19"])
+    p.add_argument("--layer")
+    p.add_argument("--image-size", type=int, help="default: 224 for EfficientNet-Lite, 448 for ResNet/VGG")
+    p.add_argument("--num-images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="default: 32 on CPU, 256 on CUDA")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--weights")
+    p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
+    p.add_argument("--workdir", help="where images and the store go (default: a temporary folder, removed)")
+    p.add_argument("--out", help="JSON file for the results")
+    args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        lite = args.backbone.startswith("efficientnet-lite")
+        base = FEATURE_PROFILES["default"] if lite else FEATURE_PROFILES["real"]
+        cfg = replace(base, backbone=args.backbone, layer=args.layer or (base.layer if lite else None),
+                      image_size=args.image_size or (224 if lite else 448), device=str(device),
+                      batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
+                      num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
+                      random_weights=args.random_weights).validate()
+        work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))
+        t0 = time.perf_counter()
+        items = synthetic_jpegs(work / "images", args.num_images)
+        gen_s = time.perf_counter() - t0
+        mean_kb = np.mean([p.stat().st_size for _, p in items[:DISTINCT]]) / 1e3
+        model = build_backbone(cfg.backbone, cfg.layer, cfg.image_size, cfg.weights, cfg.random_weights)
+        model = model.to(device, memory_format=torch.channels_last)
+        ceiling = model_only_rate(model, device, cfg.batch_size, args.model_seconds)
+        warm = items[: min(len(items), 2 * cfg.batch_size)]
+        extract_features(warm, work / "warmup", cfg, backbone=model, progress=False)
+        shutil.rmtree(work / "store", ignore_errors=True)
+        t0 = time.perf_counter()
+        store = extract_features(items, work / "store", cfg, backbone=model, progress=False)
+        e2e_s = time.perf_counter() - t0
+    except DanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    e2e = len(items) / e2e_s
+    result = {
+        "device": device_name(device), "device_type": device.type, "backbone": cfg.backbone,
+        "layer": store.meta["layer"], "image_size": cfg.image_size, "grid": store.meta["grid"], "dim": store.dim,
+        "batch_size": cfg.batch_size, "num_images": len(items), "jpeg_size": "640x480",
+        "jpeg_mean_kb": round(mean_kb, 1),
+        "decode": store.meta["decode"], "precision": store.meta["precision"],
+        "model_only_img_s": round(ceiling, 1), "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
+        "end_to_end_s": round(e2e_s, 2), "generate_s": round(gen_s, 2),
+        "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
+        "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
+        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),
+    }
+    print(f"device      {result['device']}\nbackbone    {cfg.backbone}/{result['layer']} @ {cfg.image_size} px -> "
+          f"{result['grid'][0]}x{result['grid'][1]}x{store.dim}, batch {cfg.batch_size}, {len(items)} JPEGs 640x480 "
+          f"(~{mean_kb:.0f} kB), decode: {result['decode']}, {result['precision']}")
+    print(f"model-only  {ceiling:9.1f} img/s\nend-to-end  {e2e:9.1f} img/s  ({e2e_s:.2f} s)\n"
+          f"ratio       {e2e / ceiling:9.3f}")
+    if args.out:
+        write_json_atomic(args.out, result, indent=1)
+        print(f"wrote {args.out}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Command line for the data sets.
+
+  python -m dan.data generate --profile default [--out DIR] [--seed 0] [--force] [--workers N]
+  python -m dan.data info     [--profile default | --root DIR]      summary of a generated data set
+  python -m dan.data check    [--profile real | --root DIR] [--verify-images]   load every split of a data root
+
+A user's mistake (unknown profile, missing or malformed file) ends in one line on stderr and exit code 2;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dan.io import ConfigError, DanError, DataError, read_json, repo_root, study_paths
+
+PROG = "python -m dan.data"
+
+
+def _profile(name: str) -> str:
+    from dan.data.synth import PROFILES
+
+    if name not in PROFILES and name != "real":
+        raise ConfigError(f"unknown profile {name!r} (accepted: {', '.join(PROFILES)})")
+    return name
+
+
+def _generate(ns: argparse.Namespace) -> int:
+    from dan.data.synth import generate
+
+    out = generate(_profile(ns.profile), out=ns.out, seed=ns.seed, force=ns.force, workers=ns.workers,
+                   progress=not ns.no_progress)
+    print(out)
+    return 0
+
+
+def _root(ns: argparse.Namespace) -> Path:
+    """``--root`` if given, else the profile's data folder (``data/real`` for the real data sets)."""
+    if ns.root:
+        return Path(ns.root)
+    if _profile(ns.profile) == "real":
+        return repo_root() / "data" / "real"
+    return study_paths(ns.profile).data
+
+
+def _info(ns: argparse.Namespace) -> int:
+    if ns.profile == "real" and not ns.root:
+        raise ConfigError("info summarises a generated data set; for the real ones run: "
+                          "python -m dan.data check --profile real")
+    root = _root(ns)
+    m = read_json(root / "manifest.json", "manifest")
+    if not isinstance(m, dict):
+        raise DataError(f"{root / 'manifest.json'}: not a manifest object")
+    summary = {k: v for k, v in m.items() if k != "files"}
+    summary["files"] = len(m.get("files") or {})
+    print(json.dumps(summary, indent=1, sort_keys=True))
+    return 0
+
+
+def _check(ns: argparse.Namespace) -> int:
+    from dan.data.captions import image_file, load_karpathy
+    from dan.data.grounding import load_grounding
+    from dan.data.vqa import load_vqa_split, vqa_files
+
+    root = _root(ns)
+    if not root.is_dir():
+        raise DataError(f"data root not found: {root}")
+    report: dict = {"root": str(root), "vqa": {}, "captions": {}}
+    for split in ("train2014", "val2014", "test-dev2015", "test2015"):
+        try:
+            vqa_files(root, split)
+        except DataError:
+            continue
+        ex = load_vqa_split(root, split, check_images=ns.verify_images)
+        report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
+                                "annotated": sum(1 for e in ex if e.answers)}
+    for path in sorted((root / "captions").glob("dataset_*.json")):
+        images = load_karpathy(path)
+        if ns.verify_images:
+            for img in images:
+                image_file(root / "images", img, check=True)
+        splits: dict[str, int] = {}
+        for img in images:
+            splits[img.split] = splits.get(img.split, 0) + 1
+        report["captions"][path.name] = dict(sorted(splits.items()))
+    if (root / "grounding.json").is_file():
+        g = load_grounding(root / "grounding.json")
+        report["grounding"] = {"images": len(g.images), "questions": len(g.questions), "captions": len(g.captions)}
+    if not report["vqa"] and not report["captions"]:
+        raise DataError(f"{root}: no VQA files (vqa/*questions.json) and no captions/dataset_*.json found")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Generate, summarise and check data sets.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate the embedded benchmark of a profile")
+    g.add_argument("--profile", default="default", help="smoke | default | full")
+    g.add_argument("--out", default=None, help="target folder (default data/generated/<profile>)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--force", action="store_true", help="regenerate even if a complete data set is there")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: 1, or up to 8 for full)")
+    g.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("info", help="print a generated data set's manifest summary")
+    i.add_argument("--profile", default="default")
+    i.add_argument("--root", default=None)
+    c = sub.add_parser("check", help="load every split of a data root and report counts")
+    c.add_argument("--profile", default="default", help="smoke | default | full | real (data/real)")
+    c.add_argument("--root", default=None, help="any data root (overrides --profile)")
+    c.add_argument("--verify-images", action="store_true", help="also require every image file (non-empty)")
+    for p in (g, i, c):
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    debug = ns.debug or "--debug" in argv
+    run = {"generate": _generate, "info": _info, "check": _check}[ns.command]
+    try:
+        return run(ns)
+    except (DanError, OSError) as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was left half-written, rerun the same command", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

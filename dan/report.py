@@ -1,0 +1,111 @@
+"""Tables the notebooks and the book show, built from files on disk (data sets, run folders), never typed in."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from dan import reference
+from dan.data.captions import load_karpathy
+from dan.data.vqa import load_vqa_split
+from dan.io import DataError, read_json
+
+VQA_COLUMNS = ["overall", "yes/no", "number", "other"]
+
+
+def data_overview(root: str | Path, captions_file: str = "captions/dataset_synth.json",
+                  splits: tuple[str, ...] = ("train2014", "val2014")) -> pd.DataFrame:
+    """Per split: images, questions, questions per answer type and per family, caption images and captions."""
+    root = Path(root)
+    families: dict[int, str] = {}
+    if (root / "grounding.json").is_file():
+        from dan.data.grounding import load_grounding
+
+        families = {q: g.family for q, g in load_grounding(root / "grounding.json").questions.items()}
+    rows = []
+    for split in splits:
+        ex = load_vqa_split(root, split)
+        types = Counter(e.answer_type for e in ex)
+        fams = Counter(families.get(e.question_id, "n/a") for e in ex)
+        rows.append({"split": split, "images": len({e.image_id for e in ex}), "questions": len(ex),
+                     **{f"q {t}": types.get(t, 0) for t in ("yes/no", "number", "other")},
+                     **{f"q {f}": n for f, n in sorted(fams.items())}})
+    df = pd.DataFrame(rows).set_index("split")
+    cap_path = root / captions_file
+    if cap_path.is_file():
+        caps = Counter(im.split for im in load_karpathy(cap_path))
+        sents = Counter()
+        for im in load_karpathy(cap_path):
+            sents[im.split] += len(im.sentences)
+        cap = pd.DataFrame({"caption images": caps, "captions": sents})
+        cap.index = [f"captions {s}" for s in cap.index]
+        df = pd.concat([df, cap])
+    return df.fillna(0).astype(int)
+
+
+def answer_distribution(root: str | Path, split: str = "train2014", top: int = 15) -> pd.DataFrame:
+    """The ``top`` most frequent majority answers of ``split`` with their answer type and share (%)."""
+    ex = load_vqa_split(root, split)
+    counts = Counter((e.multiple_choice_answer, e.answer_type) for e in ex)
+    rows = [{"answer": a, "answer type": t, "questions": n, "share %": round(100 * n / len(ex), 1)}
+            for (a, t), n in counts.most_common(top)]
+    return pd.DataFrame(rows)
+
+
+def run_metrics(run_dir: str | Path) -> dict:
+    """``metrics.json`` of a finished run, with a clear error if the run has not finished."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"run {run_dir} has not finished (no metrics.json); run its training first")
+    return read_json(path, "run metrics")
+
+
+def vqa_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Accuracy (%) per answer type (and family, when present) for {label: r-DAN metrics}."""
+    rows = []
+    for label, m in metrics.items():
+        row = {"run": label, **{c: m.get(c) for c in VQA_COLUMNS}}
+        for fam, v in sorted((m.get("groups") or {}).items()):
+            row[fam] = v.get("overall") if isinstance(v, dict) else v
+        if "majority_baseline" in m:
+            row["majority baseline"] = m["majority_baseline"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run").round(2)
+
+
+def retrieval_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """R@1/5/10 (%) and median rank both ways for {label: m-DAN metrics}."""
+    rows = []
+    for label, m in metrics.items():
+        row = {"run": label}
+        for d, name in (("i2t", "image→text"), ("t2i", "text→image")):
+            for k in ("r1", "r5", "r10", "medr"):
+                row[f"{name} {k.upper() if k != 'medr' else 'MR'}"] = m[d][k]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run").round(2)
+
+
+def reproduction_vqa(ours: dict[str, dict]) -> pd.DataFrame:
+    """The paper's VQA rows beside ours (``ours``: {label: metrics}); data sets differ, see the book."""
+    rows = [{"source": "paper" + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
+             "data": f"VQA v1.0 {r['split']}", **{c: r[c] for c in VQA_COLUMNS}} for r in reference.VQA]
+    for label, m in ours.items():
+        rows.append({"source": "this study", "model": label, "data": m.get("data", "embedded benchmark val"),
+                     **{c: round(m[c], 2) for c in VQA_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def reproduction_retrieval(ours: dict[str, dict]) -> pd.DataFrame:
+    """The paper's Flickr30K rows beside ours."""
+    def flat(m: dict) -> dict:
+        return {f"{d} {k.upper() if k != 'medr' else 'MR'}": m[d][k] for d in ("i2t", "t2i")
+                for k in ("r1", "r5", "r10", "medr")}
+
+    rows = [{"source": "paper" + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
+             "data": "Flickr30K 1k test", **flat(r)} for r in reference.FLICKR30K]
+    for label, m in ours.items():
+        rows.append({"source": "this study", "model": label, "data": m.get("data", "embedded benchmark test"),
+                     **{k: (round(v, 2) if v is not None else None) for k, v in flat(m).items()}})
+    return pd.DataFrame(rows)

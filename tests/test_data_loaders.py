@@ -1,0 +1,250 @@
+"""Loaders for the real formats: VQA v1/v2, Karpathy JSON, Flickr8k captions.txt, grounding.json.
+
+Every bad input must give a DataError whose message names the file and the id at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dan.data.captions import CaptionImage, image_file, load_flickr8k_txt, load_karpathy
+from dan.data.grounding import grid_coverage, load_grounding, object_mask
+from dan.data.vqa import DataWarning, check_image_file, load_vqa, load_vqa_split, vqa_files
+from dan.io import ConfigError, DataError
+
+
+def _questions(split="val2014", qs=((1, 10, "What color is it?"), (2, 10, "How many?"), (3, 11, "Is it?"))):
+    return {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": split, "license": {},
+            "questions": [{"question_id": q, "image_id": i, "question": t} for q, i, t in qs]}
+
+
+def _annotations(rows=((1, 10, "red", "other"), (2, 10, "2", "number"), (3, 11, "yes", "yes/no"))):
+    anns = []
+    for q, i, a, t in rows:
+        answers = [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)]
+        anns.append({"question_id": q, "image_id": i, "answers": answers, "multiple_choice_answer": a,
+                     "answer_type": t, "question_type": "what"})
+    return {"info": {}, "license": {}, "data_type": "mscoco", "data_subtype": "val2014", "annotations": anns}
+
+
+def _write(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+@pytest.mark.parametrize("version, qname, aname, sub", [
+    ("v2", "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json", "vqa"),
+    ("v1", "OpenEnded_mscoco_val2014_questions.json", "mscoco_val2014_annotations.json", "."),
+])
+def test_vqa_round_trip_v1_v2(tmp_path, version, qname, aname, sub):
+    _write(tmp_path / sub / qname, _questions())
+    _write(tmp_path / sub / aname, _annotations())
+    q, a = vqa_files(tmp_path, "val", version="auto")
+    assert (q.name, a.name) == (qname, aname)
+    ex = load_vqa_split(tmp_path, "val2014")
+    assert [e.question_id for e in ex] == [1, 2, 3]
+    assert ex[1].image_id == 10 and ex[1].question == "How many?" and ex[1].answers == ["2"] * 10
+    assert (ex[1].multiple_choice_answer, ex[1].answer_type, ex[1].question_type) == ("2", "number", "what")
+
+
+def test_vqa_prefers_v2_and_test_split_without_annotations(tmp_path):
+    _write(tmp_path / "vqa" / "OpenEnded_mscoco_test2015_questions.json", _questions("test2015"))
+    _write(tmp_path / "vqa" / "v2_OpenEnded_mscoco_test2015_questions.json", _questions("test2015", ((7, 1, "Q?"),)))
+    q, a = vqa_files(tmp_path, "test2015")
+    assert q.name.startswith("v2_") and a is None
+    assert vqa_files(tmp_path, "test2015", version="v1")[0].name.startswith("OpenEnded")
+    ex = load_vqa_split(tmp_path, "test")
+    assert len(ex) == 1 and ex[0].answers == [] and ex[0].multiple_choice_answer is None
+
+
+def test_vqa_files_missing_lists_what_it_looked_for(tmp_path):
+    with pytest.raises(DataError) as err:
+        vqa_files(tmp_path, "train2014")
+    msg = str(err.value)
+    assert "v2_OpenEnded_mscoco_train2014_questions.json" in msg and "OpenEnded_mscoco_train2014_questions" in msg
+    with pytest.raises(ConfigError, match="accepted"):
+        vqa_files(tmp_path, "train2014", version="v3")
+
+
+def _bad_question_file(tmp_path, case):
+    qs = _questions()
+    if case == "missing keys":
+        del qs["questions"][1]["question"]
+    elif case == "duplicate id":
+        qs["questions"][2]["question_id"] = 2
+    elif case == "empty question":
+        qs["questions"][1]["question"] = "   "
+    elif case == "unknown image":
+        qs["questions"][1]["image_id"] = 999
+    return _write(tmp_path / "q.json", qs)
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing keys", r"q\.json: question #1: missing key\(s\) 'question'"),
+    ("duplicate id", r"q\.json: duplicate question_id 2"),
+    ("empty question", r"q\.json: question 2 has an empty question"),
+    ("unknown image", r"q\.json: question 2 references image 999"),
+])
+def test_vqa_bad_questions_name_file_and_id(tmp_path, case, pattern):
+    path = _bad_question_file(tmp_path, case)
+    with pytest.raises(DataError, match=pattern):
+        load_vqa(path, image_ids={10, 11})
+    stats: dict = {}
+    with pytest.warns(DataWarning, match="skipped 1 of 3"):
+        ex = load_vqa(path, image_ids={10, 11}, on_error="skip", stats=stats)
+    assert len(ex) == 2 and stats["skipped"] == 1 and stats["reasons"] == {case: 1}
+
+
+def test_vqa_bad_files_and_annotations(tmp_path):
+    bad = _write(tmp_path / "broken.json", '{"questions": [')
+    with pytest.raises(DataError, match=r"broken\.json is not valid JSON"):
+        load_vqa(bad)
+    with pytest.raises(DataError, match=r"nothere\.json"):
+        load_vqa(tmp_path / "nothere.json")
+    with pytest.raises(DataError, match=r"'questions'"):
+        load_vqa(_write(tmp_path / "nokey.json", {"info": {}}))
+    q = _write(tmp_path / "q.json", _questions())
+    anns = _annotations()
+    anns["annotations"].append(dict(anns["annotations"][0]))
+    with pytest.raises(DataError, match=r"a\.json: duplicate annotation for question_id 1"):
+        load_vqa(q, _write(tmp_path / "a.json", anns))
+    anns = _annotations()
+    del anns["annotations"][2]
+    with pytest.raises(DataError, match=r"no annotation for question_id 3"):
+        load_vqa(q, _write(tmp_path / "a.json", anns))
+    anns = _annotations()
+    anns["annotations"][0]["answers"] = []
+    with pytest.raises(DataError, match=r"a\.json: annotation of question 1: 'answers' must be a non-empty"):
+        load_vqa(q, _write(tmp_path / "a.json", anns))
+    with pytest.raises(ConfigError, match="on_error"):
+        load_vqa(q, on_error="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing skipped -> no warning
+        assert len(load_vqa(q, on_error="skip")) == 3
+
+
+def test_image_file_checks(tmp_path):
+    _write(tmp_path / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json", _questions())
+    img_dir = tmp_path / "images" / "val2014"
+    img_dir.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(img_dir / "COCO_val2014_000000000010.jpg")
+    (img_dir / "COCO_val2014_000000000011.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"image id 11 is empty .*COCO_val2014_000000000011\.jpg"):
+        load_vqa_split(tmp_path, "val2014", check_images=True)
+    (img_dir / "COCO_val2014_000000000011.jpg").unlink()
+    with pytest.raises(DataError, match=r"question 3 references image 11"):
+        load_vqa_split(tmp_path, "val2014", check_images=True)
+    with pytest.warns(DataWarning):
+        assert len(load_vqa_split(tmp_path, "val2014", check_images=True, on_error="skip")) == 2
+    good = (img_dir / "COCO_val2014_000000000010.jpg").read_bytes()
+    cut = img_dir / "COCO_val2014_000000000014.jpg"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match=r"image id 14 is not a readable image: .*000000000014\.jpg"):
+        check_image_file(cut, 14, verify=True)  # truncated JPEG
+    junk = _write(img_dir / "COCO_val2014_000000000012.jpg", "not an image")
+    assert check_image_file(junk, 12) == junk
+    with pytest.raises(DataError, match=r"image id 12 is not a readable image"):
+        check_image_file(junk, 12, verify=True)
+    with pytest.raises(DataError, match=r"image id 13 not found"):
+        check_image_file(img_dir / "missing.jpg", 13)
+
+
+def _karpathy():
+    return {"dataset": "coco", "images": [
+        {"filepath": "val2014", "filename": "COCO_val2014_000000000042.jpg", "imgid": 0, "cocoid": 42,
+         "split": "test", "sentids": [0, 1], "sentences": [
+             {"tokens": ["a", "dog"], "raw": "A dog.", "imgid": 0, "sentid": 0},
+             {"tokens": ["a", "cat"], "raw": "A cat.", "imgid": 0, "sentid": 1}]},
+        {"filename": "1000092795.jpg", "imgid": 1, "split": "train", "sentids": [2],
+         "sentences": [{"tokens": ["two", "men"], "raw": "Two men.", "imgid": 1, "sentid": 2}]},
+        {"filename": "img_b.jpg", "imgid": 7, "split": "restval", "sentids": [3],
+         "sentences": [{"tokens": ["a", "bird"], "imgid": 7, "sentid": 3}]},
+    ]}
+
+
+def test_karpathy_round_trip(tmp_path):
+    path = _write(tmp_path / "dataset_coco.json", _karpathy())
+    imgs = load_karpathy(path)
+    assert [i.image_id for i in imgs] == [42, 1000092795, 7]  # cocoid, number in file name, imgid
+    assert imgs[0] == CaptionImage(42, "COCO_val2014_000000000042.jpg", "val2014", "test", ["A dog.", "A cat."],
+                                   [0, 1])
+    assert imgs[2].sentences == ["a bird"] and imgs[1].filepath == ""
+    assert [i.image_id for i in load_karpathy(path, splits={"train", "restval"})] == [1000092795, 7]
+    assert image_file(tmp_path, imgs[0]) == tmp_path / "val2014" / "COCO_val2014_000000000042.jpg"
+    assert image_file(tmp_path, imgs[1]) == tmp_path / "1000092795.jpg"
+    with pytest.raises(DataError, match=r"image id 42 not found"):
+        image_file(tmp_path, imgs[0], check=True)
+
+
+@pytest.mark.parametrize("mutate, pattern", [
+    (lambda d: d["images"][1].update(cocoid=42), r"dataset_coco\.json: duplicate image id 42"),
+    (lambda d: d["images"][1]["sentences"][0].update(sentid=1), r"image 1000092795 .*duplicate sentence id 1"),
+    (lambda d: d["images"][0].update(sentences=[]), r"image 42 .*no sentences"),
+    (lambda d: d["images"][0]["sentences"][1].update(raw=" "), r"image 42 .*sentence #1: empty sentence"),
+    (lambda d: d["images"][2].pop("split"), r"image #2: missing key\(s\) 'split'"),
+])
+def test_karpathy_bad_input(tmp_path, mutate, pattern):
+    data = _karpathy()
+    mutate(data)
+    with pytest.raises(DataError, match=pattern):
+        load_karpathy(_write(tmp_path / "dataset_coco.json", data))
+
+
+def test_flickr8k_txt(tmp_path):
+    text = ("image,caption\n"
+            "1000268201_693b08cb0e.jpg,A child in a pink dress , climbing stairs .\n"
+            '1000268201_693b08cb0e.jpg,"A girl, going into a building."\n'
+            "1001773457_577c3a7d70.jpg,Two dogs playing .\n")
+    imgs = load_flickr8k_txt(_write(tmp_path / "captions.txt", text), split_map={1001773457: "test"})
+    assert [(i.image_id, i.split, i.sentence_ids) for i in imgs] == [(1000268201, "train", [0, 1]),
+                                                                     (1001773457, "test", [2])]
+    assert imgs[0].sentences[1] == "A girl, going into a building."
+    tokens = load_flickr8k_txt(_write(tmp_path / "Flickr8k.token.txt", "1001773457_577c3a7d70.jpg#0\tA dog .\n"))
+    assert tokens[0].sentences == ["A dog ."] and tokens[0].filename == "1001773457_577c3a7d70.jpg"
+    with pytest.raises(DataError, match=r"bad\.txt: expected the header"):
+        load_flickr8k_txt(_write(tmp_path / "bad.txt", "img,text\na.jpg,x\n"))
+    with pytest.raises(DataError, match=r"bad\.txt, line 3: expected"):
+        load_flickr8k_txt(_write(tmp_path / "bad.txt", "image,caption\n1.jpg,ok\n2.jpg,\n"))
+    with pytest.raises(DataError, match=r"bad\.txt, line 2: cannot read an image id"):
+        load_flickr8k_txt(_write(tmp_path / "bad.txt", "image,caption\nnoid.jpg,A caption\n"))
+
+
+def _grounding():
+    return {"images": {"5": {"width": 100, "height": 50, "objects": [
+        {"id": 0, "shape": "circle", "color": "red", "size": "small", "bbox": [0, 0, 50, 25]},
+        {"id": 1, "shape": "square", "color": "blue", "size": "large", "bbox": [50, 25, 25, 25]}]}},
+        "questions": {"5000": {"family": "multi-hop", "object_ids": [0, 1], "anchor_ids": [0], "target_ids": [1],
+                               "key_words": ["red", "circle"], "image_id": 5}},
+        "captions": {"0": {"object_ids": [1], "key_words": ["square"], "image_id": 5}}}
+
+
+def test_grounding_round_trip_and_masks(tmp_path):
+    g = load_grounding(_write(tmp_path / "grounding.json", _grounding()))
+    assert g.images[5].object(1).bbox == [50.0, 25.0, 25.0, 25.0]
+    assert g.questions[5000].target_ids == [1] and g.questions[5000].family == "multi-hop"
+    assert g.captions[0].key_words == ["square"]
+    # 2x2 grid on 100x50: object 0 fills cell (0, 0); object 1 fills half of cell (1, 1)
+    assert np.allclose(grid_coverage(g.images[5].object(0).bbox, 100, 50, (2, 2)), [1, 0, 0, 0])
+    assert np.allclose(object_mask(g.images[5], [0, 1], (2, 2)), [1, 0, 0, 0.5])
+
+
+@pytest.mark.parametrize("mutate, pattern", [
+    (lambda d: d.pop("captions"), r"grounding\.json: missing key\(s\) 'captions'"),
+    (lambda d: d["images"]["5"]["objects"][1].update(bbox=[1, 2, 0, 3]), r"image 5, object 1: bbox"),
+    (lambda d: d["questions"]["5000"].update(target_ids=[7]), r"question 5000: object ids \[7\]"),
+    (lambda d: d["captions"]["0"].update(image_id=6), r"caption 0: refers to image 6"),
+    (lambda d: d["questions"]["5000"].pop("family"), r"question 5000: missing key\(s\) 'family'"),
+])
+def test_grounding_bad_input(tmp_path, mutate, pattern):
+    data = _grounding()
+    mutate(data)
+    with pytest.raises(DataError, match=pattern):
+        load_grounding(_write(tmp_path / "grounding.json", data))

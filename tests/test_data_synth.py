@@ -1,0 +1,249 @@
+"""The embedded benchmark: determinism, official schemas, ground truth against pixels and text, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dan.data import synth
+from dan.data.__main__ import main
+from dan.data.captions import image_file, load_karpathy
+from dan.data.grounding import load_grounding
+from dan.data.render import PALETTE, RADIUS
+from dan.data.text import tokenize
+from dan.data.vqa import load_vqa_split
+from dan.io import ConfigError, DanError
+from dan.metrics import normalize_answer, vqa_score
+
+# Key sets of the official files (VQA v2 questions/annotations, Karpathy's dataset_coco.json).
+VQA_QUESTIONS_KEYS = {"info", "task_type", "data_type", "data_subtype", "questions", "license"}
+VQA_QUESTION_KEYS = {"image_id", "question", "question_id"}
+VQA_ANNOTATIONS_KEYS = {"info", "license", "data_subtype", "annotations", "data_type"}
+VQA_ANNOTATION_KEYS = {"question_type", "multiple_choice_answer", "answers", "image_id", "answer_type",
+                       "question_id"}
+VQA_ANSWER_KEYS = {"answer", "answer_confidence", "answer_id"}
+KARPATHY_KEYS = {"images", "dataset"}
+KARPATHY_IMAGE_KEYS = {"filepath", "sentids", "filename", "imgid", "split", "sentences", "cocoid"}
+KARPATHY_SENTENCE_KEYS = {"tokens", "raw", "imgid", "sentid"}
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    return synth.generate("smoke", out=tmp_path_factory.mktemp("gen") / "smoke", seed=0, progress=False)
+
+
+def _json(root: Path, rel: str):
+    return json.loads((root / rel).read_text())
+
+
+def test_same_seed_same_bytes(smoke, tmp_path):
+    again = synth.generate("smoke", out=tmp_path / "again", seed=0, progress=False, workers=2)
+    assert _tree_hash(again) == _tree_hash(smoke)
+    manifest = _json(smoke, "manifest.json")
+    for rel, info in manifest["files"].items():
+        assert hashlib.sha256((smoke / rel).read_bytes()).hexdigest() == info["sha256"], rel
+    assert len(manifest["files"]) == 72 + 4 + 2  # images, VQA files, captions + grounding
+    other = synth.generate("smoke", out=tmp_path / "seed1", seed=1, progress=False)
+    assert _json(other, "manifest.json")["files"] != manifest["files"]
+
+
+def test_reuse_force_and_interrupted_runs(smoke, tmp_path, monkeypatch):
+    out = synth.generate("smoke", out=tmp_path / "d", progress=False)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert synth.generate("smoke", out=out, progress=False) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp  # complete: nothing redone
+
+    calls, make_image = [], synth._make_image
+
+    def killed_midway(task):
+        calls.append(1)
+        if len(calls) % 10 == 0:
+            raise KeyboardInterrupt
+        return make_image(task)
+
+    monkeypatch.setattr(synth, "_make_image", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate("smoke", out=out, force=True, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate("smoke", out=tmp_path / "new", progress=False)
+    assert _tree_hash(out) == _tree_hash(smoke)  # the previous data set is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no staging folder, no half-written "new"
+    stale = tmp_path / ".d.tmp-999999999"  # left by a run killed with -9 (no such process)
+    stale.mkdir()
+    monkeypatch.setattr(synth, "_make_image", make_image)
+    synth.generate("smoke", out=out, force=True, progress=False)
+    assert not stale.exists() and _tree_hash(out) == _tree_hash(smoke)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="refusing to replace"):
+        synth.generate("smoke", out=tmp_path / "mine", force=True)
+    with pytest.raises(ConfigError, match="accepted: smoke, default, full"):
+        synth.generate("tiny", out=tmp_path / "x")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DanError, match=r"cannot write the generated data set to .*afile"):
+        synth.generate("smoke", out=tmp_path / "afile" / "x", progress=False)
+
+
+def test_schemas_match_the_official_files(smoke):
+    for split in ("train2014", "val2014"):
+        q = _json(smoke, f"vqa/v2_OpenEnded_mscoco_{split}_questions.json")
+        a = _json(smoke, f"vqa/v2_mscoco_{split}_annotations.json")
+        assert set(q) == VQA_QUESTIONS_KEYS and set(a) == VQA_ANNOTATIONS_KEYS
+        assert q["data_subtype"] == split and q["task_type"] == "Open-Ended"
+        assert all(set(x) == VQA_QUESTION_KEYS for x in q["questions"])
+        assert all(set(x) == VQA_ANNOTATION_KEYS for x in a["annotations"])
+        assert all(len(x["answers"]) == 10 and all(set(y) == VQA_ANSWER_KEYS for y in x["answers"])
+                   for x in a["annotations"])
+    k = _json(smoke, "captions/dataset_synth.json")
+    assert set(k) == KARPATHY_KEYS
+    assert all(set(im) == KARPATHY_IMAGE_KEYS for im in k["images"])
+    assert all(set(s) == KARPATHY_SENTENCE_KEYS for im in k["images"] for s in im["sentences"])
+
+
+def test_loaders_read_it_and_splits_are_consistent(smoke):
+    cfg = synth.PROFILES["smoke"]
+    train, val = load_vqa_split(smoke, "train2014", check_images=True), load_vqa_split(smoke, "val2014")
+    train_imgs, val_imgs = {e.image_id for e in train}, {e.image_id for e in val}
+    assert (len(train_imgs), len(val_imgs)) == (cfg.n_train, cfg.n_val) and not train_imgs & val_imgs
+    assert len({e.question_id for e in train + val}) == len(train + val)
+    for e in train + val:
+        norm = Counter(normalize_answer(a) for a in e.answers).most_common(2)
+        assert norm[0][0] == e.multiple_choice_answer and (len(norm) == 1 or norm[0][1] > norm[1][1])
+        assert e.answer_type in ("yes/no", "number", "other") and e.question_type
+    caps = load_karpathy(smoke / "captions" / "dataset_synth.json")
+    by_split = {s: {c.image_id for c in caps if c.split == s} for s in ("train", "val", "test")}
+    assert by_split["train"] == train_imgs
+    assert by_split["val"] | by_split["test"] <= val_imgs and not by_split["val"] & by_split["test"]
+    assert (len(by_split["val"]), len(by_split["test"])) == (cfg.n_caption_val, cfg.n_caption_test)
+    assert all(len(c.sentences) == 5 and len(set(c.sentences)) == 5 for c in caps)
+    for c in caps:
+        assert image_file(smoke / "images", c, check=True).name.startswith(f"COCO_{c.filepath}_")
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory) -> Path:
+    """A few images at the full profile's resolution (640x480)."""
+    cfg = synth.SynthConfig(n_train=12, n_val=6, n_caption_val=2, n_caption_test=2, width=640, height=480)
+    return synth.generate("full", out=tmp_path_factory.mktemp("gen") / "full", config=cfg, progress=False)
+
+
+@pytest.mark.parametrize("root", ["smoke", "large"])
+def test_ground_truth_agrees_with_pixels(root, request):
+    smoke = request.getfixturevalue(root)
+    g = load_grounding(smoke / "grounding.json")
+    names, colors = list(PALETTE), np.array(list(PALETTE.values()), dtype=float)
+    checked = 0
+    for split in ("train2014", "val2014"):
+        for path in sorted((smoke / "images" / split).glob("*.jpg")):
+            image_id = int(path.stem.split("_")[-1])
+            img, gt = np.asarray(Image.open(path).convert("RGB"), dtype=float), g.images[image_id]
+            assert img.shape == (gt.height, gt.width, 3) and len(gt.objects) >= 2
+            side = min(gt.width, gt.height)
+            for o in gt.objects:
+                x, y, w, h = o.bbox
+                assert 0 <= x and 0 <= y and x + w <= gt.width and y + h <= gt.height
+                cx, cy = int(x + w / 2), int(y + h / 2)
+                patch = np.median(img[cy - 2: cy + 3, cx - 2: cx + 3].reshape(-1, 3), axis=0)
+                assert np.abs(patch - PALETTE[o.color]).max() < 40, (path.name, o)
+                assert names[int(np.argmin(((colors - patch) ** 2).sum(1)))] == o.color, (path.name, o)
+                longest = max(w, h)
+                if o.size == "small":
+                    assert longest <= 2 * RADIUS["small"][1] * side + 2
+                else:
+                    assert longest >= 1.6 * RADIUS["large"][0] * side - 1
+                checked += 1
+    assert checked > 2 * len(g.images)
+
+
+def _center(o):
+    return o.bbox[0] + o.bbox[2] / 2, o.bbox[1] + o.bbox[3] / 2
+
+
+def test_answers_agree_with_grounding(smoke):
+    g = load_grounding(smoke / "grounding.json")
+    rels = {" left of the ": (0, -1), " right of the ": (0, 1), " above the ": (1, -1), " below the ": (1, 1),
+            " under the ": (1, 1)}
+    seen_rel = 0
+    for e in load_vqa_split(smoke, "train2014") + load_vqa_split(smoke, "val2014"):
+        q, img = g.questions[e.question_id], g.images[e.image_id]
+        assert q.image_id == e.image_id and set(q.object_ids) == set(q.anchor_ids) | set(q.target_ids)
+        assert (q.family == "multi-hop") == bool(q.anchor_ids)
+        tokens = tokenize(e.question)
+        assert q.key_words and all(w in tokens for w in q.key_words), (e.question, q.key_words)
+        targets = [img.object(i) for i in q.target_ids]
+        if e.question.startswith("how many"):
+            assert e.multiple_choice_answer == str(len(targets))
+        elif e.question.startswith(("is there", "are there")):
+            assert e.multiple_choice_answer == ("yes" if targets else "no")
+        elif e.question.startswith(("what color", "what is the color")):
+            assert [e.multiple_choice_answer] == [t.color for t in targets]
+        elif e.question.startswith(("what shape", "what is the shape")):
+            assert [e.multiple_choice_answer] == [t.shape for t in targets]
+        for phrase, (axis, sign) in rels.items():
+            if phrase in e.question and not e.question.startswith("is the"):
+                anchor = _center(img.object(q.anchor_ids[0]))
+                assert all(sign * (_center(t)[axis] - anchor[axis]) > 0 for t in targets), e.question
+                seen_rel += 1
+    assert seen_rel > 20
+
+
+def test_captions_grounding_and_distribution(smoke):
+    g = load_grounding(smoke / "grounding.json")
+    k = _json(smoke, "captions/dataset_synth.json")
+    for im in k["images"]:
+        for s in im["sentences"]:
+            cg = g.captions[s["sentid"]]
+            assert cg.image_id == im["cocoid"] and cg.object_ids
+            assert all(w in s["tokens"] for w in cg.key_words) and s["tokens"] == tokenize(s["raw"])
+    m = _json(smoke, "manifest.json")
+    train = load_vqa_split(smoke, "train2014")
+    val = load_vqa_split(smoke, "val2014")
+    top, n_top = Counter(e.multiple_choice_answer for e in train).most_common(1)[0]
+    assert n_top / len(train) < 0.3  # no answer dominates
+    types = Counter(e.answer_type for e in train)
+    assert all(types[t] > 0.2 * len(train) for t in ("yes/no", "number", "other"))
+    families = Counter(q.family for q in g.questions.values())
+    assert min(families.values()) > 0.3 * len(g.questions)
+    base = 100 * np.mean([vqa_score(top, e.answers) for e in val])
+    assert m["majority_baseline"]["answer"] == top
+    assert m["majority_baseline"]["val_accuracy"] == pytest.approx(base, abs=1e-3)
+    assert m["counts"]["questions"] == {"train2014": len(train), "val2014": len(val)}
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["generate", "--profile", "huge", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown profile 'huge'" in err and "smoke, default, full" in err
+    assert main(["info", "--root", str(tmp_path / "nothing")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "dan.data", "generate", "--profile", "nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(ConfigError):
+        main(["generate", "--profile", "nope", "--debug"])
+
+
+def test_cli_generate_info_check(smoke, capsys, tmp_path):
+    assert main(["generate", "--profile", "smoke", "--out", str(smoke), "--no-progress"]) == 0  # reused
+    assert capsys.readouterr().out.strip() == str(smoke)
+    assert main(["info", "--root", str(smoke)]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["images"] == {"train2014": 48, "val2014": 24}
+    assert main(["check", "--root", str(smoke), "--verify-images"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["vqa"]["val2014"]["images"] == 24 and report["captions"]["dataset_synth.json"]["test"] == 16

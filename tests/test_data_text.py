@@ -1,0 +1,82 @@
+"""Tokenisation, word vocabulary and answer vocabulary (build, encode, soft targets, JSON round trips)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dan.data.text import AnswerVocab, Vocab, tokenize
+from dan.io import DataError
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("What color is the triangle?", ["what", "color", "is", "the", "triangle"]),
+    ("Is there a RED circle?!", ["is", "there", "a", "red", "circle"]),
+    ("What's on the man's T-shirt?", ["what's", "on", "the", "man", "'s", "t", "shirt"]),
+    ("It costs 1,000 dollars, 2.5 each.", ["it", "costs", "1000", "dollars", "2.5", "each"]),
+    ("Don\u2019t   stop", ["don't", "stop"]),
+    ("", []),
+])
+def test_tokenize(text, tokens):
+    assert tokenize(text) == tokens
+
+
+def test_vocab_build_encode_and_round_trip(tmp_path):
+    lists = [["a", "b", "c"], ["b", "c"], ["c", "d"]]
+    v = Vocab.build(lists, min_count=2)
+    assert v.itos == ["<pad>", "<unk>", "c", "b"]  # c (3) before b (2); a and d (1) below min_count
+    assert (Vocab.PAD, Vocab.UNK) == (0, 1) and len(v) == 4
+    assert v.encode(["b", "zebra", "c"]) == [3, Vocab.UNK, 2]
+    assert v.decode([3, 2, 0, 0]) == ["b", "c"]
+    ties = Vocab.build([["y", "x"], ["x", "y"]])
+    assert ties.itos[2:] == ["x", "y"]  # equal counts: alphabetical, so the order is deterministic
+    path = v.save(tmp_path / "vocab.json")
+    w = Vocab.load(path)
+    assert w.itos == v.itos and w.stoi == v.stoi and w.min_count == 2
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_vocab_bad_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json"):
+        Vocab.load(bad)
+    bad.write_text(json.dumps({"type": "AnswerVocab", "answers": []}))
+    with pytest.raises(DataError, match="not a saved Vocab"):
+        Vocab.load(bad)
+    with pytest.raises(DataError, match="must start with"):
+        Vocab(["a", "b"])
+    with pytest.raises(DataError, match="not a new string"):
+        Vocab(["<pad>", "<unk>", "a", "a"])
+
+
+def test_answer_vocab_build_normalises_and_ranks():
+    mc = ["Two", "2", "2.", "yes", "Yes", "no", "the dog", "dog", "cat", "bird"]
+    av = AnswerVocab.build(mc, top=3)
+    assert av.answers == ["2", "dog", "yes"]  # 3, 2 (dog), 2 (yes): ties alphabetical; "no"/"cat"/"bird" cut
+    assert av.index("two") == 0 and av.index("The Dog") == 1 and av.index("no") is None
+    assert len(av) == 3 and "YES" in av
+
+
+def test_answer_vocab_from_human_answers_uses_the_majority():
+    humans = [["red"] * 6 + ["orange"] * 4, ["orange"] * 7 + ["red"] * 3, ["orange"] * 10]
+    assert AnswerVocab.build(humans).answers == ["orange", "red"]
+
+
+def test_soft_target_leave_one_out():
+    av = AnswerVocab(["2", "3", "4", "yes"])
+    humans = ["2", "2", "3", "3", "3", "4", "4", "4", "4", "five"]
+    soft = av.soft_target(humans)
+    # 2 matches -> 0.6, 3 -> 0.9, 4 -> 1.0; "five" normalises to "5", which is not in the vocabulary
+    assert soft == {0: pytest.approx(0.6), 1: pytest.approx(0.9), 2: pytest.approx(1.0)}
+
+
+def test_answer_vocab_round_trip(tmp_path):
+    av = AnswerVocab.build(["a1", "b2", "b2"], top=2000)
+    path = av.save(tmp_path / "answers.json")
+    back = AnswerVocab.load(path)
+    assert back.answers == ["b2", "a1"] and back.top == 2000
+    path.write_text(json.dumps({"type": "Vocab", "itos": []}))
+    with pytest.raises(DataError, match="answers.json"):
+        AnswerVocab.load(path)

