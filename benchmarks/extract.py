@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dan.backbones import build_backbone  # noqa: E402
-from dan.features import FEATURE_PROFILES, extract_features, resolve_device  # noqa: E402
+from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 
 DISTINCT = 64  # distinct synthetic images; the rest are byte copies under other names
@@ -80,17 +80,18 @@ def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> 
             return y.permute(0, 2, 3, 1).float().clamp_(-65504, 65504).to(torch.float16)
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for _ in range(3):
-        step()
-    sync()
-    iters, start = 0, time.perf_counter()
-    while iters < 3 or time.perf_counter() - start < seconds:
-        step()
-        iters += 1
-        if not cuda or iters % 5 == 0:
-            sync()
-    sync()
-    return iters * batch / (time.perf_counter() - start)
+    with keep_freed_memory():  # as extract_features does on the CPU
+        for _ in range(3):
+            step()
+        sync()
+        iters, start = 0, time.perf_counter()
+        while iters < 3 or time.perf_counter() - start < seconds:
+            step()
+            iters += 1
+            if not cuda or iters % 5 == 0:
+                sync()
+        sync()
+        return iters * batch / (time.perf_counter() - start)
 
 
 def device_name(device: torch.device) -> str:

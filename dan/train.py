@@ -124,6 +124,13 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None 
     ``stop_after_epoch`` ends the process's work after that epoch's checkpoint (used to test resuming).
     """
     cfg.validate()
+    from dan.features import keep_freed_memory  # glibc would page-fault every batch's buffers back in on CPU
+
+    with keep_freed_memory():
+        return _train(cfg, progress, stop_after_epoch)
+
+
+def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> RunResult:
     rank, world = _dist()
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":

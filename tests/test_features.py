@@ -251,3 +251,23 @@ def test_cli_builds_stores_and_reports_user_mistakes_in_one_line(tmp_path, capsy
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'huge'" in err and "default" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_disk_write_is_reported_and_the_rerun_completes(tmp_path, model, monkeypatch):
+    items = make_images(tmp_path / "img", 8)
+    clean = extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False)
+    real_pwrite, calls = os.pwrite, []
+
+    def full_disk(fd, data, offset):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(DanError, match=r"cannot write feature store .*full.*No space left on device"):
+        extract_features(items, tmp_path / "full", CFG, backbone=model, progress=False)
+    assert not FeatureStore.exists(tmp_path / "full")
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    again = extract_features(items, tmp_path / "full", CFG, backbone=model, progress=False)
+    assert files_of(again.path) == files_of(clean.path)

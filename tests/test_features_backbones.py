@@ -92,29 +92,33 @@ def test_missing_torchvision_weights_say_how_to_get_them(tmp_path, monkeypatch):
         build_backbone("resnet50")
 
 
-def test_random_weights_for_the_paper_backbones(tmp_path):
+def test_random_weights_for_the_paper_backbones_and_their_grids(tmp_path):
     image = crossword_png(tmp_path / "COCO_val2014_000000000007.png", size=80)
-    for name, layer, dim in [("resnet152", "res5c", 2048), ("vgg19", "pool5", 512)]:
+    for name, layer, dim, stride16 in [("resnet152", "res5c", 2048, "res4"), ("vgg19", "pool5", 512, "conv5_4")]:
+        model = build_backbone(name, image_size=64, random_weights=True)
         cfg = replace(CFG, backbone=name, image_size=64, random_weights=True)
-        store = extract_features([(7, image)], tmp_path / name, cfg, progress=False)
+        store = extract_features([(7, image)], tmp_path / name, cfg, backbone=model, progress=False)
         assert store.meta["layer"] == layer and store.meta["weights_sha256"] == "random"
         assert store.meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
         feats = store.load_all()
         assert feats.shape == (1, 4, dim) and np.isfinite(feats).all() and np.abs(feats).max() > 0
+        assert not model.train().training and not any(p.requires_grad for p in model.parameters())
+        with torch.no_grad():  # the stride-16 layer is the same trunk without its last stage / pool
+            for size in (64, 100):
+                x = torch.zeros(1, 3, size, size)
+                assert tuple(model.trunk(x).shape[2:]) == grid_size(name, layer, size)
+                assert tuple(model.trunk[:-1](x).shape[2:]) == grid_size(name, stride16, size)
+    assert grid_size("resnet152", "res4", 100) == (7, 7) and grid_size("vgg19", "conv5_4", 100) == (6, 6)
     with pytest.raises(ConfigError, match="either a weights file or random_weights"):
         replace(CFG, backbone="vgg19", random_weights=True, weights="x.pth").validate()
 
 
-def test_grid_size_matches_the_networks_output():
-    resnet = build_backbone("resnet152", "res4", 100, random_weights=True)
-    assert resnet.grid == grid_size("resnet152", "res4", 100) == (7, 7) and resnet.dim == 1024
-    assert tuple(resnet(torch.zeros(1, 3, 100, 100)).shape[2:]) == resnet.grid
-    for name, layer, size, grid in [("vgg19", "conv5_4", 100, (6, 6)), ("efficientnet-lite0", "stride16", 100, (7, 7)),
-                                    ("efficientnet-lite0", "stride32", 100, (4, 4))]:
-        model = build_backbone(name, layer, size, random_weights=True)
-        assert model.grid == grid_size(name, layer, size) == grid
-        assert tuple(model(torch.zeros(1, 3, size, size)).shape[2:]) == grid
-    assert not resnet.train().training and not any(p.requires_grad for p in resnet.parameters())
+def test_efficientnet_lite_grid_sizes():
+    for layer, grid in [("stride16", (7, 7)), ("stride32", (4, 4))]:
+        model = build_backbone("efficientnet-lite0", layer, 100, random_weights=True)
+        assert model.grid == grid_size("efficientnet-lite0", layer, 100) == grid
+        with torch.no_grad():
+            assert tuple(model(torch.zeros(1, 3, 100, 100)).shape[2:]) == grid
 
 
 def test_optional_lite_wheels_are_used_or_named():

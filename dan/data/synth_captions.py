@@ -32,7 +32,7 @@ class Caption:
     key_words: list[str]
 
 
-def _desc(rng, o: SceneObject) -> list[str]:
+def _desc(rng: np.random.Generator, o: SceneObject) -> list[str]:
     attrs = ["shape"] + (["color"] if rng.random() < 0.85 else []) + (["size"] if rng.random() < 0.4 else [])
     return object_words(o, attrs)
 
@@ -45,7 +45,7 @@ def _where(scene: Scene, o: SceneObject) -> str:
     return f"at the {row}" if col == "middle" else f"in the {row} {col} corner"
 
 
-def _pairs(scene, rng):
+def _pairs(scene: Scene, rng: np.random.Generator) -> list:
     """(a, rel, b) with a clearly in relation rel to b, in random order."""
     out = []
     for b in scene.objects:
@@ -54,7 +54,7 @@ def _pairs(scene, rng):
     return shuffled(rng, out)
 
 
-def c_relation(scene, rng):
+def c_relation(scene: Scene, rng: np.random.Generator) -> Caption | None:
     for a, rel, b in _pairs(scene, rng)[:1]:
         wa, wb = _desc(rng, a), _desc(rng, b)
         pre = pick(rng, ("", "", "there is ", "a picture of ", "an image with "))
@@ -63,7 +63,7 @@ def c_relation(scene, rng):
     return None
 
 
-def c_chain(scene, rng):
+def c_chain(scene: Scene, rng: np.random.Generator) -> Caption | None:
     for a, rel1, b in _pairs(scene, rng):
         for c_, rel2, b2 in _pairs(scene, rng):
             if b2.id == b.id and c_.id not in (a.id, b.id):
@@ -74,7 +74,7 @@ def c_chain(scene, rng):
     return None
 
 
-def c_list(scene, rng):
+def c_list(scene: Scene, rng: np.random.Generator) -> Caption | None:
     objs = sorted(shuffled(rng, scene.objects)[:3], key=lambda o: o.cx)
     w = [_desc(rng, o) for o in objs]
     items = [article(" ".join(x)) for x in w]
@@ -85,7 +85,7 @@ def c_list(scene, rng):
     return Caption(head + listed, [o.id for o in objs], [x for ws in w for x in ws])
 
 
-def c_count(scene, rng):
+def c_count(scene: Scene, rng: np.random.Generator) -> Caption | None:
     for attr in shuffled(rng, ["shape", "color"]):
         groups = Counter(getattr(o, attr) for o in scene.objects)
         many = [v for v, k in sorted(groups.items()) if k >= 2]
@@ -106,7 +106,7 @@ def c_count(scene, rng):
     return None
 
 
-def c_position(scene, rng):
+def c_position(scene: Scene, rng: np.random.Generator) -> Caption | None:
     objs = shuffled(rng, scene.objects)[:2]
     w = [_desc(rng, o) for o in objs]
     parts = [f"{article(' '.join(x))} {_where(scene, o)}" for x, o in zip(w, objs, strict=True)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Question:
         return {"yesno": "yes/no", "number": "number"}.get(self.kind, "other")
 
 
-def pick(rng: np.random.Generator, seq: Sequence):
+def pick(rng: np.random.Generator, seq: Sequence) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
@@ -90,7 +91,7 @@ def _q(text: str, answer: str, kind: str, qtype: str, family: str, anchors=(), t
 
 
 # ---- single-hop -------------------------------------------------------------------------------------------
-def q_color(scene, rng):
+def q_color(scene: Scene, rng: np.random.Generator) -> Question | None:
     for o, ref in _named(scene, rng, (("shape",), ("size", "shape"))):
         w = object_words(o, ref)
         text, qt = pick(rng, (("what color is the {}?", "what color is the"),
@@ -99,7 +100,7 @@ def q_color(scene, rng):
     return None
 
 
-def q_shape(scene, rng):
+def q_shape(scene: Scene, rng: np.random.Generator) -> Question | None:
     for o, ref in _named(scene, rng, (("color",), ("size", "color"))):
         w = object_words(o, ref, pick(rng, ("object", "shape", "thing")))
         text, qt = pick(rng, (("what shape is the {}?", "what shape is the"),
@@ -108,7 +109,7 @@ def q_shape(scene, rng):
     return None
 
 
-def q_size(scene, rng):
+def q_size(scene: Scene, rng: np.random.Generator) -> Question | None:
     for o, ref in _named(scene, rng, (("shape",), ("color", "shape"))):
         w = object_words(o, ref)
         return _q(f"what size is the {' '.join(w)}?", o.size, "size", "what size is the", "single-hop",
@@ -116,7 +117,7 @@ def q_size(scene, rng):
     return None
 
 
-def q_exists(scene, rng):
+def q_exists(scene: Scene, rng: np.random.Generator) -> Question | None:
     want = bool(rng.random() < 0.5)
     colors = sorted({o.color for o in scene.objects})
     shapes = sorted({o.shape for o in scene.objects})
@@ -148,7 +149,7 @@ def _count_answer(rng, groups: list[tuple[list[str], list[SceneObject]]]):
     return pick(rng, [g for g in groups if abs(len(g[1]) - want) == best])
 
 
-def q_count(scene, rng):
+def q_count(scene: Scene, rng: np.random.Generator) -> Question | None:
     mode = pick(rng, ("shape", "shape", "color", "color+shape", "size"))
     objs = scene.objects
     if mode == "shape":
@@ -169,11 +170,11 @@ def q_count(scene, rng):
 
 
 # ---- multi-hop ---------------------------------------------------------------------------------------------
-def rel_phrase(rng, rel: str) -> str:
+def rel_phrase(rng: np.random.Generator, rel: str) -> str:
     return pick(rng, REL_PHRASES[rel])
 
 
-def q_rel_attr(scene, rng):
+def q_rel_attr(scene: Scene, rng: np.random.Generator) -> Question | None:
     """What shape / colour is the one object in relation to the anchor."""
     attr = pick(rng, ("shape", "color"))
     for a, ref in _named(scene, rng, ANCHOR_REFS):
@@ -191,7 +192,7 @@ def q_rel_attr(scene, rng):
     return None
 
 
-def q_rel_count(scene, rng):
+def q_rel_count(scene: Scene, rng: np.random.Generator) -> Question | None:
     for a, ref in _named(scene, rng, ANCHOR_REFS):
         rel = pick(rng, list(REL_PHRASES))
         clear, unsure = relation_sets(scene, a, rel)
@@ -208,7 +209,7 @@ def q_rel_count(scene, rng):
     return None
 
 
-def q_same_count(scene, rng):
+def q_same_count(scene: Scene, rng: np.random.Generator) -> Question | None:
     attr = pick(rng, ("color", "shape"))
     refs = (("shape",), ("size", "shape")) if attr == "color" else (("color",), ("size", "color"))
     for a, ref in _named(scene, rng, refs):
@@ -221,7 +222,7 @@ def q_same_count(scene, rng):
     return None
 
 
-def q_rel_exists(scene, rng):
+def q_rel_exists(scene: Scene, rng: np.random.Generator) -> Question | None:
     want = bool(rng.random() < 0.5)
     attr = pick(rng, ("shape", "color"))
     for a, ref in _named(scene, rng, ANCHOR_REFS):
@@ -241,7 +242,7 @@ def q_rel_exists(scene, rng):
     return None
 
 
-def q_is_rel(scene, rng):
+def q_is_rel(scene: Scene, rng: np.random.Generator) -> Question | None:
     want = bool(rng.random() < 0.5)
     named = _named(scene, rng, ANCHOR_REFS)
     for b, ref_b in named:
@@ -258,7 +259,7 @@ def q_is_rel(scene, rng):
     return None
 
 
-def q_same_attr(scene, rng):
+def q_same_attr(scene: Scene, rng: np.random.Generator) -> Question | None:
     want = bool(rng.random() < 0.5)
     attr = pick(rng, ("color", "shape"))
     refs = (("shape",), ("size", "shape")) if attr == "color" else (("color",), ("size", "color"))
