@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -17,10 +18,11 @@ from dan.io import DanError
 
 
 def guard(fn: Callable[[], int], debug: bool, prog: str) -> int:
-    """Run ``fn``; a :class:`DanError` (or a missing file) becomes ``prog: error: ...`` and exit code 2."""
+    """Run ``fn``; a :class:`DanError` or an OS error (missing file, full or read-only disk) becomes one line
+    ``prog: error: ...`` on stderr and exit code 2."""
     try:
         return fn()
-    except (DanError, FileNotFoundError, PermissionError) as exc:
+    except (DanError, OSError) as exc:
         if debug:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -28,6 +30,13 @@ def guard(fn: Callable[[], int], debug: bool, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``prog: error: ...``, exit code 2), no usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -54,7 +63,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 def run_train_cli(argv: list[str] | None = None) -> int:
     from dan.config import TrainConfig, preset
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m dan.train",
         description="Train and evaluate r-DAN (--task vqa) or m-DAN (--task matching). Unset flags take the "
                     "profile's preset (the paper's setting, shrunk for the CPU profiles).")
@@ -70,7 +79,8 @@ def run_train_cli(argv: list[str] | None = None) -> int:
 
         cfg = preset(profile, task, **values)
         result = train(cfg, progress=not ns.no_progress)
-        print(json.dumps({"run_dir": str(result.run_dir), "metrics": result.metrics}, indent=1, default=str))
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 holds the metrics
+            print(json.dumps({"run_dir": str(result.run_dir), "metrics": result.metrics}, indent=1, default=str))
         return 0
 
     return guard(go, ns.debug, parser.prog)

@@ -109,3 +109,12 @@ def reproduction_retrieval(ours: dict[str, dict]) -> pd.DataFrame:
         rows.append({"source": "this study", "model": label, "data": m.get("data", "embedded benchmark test"),
                      **{k: (round(v, 2) if v is not None else None) for k, v in flat(m).items()}})
     return pd.DataFrame(rows)
+
+
+def real_runs_markdown() -> str:
+    """The commands that fill the paper's rows (real data, ResNet-152, GPU), as Markdown code blocks."""
+    blocks = []
+    for task, cmd in reference.REAL_COMMANDS.items():
+        lines = " &&\n  ".join(part.strip() for part in cmd.split("&&"))
+        blocks.append(f"**{task}**\n\n```bash\n{lines}\n```")
+    return "\n\n".join(blocks)

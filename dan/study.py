@@ -11,7 +11,6 @@ every stage is printed and written to ``results/<profile>/study_times.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -20,14 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from dan.cli import guard
+from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
-from dan.io import ConfigError, DanError, repo_root, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, DataError, repo_root, study_paths, write_json_atomic
 
 
 def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
     """The study's notebooks in run order (``notebooks/NN_name.ipynb``); with ``only``, those whose name has one."""
     nbs = sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        raise DataError(f"no notebooks (NN_name.ipynb) in {root / 'notebooks'}; run from the study's folder or set "
+                        f"DAN_ROOT to it")
     if only:
         nbs = [p for p in nbs if any(o in p.stem for o in only)]
         if not nbs:
@@ -48,9 +50,24 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
                             kernel_name="python3")
     except PapermillExecutionError as exc:
-        raise DanError(f"notebook {nb.name} failed in cell {exc.exec_count} (cell index {exc.cell_index}): "
-                       f"{exc.ename}: {exc.evalue}; the executed copy with the error is at {out}") from None
+        evalue = " ".join(str(exc.evalue).split())
+        raise DanError(f"notebook {nb.name} failed in {_failing_cell(out, exc.cell_index)}: {exc.ename}: {evalue}; "
+                       f"the executed copy with the error is at {out}") from None
     return time.perf_counter() - start
+
+
+def _failing_cell(executed: Path, index: int) -> str:
+    """``cell N (`first line`)``, N counted from 1 as in the source notebook (papermill's injected cell excluded)."""
+    try:
+        import nbformat
+
+        cells = [c for c in nbformat.read(executed, as_version=4).cells  # papermill's error banners out
+                 if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+        injected = sum(1 for c in cells[:index] if "injected-parameters" in c.metadata.get("tags", []))
+        first = next((line.strip() for line in cells[index].source.splitlines() if line.strip()), "")
+    except Exception:  # the executed copy is unreadable: fall back to papermill's index
+        return f"cell index {index}"
+    return f"cell {index - injected + 1} (`{first[:80]}`)"
 
 
 def build_book(root: Path, strict: bool = True) -> float:
@@ -108,7 +125,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILES)} (default: default)")
     parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
     parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")

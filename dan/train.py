@@ -25,9 +25,9 @@ from tqdm import tqdm
 from dan.batches import batch_text
 from dan.config import TrainConfig, deviations
 from dan.evaluate import evaluate_matching, evaluate_vqa
-from dan.io import ConfigError, DanError, atomic_path, read_json, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, DataError, atomic_path, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
-from dan.prepare import Prepared, prepare
+from dan.prepare import Prepared, features_root, prepare
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -89,7 +89,10 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: T
              "answers": prep.answers.to_dict() if prep.answers is not None else None,
              "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError; the old file is kept
+            raise DanError(f"cannot write checkpoint {path}: {exc}") from exc
 
 
 def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, prep: Prepared) -> list[np.ndarray]:
@@ -126,8 +129,27 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None 
     cfg.validate()
     from dan.features import keep_freed_memory  # glibc would page-fault every batch's buffers back in on CPU
 
-    with keep_freed_memory():
-        return _train(cfg, progress, stop_after_epoch)
+    joined = _join_process_group(cfg)
+    try:
+        with keep_freed_memory():
+            return _train(cfg, progress, stop_after_epoch)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _join_process_group(cfg: TrainConfig) -> bool:
+    """Under ``torchrun`` (WORLD_SIZE > 1), join its process group: NCCL on GPUs, gloo on CPU.
+
+    Returns True when this call created the group (and so must destroy it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    cuda = resolve_device(cfg.device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
 
 
 def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> RunResult:
@@ -171,14 +193,18 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
             raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
                               f"delete it")
         if state["visual_dim"] != prep.bank.dim:
-            raise DanError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions, "
-                           f"the feature store has {prep.bank.dim}-d ({prep.bank.meta.get('backbone')})")
+            raise DataError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions "
+                            f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "
+                            f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
+                            f"use the features it was trained on or another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"] + 1
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # temp files of a killed run's atomic writes, never renamed
+            stale.unlink(missing_ok=True)
         write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
         shrunk = deviations(cfg)
         if shrunk and progress and start == 0:
@@ -198,6 +224,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         model.train()
         total, count = 0.0, 0
         for batch in _epoch_batches(n_train, cfg, epoch, prep):
+            if batch.shape[-1] < (1 if cfg.task == "vqa" else 2) * world:
+                continue  # a tail too small to give every rank a (matching: two-pair) share; same on every rank
             if cfg.task == "vqa":
                 idx = batch[rank::world]
                 regions = prep.bank.fetch(prep.train.rows[idx])

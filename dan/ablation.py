@@ -1,0 +1,283 @@
+"""Ablation sweeps over the number of attention steps K and the attention type, with t-based confidence intervals.
+
+Two axes, as in the paper's claims: K in ``steps`` with ``steps_attention`` (dual) attention, and the attention
+type in ``attentions`` at K = ``attention_steps`` (2). The configuration shared by both axes (K = 2, dual) is
+trained once. Every run goes through :func:`dan.train.train` into its default run folder (or under
+``runs_root``), so finished runs are reused and an interrupted sweep resumes where it stopped.
+
+``run_sweep`` trains ``workers`` runs side by side in separate processes (spawn context; each run is
+single-threaded through the preset's ``threads=1``) and returns one row per run with its metrics flattened.
+``summarize`` gives mean and 95 % confidence intervals over seeds from Student's t distribution, whose
+quantiles are computed here (no SciPy): the regularised incomplete beta function by its continued fraction,
+inverted by bisection.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from dan.config import TASKS, TrainConfig, preset
+from dan.io import ConfigError, read_json
+
+VQA_METRICS = ["overall", "yes/no", "number", "other", "single-hop", "multi-hop"]
+RETRIEVAL_METRICS = [f"{d}_{k}" for d in ("i2t", "t2i") for k in ("r1", "r5", "r10", "medr")] + ["rsum"]
+METRICS = {"vqa": VQA_METRICS, "matching": RETRIEVAL_METRICS}
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep. ``overrides`` go to :func:`dan.config.preset` for every run (e.g. ``epochs``)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["vqa", "matching"])
+    steps: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # K axis, with ``steps_attention``
+    attentions: list[str] = field(default_factory=lambda: ["none", "visual", "textual", "dual"])  # at K=2
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    profile: str = "default"
+    overrides: dict = field(default_factory=dict)
+    workers: int = 2
+    runs_root: str | None = None  # None: the profile's runs folder (dan.io.study_paths)
+    steps_attention: str = "dual"
+    attention_steps: int = 2
+
+    def configs(self) -> list[TrainConfig]:
+        """The distinct run configurations of the sweep (task, then K axis, then attention axis, then seed)."""
+        if isinstance(self.tasks, str):
+            self.tasks = [self.tasks]
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ConfigError(f"unknown task(s) {bad}; accepted: {', '.join(TASKS)}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
+        settings = [(k, self.steps_attention) for k in self.steps]
+        settings += [(self.attention_steps, a) for a in self.attentions]
+        out: list[TrainConfig] = []
+        seen: set[str] = set()
+        for task in self.tasks:
+            for k, att in settings:
+                for seed in self.seeds:
+                    cfg = preset(self.profile, task, steps=int(k), attention=att, seed=int(seed), **self.overrides)
+                    if self.runs_root is not None:
+                        cfg.out = str(Path(self.runs_root) / cfg.run_name())
+                    if cfg.run_name() not in seen:
+                        seen.add(cfg.run_name())
+                        out.append(cfg)
+        return out
+
+
+def flatten_metrics(task: str, metrics: dict) -> dict[str, float]:
+    """The sweep's columns from a run's ``metrics.json`` (VQA accuracy in %; recalls in %; median rank)."""
+    if task == "vqa":
+        row = {c: metrics.get(c) for c in ("overall", "yes/no", "number", "other")}
+        for fam in ("single-hop", "multi-hop"):
+            g = (metrics.get("groups") or {}).get(fam)
+            row[fam] = g.get("overall") if isinstance(g, dict) else g
+        return row
+    row = {f"{d}_{k}": metrics[d][k] for d in ("i2t", "t2i") for k in ("r1", "r5", "r10", "medr")}
+    row["rsum"] = metrics["rsum"]
+    return row
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    from dan.train import run_dir_for
+
+    return run_dir_for(cfg)
+
+
+def _finished(cfg: TrainConfig) -> dict | None:
+    """Metrics of a finished run of exactly ``cfg``; None if unfinished; ConfigError if another config is there."""
+    run_dir = _run_dir(cfg)
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    if read_json(run_dir / "config.json", "run config") != cfg.identity():
+        raise ConfigError(f"{run_dir} holds a finished run of another configuration than the sweep's "
+                          f"{cfg.run_name()} (profile {cfg.profile!r}); delete it or set runs_root")
+    return read_json(run_dir / "metrics.json", "run metrics")
+
+
+def _train_one(cfg_dict: dict) -> tuple[dict, float]:
+    """Worker: train one run (no progress bar) and return (metrics, seconds)."""
+    import torch
+
+    from dan.train import train
+
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        result = train(TrainConfig.from_dict(cfg_dict), progress=False)
+    finally:
+        torch.set_num_threads(threads)  # in-process runs must not change the caller's thread count
+    return result.metrics, time.perf_counter() - t0
+
+
+def _cost(cfg: TrainConfig) -> float:
+    """Rough relative cost, to start the longest runs first (shorter total time with parallel workers)."""
+    return (1.3 if cfg.task == "vqa" else 1.0) * (1 + 0.25 * cfg.steps)
+
+
+def _row(cfg: TrainConfig, metrics: dict, seconds: float, reused: bool) -> dict:
+    return {"task": cfg.task, "steps": cfg.steps, "attention": cfg.attention, "seed": cfg.seed,
+            "run": cfg.run_name(), "reused": reused, "seconds": round(seconds, 2),
+            **flatten_metrics(cfg.task, metrics)}
+
+
+def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
+    """Train (or reuse) every configuration of ``spec``; one row per run.
+
+    Columns: task, steps, attention, seed, run, reused (finished before this call), seconds (training time of
+    this call, 0 when reused), then the metrics of :data:`METRICS` for the run's task (NaN for the other task).
+    """
+    cfgs = spec.configs()
+    rows: dict[str, dict] = {}
+    todo = []
+    for cfg in cfgs:
+        done = _finished(cfg)
+        if done is not None:
+            rows[cfg.run_name()] = _row(cfg, done, 0.0, True)
+        else:
+            todo.append(cfg)
+    todo.sort(key=_cost, reverse=True)
+    bar = tqdm(total=len(cfgs), initial=len(cfgs) - len(todo), desc=f"sweep {spec.profile}", disable=not progress,
+               dynamic_ncols=True)
+    if spec.workers == 1 or len(todo) <= 1:
+        for cfg in todo:
+            bar.set_postfix_str(cfg.run_name())
+            metrics, secs = _train_one(cfg.to_dict())
+            rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
+            bar.update()
+    elif todo:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx) as pool:
+            pending = {pool.submit(_train_one, cfg.to_dict()): cfg for cfg in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cfg = pending.pop(fut)
+                    try:
+                        metrics, secs = fut.result()
+                    except BaseException as exc:
+                        for other in pending:
+                            other.cancel()
+                        raise RuntimeError(f"sweep run {cfg.run_name()} failed: {exc}") from exc
+                    rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
+                    bar.set_postfix_str(cfg.run_name())
+                    bar.update()
+    bar.close()
+    df = pd.DataFrame([rows[c.run_name()] for c in cfgs])
+    return df.sort_values(["task", "steps", "attention", "seed"], kind="stable").reset_index(drop=True)
+
+
+def axis(df: pd.DataFrame, which: str, spec: SweepSpec | None = None) -> pd.DataFrame:
+    """The rows of one ablation axis: ``"steps"`` (dual attention, any K) or ``"attention"`` (K = 2, any type)."""
+    spec = spec or SweepSpec()
+    if which == "steps":
+        return df[df.attention == spec.steps_attention]
+    if which == "attention":
+        return df[df.steps == spec.attention_steps]
+    raise ConfigError(f"unknown axis {which!r}; accepted: steps, attention")
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz), converges for x < (a+1)/(a+b+2)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t (inverse of :func:`t_cdf`, by bisection to 1e-12)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-12:
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t interval mean +- t_{(1+level)/2, n-1} * s / sqrt(n); NaN bounds when n < 2."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    half = t_quantile((1.0 + level) / 2.0, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return m, m - half, m + half
+
+
+def summarize(df: pd.DataFrame, by: list[str] | str, metrics: list[str], level: float = 0.95) -> pd.DataFrame:
+    """Mean and ``level`` confidence interval of each metric per group (rows = seeds): tidy, one row per
+    (group, metric) with columns n, mean, std, ci (half width), low, high."""
+    by = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for key, grp in df.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        for m in metrics:
+            vals = grp[m].to_numpy(dtype=np.float64)
+            vals = vals[~np.isnan(vals)]
+            if len(vals) == 0:
+                continue
+            mean, low, high = mean_ci(vals, level)
+            rows.append({**dict(zip(by, key, strict=True)), "metric": m, "n": len(vals), "mean": mean,
+                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+                         "ci": (high - mean) if not math.isnan(high) else math.nan, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def ci_table(summary: pd.DataFrame, index: list[str] | str, digits: int = 1) -> pd.DataFrame:
+    """A wide display table from :func:`summarize`: one column per metric, cells "mean ± ci"."""
+    index = [index] if isinstance(index, str) else list(index)
+    s = summary.copy()
+    s["cell"] = [f"{m:.{digits}f}" + ("" if math.isnan(c) else f" ± {c:.{digits}f}")
+                 for m, c in zip(s["mean"], s["ci"], strict=True)]
+    order = list(dict.fromkeys(s["metric"]))
+    return s.pivot(index=index, columns="metric", values="cell")[order]

@@ -1,0 +1,285 @@
+"""Does attention look where it should? Grounding scores from the per-example outputs of finished runs.
+
+Nothing here retrains: r-DAN runs are read from ``predictions.csv`` + ``attention.npz``, m-DAN runs from
+``embeddings.npz``, and the ground truth from the data set's ``grounding.json`` (object boxes, the objects each
+question/caption names, and its key words).
+
+Definitions (per example and attention step k = 1..K; region n is a cell of the feature grid):
+
+* coverage c_n: the fraction of cell n covered by one of the objects (:func:`dan.data.grounding.object_mask`).
+* pointing game: a *hit* when the most attended region touches an object, i.e. ``c[argmax a] > 0`` (a region
+  is "inside" when the object covers any part of it). Chance: the fraction of regions with c_n > 0 (the hit
+  rate of a region drawn uniformly at random).
+* attention mass: ``sum_n a_n c_n`` (the share of attention inside the object boxes when each cell's weight is
+  spread evenly over the cell). Chance, i.e. uniform attention a_n = 1/N: ``mean_n c_n``, the objects' area
+  fraction.
+* textual attention: mass on the key words (tokens of the question/caption that are in ``key_words``), and
+  whether the most attended word is one; chance (uniform over the words): the key words' share of the words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dan.ablation import mean_ci
+from dan.data.grounding import Grounding, load_grounding, object_mask
+from dan.data.text import tokenize
+from dan.io import DataError
+
+INSIDE = "coverage > 0"  # definition of "the argmax region falls inside an object", see the module docstring
+
+
+def pointing_hit(att: np.ndarray, cover: np.ndarray) -> float:
+    """1.0 if the most attended region ``argmax att`` [N] has coverage ``cover`` [N] > 0, else 0.0."""
+    return float(cover[int(np.argmax(att))] > 0)
+
+
+def attention_mass(att: np.ndarray, cover: np.ndarray) -> float:
+    """Attention inside the objects: sum_n a_n c_n / sum_n a_n (att [N] >= 0, cover [N] in [0, 1])."""
+    att = np.asarray(att, dtype=np.float64)
+    return float(att @ np.asarray(cover, dtype=np.float64) / max(att.sum(), 1e-12))
+
+
+def chance_scores(cover: np.ndarray) -> tuple[float, float]:
+    """(pointing hit rate, mass) of uniform attention: (fraction of regions with c_n > 0, mean c_n)."""
+    cover = np.asarray(cover, dtype=np.float64)
+    return float((cover > 0).mean()), float(cover.mean())
+
+
+@dataclass
+class VQAOutputs:
+    """The saved validation outputs of one r-DAN run, row-aligned."""
+
+    run_dir: Path
+    predictions: pd.DataFrame  # one row per question (predictions.csv), + column "correct"
+    visual: np.ndarray  # float32 [Q, K, N]
+    text: np.ndarray  # float32 [Q, K, T], 0 on padding
+    lengths: np.ndarray  # int [Q]
+    grid: tuple[int, int]
+    data_root: Path
+    split: str  # image folder of the validation questions
+
+
+@dataclass
+class MDANOutputs:
+    """The saved test-split outputs of one m-DAN run."""
+
+    run_dir: Path
+    image_ids: np.ndarray  # int64 [I]
+    sentence_ids: np.ndarray  # int64 [I * per_image], captions of image i at rows i*per .. i*per+per-1
+    lengths: np.ndarray  # int [I * per_image]
+    grid: tuple[int, int]
+    image_attention: np.ndarray  # float32 [I, K, N]
+    text_attention: np.ndarray  # float32 [I * per_image, K, T]
+    similarity: np.ndarray  # float32 [I, I * per_image]
+    sentences: dict[int, str]  # sentence id -> raw caption
+    image_files: dict[int, Path]  # image id -> file
+    per_image: int
+    data_root: Path
+
+
+def _config(run_dir: Path):  # noqa: ANN202
+    from dan.train import load_result
+
+    return load_result(run_dir).config
+
+
+def load_vqa_outputs(run_dir: str | Path) -> VQAOutputs:
+    """Read a finished r-DAN run's predictions and attention maps."""
+    from dan.prepare import data_root
+
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    npz_path = run_dir / "attention.npz"
+    if not npz_path.is_file():
+        raise DataError(f"{npz_path} not found: {run_dir} is not a finished r-DAN run")
+    npz = np.load(npz_path)
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    if not np.array_equal(preds.question_id.to_numpy(), npz["question_ids"]):
+        raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
+    preds["correct"] = preds.predicted.astype(str) == preds.multiple_choice_answer.astype(str)
+    return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
+                      npz["lengths"], tuple(int(g) for g in npz["grid"]), data_root(cfg), cfg.val_split)
+
+
+def load_mdan_outputs(run_dir: str | Path) -> MDANOutputs:
+    """Read a finished m-DAN run's test embeddings and attention maps, with caption texts and image files."""
+    from dan.data.captions import image_file, load_karpathy
+    from dan.prepare import data_root
+
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    npz_path = run_dir / "embeddings.npz"
+    if not npz_path.is_file():
+        raise DataError(f"{npz_path} not found: {run_dir} is not a finished m-DAN run")
+    npz = np.load(npz_path)
+    root = data_root(cfg)
+    sentences, files = {}, {}
+    for im in load_karpathy(root / cfg.captions_file):
+        sentences.update(zip(im.sentence_ids, im.sentences, strict=True))
+        files[im.image_id] = image_file(root / "images", im) if im.filepath else image_file(
+            root / "images" / cfg.caption_image_folder, im)
+    sim = npz["image_embedding"].astype(np.float32) @ npz["text_embedding"].astype(np.float32).T
+    image_ids = npz["image_ids"]
+    return MDANOutputs(run_dir, image_ids, npz["sentence_ids"], npz["lengths"], tuple(int(g) for g in npz["grid"]),
+                       npz["image_attention"].astype(np.float32), npz["text_attention"].astype(np.float32),
+                       sim, sentences, files, len(npz["sentence_ids"]) // max(len(image_ids), 1), root)
+
+
+def _visual_rows(att: np.ndarray, image, sets: dict[str, list[int]], grid: tuple[int, int], base: dict) -> list:
+    """Rows for one example: att [K, N]; ``sets`` maps an object-set name to object ids (empty sets skipped)."""
+    rows = []
+    for name, ids in sets.items():
+        if not ids:
+            continue
+        cover = object_mask(image, ids, grid)  # [N]
+        chance_hit, chance_mass = chance_scores(cover)
+        for k in range(att.shape[0]):
+            rows.append({**base, "step": k + 1, "objects": name, "hit": pointing_hit(att[k], cover),
+                         "chance_hit": chance_hit, "mass": attention_mass(att[k], cover),
+                         "chance_mass": chance_mass})
+    return rows
+
+
+def _text_rows(att: np.ndarray, tokens: list[str], key_words: list[str], base: dict) -> list:
+    """Rows for one text: att [K, T >= len(tokens)]; skipped when no token is a key word."""
+    key = np.isin(np.array(tokens, dtype=object), list(key_words)).astype(np.float64)  # [L]
+    if not key.any():
+        return []
+    chance = float(key.mean())
+    rows = []
+    for k in range(att.shape[0]):
+        a = att[k, : len(tokens)].astype(np.float64)
+        rows.append({**base, "step": k + 1, "hit": float(key[int(np.argmax(a))] > 0), "chance_hit": chance,
+                     "mass": float(a @ key / max(a.sum(), 1e-12)), "chance_mass": chance})
+    return rows
+
+
+def _tokens(text: str, length: int, where: str) -> list[str]:
+    toks = tokenize(text)
+    if len(toks) != int(length):
+        raise DataError(f"{where}: {len(toks)} tokens in {text!r} but the saved attention has length {length}")
+    return toks
+
+
+def _grounding(out: VQAOutputs | MDANOutputs, grounding: Grounding | None) -> Grounding:
+    if grounding is not None:
+        return grounding
+    path = Path(out.data_root) / "grounding.json"
+    if not path.is_file():
+        raise DataError(f"no grounding.json at {path}: grounding needs the embedded data set's boxes")
+    return load_grounding(path)
+
+
+def vqa_grounding(out: VQAOutputs, grounding: Grounding | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(visual, textual) tidy tables of r-DAN grounding, one row per question x step (x object set).
+
+    Visual object sets: "referred" (all objects the question names), "anchor" and "target" (multi-hop
+    relations). Columns: question_id, image_id, family, answer_type, correct, step, [objects], hit,
+    chance_hit, mass, chance_mass. Questions without grounding (or naming no object) are left out.
+    """
+    g = _grounding(out, grounding)
+    vis, txt = [], []
+    for i, row in enumerate(out.predictions.itertuples(index=False)):
+        q = g.questions.get(int(row.question_id))
+        if q is None:
+            continue
+        base = {"question_id": int(row.question_id), "image_id": int(row.image_id), "family": q.family,
+                "answer_type": row.answer_type, "correct": bool(row.correct)}
+        image = g.images.get(int(row.image_id))
+        if image is None:
+            raise DataError(f"grounding has question {row.question_id} but no image {row.image_id}")
+        sets = {"referred": q.object_ids}
+        if q.anchor_ids:  # relational question: score the anchor and the target objects separately too
+            sets.update(anchor=q.anchor_ids, target=q.target_ids)
+        vis += _visual_rows(out.visual[i], image, sets, out.grid, base)
+        toks = _tokens(row.question, out.lengths[i], f"{out.run_dir} question {row.question_id}")
+        txt += _text_rows(out.text[i], toks, q.key_words, base)
+    return pd.DataFrame(vis), pd.DataFrame(txt)
+
+
+def mdan_grounding(out: MDANOutputs, grounding: Grounding | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(visual, textual) tidy tables of m-DAN grounding on the test split.
+
+    The image encoder never sees a caption, so image attention is scored against two object sets: "named"
+    (the union of the objects that the image's captions name) and "all" (every object in the image).
+    Columns: image_id, correct (i2t: a caption of the image is ranked first), step, objects, hit, chance_hit,
+    mass, chance_mass; textual: sentence_id, image_id, step, hit, chance_hit, mass, chance_mass.
+    """
+    g = _grounding(out, grounding)
+    top = out.similarity.argmax(axis=1) // out.per_image  # [I] image index of the top-ranked caption
+    vis, txt = [], []
+    for i, image_id in enumerate(out.image_ids.tolist()):
+        image = g.images.get(image_id)
+        if image is None:
+            raise DataError(f"grounding has no image {image_id} (test image of {out.run_dir})")
+        sids = out.sentence_ids[i * out.per_image: (i + 1) * out.per_image].tolist()
+        named = sorted({o for s in sids if s in g.captions for o in g.captions[s].object_ids})
+        base = {"image_id": image_id, "correct": bool(top[i] == i)}
+        vis += _visual_rows(out.image_attention[i], image, {"named": named, "all": [o.id for o in image.objects]},
+                            out.grid, base)
+        for j, sid in enumerate(sids):
+            cap = g.captions.get(sid)
+            if cap is None:
+                continue
+            row = i * out.per_image + j
+            toks = _tokens(out.sentences[sid], out.lengths[row], f"{out.run_dir} caption {sid}")
+            txt += _text_rows(out.text_attention[row], toks, cap.key_words, {"sentence_id": sid, **base})
+    return pd.DataFrame(vis), pd.DataFrame(txt)
+
+
+def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group: n, pointing hit rate (%) with 95 % CI half width and its chance, mass (%) with CI and chance,
+    and lift = mass / chance mass."""
+    rows = []
+    for key, grp in df.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        hit, hlo, _ = mean_ci(grp["hit"].to_numpy())
+        mass, mlo, _ = mean_ci(grp["mass"].to_numpy())
+        chance_mass = float(grp["chance_mass"].mean())
+        rows.append({**dict(zip(by, key, strict=True)), "n": len(grp), "pointing %": 100 * hit,
+                     "± ci": 100 * (hit - hlo), "chance pointing %": 100 * float(grp["chance_hit"].mean()),
+                     "mass %": 100 * mass, "± ci ": 100 * (mass - mlo), "chance mass %": 100 * chance_mass,
+                     "lift": mass / max(chance_mass, 1e-12)})
+    return pd.DataFrame(rows).set_index(by).round(2)
+
+
+def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
+    """Multi-hop questions: anchor vs target at each step, and the paired step-1 minus step-2 difference.
+
+    Per question and step, the anchor share is mass(anchor) / (mass(anchor) + mass(target)); its chance value
+    uses the area fractions. Rows: step 1, step 2, ..., "1 − 2" (paired differences, mean with 95 % CI).
+    Columns: anchor/target mass (%), anchor/target pointing (%), anchor share (%) and chance share (%).
+    """
+    mh = visual[(visual.family == "multi-hop") & visual.objects.isin(["anchor", "target"])]
+    if mh.empty:
+        return pd.DataFrame()
+    wide = mh.pivot_table(index=["question_id", "step"], columns="objects",
+                          values=["mass", "hit", "chance_mass"]).dropna()
+    share = wide[("mass", "anchor")] / (wide[("mass", "anchor")] + wide[("mass", "target")]).clip(lower=1e-12)
+    chance = wide[("chance_mass", "anchor")] / (wide[("chance_mass", "anchor")] + wide[("chance_mass", "target")])
+    flat = pd.DataFrame({"anchor mass": wide[("mass", "anchor")], "target mass": wide[("mass", "target")],
+                         "anchor pointing": wide[("hit", "anchor")], "target pointing": wide[("hit", "target")],
+                         "anchor share": share, "chance share": chance}) * 100
+    rows = []
+    for step, grp in flat.groupby(level="step"):
+        row = {"step": str(step), "n": len(grp)}
+        for col in flat.columns:
+            m, lo, _ = mean_ci(grp[col].to_numpy())
+            row[col], row[f"{col} ± ci"] = m, m - lo
+        rows.append(row)
+    steps = sorted(flat.index.get_level_values("step").unique())
+    if len(steps) >= 2:
+        a = flat.xs(steps[0], level="step")
+        b = flat.xs(steps[1], level="step").reindex(a.index)
+        diff = (a - b).dropna()
+        row = {"step": f"{steps[0]} − {steps[1]}", "n": len(diff)}
+        for col in flat.columns:
+            m, lo, _ = mean_ci(diff[col].to_numpy())
+            row[col], row[f"{col} ± ci"] = m, m - lo
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("step").round(2)

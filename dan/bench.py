@@ -1,0 +1,170 @@
+"""Training-step and retrieval throughput, measured in one process: model-only ceiling vs data-fed step.
+
+* ceiling: the batch already on the device, reused every step (forward, backward, optimiser step);
+* fed: every step gathers its batch from a real :class:`~dan.store.FeatureStore` (fp16 memmap, or resident on
+  the device) through :class:`~dan.batches.FeatureBank`, exactly as :func:`dan.train.train` does;
+* retrieval: embeddings of ``n_images`` images and ``5 n_images`` captions -> S (one matrix product) -> R@K and
+  median rank both ways.
+
+``benchmarks/train.py`` is the command-line front end; the performance notebook calls these functions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dan.batches import FeatureBank, batch_text
+from dan.io import write_json_atomic
+from dan.losses import matching_loss, vqa_loss
+from dan.metrics import retrieval_metrics
+from dan.models import build_model
+from dan.store import FeatureStore
+
+# The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128.
+PAPER_SIZES = dict(batch_size=128, grid=(14, 14), dim=2048, hidden=512, num_answers=2000, vocab_size=10000, steps=2,
+                   seq_len=14)
+# The default CPU profile's sizes (dan.config / dan.features presets).
+DEFAULT_SIZES = dict(batch_size=128, grid=(10, 10), dim=112, hidden=64, num_answers=24, vocab_size=60, steps=2,
+                     seq_len=12)
+
+
+def write_random_store(path: Path, num_images: int, grid: tuple[int, int], dim: int, seed: int = 0) -> FeatureStore:
+    """A complete feature store of random fp16 features (ids 0..num_images-1), for benchmarks."""
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    feats = np.lib.format.open_memmap(path / "features.npy", mode="w+", dtype=np.float16,
+                                      shape=(num_images, grid[0] * grid[1], dim))
+    for lo in range(0, num_images, 256):
+        hi = min(lo + 256, num_images)
+        feats[lo:hi] = rng.random((hi - lo, grid[0] * grid[1], dim), dtype=np.float32).astype(np.float16)
+    feats.flush()
+    del feats
+    np.save(path / "ids.npy", np.arange(num_images, dtype=np.int64))
+    write_json_atomic(path / "meta.json", {
+        "backbone": "random", "layer": "none", "weights_sha256": "random", "image_size": 0, "grid": list(grid),
+        "dim": dim, "dtype": "float16", "preprocessing": {}, "num_images": num_images, "skipped": [],
+        "num_skipped": 0, "fingerprint": "benchmark"})
+    return FeatureStore(path)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, warmup: int = 5,
+                     store_images: int = 1024, resident: bool = False, amp: bool = False, compile: bool = False,
+                     batch_size: int = 128, grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512,
+                     num_answers: int = 2000, vocab_size: int = 10000, steps: int = 2, seq_len: int = 14,
+                     seed: int = 0) -> dict:
+    """Samples/s of the model-only training step (ceiling) and of the step fed from a feature store; their ratio."""
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_regions = grid[0] * grid[1]
+    model = build_model(task, vocab_size, dim, num_answers=num_answers if task == "vqa" else None, hidden_dim=hidden,
+                        steps=steps, dropout=0.5).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    lengths_all = rng.integers(max(2, seq_len // 2), seq_len + 1, size=4096)
+    tokens_all = rng.integers(2, vocab_size, size=(4096, seq_len))
+    tokens_all[np.arange(seq_len)[None, :] >= lengths_all[:, None]] = 0
+    targets_all = rng.integers(0, num_answers, size=4096)
+
+    def loss_of(regions, tokens, lengths, targets):  # noqa: ANN001, ANN202
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            if task == "vqa":
+                return vqa_loss(model(regions, tokens, lengths).logits.float(), targets)
+            img, txt = model.encode_image(regions), model.encode_text(tokens, lengths)
+            return matching_loss(model.similarity(img.embedding, txt.embedding), margin=100.0, negatives="hardest")
+
+    step_fn = torch.compile(loss_of) if compile else loss_of
+
+    def step(regions, tokens, lengths, targets) -> None:  # noqa: ANN001
+        loss = step_fn(regions, tokens, lengths, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+
+    def timed(make_batch) -> float:  # noqa: ANN001
+        for i in range(warmup):
+            step(*make_batch(i))
+        _sync(dev)
+        start = time.perf_counter()
+        for i in range(iters):
+            step(*make_batch(warmup + i))
+        _sync(dev)
+        return iters * batch_size / (time.perf_counter() - start)
+
+    idx0 = np.arange(batch_size)
+    fixed = (torch.randn(batch_size, n_regions, dim, device=dev), *batch_text(tokens_all, lengths_all, idx0, dev),
+             torch.as_tensor(targets_all[idx0], device=dev))
+    ceiling = timed(lambda i: fixed)
+    with tempfile.TemporaryDirectory() as tmp:
+        bank = FeatureBank({"bench": write_random_store(Path(tmp) / "bench", store_images, grid, dim, seed)},
+                           device=dev, resident=resident)
+        order = rng.permutation(np.arange(4096) % store_images)
+
+        def fed_batch(i: int):  # noqa: ANN202
+            idx = np.roll(order, -i * batch_size)[:batch_size]
+            q = idx % 4096
+            tokens, lengths = batch_text(tokens_all, lengths_all, q, dev)
+            return bank.fetch(idx), tokens, lengths, torch.as_tensor(targets_all[q], device=dev)
+
+        fed = timed(fed_batch)
+    return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,
+            "hidden": hidden, "num_answers": num_answers, "steps": steps, "amp_bf16": amp, "compile": compile,
+            "resident_features": resident, "ceiling_samples_per_s": ceiling, "fed_samples_per_s": fed,
+            "ratio": fed / ceiling}
+
+
+def retrieval_throughput(n_images: int = 1000, per_image: int = 5, dim: int = 1536, device: str = "cpu",
+                         repeats: int = 5, seed: int = 0) -> dict:
+    """Seconds to score ``n_images`` x ``per_image * n_images`` retrieval from embeddings (S + R@K + median rank)."""
+    dev = torch.device(device)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    img = torch.randn(n_images, dim, generator=g).to(dev)
+    txt = torch.randn(n_images * per_image, dim, generator=g).to(dev)
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        start = time.perf_counter()
+        retrieval_metrics(img @ txt.T, captions_per_image=per_image)
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    return {"device": device_label(dev), "n_images": n_images, "n_captions": n_images * per_image, "dim": dim,
+            "seconds_median": float(np.median(times)), "seconds_min": float(min(times))}
+
+
+def device_label(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def extract_benchmark(out: Path, num_images: int = 64, device: str = "cpu", extra: list[str] | None = None) -> dict:
+    """Run ``benchmarks/extract.py`` (default backbone) in a subprocess and return its JSON result."""
+    import subprocess
+    import sys
+
+    from dan.io import read_json, repo_root
+
+    script = repo_root() / "benchmarks" / "extract.py"
+    cmd = [sys.executable, str(script), "--num-images", str(num_images), "--device", device, "--out", str(out),
+           *(extra or [])]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return read_json(out, "extraction benchmark result")
+
+
+def recorded_results(folder: Path) -> list[dict]:
+    """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name."""
+    from dan.io import read_json
+
+    return [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
