@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: env study test lint book clean
+.PHONY: env study test lint book refresh-nbval clean
 
 env: $(STAMP)
 
@@ -20,11 +20,21 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(PY) -m dan.study --profile $(PROFILE)
 
-## Every test: lint, unit tests, notebook CI (nbval on the smoke profile).
+## Every test: lint, unit tests, notebook CI (nbval on the smoke profile), and the book's strict build.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
-	$(PY) -m dan.study --profile smoke --nbval
+	$(PY) -m pytest -q -p no:cacheprovider --nbval tests/notebooks --nbval-sanitize-with tests/notebooks/sanitize.cfg
+	$(PY) -m dan.study --book-only
+
+## Re-execute the notebooks on the smoke profile into tests/notebooks (the outputs notebook CI compares).
+refresh-nbval: $(STAMP)
+	rm -rf results/smoke data/generated/smoke
+	$(PY) -m dan.study --profile smoke --out tests/notebooks --no-book
+
+## Rebuild the book from the executed notebooks in book/notebooks.
+book: $(STAMP)
+	$(PY) -m dan.study --book-only
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -73,6 +73,16 @@ class SweepSpec:
         return out
 
 
+def save_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` as CSV atomically (no index); returns the path."""
+    from dan.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
 def flatten_metrics(task: str, metrics: dict) -> dict[str, float]:
     """The sweep's columns from a run's ``metrics.json`` (VQA accuracy in %; recalls in %; median rank)."""
     if task == "vqa":
@@ -133,7 +143,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
     """Train (or reuse) every configuration of ``spec``; one row per run.
 
     Columns: task, steps, attention, seed, run, reused (finished before this call), seconds (training time of
-    this call, 0 when reused), then the metrics of :data:`METRICS` for the run's task (NaN for the other task).
+    this call, 0 when reused), then the metrics of both tasks (:data:`METRICS`; NaN for the other task).
     """
     cfgs = spec.configs()
     rows: dict[str, dict] = {}
@@ -171,7 +181,8 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
                     bar.set_postfix_str(cfg.run_name())
                     bar.update()
     bar.close()
-    df = pd.DataFrame([rows[c.run_name()] for c in cfgs])
+    columns = ["task", "steps", "attention", "seed", "run", "reused", "seconds", *VQA_METRICS, *RETRIEVAL_METRICS]
+    df = pd.DataFrame([rows[c.run_name()] for c in cfgs], columns=columns)
     return df.sort_values(["task", "steps", "attention", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -281,3 +292,51 @@ def ci_table(summary: pd.DataFrame, index: list[str] | str, digits: int = 1) -> 
                  for m, c in zip(s["mean"], s["ci"], strict=True)]
     order = list(dict.fromkeys(s["metric"]))
     return s.pivot(index=index, columns="metric", values="cell")[order]
+
+
+def paired_differences(df: pd.DataFrame, factor: str, reference, metric: str) -> pd.DataFrame:
+    """``metric`` of ``factor`` = ``reference`` minus each other level, paired by seed: one row per other level
+    with n (seeds present in both), mean difference and its 95 % t interval (low, high)."""
+    ref = df[df[factor] == reference].set_index("seed")[metric]
+    rows = []
+    for level in sorted(set(df[factor]) - {reference}, key=str):
+        other = df[df[factor] == level].set_index("seed")[metric]
+        diff = (ref - other).dropna()
+        mean, low, high = mean_ci(diff.to_numpy())
+        rows.append({factor: level, "n": len(diff), "difference": mean, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str | None = None,
+                digits: int = 1) -> tuple[pd.DataFrame, str]:
+    """Test "``claimed`` is the best level of ``factor``" on ``metric`` (higher is better) over seeds.
+
+    Returns the paired differences (claimed minus each other level) and one sentence that says, from these
+    numbers only, which levels the claimed one beats, which beat it, and which it cannot be told apart from
+    at 95 % confidence (the interval of the paired difference includes 0, or fewer than two seeds).
+    """
+    label = label or factor
+    means = df.groupby(factor)[metric].mean()
+    if claimed not in means.index:
+        return pd.DataFrame(), f"{label} = {claimed} is not part of this sweep."
+    best = means.idxmax()
+    diffs = paired_differences(df, factor, claimed, metric)
+
+    def names(mask: pd.Series) -> str:
+        return ", ".join(f"{label} = {v}" for v in diffs.loc[mask, factor])
+
+    beats, loses = diffs.low > 0, diffs.high < 0
+    unclear = ~(beats | loses)
+    if best == claimed:
+        parts = [f"{label} = {claimed} has the highest mean ({means[claimed]:.{digits}f})"]
+    else:
+        parts = [f"{label} = {claimed} averages {means[claimed]:.{digits}f}, below the highest mean, "
+                 f"{label} = {best} ({means[best]:.{digits}f})"]
+    if beats.any():
+        parts.append(f"at 95 % confidence it beats {names(beats)}")
+    if loses.any():
+        parts.append(f"{names(loses)} beat{'s' if loses.sum() == 1 else ''} it at 95 % confidence")
+    if unclear.any():
+        parts.append(f"it cannot be told apart from {names(unclear)} (the 95 % interval of the paired "
+                     f"difference includes 0)")
+    return diffs, "; ".join(parts) + "."

@@ -82,18 +82,23 @@ class MDANOutputs:
     data_root: Path
 
 
-def _config(run_dir: Path):  # noqa: ANN202
-    from dan.train import load_result
-
-    return load_result(run_dir).config
-
-
-def load_vqa_outputs(run_dir: str | Path) -> VQAOutputs:
-    """Read a finished r-DAN run's predictions and attention maps."""
+def _config_and_root(run_dir: Path, data: str | Path | None) -> tuple:
+    """The run's config and its data root: ``data`` if given, else the data folder the run was trained on
+    (recorded in the checkpoint), else the profile's default."""
     from dan.prepare import data_root
+    from dan.train import load_checkpoint, load_result
 
+    cfg = load_result(run_dir).config
+    if data is not None:
+        return cfg, Path(data)
+    cfg.data = load_checkpoint(run_dir)["config"].get("data")
+    return cfg, data_root(cfg)
+
+
+def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQAOutputs:
+    """Read a finished r-DAN run's predictions and attention maps (``data``: the data root, if not the run's)."""
     run_dir = Path(run_dir)
-    cfg = _config(run_dir)
+    cfg, root = _config_and_root(run_dir, data)
     npz_path = run_dir / "attention.npz"
     if not npz_path.is_file():
         raise DataError(f"{npz_path} not found: {run_dir} is not a finished r-DAN run")
@@ -103,21 +108,19 @@ def load_vqa_outputs(run_dir: str | Path) -> VQAOutputs:
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
     preds["correct"] = preds.predicted.astype(str) == preds.multiple_choice_answer.astype(str)
     return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
-                      npz["lengths"], tuple(int(g) for g in npz["grid"]), data_root(cfg), cfg.val_split)
+                      npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split)
 
 
-def load_mdan_outputs(run_dir: str | Path) -> MDANOutputs:
+def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MDANOutputs:
     """Read a finished m-DAN run's test embeddings and attention maps, with caption texts and image files."""
     from dan.data.captions import image_file, load_karpathy
-    from dan.prepare import data_root
 
     run_dir = Path(run_dir)
-    cfg = _config(run_dir)
+    cfg, root = _config_and_root(run_dir, data)
     npz_path = run_dir / "embeddings.npz"
     if not npz_path.is_file():
         raise DataError(f"{npz_path} not found: {run_dir} is not a finished m-DAN run")
     npz = np.load(npz_path)
-    root = data_root(cfg)
     sentences, files = {}, {}
     for im in load_karpathy(root / cfg.captions_file):
         sentences.update(zip(im.sentence_ids, im.sentences, strict=True))
@@ -283,3 +286,19 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
             row[col], row[f"{col} ± ci"] = m, m - lo
         rows.append(row)
     return pd.DataFrame(rows).set_index("step").round(2)
+
+
+def hop_verdict(hop: pd.DataFrame) -> str:
+    """One sentence from :func:`hop_analysis`: the anchor share at the first two steps, its chance value and
+    the paired difference with its 95 % interval, and what the interval allows to say."""
+    if len(hop) < 3:
+        return "No multi-hop question with both anchor and target objects could be scored at two steps."
+    s1, s2, d = hop.iloc[0], hop.iloc[1], hop.iloc[-1]
+    lo, hi = d["anchor share"] - d["anchor share ± ci"], d["anchor share"] + d["anchor share ± ci"]
+    verdict = ("step 1 puts a larger share on the anchor than step 2" if lo > 0 else
+               "step 2 puts a larger share on the anchor than step 1" if hi < 0 else
+               "the two steps cannot be told apart")
+    return (f"Of the attention mass on the anchor and target objects of {int(d['n'])} multi-hop questions, the "
+            f"anchor gets {s1['anchor share']:.1f} % at step {hop.index[0]} and {s2['anchor share']:.1f} % at step "
+            f"{hop.index[1]} (uniform attention: {s1['chance share']:.1f} %); the paired difference is "
+            f"{d['anchor share']:.1f} points (95 % CI {lo:.1f} to {hi:.1f}), so {verdict} at 95 % confidence.")

@@ -20,22 +20,24 @@ from dan.store import FeatureStore
 
 
 def encode_texts(texts: list[str], vocab: Vocab, max_len: int | None = None,
-                 where: str = "text") -> tuple[np.ndarray, np.ndarray]:
+                 where: str = "text", ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise and encode ``texts`` -> (tokens int64 [M, T] with 0 = padding, lengths int64 [M]).
 
-    An empty text (no tokens after tokenisation) is a :class:`DataError` naming ``where`` and its index.
-    Words outside the vocabulary become ``<unk>`` (id 1); a text of only unknown words is kept.
+    An empty text (no tokens after tokenisation) is a :class:`DataError` naming ``where`` and the text's id
+    (``ids[i]``, else its index). Words outside the vocabulary become ``<unk>`` (id 1); a text of only unknown
+    words is kept.
     """
     encoded = []
     for i, text in enumerate(texts):
-        ids = vocab.encode(tokenize(text))
-        if not ids:
-            raise DataError(f"{where} #{i} is empty after tokenisation: {text!r}")
-        encoded.append(ids[:max_len] if max_len else ids)
+        tok = vocab.encode(tokenize(text))
+        if not tok:
+            name = f"{ids[i]}" if ids is not None else f"#{i}"
+            raise DataError(f"{where} {name} is empty after tokenisation: {text!r}")
+        encoded.append(tok[:max_len] if max_len else tok)
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
     tokens = np.zeros((len(encoded), int(lengths.max()) if len(encoded) else 1), dtype=np.int64)
-    for i, ids in enumerate(encoded):
-        tokens[i, : len(ids)] = ids
+    for i, row in enumerate(encoded):
+        tokens[i, : len(row)] = row
     return tokens, lengths
 
 
@@ -134,7 +136,8 @@ def vqa_tensors(examples: list[VQAExample], vocab: Vocab, answers: AnswerVocab, 
     """Encode ``examples`` (questions about images in ``folder``) for training/evaluation."""
     if not examples:
         raise DataError(f"{where}: no questions")
-    tokens, lengths = encode_texts([e.question for e in examples], vocab, where=f"{where}: question")
+    tokens, lengths = encode_texts([e.question for e in examples], vocab, where=f"{where}: question",
+                                   ids=[e.question_id for e in examples])
     rows = bank.rows(folder, np.array([e.image_id for e in examples]))
     targets = np.full(len(examples), -1, dtype=np.int64)
     soft_idx = np.full((len(examples), 10), -1, dtype=np.int64)
@@ -179,7 +182,7 @@ def caption_tensors(images: list[CaptionImage], vocab: Vocab, bank: FeatureBank,
                         f"{len(short[0].sentences)} captions, {per_image} needed ({len(short)} such images)")
     texts = [s for im in images for s in im.sentences[:per_image]]
     sids = [s for im in images for s in im.sentence_ids[:per_image]]
-    tokens, lengths = encode_texts(texts, vocab, where=f"{where}: caption")
+    tokens, lengths = encode_texts(texts, vocab, where=f"{where}: caption", ids=sids)
     folders = [im.filepath or default_folder for im in images]
     rows = bank.rows(folders, np.array([im.image_id for im in images]))
     return CaptionTensors(np.array([im.image_id for im in images], dtype=np.int64), rows, tokens, lengths,

@@ -12,7 +12,7 @@ from dan.batches import CaptionTensors, FeatureBank, VQATensors, caption_tensors
 from dan.config import TrainConfig
 from dan.data.captions import load_karpathy
 from dan.data.text import AnswerVocab, Vocab, tokenize
-from dan.data.vqa import load_vqa_split
+from dan.data.vqa import load_vqa_split, vqa_files
 from dan.io import DataError, study_paths
 from dan.store import FeatureStore
 
@@ -81,8 +81,8 @@ def _prepare_vqa(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared
     vocab = Vocab.build([tokenize(e.question) for e in train_ex], min_count=cfg.min_word_count)
     answers = AnswerVocab.build([e.multiple_choice_answer for e in train_ex], top=cfg.num_answers)
     bank = open_bank(cfg, {cfg.train_split, cfg.val_split}, device)
-    train = vqa_tensors(train_ex, vocab, answers, bank, cfg.train_split, where=f"{cfg.train_split} questions")
-    val = vqa_tensors(val_ex, vocab, answers, bank, cfg.val_split, where=f"{cfg.val_split} questions")
+    train = vqa_tensors(train_ex, vocab, answers, bank, cfg.train_split, where=str(vqa_files(root, cfg.train_split)[0]))
+    val = vqa_tensors(val_ex, vocab, answers, bank, cfg.val_split, where=str(vqa_files(root, cfg.val_split)[0]))
     majority = Counter(answers.answers[t] for t in train.targets if t >= 0).most_common(1)[0][0]
     return Prepared(vocab, answers, bank, train, val, families=question_families(root), majority_answer=majority)
 

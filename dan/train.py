@@ -161,6 +161,9 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    for flag, given in (("--data", cfg.data), ("--features", cfg.features)):
+        if given and not Path(given).is_dir():  # checked before a finished run is reused, too
+            raise DataError(f"{flag} folder not found: {given}")
     run_dir = run_dir_for(cfg)
     done = run_dir / "metrics.json"
     if done.is_file():

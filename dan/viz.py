@@ -80,3 +80,91 @@ def bar_with_ci(df: pd.DataFrame, x: str, y: str, hue: str | None = None, title:
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    """95 % Student-t interval of the mean (seaborn ``errorbar`` callable); a single value gives no bar."""
+    from dan.ablation import mean_ci
+
+    m, lo, hi = mean_ci(values)
+    return (m, m) if np.isnan(lo) else (lo, hi)
+
+
+def ablation_panels(df: pd.DataFrame, x: str, metrics: Sequence[str], labels: dict[str, str] | None = None,
+                    order: Sequence | None = None, hue: str | None = None, kind: str = "line",
+                    title: str = "") -> plt.Figure:
+    """One panel per metric: mean over the rows (seeds) per ``x`` with 95 % t-interval error bars.
+
+    ``kind``: "line" joins the means (an ordered axis such as K), "point" leaves them apart (categories such
+    as the attention type), "bar" draws bars from 0. Individual seeds are overlaid as small grey dots.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.3), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        sub = df.dropna(subset=[m])
+        if kind == "bar":
+            sns.barplot(data=sub, x=x, y=m, hue=hue, order=order, errorbar=_t_interval, capsize=0.15, ax=ax,
+                        alpha=0.85)
+        else:
+            sns.pointplot(data=sub, x=x, y=m, hue=hue, order=order, errorbar=_t_interval, capsize=0.15, ax=ax,
+                          dodge=0.3 if hue else False, linestyle="-" if kind == "line" else "none")
+        sns.stripplot(data=sub, x=x, y=m, order=order, color="0.35", size=3, ax=ax, jitter=0.08, legend=False)
+        ax.set_title((labels or {}).get(m, m), fontsize=10)
+        ax.set_ylabel("")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def shaded_words(ax: plt.Axes, words: Sequence[str], weights: np.ndarray, fontsize: float = 8.5,
+                 cmap: str = "Oranges") -> None:
+    """Write ``words`` left to right (wrapping) on ``ax`` with a background shaded by ``weights`` [len(words)]
+    relative to their maximum; the axes frame is hidden."""
+    ax.axis("off")
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    colours = plt.get_cmap(cmap)
+    top = max(float(np.max(weights)), 1e-12) if len(weights) else 1.0
+    x, y, line_h = 0.0, 0.85, 0.0
+    ax_box = ax.get_window_extent(renderer)
+    for word, w in zip(words, weights, strict=False):
+        shade = float(w) / top
+        txt = ax.text(x, y, word, transform=ax.transAxes, fontsize=fontsize, va="top", ha="left",
+                      color="black" if shade < 0.7 else "white",
+                      bbox=dict(boxstyle="square,pad=0.15", facecolor=colours(0.1 + 0.85 * shade), edgecolor="none"))
+        ext = txt.get_window_extent(renderer)
+        width, line_h = ext.width / ax_box.width, max(line_h, ext.height / ax_box.height)
+        if x > 0 and x + width > 1.0:  # wrap to the next line
+            x, y = 0.0, y - 1.45 * line_h
+            txt.set_position((x, y))
+        x += width + 0.02
+
+
+def grounding_bars(df: pd.DataFrame, x: str = "step", hue: str | None = "family", title: str = "",
+                   what: str = "objects") -> plt.Figure:
+    """Pointing-game hit rate and attention mass on ``what`` (the objects, or the key words) in %, per ``x``
+    (and ``hue``), with 95 % t intervals over the examples; black ticks mark uniform attention (chance).
+    ``df``: a tidy table of :mod:`dan.analysis` (columns hit, chance_hit, mass, chance_mass)."""
+    n_hue = df[hue].nunique() if hue else 1
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for ax, (score, chance, name) in zip(axes, (("hit", "chance_hit", "pointing game (%)"),
+                                                ("mass", "chance_mass", f"attention mass on {what} (%)")),
+                                         strict=True):
+        data = df.assign(value=100 * df[score], chance=100 * df[chance])
+        sns.barplot(data=data, x=x, y="value", hue=hue, errorbar=_t_interval, capsize=0.1, ax=ax, alpha=0.85)
+        sns.pointplot(data=data, x=x, y="chance", hue=hue, errorbar=None, markers="_", markersize=22,
+                      linestyle="none", dodge=0.8 * (n_hue - 1) / n_hue if hue else False, palette=["black"] * n_hue,
+                      ax=ax, legend=False)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="black", marker="_", markersize=12, linestyle="none"))
+    for ax in axes:
+        if ax.get_legend():
+            ax.get_legend().remove()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.legend(handles, [*labels, "uniform attention"], loc="upper center", ncol=len(handles), fontsize=8,
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
+    return fig

@@ -1,0 +1,107 @@
+"""Ablation sweeps: t quantiles and confidence intervals, claim checks, and a tiny sweep that resumes."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dan import ablation
+from dan.ablation import SweepSpec, mean_ci, run_sweep, summarize, t_quantile
+from dan.io import ConfigError
+
+
+def t2_quantile(p: float) -> float:
+    """Closed form of Student's t quantile with 2 degrees of freedom."""
+    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995])
+def test_t_quantile_matches_closed_forms(p: float) -> None:
+    assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+    assert t_quantile(p, 2) == pytest.approx(t2_quantile(p), rel=1e-9)
+    assert t_quantile(1 - p, 2) == pytest.approx(-t2_quantile(p), rel=1e-9)
+    # many degrees of freedom: the normal quantile; fewer: heavier tails
+    assert t_quantile(p, 20000) == pytest.approx(statistics.NormalDist().inv_cdf(p), abs=1e-3)
+    assert t_quantile(p, 3) > t_quantile(p, 10) > t_quantile(p, 100)
+
+
+def test_t_quantile_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        t_quantile(1.0, 3)
+
+
+def test_mean_ci_hand_made() -> None:
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])  # s = 1, n = 3
+    half = t2_quantile(0.975) / math.sqrt(3)
+    assert (m, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    m, lo, hi = mean_ci([5.0, np.nan])  # NaN ignored; one value: no interval
+    assert m == 5.0 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_summarize_and_table() -> None:
+    df = pd.DataFrame({"steps": [1, 1, 1, 2], "seed": [0, 1, 2, 0], "acc": [1.0, 2.0, 3.0, 7.0],
+                       "rsum": [np.nan] * 4})
+    s = summarize(df, "steps", ["acc", "rsum"])
+    assert list(s.metric) == ["acc", "acc"]  # all-NaN metric dropped
+    one = s[s.steps == 1].iloc[0]
+    assert one.n == 3 and one["mean"] == pytest.approx(2.0) and one["std"] == pytest.approx(1.0)
+    assert one.ci == pytest.approx(t2_quantile(0.975) / math.sqrt(3))
+    assert math.isnan(s[s.steps == 2].iloc[0].ci)
+    table = ablation.ci_table(s, "steps")
+    assert table.loc[1, "acc"] == f"2.0 ± {one.ci:.1f}" and table.loc[2, "acc"] == "7.0"
+
+
+def test_claim_check_reports_what_the_intervals_allow() -> None:
+    rng = np.random.default_rng(0)
+    rows = [{"steps": k, "seed": s, "acc": 50 + 10 * (k == 2) + 0.1 * rng.normal() + s}
+            for k in (1, 2, 3) for s in range(3)]
+    diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "steps", 2, "acc", "K")
+    assert (diffs.low > 0).all()
+    assert "K = 2 has the highest mean" in sentence and "it beats K = 1, K = 3" in sentence
+    noisy = [{"steps": k, "seed": s, "acc": 50 + 0.1 * (k == 3) + 5 * rng.normal()} for k in (1, 2, 3)
+             for s in range(3)]
+    _, sentence = ablation.claim_check(pd.DataFrame(noisy), "steps", 2, "acc", "K")
+    assert "cannot be told apart" in sentence
+    _, sentence = ablation.claim_check(pd.DataFrame(noisy), "steps", 5, "acc", "K")
+    assert "not part of this sweep" in sentence
+
+
+def test_configs_are_distinct() -> None:
+    spec = SweepSpec(profile="smoke")
+    names = [c.run_name() for c in spec.configs()]
+    assert len(names) == len(set(names)) == 2 * 7 * 3  # K=2 dual is on both axes, trained once
+    with pytest.raises(ConfigError, match="unknown task"):
+        SweepSpec(tasks=["caption"]).configs()
+
+
+def test_tiny_sweep_runs_in_parallel_and_resumes(smoke_data, smoke_features, tmp_path) -> None:
+    over = {"data": str(smoke_data), "features": str(smoke_features), "device": "cpu", "epochs": 1}
+    spec = SweepSpec(tasks=["vqa"], steps=[1], attentions=["dual"], seeds=[0], profile="smoke", overrides=over,
+                     runs_root=str(tmp_path / "runs"), workers=2)
+    df = run_sweep(spec, progress=False)  # K=1 dual and K=2 dual, trained side by side
+    assert list(df.run) == ["vqa-dual-K1-s0", "vqa-dual-K2-s0"]
+    assert not df.reused.any() and (df.seconds > 0).all()
+    assert df[ablation.VQA_METRICS].notna().all().all() and df[ablation.RETRIEVAL_METRICS].isna().all().all()
+    assert df.overall.between(0, 100).all()
+    stamps = {r: (tmp_path / "runs" / r / "checkpoint.pt").stat().st_mtime_ns for r in df.run}
+
+    # a process-pool run gives the same result as an in-process run of the same configuration
+    single = SweepSpec(**{**spec.__dict__, "steps": [1], "attentions": [], "workers": 1,
+                          "runs_root": str(tmp_path / "single")})
+    assert run_sweep(single, progress=False).overall.tolist() == df.overall.tolist()[:1]
+
+    # resume: the finished runs are read back, only the new K=3 run trains
+    spec.steps, spec.workers = [1, 3], 1
+    again = run_sweep(spec, progress=False)
+    assert list(again.run) == ["vqa-dual-K1-s0", "vqa-dual-K2-s0", "vqa-dual-K3-s0"]
+    assert again.reused.tolist() == [True, True, False]
+    assert again.overall.tolist()[:2] == df.overall.tolist()
+    assert {r: (tmp_path / "runs" / r / "checkpoint.pt").stat().st_mtime_ns for r in df.run} == stamps
+
+    spec.overrides = {**over, "epochs": 2}  # same folders, another configuration: refused, nothing trained
+    with pytest.raises(ConfigError, match="vqa-dual-K1-s0 holds a finished run of another configuration"):
+        run_sweep(spec, progress=False)

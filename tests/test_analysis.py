@@ -1,0 +1,112 @@
+"""Grounding scores on hand-made maps and boxes, and on the saved outputs of the smoke runs; galleries."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from dan import analysis, gallery  # noqa: E402
+from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
+
+
+def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
+    image = ImageGT(100, 100, [ObjectGT(0, "circle", "red", "small", [10.0, 10.0, 30.0, 30.0])])
+    cover = object_mask(image, [0], (4, 4))  # [16], cells of 25 x 25 px
+    peaked = np.full(16, 0.01)
+    peaked[5] = 1.0  # cell (1, 1) overlaps the box
+    assert analysis.pointing_hit(peaked, cover) == 1.0
+    assert analysis.pointing_hit(np.roll(peaked, 10), cover) == 0.0  # cell (3, 3) does not
+    inside = cover > 0
+    only_inside = inside / inside.sum()
+    assert analysis.attention_mass(only_inside, cover) == pytest.approx(cover[inside].mean())
+    uniform = np.full(16, 1 / 16)
+    area = 30 * 30 / (100 * 100)
+    assert analysis.attention_mass(uniform, cover) == pytest.approx(area)
+    assert analysis.chance_scores(cover) == pytest.approx((inside.mean(), area))
+
+
+def test_text_rows_on_key_words() -> None:
+    tokens = ["what", "color", "is", "the", "red", "circle"]
+    att = np.zeros((2, 8))  # [K, T] with padding
+    att[0, 5] = 1.0  # step 1 on "circle"
+    att[1, :6] = 1 / 6  # step 2 uniform
+    rows = analysis._text_rows(att, tokens, ["red", "circle"], {"question_id": 1})
+    assert [r["hit"] for r in rows] == [1.0, 0.0]  # uniform: argmax is the first word, not a key word
+    assert rows[0]["mass"] == pytest.approx(1.0) and rows[1]["mass"] == pytest.approx(2 / 6)
+    assert rows[1]["chance_mass"] == pytest.approx(2 / 6)
+    assert analysis._text_rows(att, tokens, ["blue"], {}) == []
+
+
+def test_hop_analysis_detects_anchor_then_target() -> None:
+    rows = []
+    for q in range(6):
+        for step, (a_mass, t_mass) in ((1, (0.6 + 0.02 * q, 0.1)), (2, (0.1, 0.5 + 0.03 * q))):
+            for obj, mass in (("anchor", a_mass), ("target", t_mass)):
+                rows.append({"question_id": q, "family": "multi-hop", "step": step, "objects": obj,
+                             "hit": float(mass > 0.3), "mass": mass, "chance_mass": 0.05, "chance_hit": 0.1})
+    hop = analysis.hop_analysis(pd.DataFrame(rows))
+    assert list(hop.index) == ["1", "2", "1 − 2"]
+    assert hop.loc["1", "anchor share"] > 75 > 25 > hop.loc["2", "anchor share"]
+    assert hop.loc["1", "chance share"] == pytest.approx(50)
+    assert hop.loc["1 − 2", "anchor share"] - hop.loc["1 − 2", "anchor share ± ci"] > 0
+    assert "step 1 puts a larger share on the anchor than step 2" in analysis.hop_verdict(hop)
+    assert analysis.hop_analysis(pd.DataFrame(rows).assign(family="single-hop")).empty
+
+
+def test_vqa_grounding_on_saved_outputs(vqa_run) -> None:
+    out = analysis.load_vqa_outputs(vqa_run.run_dir)
+    grounding = load_grounding(out.data_root / "grounding.json")
+    K = vqa_run.config.steps
+    vis, txt = analysis.vqa_grounding(out, grounding)
+    assert set(vis.step) == set(txt.step) == set(range(1, K + 1))
+    assert set(vis.objects) <= {"referred", "anchor", "target"}
+    assert set(vis[vis.objects == "anchor"].family) == {"multi-hop"}
+    for col in ("hit", "chance_hit", "mass", "chance_mass"):
+        assert vis[col].between(0, 1).all() and txt[col].between(0, 1).all()
+    # uniform attention scores exactly its chance mass; attention on the objects' cells always points inside
+    out.visual[:] = 1.0 / out.visual.shape[-1]
+    uni, _ = analysis.vqa_grounding(out, grounding)
+    assert np.allclose(uni.mass, uni.chance_mass, atol=1e-6)
+    pos = {q: i for i, q in enumerate(out.predictions.question_id)}
+    for qid in vis.question_id.unique()[:20]:
+        q = grounding.questions[int(qid)]
+        cover = object_mask(grounding.images[q.image_id], q.object_ids, out.grid)
+        out.visual[pos[qid]] = cover / cover.sum()
+    on, _ = analysis.vqa_grounding(out, grounding)
+    first = on[on.question_id.isin(vis.question_id.unique()[:20]) & (on.objects == "referred")]
+    assert (first.hit == 1).all() and (first.mass > first.chance_mass).all()
+
+
+def test_mdan_grounding_on_saved_outputs(matching_run) -> None:
+    out = analysis.load_mdan_outputs(matching_run.run_dir)
+    vis, txt = analysis.mdan_grounding(out)
+    K, n_img = matching_run.config.steps, len(out.image_ids)
+    assert len(vis[vis.objects == "all"]) == n_img * K
+    assert (vis[vis.objects == "named"].chance_mass <= vis[vis.objects == "all"].chance_mass.to_numpy() + 1e-6).all()
+    # "correct" is image->text recall at 1 of the run's own metrics
+    per_image = vis.drop_duplicates("image_id")
+    assert 100 * per_image.correct.mean() == pytest.approx(matching_run.metrics["i2t"]["r1"], abs=1e-6)
+    assert txt.sentence_id.isin(out.sentence_ids).all() and txt.mass.between(0, 1).all()
+
+
+def test_galleries_draw_the_chosen_examples(vqa_run, matching_run) -> None:
+    out = analysis.load_vqa_outputs(vqa_run.run_dir)
+    grounding = load_grounding(out.data_root / "grounding.json")
+    vis, _ = analysis.vqa_grounding(out, grounding)
+    picked = gallery.pick_examples(vis[vis.objects == "referred"], "question_id", "family", seed=0)
+    assert picked.groupby("family").correct.nunique().max() <= 2 and len(picked) <= 4
+    assert picked.equals(gallery.pick_examples(vis[vis.objects == "referred"], "question_id", "family", seed=0))
+    K = out.visual.shape[1]
+    fig = gallery.vqa_gallery(out, grounding, picked.question_id.tolist()[:2])
+    assert len(fig.axes) == 2 * 2 * (K + 1)  # per example: image row and text row, each 1 + K panels
+    plt.close(fig)
+    mout = analysis.load_mdan_outputs(matching_run.run_dir)
+    fig = gallery.mdan_gallery(mout, grounding, mout.image_ids[:1].tolist())
+    assert len(fig.axes) == 2 * (mout.image_attention.shape[1] + 1)
+    plt.close(fig)

@@ -1,0 +1,182 @@
+"""CLI misuse (issue 8): unknown profile, unknown attention type, K < 0, paths that do not exist, bad data ->
+one line on stderr naming the accepted values, exit code != 0, no traceback; ``--debug`` shows the traceback.
+
+Covers ``python -m dan.train``, ``dan.features``, ``dan.data`` and ``dan.study`` in process (fast) and each once as
+a real subprocess (the ``-m`` entry points and what reaches the terminal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dan.data.__main__ import main as data_main
+from dan.features import main as features_main
+from dan.io import ConfigError, DanError
+from dan.study import main as study_main
+from dan.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys, prog: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prog}: error: ") or err.startswith("error: "), err
+    return err
+
+
+@pytest.fixture
+def train_argv(smoke_data, smoke_features, tmp_path) -> list[str]:
+    return ["--profile", "smoke", "--data", str(smoke_data), "--features", str(smoke_features),
+            "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--profile", "huge"], "unknown profile 'huge'; accepted: smoke, default, full, real, paper"),
+    (["--attention", "cross"], "unknown attention 'cross'; accepted: dual, visual, textual, none"),
+    (["--steps", "-1"], "steps (K) must be an integer >= 0, got -1"),
+    (["--steps", "two"], "argument --steps: invalid int value: 'two'"),
+    (["--task", "captioning"], "unknown task 'captioning'; accepted: vqa, matching"),
+    (["--data", "/nonexistent/data"], "--data folder not found: /nonexistent/data"),
+    (["--features", "/nonexistent/features"], "--features folder not found: /nonexistent/features"),
+])
+def test_train_cli_misuse(train_argv, tmp_path, capsys, extra, message):
+    code = 2
+    try:
+        code = train_main([*train_argv, *extra])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in one_line_error(capsys, "python -m dan.train")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_cli_debug_shows_the_error(train_argv):
+    with pytest.raises(ConfigError, match="unknown attention"):
+        train_main([*train_argv, "--attention", "cross", "--debug"])
+
+
+def _copy_annotations(smoke_data: Path, dst: Path) -> Path:
+    for rel in ("vqa", "captions"):
+        (dst / rel).mkdir(parents=True)
+        for p in (smoke_data / rel).iterdir():
+            (dst / rel / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("case, message", [
+    ("malformed", r"v2_OpenEnded_mscoco_val2014_questions\.json is not valid JSON \(line 1"),
+    ("empty question", r"v2_OpenEnded_mscoco_val2014_questions\.json: question \d+ is empty after tokenisation: .\?!."),
+    ("missing key", r"v2_OpenEnded_mscoco_val2014_questions\.json: question #0: missing key\(s\) 'image_id'"),
+])
+def test_train_cli_bad_data(smoke_data, train_argv, tmp_path, capsys, case, message):
+    root = _copy_annotations(smoke_data, tmp_path / "data")
+    path = root / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json"
+    if case == "malformed":
+        path.write_text(path.read_text()[:200])
+    else:
+        qs = json.loads(path.read_text())
+        if case == "empty question":
+            qs["questions"][0]["question"] = " ?! "
+        else:
+            del qs["questions"][0]["image_id"]
+        path.write_text(json.dumps(qs))
+    argv = [*train_argv]
+    argv[argv.index("--data") + 1] = str(root)
+    assert train_main(argv) == 2
+    assert re.search(message, one_line_error(capsys, "python -m dan.train"))
+
+
+def test_features_cli_misuse(tmp_path, capsys, smoke_data):
+    with pytest.raises(SystemExit) as exc:
+        features_main(["--data", str(smoke_data), "--out", str(tmp_path / "f"), "--profile", "huge"])
+    assert exc.value.code == 2
+    err = one_line_error(capsys, "python -m dan.features")
+    assert "invalid choice: 'huge'" in err and "smoke" in err and "default" in err
+    assert features_main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f")]) == 2
+    assert "--data folder not found" in one_line_error(capsys, "python -m dan.features")
+    assert features_main(["--data", str(smoke_data), "--out", str(tmp_path / "f"), "--splits", "test2015"]) == 2
+    assert "['test2015'] not in" in one_line_error(capsys, "python -m dan.features")
+    with pytest.raises(DanError, match="--data folder not found"):
+        features_main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f"), "--debug"])
+    assert not (tmp_path / "f").exists()
+
+
+def test_features_cli_bad_image_is_one_line_or_a_reported_skip(smoke_data, tmp_path, capsys):
+    folder = tmp_path / "data" / "images" / "val2014"
+    folder.mkdir(parents=True)
+    good = sorted((smoke_data / "images" / "val2014").iterdir())[:2]
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    bad = folder / "COCO_val2014_000000999999.jpg"
+    bad.write_bytes(good[0].read_bytes()[:300])  # a truncated JPEG
+    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "f"), "--profile", "smoke", "--image-size",
+            "64", "--num-workers", "0", "--device", "cpu", "--quiet"]
+    assert features_main(argv) == 2
+    err = one_line_error(capsys, "python -m dan.features")
+    assert f"cannot read image {bad} (image id 999999)" in err and "--skip-bad-images" in err
+    assert not (tmp_path / "f" / "val2014" / "meta.json").exists()
+    assert features_main([*argv, "--skip-bad-images"]) == 0
+    out, err = capsys.readouterr()
+    assert "val2014: 2 images" in out and "skipped 1" in out and bad.name in err
+
+
+def test_data_cli_misuse(tmp_path, capsys):
+    assert data_main(["check", "--root", str(tmp_path / "nope")]) == 2
+    assert "data root not found" in one_line_error(capsys, "python -m dan.data")
+    assert data_main(["info", "--profile", "huge"]) == 2
+    assert "unknown profile 'huge' (accepted: smoke, default, full)" in one_line_error(capsys, "python -m dan.data")
+    with pytest.raises(SystemExit) as exc:
+        data_main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_study_cli_misuse(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "study"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "notebooks" / "01_data.ipynb").write_text("{}")
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    assert study_main(["--profile", "huge"]) == 2
+    err = one_line_error(capsys, "python -m dan.study")
+    assert "unknown profile 'huge'; accepted: smoke, default, full, real" in err
+    assert study_main(["--profile", "smoke", "--only", "99_nothing"]) == 2
+    assert "no notebook matches ['99_nothing']; have: 01_data" in one_line_error(capsys, "python -m dan.study")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert study_main(["--profile", "smoke", "--out", str(blocker / "out")]) == 2
+    assert "a_file" in one_line_error(capsys, "python -m dan.study")
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path / "nowhere"))
+    assert study_main(["--profile", "smoke"]) == 2
+    assert "no notebooks (NN_name.ipynb) in" in one_line_error(capsys, "python -m dan.study")
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(ConfigError, match="unknown profile"):
+        study_main(["--profile", "huge", "--debug"])
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("dan.train", ["--profile", "smoke", "--attention", "cross", "--out", "{tmp}/run"],
+     "accepted: dual, visual, textual, none"),
+    ("dan.features", ["--data", "{tmp}/nope", "--out", "{tmp}/f"], "--data folder not found"),
+    ("dan.study", ["--profile", "huge"], "accepted: smoke, default, full, real"),
+    ("dan.data", ["check", "--root", "{tmp}/nope"], "data root not found"),
+])
+def test_real_processes_print_one_line_and_debug_the_traceback(tmp_path, module, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAN_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr and message in proc.stderr
+    if module in ("dan.train", "dan.study"):  # --debug: the same mistake with its traceback
+        proc = subprocess.run([sys.executable, "-m", module, *argv, "--debug"], capture_output=True, text=True,
+                              timeout=120, env=env, cwd=tmp_path)
+        assert proc.returncode != 0 and "Traceback (most recent call last)" in proc.stderr and message in proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "f").exists()

@@ -1,0 +1,209 @@
+"""Training and evaluation on the smoke data (issue 5): quality above baselines, determinism, resume after a stop
+and after ``kill -9``, checkpoint contents, per-example outputs, bad configurations.
+
+The reference runs (``vqa_run``, ``matching_run``, smoke preset, seed 0) come from ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dan.batches import FeatureBank
+from dan.config import preset
+from dan.data.text import AnswerVocab, Vocab
+from dan.evaluate import evaluate_vqa
+from dan.io import ConfigError, DataError
+from dan.models import build_model
+from dan.prepare import prepare
+from dan.store import FeatureStore
+from dan.train import load_checkpoint, load_result, main, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Margins (percentage points) over the baselines. Measured on the smoke preset, seeds 0-4: r-DAN 42-47 % vs a
+# 20.7 % majority baseline (+21 at worst); m-DAN mean R@10 76-86 vs 56 by chance (+20 at worst).
+VQA_MARGIN, R10_MARGIN = 12.0, 12.0
+
+
+def chance_r10(n_images: int, n_captions: int) -> tuple[float, float]:
+    """R@10 (percent) of a random ranking: image->text (any of its captions in the top 10) and text->image."""
+    per = n_captions // n_images
+    i2t = 1 - comb(n_captions - per, 10) / comb(n_captions, 10)
+    return 100 * i2t, 100 * min(10 / n_images, 1.0)
+
+
+def npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two finished run folders hold identical metrics, history and per-example outputs."""
+    ra, rb = load_result(a), load_result(b)
+    assert ra.metrics == rb.metrics and ra.history == rb.history
+    for name in ("attention.npz", "embeddings.npz"):
+        if (a / name).is_file() or (b / name).is_file():
+            xa, xb = npz(a / name), npz(b / name)
+            assert xa.keys() == xb.keys()
+            for k in xa:
+                np.testing.assert_array_equal(xa[k], xb[k], err_msg=f"{name}:{k}")
+    if (a / "predictions.csv").is_file():
+        assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
+
+
+def test_rdan_beats_the_majority_answer(vqa_run):
+    m, cfg = vqa_run.metrics, vqa_run.config
+    assert m["n"] == 192 and 0 < m["majority_baseline"] < 50
+    assert m["overall"] >= m["majority_baseline"] + VQA_MARGIN, (m["overall"], m["majority_baseline"])
+    assert len(vqa_run.history) == cfg.epochs and vqa_run.history[-1]["loss"] < 0.7 * vqa_run.history[0]["loss"]
+    assert set(m["groups"]) == {"single-hop", "multi-hop"}
+    assert m["deviations_from_paper"]["hidden_dim"] == [32, 512]  # the shrunk profile says so in its output
+
+
+def test_mdan_beats_chance_recall(matching_run):
+    m = matching_run.metrics
+    i2t, t2i = chance_r10(m["n_images"], m["n_captions"])
+    assert (m["n_images"], m["n_captions"]) == (16, 80)
+    mean_r10 = (m["i2t"]["r10"] + m["t2i"]["r10"]) / 2
+    assert mean_r10 >= (i2t + t2i) / 2 + R10_MARGIN, (m["i2t"], m["t2i"], i2t, t2i)
+    assert m["t2i"]["r10"] >= t2i + R10_MARGIN
+    assert m["rsum"] == pytest.approx(sum(m[d][k] for d in ("i2t", "t2i") for k in ("r1", "r5", "r10")))
+    assert set(m["val"]) >= {"i2t", "t2i", "rsum"}
+
+
+def test_same_seed_gives_identical_results_and_another_seed_does_not(vqa_run, make_cfg, tmp_path):
+    again = train(make_cfg("vqa", tmp_path / "again"), progress=False)
+    assert_same_run(vqa_run.run_dir, again.run_dir)
+    other = train(make_cfg("vqa", tmp_path / "seed1", seed=1, epochs=2), progress=False)
+    first = make_cfg("vqa", tmp_path / "seed0", epochs=2)
+    assert train(first, progress=False).history[0]["loss"] != other.history[0]["loss"]
+    # a finished folder of the same configuration is returned without training; another configuration is refused
+    assert train(make_cfg("vqa", tmp_path / "again"), progress=False).metrics == again.metrics
+    with pytest.raises(ConfigError, match="finished run of another configuration"):
+        train(make_cfg("vqa", tmp_path / "again", steps=1), progress=False)
+
+
+def test_stop_and_resume_gives_the_uninterrupted_result(vqa_run, make_cfg, tmp_path):
+    cfg = make_cfg("vqa", tmp_path / "resumed")
+    part = train(cfg, stop_after_epoch=2, progress=False)
+    assert len(part.history) == 2 and not (part.run_dir / "metrics.json").exists()
+    assert load_checkpoint(part.run_dir)["epoch"] == 1
+    full = train(cfg, progress=False)
+    assert_same_run(vqa_run.run_dir, full.run_dir)
+
+
+def test_kill_9_during_training_then_rerun_gives_the_same_metrics(matching_run, smoke_data, smoke_features,
+                                                                    tmp_path, capsys):
+    out = tmp_path / "killed"
+    argv = ["--task", "matching", "--profile", "smoke", "--data", str(smoke_data), "--features",
+            str(smoke_features), "--out", str(out), "--device", "cpu", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "dan.train", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ckpt, deadline = out / "checkpoint.pt", time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert ckpt.is_file() and not (out / "metrics.json").exists(), "killed too late: the run had finished"
+    assert load_checkpoint(out)["epoch"] < matching_run.config.epochs - 1
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == matching_run.metrics
+    assert_same_run(matching_run.run_dir, out)
+    assert not list(out.glob(".*.tmp")), "temp files of the killed run were left behind"
+
+
+def test_checkpoint_holds_everything_to_rebuild_the_model(vqa_run):
+    cfg = vqa_run.config
+    state = load_checkpoint(vqa_run.run_dir)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "vocab", "answers", "visual_dim",
+            "feature_meta", "history"} <= set(state)
+    assert state["epoch"] == cfg.epochs - 1 and state["history"] == vqa_run.history
+    assert {k: v for k, v in state["config"].items() if k in cfg.identity()} == cfg.identity()
+    assert state["optimizer"]["state"] and state["optimizer"]["param_groups"][0]["lr"] == cfg.lr
+    assert state["scheduler"]["last_epoch"] == cfg.epochs
+    assert set(state["rng"]) == {"python", "numpy", "torch"}
+    assert state["visual_dim"] == 112 and state["feature_meta"]["grid"] == [10, 10]
+    vocab, answers = Vocab.from_dict(state["vocab"]), AnswerVocab.from_dict(state["answers"])
+    assert 2 < len(answers) <= cfg.num_answers and len(vocab) > 10
+    # the checkpoint alone restores the model: it reproduces the saved validation metrics
+    model = build_model("vqa", len(vocab), state["visual_dim"], num_answers=len(answers), hidden_dim=cfg.hidden_dim,
+                        steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout, embed_dim=cfg.embed_dim)
+    model.load_state_dict(state["model"])
+    cfg_eval = preset("smoke", "vqa", data=state["config"]["data"], features=state["config"]["features"])
+    prep = prepare(cfg_eval, torch.device("cpu"))
+    assert prep.vocab.itos == vocab.itos and prep.answers.answers == answers.answers
+    m = evaluate_vqa(model, prep, 64, torch.device("cpu"))
+    assert m["overall"] == pytest.approx(vqa_run.metrics["overall"], abs=1e-9)
+
+
+def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run):
+    K, N = vqa_run.config.steps, 100
+    att = npz(vqa_run.run_dir / "attention.npz")
+    Q = vqa_run.metrics["n"]
+    T = att["text"].shape[2]
+    assert att["visual"].shape == (Q, K, N) and att["visual"].dtype == np.float16
+    assert att["text"].shape == (Q, K, T) and att["lengths"].shape == (Q,) and att["lengths"].max() == T
+    assert att["grid"].tolist() == [10, 10] and len(set(att["question_ids"].tolist())) == Q
+    np.testing.assert_allclose(att["visual"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    beyond = np.arange(T)[None, None, :] >= att["lengths"][:, None, None]  # [Q, 1, T]
+    assert not np.any(att["text"] * beyond), "text attention is not zero beyond each question's length"
+    np.testing.assert_allclose(att["text"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    lines = (vqa_run.run_dir / "predictions.csv").read_text().splitlines()
+    assert lines[0] == ("question_id,image_id,question,predicted,confidence,score,multiple_choice_answer,"
+                        "answer_type,family")
+    assert len(lines) == Q + 1 and [int(r.split(",")[0]) for r in lines[1:]] == att["question_ids"].tolist()
+    emb = npz(matching_run.run_dir / "embeddings.npz")
+    I, C, H = matching_run.metrics["n_images"], matching_run.metrics["n_captions"], matching_run.config.hidden_dim
+    Tc = emb["text_attention"].shape[2]
+    assert emb["image_embedding"].shape == (I, (K + 1) * H) and emb["text_embedding"].shape == (C, (K + 1) * H)
+    assert emb["image_attention"].shape == (I, K, N) and emb["text_attention"].shape == (C, K, Tc)
+    assert emb["image_ids"].shape == (I,) and emb["sentence_ids"].shape == (C,) and emb["lengths"].max() == Tc
+    beyond = np.arange(Tc)[None, None, :] >= emb["lengths"][:, None, None]
+    assert not np.any(emb["text_attention"] * beyond)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(attention="cross"), r"unknown attention 'cross'; accepted: dual, visual, textual, none"),
+    (dict(steps=-1), r"steps \(K\) must be an integer >= 0, got -1"),
+    (dict(task="captioning"), r"unknown task 'captioning'; accepted: vqa, matching"),
+    (dict(profile="huge"), r"unknown profile 'huge'; accepted: smoke, default, full, real"),
+    (dict(negatives="semi-hard"), r"unknown negatives 'semi-hard'; accepted: sampled, hardest"),
+])
+def test_bad_configs_get_clear_errors(override, message):
+    kwargs = {"profile": "smoke", "task": "vqa", **override}
+    with pytest.raises(ConfigError, match=message):
+        preset(kwargs.pop("profile"), kwargs.pop("task"), **kwargs)
+
+
+def other_backbone_store(src: Path, dst: Path, dim: int = 64) -> None:
+    """Copy the stores under ``src`` to ``dst`` as if extracted by another backbone with ``dim`` channels."""
+    for split in ("train2014", "val2014"):
+        store = FeatureStore(src / split)
+        (dst / split).mkdir(parents=True)
+        np.save(dst / split / "features.npy", np.ascontiguousarray(store.load_all()[:, :, :dim]))
+        np.save(dst / split / "ids.npy", store.ids)
+        meta = {**store.meta, "dim": dim, "backbone": "other-net", "layer": "last"}
+        (dst / split / "meta.json").write_text(json.dumps(meta))
+
+
+def test_features_of_another_dimension_than_the_checkpoint_are_refused(make_cfg, smoke_features, tmp_path):
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2)
+    train(cfg, stop_after_epoch=1, progress=False)
+    other_backbone_store(smoke_features, tmp_path / "other")
+    assert FeatureBank({"x": FeatureStore(tmp_path / "other" / "val2014")}).dim == 64
+    moved = make_cfg("vqa", tmp_path / "run", epochs=2, features=str(tmp_path / "other"))
+    with pytest.raises(DataError, match=r"feature dimension mismatch: .*checkpoint\.pt expects 112-d regions "
+                                        r"\(efficientnet-lite0\).* have 64-d \(other-net\)"):
+        train(moved, progress=False)
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 0  # the checkpoint is untouched
