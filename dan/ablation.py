@@ -329,6 +329,9 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
     unclear = ~(beats | loses)
     if best == claimed:
         parts = [f"{label} = {claimed} has the highest mean ({means[claimed]:.{digits}f})"]
+    elif f"{means[claimed]:.{digits}f}" == f"{means[best]:.{digits}f}":
+        parts = [f"{label} = {claimed} averages {means[claimed]:.{digits}f}, level (at this precision) with "
+                 f"the highest mean, {label} = {best}"]
     else:
         parts = [f"{label} = {claimed} averages {means[claimed]:.{digits}f}, below the highest mean, "
                  f"{label} = {best} ({means[best]:.{digits}f})"]

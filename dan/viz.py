@@ -110,6 +110,7 @@ def ablation_panels(df: pd.DataFrame, x: str, metrics: Sequence[str], labels: di
         sns.stripplot(data=sub, x=x, y=m, order=order, color="0.35", size=3, ax=ax, jitter=0.08, legend=False)
         ax.set_title((labels or {}).get(m, m), fontsize=10)
         ax.set_ylabel("")
+        ax.set_xlabel((labels or {}).get(x, x))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
