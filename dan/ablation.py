@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from dan.config import TASKS, TrainConfig, preset
-from dan.io import ConfigError, read_json
+from dan.io import ConfigError, DanError, read_json
+from dan.train import run_dir_for, train
 
 VQA_METRICS = ["overall", "yes/no", "number", "other", "single-hop", "multi-hop"]
 RETRIEVAL_METRICS = [f"{d}_{k}" for d in ("i2t", "t2i") for k in ("r1", "r5", "r10", "medr")] + ["rsum"]
@@ -96,15 +98,9 @@ def flatten_metrics(task: str, metrics: dict) -> dict[str, float]:
     return row
 
 
-def _run_dir(cfg: TrainConfig) -> Path:
-    from dan.train import run_dir_for
-
-    return run_dir_for(cfg)
-
-
 def _finished(cfg: TrainConfig) -> dict | None:
     """Metrics of a finished run of exactly ``cfg``; None if unfinished; ConfigError if another config is there."""
-    run_dir = _run_dir(cfg)
+    run_dir = run_dir_for(cfg)
     if not (run_dir / "metrics.json").is_file():
         return None
     if read_json(run_dir / "config.json", "run config") != cfg.identity():
@@ -115,10 +111,6 @@ def _finished(cfg: TrainConfig) -> dict | None:
 
 def _train_one(cfg_dict: dict) -> tuple[dict, float]:
     """Worker: train one run (no progress bar) and return (metrics, seconds)."""
-    import torch
-
-    from dan.train import train
-
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     try:
@@ -137,6 +129,31 @@ def _row(cfg: TrainConfig, metrics: dict, seconds: float, reused: bool) -> dict:
     return {"task": cfg.task, "steps": cfg.steps, "attention": cfg.attention, "seed": cfg.seed,
             "run": cfg.run_name(), "reused": reused, "seconds": round(seconds, 2),
             **flatten_metrics(cfg.task, metrics)}
+
+
+def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], bar: tqdm) -> None:
+    """Train ``todo`` in ``workers`` spawned processes, filling ``rows``. On an error or an interrupt the runs
+    not yet started are cancelled (the ones in flight finish their epoch loop and keep their checkpoints)."""
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {pool.submit(_train_one, cfg.to_dict()): cfg for cfg in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cfg = pending.pop(fut)
+                try:
+                    metrics, secs = fut.result()
+                except DanError as exc:
+                    raise type(exc)(f"sweep run {cfg.run_name()}: {exc}") from exc
+                except Exception as exc:
+                    raise RuntimeError(f"sweep run {cfg.run_name()} failed: {exc!r}") from exc
+                rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
+                bar.set_postfix_str(cfg.run_name())
+                bar.update()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
@@ -163,23 +180,8 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
             metrics, secs = _train_one(cfg.to_dict())
             rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
             bar.update()
-    elif todo:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx) as pool:
-            pending = {pool.submit(_train_one, cfg.to_dict()): cfg for cfg in todo}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    cfg = pending.pop(fut)
-                    try:
-                        metrics, secs = fut.result()
-                    except BaseException as exc:
-                        for other in pending:
-                            other.cancel()
-                        raise RuntimeError(f"sweep run {cfg.run_name()} failed: {exc}") from exc
-                    rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
-                    bar.set_postfix_str(cfg.run_name())
-                    bar.update()
+    else:
+        _run_parallel(todo, spec.workers, rows, bar)
     bar.close()
     columns = ["task", "steps", "attention", "seed", "run", "reused", "seconds", *VQA_METRICS, *RETRIEVAL_METRICS]
     df = pd.DataFrame([rows[c.run_name()] for c in cfgs], columns=columns)

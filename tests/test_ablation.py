@@ -11,7 +11,7 @@ import pytest
 
 from dan import ablation
 from dan.ablation import SweepSpec, mean_ci, run_sweep, summarize, t_quantile
-from dan.io import ConfigError
+from dan.io import ConfigError, DanError
 
 
 def t2_quantile(p: float) -> float:
@@ -105,3 +105,12 @@ def test_tiny_sweep_runs_in_parallel_and_resumes(smoke_data, smoke_features, tmp
     spec.overrides = {**over, "epochs": 2}  # same folders, another configuration: refused, nothing trained
     with pytest.raises(ConfigError, match="vqa-dual-K1-s0 holds a finished run of another configuration"):
         run_sweep(spec, progress=False)
+
+
+def test_a_failing_worker_names_its_run(tmp_path) -> None:
+    over = {"data": str(tmp_path / "missing"), "features": str(tmp_path / "missing"), "device": "cpu"}
+    spec = SweepSpec(tasks=["vqa"], steps=[1], attentions=["dual"], seeds=[0], profile="smoke", overrides=over,
+                     runs_root=str(tmp_path / "runs"), workers=2)
+    with pytest.raises(DanError, match=r"sweep run vqa-dual-K[12]-s0: .*missing"):
+        run_sweep(spec, progress=False)
+    assert not list((tmp_path / "runs").glob("*/metrics.json"))

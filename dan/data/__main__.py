@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from dan.io import ConfigError, DanError, DataError, read_json, repo_root, study_paths
+from dan.io import ConfigError, DataError, read_json, repo_root, study_paths
 
 PROG = "python -m dan.data"
 
@@ -124,17 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     debug = ns.debug or "--debug" in argv
     run = {"generate": _generate, "info": _info, "check": _check}[ns.command]
-    try:
-        return run(ns)
-    except (DanError, OSError) as exc:
-        if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was left half-written, rerun the same command", file=sys.stderr)
-        return 130
+    from dan.cli import guard
 
+    return guard(lambda: run(ns), debug, PROG)
 
 if __name__ == "__main__":
     sys.exit(main())
