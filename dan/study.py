@@ -75,7 +75,10 @@ def build_book(root: Path, strict: bool = True) -> float:
     start = time.perf_counter()
     staging = root / "_build" / "book-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(staging), "--all"]
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if not exe.is_file():
+        exe = Path(shutil.which("jupyter-book") or "jupyter-book")
+    cmd = [str(exe), "build", str(root), "--path-output", str(staging), "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
@@ -103,12 +106,15 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     staging = out or root / "_build" / "staging" / profile
     staging.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
+    times_file = study_paths(profile, root).results / "study_times.json"
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
     for nb in nbs:
         print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
         times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
         print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
+        if out is None:  # written after every stage: later notebooks (performance) show this run's times so far
+            write_json_atomic(times_file, times, indent=1)
     if out is None:
         dest = root / "book" / "notebooks"
         dest.mkdir(parents=True, exist_ok=True)
@@ -119,7 +125,8 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         times["book"] = build_book(root)
         print(f"[study] book built in {times['book']:.1f} s: {root / '_build' / 'html' / 'book' / 'intro.html'}")
     times["total"] = time.perf_counter() - total
-    write_json_atomic(study_paths(profile, root).results / "study_times.json", times, indent=1)
+    if out is None:
+        write_json_atomic(times_file, times, indent=1)
     print("[study] wall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))
     return times
 
