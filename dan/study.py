@@ -21,7 +21,16 @@ from pathlib import Path
 
 from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
-from dan.io import ConfigError, DanError, DataError, repo_root, study_paths, write_json_atomic
+from dan.io import (
+    ConfigError,
+    DanError,
+    DataError,
+    read_json,
+    repo_root,
+    study_paths,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 
 def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
@@ -53,7 +62,21 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
         evalue = " ".join(str(exc.evalue).split())
         raise DanError(f"notebook {nb.name} failed in {_failing_cell(out, exc.cell_index)}: {exc.ename}: {evalue}; "
                        f"the executed copy with the error is at {out}") from None
+    finally:
+        if out.is_file():
+            strip_root(out, repo_root())
     return time.perf_counter() - start
+
+
+def strip_root(nb_path: Path, root: Path) -> None:
+    """Make paths under ``root`` relative in an executed notebook (papermill metadata, printed output).
+
+    Executed notebooks are committed and rendered; a reader's machine has none of this machine's paths.
+    """
+    text = nb_path.read_text(encoding="utf-8")
+    cleaned = text.replace(str(root).rstrip("/") + "/", "")
+    if cleaned != text:
+        write_bytes_atomic(nb_path, cleaned.encode("utf-8"))
 
 
 def _failing_cell(executed: Path, index: int) -> str:
@@ -105,8 +128,10 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     nbs = notebook_list(root, only)
     staging = out or root / "_build" / "staging" / profile
     staging.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
     times_file = study_paths(profile, root).results / "study_times.json"
+    times: dict[str, float] = {}
+    if only and times_file.is_file():  # a partial run updates its stages in the last complete run's record
+        times = {k: v for k, v in read_json(times_file, "study times").items() if k not in ("book", "total")}
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
     for nb in nbs:
