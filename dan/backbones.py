@@ -19,7 +19,6 @@ the same architecture with seeded random weights and records ``weights_sha256 = 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import math
@@ -33,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.nn import functional as F
 
-from dan.io import ConfigError
+from dan.io import ConfigError, sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,11 +91,7 @@ def file_sha256(path: str | Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
 
 

@@ -7,6 +7,7 @@ Every file the project writes goes through a temporary file in the same folder f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -72,6 +73,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = No
     """Serialise ``obj`` as JSON (sorted keys, so equal objects give byte-identical files) and write atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False)
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

@@ -9,7 +9,6 @@ target at the end: an interrupted run leaves the previous data set (or nothing) 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 from collections import Counter
@@ -26,7 +25,7 @@ from dan.data.synth_captions import make_captions
 from dan.data.synth_lang import human_answers, make_questions
 from dan.data.text import tokenize
 from dan.data.vqa import VQAExample
-from dan.io import ConfigError, DanError, read_json, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, read_json, sha256_file, study_paths, write_json_atomic
 from dan.metrics import vqa_accuracy
 
 GENERATOR = "dan.data.synth"
@@ -152,14 +151,6 @@ def _question_stats(train: list[VQAExample], val: list[VQAExample]) -> dict[str,
                                               for k, v in base.items() if k in ("yes/no", "number", "other")},
                               "per_answer_type_majority": per_type},
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_complete(out: Path, profile: str, seed: int, cfg: SynthConfig) -> bool:
@@ -289,7 +280,7 @@ def _write_tables(recs: list[dict], cfg: SynthConfig, seed: int, profile: str, s
               "questions": {s: len(examples[s]) for s in SPLITS}, "families": families,
               "caption_images": dict(sorted(Counter(caption_split.values()).items())),
               "sentences": sum(len(r["captions"]) for r in recs)}
-    files = {p.relative_to(stage).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {p.relative_to(stage).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(stage.rglob("*")) if p.is_file()}
     manifest = {"generator": GENERATOR, "generator_version": GENERATOR_VERSION, "profile": profile, "seed": seed,
                 "config": dataclasses.asdict(cfg), "counts": counts,
