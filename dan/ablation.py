@@ -75,6 +75,21 @@ class SweepSpec:
         return out
 
 
+# Seeds and parallel runs of each profile's sweep. smoke: notebook CI. default: 2 single-threaded CPU runs side by
+# side (the 30-minute CPU budget). full: one seed and 4 runs sharing one GPU, so that the whole full study fits
+# its 10-minute GPU budget; its ablation intervals are therefore not computed (one seed). real: 3 seeds, 1 run.
+SWEEP_DEFAULTS = {"smoke": {"seeds": [0, 1], "workers": 2}, "default": {"seeds": [0, 1, 2], "workers": 2},
+                  "full": {"seeds": [0], "workers": 4}, "real": {"seeds": [0, 1, 2], "workers": 1}}
+
+
+def sweep_defaults(profile: str) -> dict:
+    """``{"seeds": [...], "workers": n}`` of ``profile``'s sweep (:data:`SWEEP_DEFAULTS`)."""
+    if profile not in SWEEP_DEFAULTS:
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(SWEEP_DEFAULTS)}")
+    d = SWEEP_DEFAULTS[profile]
+    return {"seeds": list(d["seeds"]), "workers": d["workers"]}
+
+
 def save_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` as CSV atomically (no index); returns the path."""
     from dan.io import atomic_path
@@ -103,7 +118,7 @@ def _finished(cfg: TrainConfig) -> dict | None:
     run_dir = run_dir_for(cfg)
     if not (run_dir / "metrics.json").is_file():
         return None
-    if read_json(run_dir / "config.json", "run config") != cfg.identity():
+    if not cfg.same_identity(read_json(run_dir / "config.json", "run config")):
         raise ConfigError(f"{run_dir} holds a finished run of another configuration than the sweep's "
                           f"{cfg.run_name()} (profile {cfg.profile!r}); delete it or set runs_root")
     return read_json(run_dir / "metrics.json", "run metrics")

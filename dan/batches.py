@@ -89,7 +89,7 @@ class FeatureBank:
     def fetch(self, rows: np.ndarray) -> torch.Tensor:
         """Features of ``rows`` as float32 [B, N, D] on the bank's device."""
         if self._resident is not None:
-            idx = torch.as_tensor(rows, device=self.device)
+            idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device, non_blocking=True)  # no sync
             return self._resident.index_select(0, idx).float()
         rows = np.asarray(rows)
         out = np.empty((len(rows), self.num_regions, self.dim), dtype=np.float16)

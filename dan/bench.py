@@ -114,7 +114,7 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
             idx = np.roll(order, -i * batch_size)[:batch_size]
             q = idx % 4096
             tokens, lengths = batch_text(tokens_all, lengths_all, q, dev)
-            return bank.fetch(idx), tokens, lengths, torch.as_tensor(targets_all[q], device=dev)
+            return bank.fetch(idx), tokens, lengths, torch.from_numpy(targets_all[q]).to(dev, non_blocking=True)
 
         fed = timed(fed_batch)
     return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,

@@ -54,6 +54,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int | None = None  # torch CPU threads (fixed for determinism in notebooks)
     resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
+    amp: str = "auto"  # training precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "off"
     eval_batch_size: int = 512
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
 
@@ -70,6 +71,7 @@ class TrainConfig:
         one_of("optimizer", self.optimizer, ("sgd", "adam"))
         one_of("clip_mode", self.clip_mode, ("norm", "value"))
         one_of("resident_features", self.resident_features, ("auto", "yes", "no"))
+        one_of("amp", self.amp, ("auto", "bf16", "off"))
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
@@ -102,6 +104,11 @@ class TrainConfig:
             d.pop(k)
         return d
 
+    def same_identity(self, saved: dict) -> bool:
+        """Whether ``saved`` (a run's ``config.json``) is this config's identity; fields added to
+        :class:`TrainConfig` after it was written count as their defaults."""
+        return {**TrainConfig().identity(), **saved} == self.identity()
+
 
 # The paper's setting (PAPER.md, "one setting for both models").
 PAPER = dict(hidden_dim=512, steps=2, dropout=0.5, epochs=60, batch_size=128, optimizer="sgd", lr=0.1,
@@ -120,7 +127,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
                             lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, threads=1),
                 "matching": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3,
                                  lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, margin=1.0, threads=1)},
-    "full": {"vqa": dict(epochs=20, lr_decay_epochs=[12]), "matching": dict(epochs=20, lr_decay_epochs=[12])},
+    # full: the paper's sizes and optimiser; 10 epochs so that the whole full study (data, features, both models,
+    # a one-seed ablation sweep) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh)
+    "full": {"vqa": dict(epochs=10, lr_decay_epochs=[7]), "matching": dict(epochs=10, lr_decay_epochs=[7])},
     "real": {"vqa": {}, "matching": {}},
 }
 

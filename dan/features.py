@@ -14,49 +14,31 @@ function of them), and a 1,500-image store stays at 66 MB. ``smoke`` uses 160 px
 Measured on this project's 2 shared CPU cores (other jobs running, so +-30 %), batch 32, fp32, channels_last:
 model alone 32-56 img/s; ``python -m dan.features --profile default`` on the default data (1,500 JPEGs of
 320 x 240) 37 s wall in all, 42-47 img/s; ``benchmarks/extract.py`` on 256 640 x 480 JPEGs: model-only 32.3,
-end-to-end 31.4 img/s (ratio 0.97). Half of the CPU time used to go to page faults: see :func:`keep_freed_memory`.
+end-to-end 31.4 img/s (ratio 0.97). Half of the CPU time used to go to page faults: see
+:func:`dan.extract.keep_freed_memory`.
 
-Speed, one code path on CPU and GPU: DataLoader workers decode and resize JPEGs (PIL, with DCT-domain
-downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches, or, with ``gpu_decode`` (default
-on CUDA), only read the bytes and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. A
-prefetch thread moves the next batch to the device on its own CUDA stream (non-blocking copies, normalisation)
-while the model runs the current one in channels_last (bf16 autocast on CUDA); a writer thread copies results
-out through pinned memory and ``pwrite``s them into the store, committing progress every chunk (resumable).
+This module decides what to extract and where (configuration, fingerprint, resume, ``meta.json``, CLI); the
+loading / prefetch / device-staging pipeline that does it, one code path on CPU and GPU, is
+:func:`dan.extract.run_pipeline` (its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import hashlib
 import json
 import os
-import queue
 import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from dan.backbones import (
-    BadImage,
-    GridBackbone,
-    backbone_spec,
-    build_backbone,
-    decode_jpegs,
-    grid_size,
-    plain_jpeg_bytes,
-    read_image,
-    weights_sha256,
-)
+from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, weights_sha256
+from dan.extract import _check_images, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401 (re-export)
 from dan.io import ConfigError, DanError, DataError, read_json
-from dan.store import META, PARTIAL, FeatureStore, PartialStore, StoreWriter
+from dan.store import META, PARTIAL, FeatureStore, PartialStore
 
 FORMAT = "dan-features/1"
 
@@ -101,236 +83,6 @@ FEATURE_PROFILES: dict[str, FeatureConfig] = {
     "full": FeatureConfig(image_size=448, layer="stride32", batch_size=128),  # 14 x 14 x 1280
     "real": FeatureConfig(backbone="resnet152", image_size=448, layer="res5c", batch_size=128),  # 14 x 14 x 2048
 }
-
-
-@contextlib.contextmanager
-def keep_freed_memory():
-    """On glibc, keep freed large blocks in the heap for the duration (restored after).
-
-    By default glibc returns every block over 32 MB (a batch's activations) to the OS on free and page-faults it
-    back in on the next batch; on 2 CPU cores that kernel time cost as much as the convolutions (measured: model
-    only 13 img/s with sys time ~ user time, 22-40 img/s without). Same as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ in the environment.
-    """
-    libc = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6")
-            if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, 1 << 30)):  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-                libc = None
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(-3, 128 * 1024)
-            libc.mallopt(-1, 128 * 1024)
-            libc.malloc_trim(0)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request raises :class:`ConfigError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; accepted: auto, cpu, cuda, cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
-def _check_images(images: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
-    items = sorted((int(i), Path(p)) for i, p in images)
-    if not items:
-        raise DataError("no images given to extract features from")
-    ids = np.array([i for i, _ in items], dtype=np.int64)
-    dup = ids[1:][np.diff(ids) == 0]
-    if dup.size:
-        raise DataError(f"duplicate image id {int(dup[0])} in the image list")
-    return items
-
-
-class _ImageFiles(Dataset):
-    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``."""
-
-    def __init__(self, items: list[tuple[int, Path]], start: int, size: int, raw_jpeg: bool) -> None:
-        self.items, self.start, self.size, self.raw_jpeg = items, start, size, raw_jpeg
-
-    def __len__(self) -> int:
-        return len(self.items) - self.start
-
-    def __getitem__(self, k: int):
-        i = self.start + k
-        path = self.items[i][1]
-        try:
-            data = plain_jpeg_bytes(path) if self.raw_jpeg else None
-            if data is not None:
-                return i, None, torch.from_numpy(data), ""
-            return i, torch.from_numpy(read_image(path, self.size)), None, ""
-        except BadImage as exc:
-            return i, None, None, exc.reason
-
-
-def _collate(samples: list) -> dict:
-    good = [s for s in samples if not s[3]]
-    px = [(slot, s[1]) for slot, s in enumerate(good) if s[1] is not None]
-    jp = [(slot, s[2]) for slot, s in enumerate(good) if s[2] is not None]
-    return {"index": [s[0] for s in good], "end": samples[-1][0] + 1, "bad": [(s[0], s[3]) for s in samples if s[3]],
-            "pixels": torch.stack([t for _, t in px]) if px else None, "px_slot": [k for k, _ in px],
-            "jpegs": [t for _, t in jp], "jpeg_slot": [k for k, _ in jp]}
-
-
-class _Prefetch:
-    """Runs ``stage`` on the loader's batches in a thread, ``depth`` batches ahead of the consumer."""
-
-    _END = object()
-
-    def __init__(self, batches, stage, depth: int = 2) -> None:
-        self._it, self._stage, self._q, self._stop = batches, stage, queue.Queue(maxsize=depth), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feature-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with torch.inference_mode():
-                for batch in self._it:
-                    item = self._stage(batch)
-                    while not self._stop.is_set():
-                        try:
-                            self._q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self._stop.is_set():
-                        return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            self._q.put(exc)
-            return
-        self._q.put(self._END)
-
-    def __iter__(self):
-        while (item := self._q.get()) is not self._END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        self._thread.join()
-
-
-def _stager(items, model: GridBackbone, device: torch.device, side_stream):
-    """Batch from the loader -> (indices, end, x [b, 3, S, S] normalised channels_last on device, ready event, bad)."""
-    size = model.image_size
-    scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)], device=device).view(1, 3, 1, 1)
-    if side_stream is not None:
-        torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
-
-    def stage(batch: dict):
-        index, bad = list(batch["index"]), list(batch["bad"])
-        with torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext():
-            slots: list[torch.Tensor | None] = [None] * len(index)
-            x = None
-            if batch["pixels"] is not None:
-                px = batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC -> NCHW view
-                if len(batch["px_slot"]) == len(index):
-                    x = px
-                for k, slot in enumerate(batch["px_slot"]):
-                    slots[slot] = px[k]
-            if batch["jpegs"]:
-                for slot, img in zip(batch["jpeg_slot"], decode_jpegs(batch["jpegs"], size, device), strict=True):
-                    if img is None:  # the device decoder refused it: decode on the CPU, or report it
-                        try:
-                            img = torch.from_numpy(read_image(items[index[slot]][1], size)).to(device)
-                            img = img.permute(2, 0, 1).float()
-                        except BadImage as exc:
-                            bad.append((index[slot], exc.reason))
-                    slots[slot] = img
-            keep = [k for k, t in enumerate(slots) if t is not None]
-            if x is None or len(keep) != len(index):
-                x = torch.stack([slots[k] for k in keep]) if keep else None
-                index = [index[k] for k in keep]
-            if x is None:
-                return index, batch["end"], None, None, sorted(bad)
-            x = x.contiguous(memory_format=torch.channels_last).mul_(scale).add_(shift)
-            event = None
-            if side_stream is not None:
-                event = torch.cuda.Event()
-                event.record(side_stream)
-        return index, batch["end"], x, event, sorted(bad)
-
-    return stage
-
-
-def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict], model: GridBackbone,
-                 device: torch.device, cfg: FeatureConfig, gpu_decode: bool, part: PartialStore, on_commit,
-                 progress: bool) -> list[dict]:
-    """Extract images ``start..`` into ``part``: loader workers -> prefetch thread -> model -> writer thread."""
-    cuda = device.type == "cuda"
-    workers = cfg.num_workers
-    if workers is None:
-        cpus = os.cpu_count() or 1
-        workers = min(cpus, 4 if gpu_decode else 14) if cuda else min(2, cpus)
-    loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                        prefetch_factor=4 if workers else None)
-    cudnn_benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
-    batches = writer = prefetch = bar = None
-    try:
-        model = model.to(device, memory_format=torch.channels_last)
-        gh, gw = model.grid
-        batches = iter(loader)  # loader workers fork here, before this function starts any thread
-        writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
-        prefetch = _Prefetch(batches, _stager(items, model, device, torch.cuda.Stream(device) if cuda else None))
-        bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
-        with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():
-            for index, end, x, ready, bad in prefetch:
-                if bad and cfg.on_bad_image == "error":
-                    i, reason = bad[0]
-                    raise DataError(f"cannot read image {items[i][1]} (image id {items[i][0]}): {reason}; "
-                                    f"fix or remove it, or pass --skip-bad-images")
-                bad_records = [{"image_id": items[i][0], "file": items[i][1].name, "reason": r} for i, r in bad]
-                rows, done_event = None, None
-                if x is not None:
-                    if ready is not None:  # the prefetch stream's copies/decodes for this batch are done
-                        torch.cuda.current_stream(device).wait_event(ready)
-                        x.record_stream(torch.cuda.current_stream(device))
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                        y = model(x)  # [b, D, gh, gw]
-                    y = y.permute(0, 2, 3, 1).reshape(len(index), gh * gw, model.dim)  # [b, N, D]
-                    y = y.float().clamp_(-65504.0, 65504.0).to(torch.float16)
-                    if cuda:  # non-blocking copy into pinned memory; the writer waits on the event
-                        rows = torch.empty(y.shape, dtype=torch.float16, pin_memory=True)
-                        rows.copy_(y, non_blocking=True)
-                        done_event = torch.cuda.Event()
-                        done_event.record()
-                    else:
-                        rows = y.contiguous()
-                writer.put(end, np.asarray(index, dtype=np.int64), rows, done_event, bad_records)
-                bar.update(end - bar.n)
-        return writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if prefetch is not None:
-            prefetch.close()
-            prefetch._it = None
-        batches = None  # the last reference: shuts the loader workers down
-        if bar is not None:
-            bar.close()
-        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str) -> str:

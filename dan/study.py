@@ -6,7 +6,9 @@ notebooks to ``book/notebooks/`` (where ``_toc.yml`` reads them) and builds the 
 then replaces ``_build/html``, so a failed run always leaves the last good book in place. The wall time of
 every stage is printed and written to ``results/<profile>/study_times.json``.
 
-``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``).
+``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``);
+with ``--record-times`` it still writes the stage times (used by the GPU session for the ``full`` profile,
+whose executed notebooks must not replace the default profile's in ``book/notebooks``).
 """
 
 from __future__ import annotations
@@ -119,8 +121,13 @@ def build_book(root: Path, strict: bool = True) -> float:
 
 
 def run_study(profile: str = "default", only: list[str] | None = None, out: Path | None = None,
-              book: bool = True, extra: dict | None = None) -> dict[str, float]:
-    """Run the study for ``profile``; return the wall time of each stage in seconds."""
+              book: bool = True, extra: dict | None = None, record_times: bool | None = None) -> dict[str, float]:
+    """Run the study for ``profile``; return the wall time of each stage in seconds.
+
+    ``record_times`` (default: when ``out`` is None) writes them to ``results/<profile>/study_times.json``.
+    """
+    if record_times is None:
+        record_times = out is None
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     root = repo_root()
@@ -138,7 +145,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
         times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
         print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
-        if out is None:  # written after every stage: later notebooks (performance) show this run's times so far
+        if record_times:  # written after every stage: later notebooks (performance) show this run's times so far
             write_json_atomic(times_file, times, indent=1)
     if out is None:
         dest = root / "book" / "notebooks"
@@ -151,7 +158,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         print(f"[study] book built in {times['book']:.1f} s: {root / '_build' / 'html' / 'book' / 'intro.html'}")
     if not only:  # a partial run's duration is no total of the study
         times["total"] = time.perf_counter() - total
-    if out is None:
+    if record_times:
         write_json_atomic(times_file, times, indent=1)
     print("[study] wall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))
     return times
@@ -164,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")
     parser.add_argument("--no-book", action="store_true", help="do not build the book")
     parser.add_argument("--book-only", action="store_true", help="only build the book from book/notebooks")
+    parser.add_argument("--record-times", action="store_true",
+                        help="with --out: still write results/<profile>/study_times.json")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
 
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.book_only:
             print(f"[study] book built in {build_book(repo_root()):.1f} s")
             return 0
-        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book)
+        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or ns.out is None)
         return 0
 
     return guard(go, ns.debug, parser.prog)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from dan.batches import batch_text
 from dan.config import TrainConfig, deviations
 from dan.evaluate import evaluate_matching, evaluate_vqa
+from dan.extract import keep_freed_memory, resolve_device
 from dan.io import ConfigError, DanError, DataError, atomic_path, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
 from dan.prepare import Prepared, features_root, prepare
@@ -46,15 +47,6 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     return Path(cfg.out) if cfg.out else study_paths(cfg.profile).runs / cfg.run_name()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -64,18 +56,26 @@ def seed_everything(seed: int) -> None:
 class _Step(torch.nn.Module):
     """The loss of one batch as a module, so DDP sees a single forward for either task."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, amp: bool = False) -> None:
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.amp = model, cfg, amp
 
     def forward(self, regions, tokens, lengths, targets, soft, generator=None):  # noqa: ANN001
-        if self.cfg.task == "vqa":
-            out = self.model(regions, tokens, lengths)
-            return vqa_loss(out.logits, targets, soft)
-        img = self.model.encode_image(regions)
-        txt = self.model.encode_text(tokens, lengths)
-        S = self.model.similarity(img.embedding, txt.embedding)  # [B, B], positives on the diagonal
-        return matching_loss(S, margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
+        with torch.autocast(regions.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if self.cfg.task == "vqa":
+                logits = self.model(regions, tokens, lengths).logits  # [B, C]
+            else:
+                img = self.model.encode_image(regions)
+                txt = self.model.encode_text(tokens, lengths)
+                S = self.model.similarity(img.embedding, txt.embedding)  # [B, B], positives on the diagonal
+        if self.cfg.task == "vqa":  # losses in fp32 whatever the autocast precision
+            return vqa_loss(logits.float(), targets, soft)
+        return matching_loss(S.float(), margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
+
+
+def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether training steps run under bf16 autocast (``cfg.amp``; "auto": on CUDA only)."""
+    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
 
 
 def _rng_state() -> dict:
@@ -127,11 +127,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None 
     ``stop_after_epoch`` ends the process's work after that epoch's checkpoint (used to test resuming).
     """
     cfg.validate()
-    from dan.features import keep_freed_memory  # glibc would page-fault every batch's buffers back in on CPU
-
     joined = _join_process_group(cfg)
     try:
-        with keep_freed_memory():
+        with keep_freed_memory():  # glibc would page-fault every batch's buffers back in on CPU
             return _train(cfg, progress, stop_after_epoch)
     finally:
         if joined:
@@ -161,6 +159,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    else:  # GPU runs are fast rather than bit-reproducible: TF32 for the fp32 matrix products left by autocast
+        torch.set_float32_matmul_precision("high")
     for flag, given in (("--data", cfg.data), ("--features", cfg.features)):
         if given and not Path(given).is_dir():  # checked before a finished run is reused, too
             raise DataError(f"{flag} folder not found: {given}")
@@ -168,7 +168,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     done = run_dir / "metrics.json"
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")
-        if saved == cfg.identity():
+        if cfg.same_identity(saved):
             return load_result(run_dir)
         raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
                           f"or delete that folder")
@@ -192,7 +192,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if TrainConfig.from_dict(state["config"]).identity() != cfg.identity():
+        if not cfg.same_identity(TrainConfig.from_dict(state["config"]).identity()):
             raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
                               f"delete it")
         if state["visual_dim"] != prep.bank.dim:
@@ -213,7 +213,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         if shrunk and progress and start == 0:
             print(f"[{cfg.run_name()}] profile {cfg.profile!r} departs from the paper in: "
                   + ", ".join(f"{k}={a} (paper {b})" for k, (a, b) in sorted(shrunk.items())), file=sys.stderr)
-    step = _Step(model, cfg)
+    step = _Step(model, cfg, amp=use_amp(cfg, device))
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda"
                                                          else None)
@@ -225,7 +225,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         model.train()
-        total, count = 0.0, 0
+        # the epoch's summed loss stays on the device (float64, as a Python float would be): no sync per step
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         for batch in _epoch_batches(n_train, cfg, epoch, prep):
             if batch.shape[-1] < (1 if cfg.task == "vqa" else 2) * world:
                 continue  # a tail too small to give every rank a (matching: two-pair) share; same on every rank
@@ -249,10 +250,10 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                 else:
                     torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * len(regions)
+            total += loss.detach().double() * len(regions)
             count += len(regions)
         scheduler.step()
-        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        record = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
         if rank == 0:
             val_metrics = _evaluate(model, cfg, prep, device, save_to=None)
             record.update(_headline(cfg, val_metrics))
@@ -266,6 +267,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if rank == 0:
         metrics = _evaluate(model, cfg, prep, device, save_to=run_dir)
         metrics["deviations_from_paper"] = {k: list(v) for k, v in deviations(cfg).items()}
+        metrics["training_precision"] = "bf16 autocast" if use_amp(cfg, device) else "fp32"
+        metrics["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         write_json_atomic(run_dir / "history.json", history, indent=1)
         write_json_atomic(done, metrics, indent=1)  # written last: marks the run finished
     if world > 1:

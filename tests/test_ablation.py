@@ -114,3 +114,13 @@ def test_a_failing_worker_names_its_run(tmp_path) -> None:
     with pytest.raises(DanError, match=r"sweep run vqa-dual-K[12]-s0: .*missing"):
         run_sweep(spec, progress=False)
     assert not list((tmp_path / "runs").glob("*/metrics.json"))
+
+
+def test_sweep_defaults_per_profile() -> None:
+    assert ablation.sweep_defaults("default") == {"seeds": [0, 1, 2], "workers": 2}
+    assert ablation.sweep_defaults("full")["seeds"] == [0]
+    d = ablation.sweep_defaults("smoke")
+    d["seeds"].append(9)  # a copy: the table is not changed through it
+    assert ablation.sweep_defaults("smoke")["seeds"] == [0, 1]
+    with pytest.raises(ConfigError, match=r"unknown profile 'huge'; accepted: smoke, default, full, real"):
+        ablation.sweep_defaults("huge")

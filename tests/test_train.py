@@ -214,3 +214,24 @@ def test_features_of_another_dimension_than_the_checkpoint_are_refused(make_cfg,
                                         rf"\({backbone}\).* have {dim // 2}-d \(other-net\)"):
         train(moved, progress=False)
     assert load_checkpoint(tmp_path / "run")["epoch"] == 0  # the checkpoint is untouched
+
+
+def test_bf16_autocast_training_runs_and_is_recorded(vqa_run, make_cfg, tmp_path):
+    """The GPU default (bf16 autocast) exercised on the CPU: the step, the fp32 loss and the recorded precision."""
+    assert vqa_run.metrics["training_precision"] == "fp32"  # amp "auto" is fp32 on the CPU
+    cfg = make_cfg("vqa", tmp_path / "bf16", epochs=2, amp="bf16")
+    res = train(cfg, progress=False)
+    assert res.metrics["training_precision"] == "bf16 autocast"
+    assert all(np.isfinite(h["loss"]) for h in res.history)
+    assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.05  # it trains, not diverges
+    with pytest.raises(ConfigError, match=r"unknown amp 'fp8'; accepted: auto, bf16, off"):
+        make_cfg("vqa", tmp_path / "x", amp="fp8")
+
+
+def test_a_run_written_before_a_config_field_existed_is_still_reused(vqa_run, tmp_path):
+    """``config.json`` of an older version lacks newer fields (e.g. ``amp``): they count as their defaults."""
+    saved = json.loads((vqa_run.run_dir / "config.json").read_text())
+    old = {k: v for k, v in saved.items() if k != "amp"}
+    assert vqa_run.config.same_identity(old)
+    assert not vqa_run.config.same_identity({**old, "amp": "bf16"})
+    assert not vqa_run.config.same_identity({**old, "seed": 99})

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="target folder (default data/generated/<profile>)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--force", action="store_true", help="regenerate even if a complete data set is there")
-    g.add_argument("--workers", type=int, default=None, help="processes (default: 1, or up to 8 for full)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="processes (default: 1, or one per CPU core, at most 16, for full)")
     g.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="print a generated data set's manifest summary")
     i.add_argument("--profile", default="default")

@@ -241,7 +241,7 @@ def _generate_all(cfg: SynthConfig, seed: int, stage: Path, profile: str, worker
                  "val2014": sorted(int(i) for i in ids[cfg.n_train:])}
     tasks = [(seed, s, k, iid, cfg, str(stage)) for s in SPLITS for k, iid in enumerate(split_ids[s])]
     if workers is None:
-        workers = 1 if total < 4000 else min(8, os.cpu_count() or 1)
+        workers = 1 if total < 4000 else min(16, os.cpu_count() or 1)
     recs = []
     with tqdm(total=total, desc=f"generate {profile}", unit="img", disable=not progress) as bar:
         if workers > 1:
