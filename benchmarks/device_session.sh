@@ -16,7 +16,8 @@
 # DAN_DEVICE_REHEARSAL=1 runs the same stages on the CPU at toy sizes (checks the script, not the speed).
 # DAN_DEVICE_STAGES (default "train,extract,study,compile") picks stages: after a time-out, a second call on the
 # still-warm machine with DAN_DEVICE_STAGES=study resumes the study (data, features and finished runs are
-# reused) and marks the record as resumed, since its stage times then leave out the work of the first call.
+# reused); a study that found earlier results marks its record as resumed, since its stage times then leave
+# out the work done before.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/dan-device-out}"
@@ -65,15 +66,18 @@ else
 fi
 
 # 1 and 2: the speed benchmarks (reserves keep >= 420 s for the study)
-[[ $stages == *,train,* ]] && stage train-benchmark 440 python3 benchmarks/train.py --device "$dev" "${train_args[@]}" --out "$out/train_gpu.json"
-[[ $stages == *,extract,* ]] && stage extract-benchmark 420 python3 benchmarks/extract.py --backbone resnet152 --random-weights \
-    --device "$dev" "${extract_args[@]}" --out "$out/extract_gpu.json"
+[[ $stages == *,train,* ]] && stage train-benchmark 440 python3 benchmarks/train.py --device "$dev" \
+    "${train_args[@]}" --out "$out/train_gpu.json"
+[[ $stages == *,extract,* ]] && stage extract-benchmark 420 python3 benchmarks/extract.py --backbone resnet152 \
+    --random-weights --device "$dev" "${extract_args[@]}" --out "$out/extract_gpu.json"
 
 # 3: the full study; its executed notebooks go to a scratch folder (book/notebooks keeps the default profile's)
 if [[ $stages == *,study,* ]]; then
     nb_dir=/tmp/dan-full-notebooks
     note=()
-    [[ $stages == *,train,* ]] || note=(--note "resumed in a second call: stage times leave out the first call's work")
+    if [ -e "data/generated/$study_profile" ] || [ -e "results/$study_profile/runs" ]; then
+        note=(--note "resumed: data, features or runs of an earlier call were reused; stage times leave that out")
+    fi
     rm -rf "$nb_dir" "results/$study_profile/study_times.json"
     stage full-study 25 python3 -m dan.study --profile "$study_profile" --out "$nb_dir" --no-book --record-times
     study_rc=$?
@@ -84,6 +88,7 @@ if [[ $stages == *,study,* ]]; then
     fi
 fi
 # 4, if time is left: the r-DAN step under torch.compile (optional in issue 5)
-[[ $rehearsal != 1 && $stages == *,compile,* ]] && stage train-benchmark-compiled 5 python3 benchmarks/train.py --device cuda --sizes paper \
-    --resident --amp --compile --iters 200 --warmup 30 --tasks vqa --out "$out/train_gpu_compiled.json"
+[[ $rehearsal != 1 && $stages == *,compile,* ]] && stage train-benchmark-compiled 5 python3 benchmarks/train.py \
+    --device cuda --sizes paper --resident --amp --compile --iters 200 --warmup 30 --tasks vqa \
+    --out "$out/train_gpu_compiled.json"
 echo "[device] done in $((SECONDS - t0)) s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,23 @@ def open_bank(cfg: TrainConfig, folders: set[str], device: torch.device) -> Feat
             raise DataError(f"no complete feature store for image folder {name!r} at {path}; run "
                             f"`python -m dan.features --data {data_root(cfg)} --out {root}` first")
         stores[name] = FeatureStore(path)
-    resident = cfg.resident_features == "yes" or (cfg.resident_features == "auto" and device.type == "cuda")
-    return FeatureBank(stores, device=device, resident=resident)
+    return FeatureBank(stores, device=device, resident=want_resident(cfg.resident_features, stores, device))
+
+
+def want_resident(setting: str, stores: dict[str, FeatureStore], device: torch.device) -> bool:
+    """``resident_features``: "yes", "no", or "auto": on a GPU when the fp16 stores take under 60 % of its free
+    memory (COCO's 14x14x2048 features, 99 GB, fit an H200 but not an 80 GB H100: they stay in host memory)."""
+    if setting != "auto":
+        return setting == "yes"
+    if device.type != "cuda":
+        return False
+    need = sum(len(s) * s.num_regions * s.dim * 2 for s in stores.values())  # bytes, fp16
+    free, _ = torch.cuda.mem_get_info(device)
+    if need < 0.6 * free:
+        return True
+    print(f"feature stores ({need / 2**30:.1f} GiB) stay in host memory: {free / 2**30:.1f} GiB free on {device}",
+          file=sys.stderr)
+    return False
 
 
 def question_families(root: Path) -> dict[int, str]:

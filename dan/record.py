@@ -104,8 +104,9 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
     rec = load(path)
     if rec is None:
         return (f"No run of the `{profile}` profile is recorded yet. It trains at the paper's sizes and needs a "
-                f"GPU: on a machine with one, run `bash benchmarks/device_session.sh` (about ten minutes on one "
-                f"H100/H200; the wheels it needs come from `bash benchmarks/device_wheels.sh`), then commit its "
+                f"GPU: on a machine with one, run `bash benchmarks/device_session.sh` (sized for a 10-minute budget on "
+                f"one H100/H200, not yet measured; offline, the wheels it needs come from "
+                f"`bash benchmarks/device_wheels.sh`), then commit its "
                 f"`{profile}_profile.json` as `{path.relative_to(root or repo_root())}`.")
     h = headline(rec)
     return (f"The `{profile}` profile ran end to end on {h['machine']} ({h['date']}) in {h['study minutes']} "

@@ -118,3 +118,48 @@ def real_runs_markdown() -> str:
         lines = " &&\n  ".join(part.strip() for part in cmd.split("&&"))
         blocks.append(f"**{task}**\n\n```bash\n{lines}\n```")
     return "\n\n".join(blocks)
+
+
+def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame, mtxt: pd.DataFrame,
+                       hop_sentence: str) -> str:
+    """The attention chapter's findings as Markdown, from :func:`dan.analysis.grounding_summary` tables.
+
+    ``vis``/``txt``: r-DAN indexed by (family, step); ``mvis``: m-DAN by (objects, step); ``mtxt``: by step.
+    Works for any number of attention steps: per-step values are joined with " / " in step order. Chance
+    values (uniform attention) are those of the first step, since they do not depend on the step.
+    """
+    def rows(summary: pd.DataFrame, group: str | None) -> pd.DataFrame:
+        return summary.xs(group, level=0) if group is not None else summary
+
+    def per_step(summary: pd.DataFrame, col: str, group: str | None = None) -> str:
+        return " / ".join(f"{v:.1f}" for v in rows(summary, group).sort_index()[col])
+
+    def chance(summary: pd.DataFrame, col: str, group: str | None = None) -> str:
+        return f"{rows(summary, group).sort_index()[col].iloc[0]:.1f}"
+
+    steps = sorted({int(s) for s in vis.index.get_level_values("step")})
+    where = f"step {steps[0]}" if len(steps) == 1 else "steps " + "/".join(map(str, steps))
+    def order(names) -> list[str]:  # single-hop before multi-hop, as in the text of the chapter
+        return sorted(set(names), key=lambda f: (f != "single-hop", f))
+
+    families = order(vis.index.get_level_values(0))
+    point = "; ".join(f"{per_step(vis, 'pointing %', f)} % of {f} questions (uniform "
+                      f"{chance(vis, 'chance pointing %', f)} %)" for f in families)
+    mass = "; ".join(f"{per_step(vis, 'mass %', f)} % on {f} questions (area fraction "
+                     f"{chance(vis, 'chance mass %', f)} %)" for f in families)
+    tfam = order(txt.index.get_level_values(0))
+    words = "; ".join(f"{per_step(txt, 'mass %', f)} % on {f} questions (uniform {chance(txt, 'chance mass %', f)} %)"
+                      for f in tfam)
+    lines = [f"Per-step values are for {where}.",
+             "",
+             f"- **r-DAN, visual attention** (objects the question names): the most attended region touches one "
+             f"of them in {point}. The attention mass on these objects is {mass}.",
+             f"- **r-DAN, textual attention**: the key words receive {words}.",
+             f"- **Multi-hop steps**: {hop_sentence}"]
+    if "named" in set(mvis.index.get_level_values(0)):
+        lines.append(f"- **m-DAN**: image attention puts {per_step(mvis, 'mass %', 'named')} % of its mass on the "
+                     f"objects the captions name (area fraction {chance(mvis, 'chance mass %', 'named')} %); the "
+                     f"most attended region touches one of them in {per_step(mvis, 'pointing %', 'named')} % of "
+                     f"the images (uniform {chance(mvis, 'chance pointing %', 'named')} %). Caption attention puts "
+                     f"{per_step(mtxt, 'mass %')} % on the key words (uniform {chance(mtxt, 'chance mass %')} %).")
+    return "\n".join(lines)

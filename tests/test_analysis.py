@@ -110,3 +110,29 @@ def test_galleries_draw_the_chosen_examples(vqa_run, matching_run) -> None:
     fig = gallery.mdan_gallery(mout, grounding, mout.image_ids[:1].tolist())
     assert len(fig.axes) == 2 * (mout.image_attention.shape[1] + 1)
     plt.close(fig)
+
+
+def _summary(groups: list[str] | None, steps: list[int], base: float) -> pd.DataFrame:
+    """A grounding_summary-shaped table: per (group, step) pointing/mass rising by 10 per step, fixed chance."""
+    rows = []
+    for g in groups or [None]:
+        for s in steps:
+            rows.append({**({"group": g} if g else {}), "step": s, "pointing %": base + 10 * s,
+                         "chance pointing %": 5.0, "mass %": base + s, "chance mass %": 2.0})
+    return pd.DataFrame(rows).set_index(["group", "step"] if groups else ["step"])
+
+
+@pytest.mark.parametrize("steps", [[1], [1, 2, 3]])
+def test_attention_findings_follow_the_number_of_steps(steps) -> None:
+    from dan import report
+
+    text = report.attention_findings(_summary(["multi-hop", "single-hop"], steps, 20.0),
+                                     _summary(["single-hop"], steps, 30.0), _summary(["all", "named"], steps, 40.0),
+                                     _summary(None, steps, 50.0), "no split.")
+    where = "step 1" if len(steps) == 1 else "steps 1/2/3"
+    assert text.startswith(f"Per-step values are for {where}.")
+    pointing = " / ".join(f"{20 + 10 * s:.1f}" for s in steps)
+    assert f"touches one of them in {pointing} % of single-hop questions (uniform 5.0 %)" in text
+    assert text.index("single-hop questions (uniform") < text.index("multi-hop questions (uniform")
+    assert "**Multi-hop steps**: no split." in text
+    assert f"puts {' / '.join(f'{40 + s:.1f}' for s in steps)} % of its mass on the objects" in text

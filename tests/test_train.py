@@ -235,3 +235,18 @@ def test_a_run_written_before_a_config_field_existed_is_still_reused(vqa_run, tm
     assert vqa_run.config.same_identity(old)
     assert not vqa_run.config.same_identity({**old, "amp": "bf16"})
     assert not vqa_run.config.same_identity({**old, "seed": 99})
+
+
+def test_features_stay_resident_on_a_gpu_only_when_they_fit(smoke_features, monkeypatch, capsys):
+    from dan.prepare import want_resident
+
+    stores = {n: FeatureStore(smoke_features / n) for n in ("train2014", "val2014")}
+    need = sum(len(s) * s.num_regions * s.dim * 2 for s in stores.values())
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert want_resident("yes", stores, cpu) and not want_resident("no", stores, gpu)
+    assert not want_resident("auto", stores, cpu)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 4 * need))  # fits
+    assert want_resident("auto", stores, gpu)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need, 4 * need))  # would take all
+    assert not want_resident("auto", stores, gpu)
+    assert "stay in host memory" in capsys.readouterr().err
