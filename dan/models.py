@@ -153,9 +153,12 @@ class TextEncoder(nn.Module):
             raise DataError(f"lengths must lie in [1, {max_len}] (the token width); "
                             f"got {cpu_lengths.tolist()}")
         embedded = self.dropout(self.embedding(tokens))  # [B, T, E]
-        packed = pack_padded_sequence(embedded, cpu_lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)  # [B, T, 2H]
+        # The LSTM runs in fp32 even under autocast: cuDNN takes bf16 RNN inputs only from version 9.13 and
+        # oneDNN has no bf16 LSTM; it is a small part of the step (T ~ 14 words against N = 196 regions).
+        with torch.autocast(tokens.device.type, enabled=False):
+            packed = pack_padded_sequence(embedded.float(), cpu_lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)  # [B, T, 2H]
         words = out[..., : self.hidden_dim] + out[..., self.hidden_dim :]  # [B, T, H]
         return words, length_mask(cpu_lengths, max_len, device=tokens.device)
 
