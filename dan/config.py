@@ -127,9 +127,10 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
                             lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, threads=1),
                 "matching": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3,
                                  lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, margin=1.0, threads=1)},
-    # full: the paper's sizes and optimiser; 10 epochs so that the whole full study (data, features, both models,
-    # a one-seed ablation sweep) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh)
-    "full": {"vqa": dict(epochs=10, lr_decay_epochs=[7]), "matching": dict(epochs=10, lr_decay_epochs=[7])},
+    # full: the paper's sizes and optimiser; 8 epochs so that the whole full study (data, features, both models,
+    # a one-seed ablation sweep of 14 runs) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh).
+    # Estimated, not yet measured: ~3 ms per training step, so ~35 s per r-DAN and ~25 s per m-DAN run.
+    "full": {"vqa": dict(epochs=8, lr_decay_epochs=[6]), "matching": dict(epochs=8, lr_decay_epochs=[6])},
     "real": {"vqa": {}, "matching": {}},
 }
 
