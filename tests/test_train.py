@@ -250,3 +250,25 @@ def test_features_stay_resident_on_a_gpu_only_when_they_fit(smoke_features, monk
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need, 4 * need))  # would take all
     assert not want_resident("auto", stores, gpu)
     assert "stay in host memory" in capsys.readouterr().err
+
+
+def test_full_profile_preset_trains_on_cpu_at_toy_scale(smoke_data, tmp_path):
+    """The `full` profile's code path (14x14x1280 EfficientNet-Lite0 448 px features, the paper's sizes, SGD,
+    dropout, clipping) runs end to end on the smoke images, so the GPU session is not the first to try it."""
+    from dataclasses import replace
+
+    from dan.features import FEATURE_PROFILES, build_features
+
+    torch.set_num_threads(2)
+    stores = build_features(smoke_data, tmp_path / "features",
+                            replace(FEATURE_PROFILES["full"], batch_size=8, num_workers=0, device="cpu"),
+                            progress=False)
+    assert {s.grid for s in stores.values()} == {(14, 14)} and {s.dim for s in stores.values()} == {1280}
+    for task in ("vqa", "matching"):
+        cfg = preset("full", task, data=str(smoke_data), features=str(tmp_path / "features"), device="cpu",
+                     out=str(tmp_path / task), epochs=1, max_train=64 if task == "vqa" else None)
+        assert (cfg.hidden_dim, cfg.optimizer, cfg.dropout, cfg.steps) == (512, "sgd", 0.5, 2)
+        res = train(cfg, progress=False)
+        assert res.metrics["training_precision"] == "fp32"
+        assert np.isfinite(res.history[0]["loss"])
+        assert "epochs" in res.metrics["deviations_from_paper"]
