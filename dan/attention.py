@@ -38,9 +38,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def host_to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
+    """``t`` on ``device`` without making the host wait for the GPU.
+
+    A host tensor goes to a CUDA device through pinned memory with a non-blocking copy: from pageable memory
+    the driver may first wait for the stream, and one such wait per training step stops the host from running
+    ahead of the GPU. Other moves are plain ``.to``.
+    """
+    device = torch.device(device) if device is not None else t.device
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def length_mask(lengths: Tensor, max_len: int, device: torch.device | None = None) -> Tensor:
     """Boolean mask [B, max_len], True on the first ``lengths[b]`` positions (valid words)."""
-    lengths = lengths.to(device=device, non_blocking=True)
+    lengths = host_to_device(lengths, device)
     return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 

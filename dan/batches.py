@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dan.attention import host_to_device
 from dan.data.captions import CaptionImage
 from dan.data.text import AnswerVocab, Vocab, tokenize
 from dan.data.vqa import VQAExample
@@ -89,7 +90,7 @@ class FeatureBank:
     def fetch(self, rows: np.ndarray) -> torch.Tensor:
         """Features of ``rows`` as float32 [B, N, D] on the bank's device."""
         if self._resident is not None:
-            idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device, non_blocking=True)  # no sync
+            idx = host_to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), self.device)
             return self._resident.index_select(0, idx).float()
         rows = np.asarray(rows)
         out = np.empty((len(rows), self.num_regions, self.dim), dtype=np.float16)
@@ -101,10 +102,7 @@ class FeatureBank:
                 local = rows[sel] - lo
                 order = np.argsort(local, kind="stable")  # sorted reads are kinder to a memmap
                 out[sel[order]] = self.stores[name].gather(local[order])
-        t = torch.from_numpy(out)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True).float()
-        return t.float()
+        return host_to_device(torch.from_numpy(out), self.device).float()
 
 
 @dataclass
@@ -194,4 +192,4 @@ def batch_text(tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray,
     """Tokens [B, T_b] trimmed to the batch's longest text, and lengths [B] (on CPU, as packing needs)."""
     lens = lengths[idx]
     tok = torch.from_numpy(tokens[idx, : int(lens.max())])
-    return tok.to(device, non_blocking=True), torch.from_numpy(lens)
+    return host_to_device(tok, device), torch.from_numpy(lens)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dan.attention import host_to_device
 from dan.batches import FeatureBank, batch_text
 from dan.io import write_json_atomic
 from dan.losses import matching_loss, vqa_loss
@@ -114,7 +115,7 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
             idx = np.roll(order, -i * batch_size)[:batch_size]
             q = idx % 4096
             tokens, lengths = batch_text(tokens_all, lengths_all, q, dev)
-            return bank.fetch(idx), tokens, lengths, torch.from_numpy(targets_all[q]).to(dev, non_blocking=True)
+            return bank.fetch(idx), tokens, lengths, host_to_device(torch.from_numpy(targets_all[q]), dev)
 
         fed = timed(fed_batch)
     return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,

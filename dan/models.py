@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dan.attention import TextAttention, VisualAttention, length_mask
+from dan.attention import TextAttention, VisualAttention, host_to_device, length_mask
 from dan.io import ConfigError, DataError
 
 ATTENTION_TYPES = ("dual", "visual", "textual", "none")
@@ -156,11 +156,29 @@ class TextEncoder(nn.Module):
         # The LSTM runs in fp32 even under autocast: cuDNN takes bf16 RNN inputs only from version 9.13 and
         # oneDNN has no bf16 LSTM; it is a small part of the step (T ~ 14 words against N = 196 regions).
         with torch.autocast(tokens.device.type, enabled=False):
-            packed = pack_padded_sequence(embedded.float(), cpu_lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)  # [B, T, 2H]
+            out = self._lstm(embedded.float(), cpu_lengths, max_len)  # [B, T, 2H]
         words = out[..., : self.hidden_dim] + out[..., self.hidden_dim :]  # [B, T, H]
         return words, length_mask(cpu_lengths, max_len, device=tokens.device)
+
+    def _lstm(self, x: Tensor, cpu_lengths: Tensor, max_len: int, presort: bool | None = None) -> Tensor:
+        """BiLSTM over the valid words of ``x`` [B, T, E] -> [B, T, 2H] (0 on padding).
+
+        On a GPU (``presort`` None) the batch is sorted by length on the host and the permutations are sent
+        with :func:`host_to_device`: ``pack_padded_sequence`` would otherwise copy its sort order to the GPU with
+        a blocking copy, one host-GPU wait per step. Both ways give the same rows.
+        """
+        if presort is None:
+            presort = x.is_cuda
+        if not presort:
+            packed = pack_padded_sequence(x, cpu_lengths, batch_first=True, enforce_sorted=False)
+            return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=max_len)[0]
+        order = torch.argsort(cpu_lengths, descending=True, stable=True)  # [B] on the host
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        packed = pack_padded_sequence(x.index_select(0, host_to_device(order, x.device)), cpu_lengths[order],
+                                      batch_first=True, enforce_sorted=True)
+        out = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=max_len)[0]
+        return out.index_select(0, host_to_device(inverse, x.device))
 
 
 class RDAN(nn.Module):

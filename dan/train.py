@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dan.attention import host_to_device
 from dan.batches import batch_text
 from dan.config import TrainConfig, deviations
 from dan.evaluate import evaluate_matching, evaluate_vqa
@@ -234,7 +235,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                 idx = batch[rank::world]
                 regions = prep.bank.fetch(prep.train.rows[idx])
                 tokens, lengths = batch_text(prep.train.tokens, prep.train.lengths, idx, device)
-                targets = torch.from_numpy(prep.train.targets[idx]).to(device, non_blocking=True)
+                targets = host_to_device(torch.from_numpy(prep.train.targets[idx]), device)
                 soft = (prep.train.soft_targets(idx, len(prep.answers)).to(device) if cfg.soft_targets else None)
             else:
                 img_idx, cap_idx = batch[0][rank::world], batch[1][rank::world]

@@ -239,3 +239,18 @@ def test_bad_inputs_raise_data_error():
         model(regions[..., :-1], tokens, lengths)
     with pytest.raises(DataError, match="batch size"):
         model(regions[:2], tokens, lengths)
+
+
+def test_presorted_lstm_path_gives_the_rows_of_the_packed_one() -> None:
+    """The GPU path of the text encoder (host-side sort, no blocking copy) against PyTorch's own packing."""
+    from dan.models import TextEncoder
+
+    torch.manual_seed(0)
+    enc = TextEncoder(vocab_size=30, embed_dim=8, hidden_dim=6, dropout=0.0).eval()
+    lengths = torch.tensor([3, 7, 7, 1, 5, 7])  # ties and a one-word text
+    x = torch.randn(6, 7, 8)
+    ref = enc._lstm(x, lengths, 7, presort=False)
+    got = enc._lstm(x, lengths, 7, presort=True)
+    assert got.shape == (6, 7, 12)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert torch.all(got[3, 1:] == 0) and torch.all(got[0, 3:] == 0)  # padding stays 0
