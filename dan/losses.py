@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dan.attention import host_to_device
 from dan.io import ConfigError, DataError
 
 __all__ = ["IGNORE_INDEX", "NEGATIVE_MODES", "matching_loss", "sample_negatives", "vqa_loss"]
@@ -61,7 +62,7 @@ def sample_negatives(batch: int, generator: torch.Generator | None = None,
     base = torch.arange(batch, device=gen_device)
     shifts = torch.randint(1, batch, (2, batch), generator=generator, device=gen_device)
     picks = (base + shifts) % batch
-    return picks[0].to(device or gen_device), picks[1].to(device or gen_device)
+    return host_to_device(picks[0], device or gen_device), host_to_device(picks[1], device or gen_device)
 
 
 def matching_loss(S: Tensor, margin: float = 100.0, negatives: str = "sampled",
