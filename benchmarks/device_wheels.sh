@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 py="${1:-3.12}"
 dest=.whl
 [ "$py" = 3.12 ] || dest=".whl-$py"
+mkdir -p .git/info
 grep -qx "/$dest/" .git/info/exclude 2>/dev/null || echo "/$dest/" >> .git/info/exclude
 platforms=()
 for p in manylinux1_x86_64 manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64 manylinux_2_26_x86_64 \
