@@ -92,3 +92,4 @@ fi
     --device cuda --sizes paper --resident --amp --compile --iters 200 --warmup 30 --tasks vqa \
     --out "$out/train_gpu_compiled.json"
 echo "[device] done in $((SECONDS - t0)) s"
+sleep 1  # lets tee finish session.log before the command returns
