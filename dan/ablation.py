@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -150,8 +151,9 @@ def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], 
     """Train ``todo`` in ``workers`` spawned processes, filling ``rows``. On an error or an interrupt the runs
     not yet started are cancelled (the ones in flight finish their epoch loop and keep their checkpoints)."""
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+    share = max(1, (os.cpu_count() or 1) // workers)  # CPU threads per run when its config leaves them open
     try:
-        pending = {pool.submit(_train_one, cfg.to_dict()): cfg for cfg in todo}
+        pending = {pool.submit(_train_one, {**cfg.to_dict(), "threads": cfg.threads or share}): cfg for cfg in todo}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
