@@ -95,14 +95,19 @@ def _config_and_root(run_dir: Path, data: str | Path | None) -> tuple:
     return cfg, data_root(cfg)
 
 
+def _open_outputs(run_dir: Path, data: str | Path | None, name: str, model: str) -> tuple:
+    """(config, data root, the run's ``name`` npz), or a clear error when the run left no such file."""
+    cfg, root = _config_and_root(run_dir, data)
+    path = run_dir / name
+    if not path.is_file():
+        raise DataError(f"{path} not found: {run_dir} is not a finished {model} run")
+    return cfg, root, np.load(path)
+
+
 def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQAOutputs:
     """Read a finished r-DAN run's predictions and attention maps (``data``: the data root, if not the run's)."""
     run_dir = Path(run_dir)
-    cfg, root = _config_and_root(run_dir, data)
-    npz_path = run_dir / "attention.npz"
-    if not npz_path.is_file():
-        raise DataError(f"{npz_path} not found: {run_dir} is not a finished r-DAN run")
-    npz = np.load(npz_path)
+    cfg, root, npz = _open_outputs(run_dir, data, "attention.npz", "r-DAN")
     preds = pd.read_csv(run_dir / "predictions.csv")
     if not np.array_equal(preds.question_id.to_numpy(), npz["question_ids"]):
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
@@ -116,11 +121,7 @@ def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MD
     from dan.data.captions import image_file, load_karpathy
 
     run_dir = Path(run_dir)
-    cfg, root = _config_and_root(run_dir, data)
-    npz_path = run_dir / "embeddings.npz"
-    if not npz_path.is_file():
-        raise DataError(f"{npz_path} not found: {run_dir} is not a finished m-DAN run")
-    npz = np.load(npz_path)
+    cfg, root, npz = _open_outputs(run_dir, data, "embeddings.npz", "m-DAN")
     sentences, files = {}, {}
     for im in load_karpathy(root / cfg.captions_file):
         sentences.update(zip(im.sentence_ids, im.sentences, strict=True))
