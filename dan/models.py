@@ -153,8 +153,8 @@ class TextEncoder(nn.Module):
             raise DataError(f"lengths must lie in [1, {max_len}] (the token width); "
                             f"got {cpu_lengths.tolist()}")
         embedded = self.dropout(self.embedding(tokens))  # [B, T, E]
-        # The LSTM runs in fp32 even under autocast: cuDNN takes bf16 RNN inputs only from version 9.13 and
-        # oneDNN has no bf16 LSTM; it is a small part of the step (T ~ 14 words against N = 196 regions).
+        # The LSTM runs in fp32 even under autocast: cuDNN takes bf16 RNN inputs only from version 9.13 (PyTorch
+        # pull request 164411), and it is a small part of the step (T ~ 14 words against N = 196 regions).
         with torch.autocast(tokens.device.type, enabled=False):
             out = self._lstm(embedded.float(), cpu_lengths, max_len)  # [B, T, 2H]
         words = out[..., : self.hidden_dim] + out[..., self.hidden_dim :]  # [B, T, H]

@@ -59,7 +59,7 @@ def want_resident(setting: str, stores: dict[str, FeatureStore], device: torch.d
         return setting == "yes"
     if device.type != "cuda":
         return False
-    need = sum(len(s) * s.num_regions * s.dim * 2 for s in stores.values())  # bytes, fp16
+    need = sum(s.nbytes for s in stores.values())
     free, _ = torch.cuda.mem_get_info(device)
     if need < 0.6 * free:
         return True

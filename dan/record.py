@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 import platform
 import sys
 from pathlib import Path
@@ -27,8 +28,6 @@ RECORDS = "records"  # folder (under the repository root) of committed records
 
 def machine() -> dict:
     """Where this process runs: host CPU count, GPU name and memory (if any), Python/PyTorch versions."""
-    import os
-
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),

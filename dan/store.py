@@ -97,6 +97,11 @@ class FeatureStore:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Size of the fp16 features [images, regions, dim] in bytes (what loading them whole takes)."""
+        return len(self) * self.num_regions * self.dim * 2
+
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.path)!r}, images={len(self)}, grid={self.grid}, dim={self.dim}, "
                 f"backbone={self.meta['backbone']}/{self.meta['layer']})")

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.book_only:
             print(f"[study] book built in {build_book(repo_root()):.1f} s")
             return 0
-        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or ns.out is None)
+        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or None)
         return 0
 
     return guard(go, ns.debug, parser.prog)

@@ -241,7 +241,8 @@ def test_features_stay_resident_on_a_gpu_only_when_they_fit(smoke_features, monk
     from dan.prepare import want_resident
 
     stores = {n: FeatureStore(smoke_features / n) for n in ("train2014", "val2014")}
-    need = sum(len(s) * s.num_regions * s.dim * 2 for s in stores.values())
+    need = sum(s.nbytes for s in stores.values())
+    assert need == sum(s.load_all().nbytes for s in stores.values())
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert want_resident("yes", stores, cpu) and not want_resident("no", stores, gpu)
     assert not want_resident("auto", stores, cpu)
