@@ -16,8 +16,8 @@
 # DAN_DEVICE_REHEARSAL=1 runs the same stages on the CPU at toy sizes (checks the script, not the speed).
 # DAN_DEVICE_STAGES (default "train,extract,study,compile") picks stages: after a time-out, a second call on the
 # still-warm machine with DAN_DEVICE_STAGES=study resumes the study (data, features and finished runs are
-# reused); a study that found earlier results marks its record as resumed, since its stage times then leave
-# out the work done before.
+# reused). Each call keeps its log under results/<profile>/device_calls/, and the record of a resumed study reads
+# the earlier calls' stage times from there (dan.record --earlier-log), so its time counts each stage's work once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/dan-device-out}"
@@ -73,16 +73,22 @@ fi
 
 # 3: the full study; its executed notebooks go to a scratch folder (book/notebooks keeps the default profile's)
 if [[ $stages == *,study,* ]]; then
-    nb_dir=/tmp/dan-full-notebooks
-    note=()
+    nb_dir=/tmp/dan-full-notebooks calls_dir="results/$study_profile/device_calls"
+    mkdir -p "$calls_dir"
+    record_args=()
+    for log in "$calls_dir"/*.log; do
+        [ -f "$log" ] && record_args+=(--earlier-log "$log")
+    done
     if [ -e "data/generated/$study_profile" ] || [ -e "results/$study_profile/runs" ]; then
-        note=(--note "resumed: data, features or runs of an earlier call were reused; stage times leave that out")
+        record_args+=(--note "resumed: data, features or runs of an earlier call were reused")
     fi
     rm -rf "$nb_dir" "results/$study_profile/study_times.json"
     stage full-study 25 python3 -m dan.study --profile "$study_profile" --out "$nb_dir" --no-book --record-times
     study_rc=$?
-    python3 -m dan.record --profile "$study_profile" --out "$out/${study_profile}_profile.json" "${note[@]}" \
+    python3 -m dan.record --profile "$study_profile" --out "$out/${study_profile}_profile.json" "${record_args[@]}" \
         || echo "[device] no record: the $study_profile study did not finish (rc $study_rc)"
+    sleep 1  # lets tee write the stage's last line
+    cp "$out/session.log" "$calls_dir/call-$(date -u +%Y%m%dT%H%M%S).log"  # read by the next call if it resumes
     if [ -d "$nb_dir" ]; then
         tar -czf "$out/${study_profile}_notebooks.tar.gz" -C "$nb_dir" . && ls -l "$out"
     fi

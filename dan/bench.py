@@ -63,7 +63,8 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
                      batch_size: int = 128, grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512,
                      num_answers: int = 2000, vocab_size: int = 10000, steps: int = 2, seq_len: int = 14,
                      seed: int = 0) -> dict:
-    """Samples/s of the model-only training step (ceiling) and of the step fed from a feature store; their ratio."""
+    """Samples/s of the model-only training step (ceiling: the faster of a pass before and one after the fed steps)
+    and of the step fed from a feature store; their ratio."""
     dev = torch.device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -118,10 +119,15 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
             return bank.fetch(idx), tokens, lengths, host_to_device(torch.from_numpy(targets_all[q]), dev)
 
         fed = timed(fed_batch)
+    # the ceiling again after the fed steps: the first pass can still pay warm-up costs (allocator growth, clocks),
+    # which once made a fed rate look faster than its ceiling; the faster pass is the ceiling
+    ceiling_after = timed(lambda i: fixed)
+    ceiling_passes = [ceiling, ceiling_after]
+    ceiling = max(ceiling_passes)
     return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,
             "hidden": hidden, "num_answers": num_answers, "steps": steps, "amp_bf16": amp, "compile": compile,
-            "resident_features": resident, "ceiling_samples_per_s": ceiling, "fed_samples_per_s": fed,
-            "ratio": fed / ceiling}
+            "resident_features": resident, "ceiling_samples_per_s": ceiling, "ceiling_passes": ceiling_passes,
+            "fed_samples_per_s": fed, "ratio": fed / ceiling}
 
 
 def retrieval_throughput(n_images: int = 1000, per_image: int = 5, dim: int = 1536, device: str = "cpu",
@@ -169,3 +175,58 @@ def recorded_results(folder: Path) -> list[dict]:
     from dan.io import read_json
 
     return [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
+
+
+# The speed targets of the feature and training issues, set for one H200 (an H100 runs these models more slowly).
+TARGETS = {"extract_img_s": 1800.0, "extract_ratio": 0.9, "train_vqa_samples_s": 15000.0, "train_ratio": 0.95,
+           "retrieval_s": 1.0}
+
+
+def target_table(recorded: list[dict]) -> list[dict]:
+    """One row per GPU measurement in ``recorded`` (:func:`recorded_results`): what was measured, on which card,
+    the ceiling, the pipeline's rate, their ratio, the target and whether it is met (None where none is set)."""
+    rows = []
+
+    def row(src: dict, what: str, card: str, ceiling, pipeline, unit: str, target: str, met) -> None:  # noqa: ANN001
+        rows.append({"file": src["file"], "measurement": what, "card": card, "ceiling": ceiling,
+                     "pipeline": pipeline, "unit": unit,
+                     "ratio": round(pipeline / ceiling, 3) if ceiling and pipeline is not None else None,
+                     "target": target, "met": met})
+
+    t = TARGETS
+    for src in recorded:
+        if "end_to_end_img_s" in src:  # benchmarks/extract.py
+            e2e, ratio = src["end_to_end_img_s"], src["end_to_end_img_s"] / src["model_only_img_s"]
+            target = (f">= {t['extract_img_s']:,.0f} img/s and >= {t['extract_ratio']} x model-only"
+                      if src.get("backbone") == "resnet152" else "")
+            row(src, f"extract {src['backbone']} {src['image_size']} px, batch {src['batch_size']}", src["device"],
+                src["model_only_img_s"], e2e, "img/s", target,
+                (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
+        for r in src.get("train", []):  # benchmarks/train.py
+            vqa = r["task"] == "vqa"
+            fed, ratio = r["fed_samples_per_s"], r["fed_samples_per_s"] / r["ceiling_samples_per_s"]
+            target = (f">= {t['train_vqa_samples_s']:,.0f} samples/s and >= {t['train_ratio']} x ceiling" if vqa
+                      else f">= {t['train_ratio']} x ceiling")
+            met = ratio >= t["train_ratio"] and (fed >= t["train_vqa_samples_s"] if vqa else True)
+            label = f"train {'r-DAN' if vqa else 'm-DAN'} step, batch {r['batch_size']}"
+            label += (", bf16" if r.get("amp_bf16") else "") + (", compiled" if r.get("compile") else "")
+            row(src, label, r["device"], round(r["ceiling_samples_per_s"]), round(fed), "samples/s", target, met)
+        if "retrieval" in src:
+            r = src["retrieval"]
+            sec = r["seconds_median"]
+            row(src, f"retrieval {r['n_images']:,} x {r['n_captions']:,}", r["device"], None, round(sec, 3), "s",
+                f"< {t['retrieval_s']:g} s", sec < t["retrieval_s"])
+    return rows
+
+
+def target_markdown(rows: list[dict]) -> str:
+    """A sentence per measurement of :func:`target_table` with a target: met, or missed and by how much."""
+    lines = []
+    for r in rows:
+        if r["met"] is None:
+            continue
+        got = f"{r['pipeline']:,} {r['unit']}" + (f" ({r['ratio']} x the ceiling of {r['ceiling']:,})"
+                                                 if r["ratio"] is not None else "")
+        verdict = "meets" if r["met"] else "misses"
+        lines.append(f"- {r['measurement']} on {r['card']}: {got}; {verdict} the target {r['target']}.")
+    return "\n".join(lines)

@@ -6,7 +6,11 @@ runs the full study on a lent GPU and calls ``python -m dan.record --profile ful
 committed to ``records/`` and the reproduction summary and performance pages display it.
 
 A record is only written from finished results: a missing run or a study that did not finish is an error,
-so a half-done GPU session cannot be mistaken for a complete one.
+so a half-done GPU session cannot be mistaken for a complete one. A study that a device call's time limit cut
+off and a second call finished (reusing the data, features and runs already made) is recorded with the stage
+times of both calls: ``--earlier-log`` reads the cut-off calls from ``device_session.sh``'s log, and
+:func:`study_seconds` counts each stage's work once (the second call's quick passes over reused stages are left
+out; the cut-off part of the interrupted stage is added to its finishing time).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import csv
 import datetime as dt
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -38,7 +43,83 @@ def machine() -> dict:
     return info
 
 
-def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "") -> dict:
+def calls_from_log(text: str) -> list[dict]:
+    """The study calls that were cut off (rc != 0) in a ``benchmarks/device_session.sh`` log.
+
+    Each is ``{"stage_seconds": {stage: s, ...}, "interrupted": {"stage": name, "seconds": s} | None,
+    "wall_seconds": s, "rc": n}``: the stages the call finished, and the one it was running when stopped, whose
+    seconds are the call's study wall time less the finished stages (so process start-up is counted, not lost).
+    A log may hold several calls (one appended after another); a call that finished (rc 0) is not returned."""
+    calls: list[dict] = []
+    current: dict | None = None
+    for line in text.splitlines():
+        if re.match(r"\[device\] full-study: start", line):
+            current = {"stage_seconds": {}, "running": None}
+        elif current is None:
+            continue
+        elif m := re.match(r"\[study\] (\S+)\.ipynb \(profile", line):
+            current["running"] = m.group(1)
+        elif m := re.match(r"\[study\] (\S+)\.ipynb done in ([\d.]+) s", line):
+            current["stage_seconds"][m.group(1)] = float(m.group(2))
+            current["running"] = None
+        elif m := re.match(r"\[device\] full-study: rc (\d+) after ([\d.]+) s", line):
+            rc, wall = int(m.group(1)), float(m.group(2))
+            if rc != 0:
+                done = sum(current["stage_seconds"].values())
+                stage = current["running"]
+                calls.append({"stage_seconds": current["stage_seconds"], "wall_seconds": wall, "rc": rc,
+                              "interrupted": {"stage": stage, "seconds": round(max(wall - done, 0.0), 1)}
+                              if stage else None})
+            current = None
+    return calls
+
+
+def study_seconds(rec: dict) -> dict[str, float]:
+    """Seconds of each stage of a recorded study, counted once over all its calls, and the ``total``.
+
+    A stage that an earlier call finished counts with that call's time (a later call only found its outputs); the
+    stage a call was cut off in counts its cut-off seconds plus the time of the call that finished it."""
+    counted: dict[str, float] = {}
+    for call in rec.get("earlier_calls", []):
+        for stage, sec in call["stage_seconds"].items():
+            counted.setdefault(stage, sec)
+        if call.get("interrupted"):
+            stage = call["interrupted"]["stage"]
+            counted[stage] = counted.get(stage, 0.0) + call["interrupted"]["seconds"]
+    finished_before = {s for call in rec.get("earlier_calls", []) for s in call["stage_seconds"]}
+    last = {k: v for k, v in rec["stage_seconds"].items() if k != "total"}
+    for stage, sec in last.items():
+        if stage not in finished_before:
+            counted[stage] = counted.get(stage, 0.0) + sec
+    # the last call's time outside its stages (start-up; the book build when it made one) counts too
+    outside = max(rec["stage_seconds"].get("total", 0.0) - sum(last.values()), 0.0)
+    counted["total"] = sum(counted.values()) + outside
+    return counted
+
+
+def stage_rows(rec: dict) -> list[dict]:
+    """One row per stage of a record: the seconds counted (:func:`study_seconds`) and each call's own seconds
+    (a cut-off stage shows the seconds it ran before the cut; a stage a call did not reach is None)."""
+    calls = [*rec.get("earlier_calls", []), {"stage_seconds": rec["stage_seconds"], "interrupted": None}]
+    counted = study_seconds(rec)
+    rows = []
+    for stage, sec in counted.items():
+        row = {"stage": stage, "counted seconds": round(sec, 1)}
+        if len(calls) > 1:
+            for n, call in enumerate(calls, 1):
+                own = call["stage_seconds"].get(stage)
+                cut = call.get("interrupted")
+                if own is None and cut and cut["stage"] == stage:
+                    own = cut["seconds"]
+                if stage == "total":
+                    own = call.get("wall_seconds", call["stage_seconds"].get("total"))
+                row[f"call {n} seconds"] = None if own is None else round(own, 1)
+        rows.append(row)
+    return rows
+
+
+def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "",
+            earlier_calls: list[dict] | None = None) -> dict:
     """The record of ``profile``'s finished study under ``root`` (see the module docstring)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
@@ -60,7 +141,8 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
             ablation = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     return {"format": FORMAT, "profile": profile, "seed": seed,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-            "stage_seconds": times, "runs": runs, "ablation_summary": ablation, "note": note}
+            "stage_seconds": times, "earlier_calls": earlier_calls or [], "runs": runs, "ablation_summary": ablation,
+            "note": note}
 
 
 def _number(text: str) -> float | str:
@@ -92,7 +174,8 @@ def headline(rec: dict) -> dict:
     mat = rec["runs"]["matching"]["metrics"]
     m = rec["machine"]
     return {"profile": rec["profile"], "machine": m.get("gpu") or f"CPU ({m.get('cpus')} cores)",
-            "date": rec["date"], "study minutes": round(rec["stage_seconds"]["total"] / 60, 1),
+            "date": rec["date"], "study minutes": round(study_seconds(rec)["total"] / 60, 1),
+            "device calls": 1 + len(rec.get("earlier_calls", [])),
             "r-DAN overall (%)": round(vqa["overall"], 1), "majority (%)": round(vqa["majority_baseline"], 1),
             "m-DAN i2t R@1 (%)": round(mat["i2t"]["r1"], 1), "m-DAN t2i R@1 (%)": round(mat["t2i"]["r1"], 1)}
 
@@ -104,12 +187,16 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
     if rec is None:
         return (f"No run of the `{profile}` profile is recorded yet. It trains at the paper's sizes and needs a "
                 f"GPU: on a machine with one, run `bash benchmarks/device_session.sh` (sized for a 10-minute budget on "
-                f"one H100/H200, not yet measured; offline, the wheels it needs come from "
+                f"one H100/H200; offline, the wheels it needs come from "
                 f"`bash benchmarks/device_wheels.sh`), then commit its "
                 f"`{profile}_profile.json` as `{path.relative_to(root or repo_root())}`.")
     h = headline(rec)
+    calls = ""
+    if h["device calls"] > 1:
+        calls = (f" (over {h['device calls']} calls: a call's time limit cut the study off and the next one finished "
+                 f"it, reusing what was done; each stage's work is counted once)")
     return (f"The `{profile}` profile ran end to end on {h['machine']} ({h['date']}) in {h['study minutes']} "
-            f"minutes: r-DAN reached {h['r-DAN overall (%)']} % validation accuracy (majority answer "
+            f"minutes{calls}: r-DAN reached {h['r-DAN overall (%)']} % validation accuracy (majority answer "
             f"{h['majority (%)']} %), m-DAN {h['m-DAN i2t R@1 (%)']} % image-to-text and {h['m-DAN t2i R@1 (%)']} % "
             f"text-to-image R@1. Source: `{path.relative_to(root or repo_root())}`."
             + (f" Note: {rec['note']}." if rec.get("note") else ""))
@@ -121,12 +208,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the K = 2 dual runs to record")
     parser.add_argument("--out", type=Path, help="record file (default: records/<profile>_profile.json)")
     parser.add_argument("--note", default="", help="a remark kept with the record (e.g. that the run was resumed)")
+    parser.add_argument("--earlier-log", type=Path, action="append", default=[],
+                        help="a device_session.sh log whose cut-off study calls this study finished (repeatable)")
+    parser.add_argument("--amend", type=Path, metavar="RECORD",
+                        help="set the earlier calls (--earlier-log) of an existing record instead of collecting one")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
 
     def go() -> int:
-        out = ns.out or record_path(ns.profile)
-        rec = collect(ns.profile, ns.seed, note=ns.note)
+        earlier = []
+        for log in ns.earlier_log:
+            if not log.is_file():
+                raise DataError(f"{log}: no such log")
+            earlier += calls_from_log(log.read_text(encoding="utf-8", errors="replace"))
+        if ns.amend is not None:
+            rec = load(ns.amend)
+            if rec is None:
+                raise DataError(f"{ns.amend}: no such record")
+            rec["earlier_calls"] = earlier
+            if ns.note:
+                rec["note"] = ns.note
+            out = ns.out or ns.amend
+        else:
+            out = ns.out or record_path(ns.profile)
+            rec = collect(ns.profile, ns.seed, note=ns.note, earlier_calls=earlier)
         write_json_atomic(out, rec, indent=1)
         print(f"[record] {out}: " + ", ".join(f"{k} {v}" for k, v in headline(rec).items()))
         return 0

@@ -72,3 +72,70 @@ def test_status_markdown_says_how_to_make_a_missing_record_and_summarises_one(tm
     assert "Note:" not in text
     record.main(["--profile", "smoke", "--note", "resumed in a second call"])
     assert record.status_markdown("smoke", tmp_path).endswith("Note: resumed in a second call.")
+
+
+LOG = """[device] train-benchmark: rc 0 after 32 s
+[device] full-study: start (limit 472 s) at 73 s
+[study] 01_data.ipynb (profile full) ...
+[study] 01_data.ipynb done in 51.4 s
+[study] 02_features.ipynb (profile full) ...
+[study] 02_features.ipynb done in 37.1 s
+[study] 03_rdan.ipynb (profile full) ...
+some traceback text [study] 03_rdan.ipynb done in 1.0 s
+[device] full-study: rc 124 after 475 s
+"""
+
+
+def test_calls_from_log_reads_a_cut_off_call_and_skips_finished_ones():
+    calls = record.calls_from_log(LOG)
+    assert calls == [{"stage_seconds": {"01_data": 51.4, "02_features": 37.1}, "wall_seconds": 475.0, "rc": 124,
+                      "interrupted": {"stage": "03_rdan", "seconds": 386.5}}]
+    finished = LOG.replace("rc 124 after 475 s", "rc 0 after 475 s")
+    assert record.calls_from_log(finished) == []
+    assert record.calls_from_log(LOG + LOG) == calls * 2
+    assert record.calls_from_log("[study] 01_data.ipynb done in 3 s\n") == []  # no study call around it
+
+
+def test_the_committed_device_log_is_read_as_the_record_says():
+    """records/logs/ holds the log of the H100 call that was cut off; the committed record was amended from it."""
+    root = Path(__file__).resolve().parents[1]
+    log = root / "records" / "logs" / "device_call1_session.log"
+    rec = record.load(root / "records" / "full_profile.json")
+    assert rec is not None and log.is_file()
+    assert record.calls_from_log(log.read_text()) == rec["earlier_calls"]
+
+
+def test_study_seconds_count_each_stage_once_over_calls():
+    rec = {"stage_seconds": {"01_data": 5.0, "02_features": 4.0, "03_rdan": 30.0, "04_mdan": 20.0, "total": 59.0},
+           "earlier_calls": record.calls_from_log(LOG)}
+    sec = record.study_seconds(rec)
+    assert sec == {"01_data": 51.4, "02_features": 37.1, "03_rdan": 386.5 + 30.0, "04_mdan": 20.0,
+                   "total": pytest.approx(51.4 + 37.1 + 416.5 + 20.0)}  # the last call had no time outside stages
+    rows = {r["stage"]: r for r in record.stage_rows(rec)}
+    assert rows["03_rdan"] == {"stage": "03_rdan", "counted seconds": 416.5, "call 1 seconds": 386.5,
+                               "call 2 seconds": 30.0}
+    assert rows["04_mdan"]["call 1 seconds"] is None
+    assert rows["total"]["call 1 seconds"] == 475.0 and rows["total"]["call 2 seconds"] == 59.0
+    single = {"stage_seconds": {"01_data": 5.0, "total": 6.0}}  # 1 s outside stages (e.g. the book build)
+    assert record.study_seconds(single) == {"01_data": 5.0, "total": 6.0}
+    assert record.stage_rows(single) == [{"stage": "01_data", "counted seconds": 5.0},
+                                         {"stage": "total", "counted seconds": 6.0}]
+
+
+def test_amend_sets_earlier_calls_and_headline_counts_them(tmp_path, vqa_run, matching_run, monkeypatch, capsys):
+    fake_study(tmp_path, vqa_run, matching_run)
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    assert record.main(["--profile", "smoke"]) == 0
+    path = record.record_path("smoke", tmp_path)
+    (tmp_path / "call1.log").write_text(LOG)
+    assert record.main(["--amend", str(path), "--earlier-log", str(tmp_path / "call1.log"),
+                        "--note", "second call"]) == 0
+    rec = record.load(path)
+    assert rec["note"] == "second call" and len(rec["earlier_calls"]) == 1
+    row = record.headline(rec)
+    assert row["device calls"] == 2 and row["study minutes"] == round((51.4 + 37.1 + 386.5 + 61.0 - 3.5) / 60, 1)
+    assert "over 2 calls" in record.status_markdown("smoke", tmp_path)
+    assert record.main(["--amend", str(path), "--earlier-log", str(tmp_path / "absent.log")]) != 0
+    assert "absent.log: no such log" in capsys.readouterr().err
+    assert record.main(["--amend", str(tmp_path / "none.json")]) != 0
+    assert "none.json: no such record" in capsys.readouterr().err
