@@ -92,7 +92,8 @@ def reproduction_vqa(ours: dict[str, dict]) -> pd.DataFrame:
     rows = [{"source": "paper" + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
              "data": f"VQA v1.0 {r['split']}", **{c: r[c] for c in VQA_COLUMNS}} for r in reference.VQA]
     for label, m in ours.items():
-        rows.append({"source": "this study", "model": label, "data": m.get("data", "embedded benchmark val"),
+        default = "embedded benchmark val" + (f" ({m['n']:,} questions)" if m.get("n") else "")
+        rows.append({"source": "this study", "model": label, "data": m.get("data", default),
                      **{c: round(m[c], 2) for c in VQA_COLUMNS}})
     return pd.DataFrame(rows)
 
@@ -106,7 +107,8 @@ def reproduction_retrieval(ours: dict[str, dict]) -> pd.DataFrame:
     rows = [{"source": "paper" + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
              "data": "Flickr30K 1k test", **flat(r)} for r in reference.FLICKR30K]
     for label, m in ours.items():
-        rows.append({"source": "this study", "model": label, "data": m.get("data", "embedded benchmark test"),
+        default = "embedded benchmark test" + (f" ({m['n_images']:,} images)" if m.get("n_images") else "")
+        rows.append({"source": "this study", "model": label, "data": m.get("data", default),
                      **{k: (round(v, 2) if v is not None else None) for k, v in flat(m).items()}})
     return pd.DataFrame(rows)
 
