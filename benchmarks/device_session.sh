@@ -20,40 +20,9 @@
 # the earlier calls' stage times from there (dan.record --earlier-log), so its time counts each stage's work once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-/tmp/dan-device-out}"
-mkdir -p "$out"
-budget="${DAN_DEVICE_BUDGET_S:-570}"
-rehearsal="${DAN_DEVICE_REHEARSAL:-0}"
 stages=",${DAN_DEVICE_STAGES:-train,extract,study,compile},"
-exec > >(tee -a "$out/session.log") 2>&1
-t0=$SECONDS
-
-stage() {  # stage NAME RESERVE_S CMD...: run CMD with what is left of the budget minus RESERVE_S
-    local name=$1 reserve=$2
-    shift 2
-    local limit=$((budget - (SECONDS - t0) - reserve))
-    if ((limit < 20)); then
-        echo "[device] $name skipped: only $limit s left"
-        return 1
-    fi
-    echo "[device] $name: start (limit $limit s) at $((SECONDS - t0)) s"
-    local start=$SECONDS rc
-    timeout --signal=INT --kill-after=20 "$limit" "$@"
-    rc=$?
-    echo "[device] $name: rc $rc after $((SECONDS - start)) s"
-    return $rc
-}
-
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dan-site \
-        .whl/*.whl || { echo "[device] wheel install failed"; exit 1; }
-    export PYTHONPATH="/tmp/dan-site"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "[device] no nvidia-smi"
-python3 -c "import torch, torchvision, sys; print('[device] python', sys.version.split()[0], 'torch', torch.__version__,
-'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0)
-if torch.cuda.is_available() else '')" || exit 1
+DAN_DEVICE_BUDGET_DEFAULT=570 DAN_DEVICE_LOG=session.log DAN_DEVICE_WHEELS=1
+source benchmarks/device_lib.sh
 
 if [ "$rehearsal" = 1 ]; then
     dev=cpu train_args=(--sizes default --iters 3 --warmup 1 --store-images 64)

@@ -58,40 +58,60 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class TrainStep:
+    """One training step of the paper's r-DAN/m-DAN setting (SGD with momentum and weight decay, clipping) on
+    ``device``, and a fixed batch for it (regions already on the device): what the benchmark and the step profiler
+    time. ``compile`` wraps the loss in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel
+    (CUDA only)."""
+
+    def __init__(self, task: str = "vqa", device: str = "cpu", amp: bool = False, compile: bool = False,
+                 compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
+                 grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
+                 vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0) -> None:
+        self.task, self.dev, self.amp, self.batch_size = task, torch.device(device), amp, batch_size
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.model = build_model(task, vocab_size, dim, num_answers=num_answers if task == "vqa" else None,
+                                 hidden_dim=hidden, steps=steps, dropout=0.5).to(self.dev)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                   **({"fused": True} if fused else {}))
+        lengths = self.rng.integers(max(2, seq_len // 2), seq_len + 1, size=4096)
+        tokens = self.rng.integers(2, vocab_size, size=(4096, seq_len))
+        tokens[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
+        self.tokens, self.lengths = tokens, lengths
+        self.targets = self.rng.integers(0, num_answers, size=4096)
+        self.loss_fn = torch.compile(self._loss, mode=compile_mode) if compile else self._loss
+        idx0 = np.arange(batch_size)
+        self.fixed = (torch.randn(batch_size, grid[0] * grid[1], dim, device=self.dev),  # [B, N, D]
+                      *batch_text(tokens, lengths, idx0, self.dev),
+                      torch.as_tensor(self.targets[idx0], device=self.dev))
+
+    def _loss(self, regions, tokens, lengths, targets):  # noqa: ANN001, ANN202
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            if self.task == "vqa":
+                return vqa_loss(self.model(regions, tokens, lengths).logits.float(), targets)
+            img, txt = self.model.encode_image(regions), self.model.encode_text(tokens, lengths)
+            return matching_loss(self.model.similarity(img.embedding, txt.embedding), margin=100.0,
+                                 negatives="hardest")
+
+    def __call__(self, regions, tokens, lengths, targets) -> None:  # noqa: ANN001
+        loss = self.loss_fn(regions, tokens, lengths, targets)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
+        self.opt.step()
+
+
 def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, warmup: int = 5,
                      store_images: int = 1024, resident: bool = False, amp: bool = False, compile: bool = False,
-                     batch_size: int = 128, grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512,
-                     num_answers: int = 2000, vocab_size: int = 10000, steps: int = 2, seq_len: int = 14,
-                     seed: int = 0) -> dict:
+                     compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
+                     grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
+                     vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0) -> dict:
     """Samples/s of the model-only training step (ceiling: the faster of a pass before and one after the fed steps)
     and of the step fed from a feature store; their ratio."""
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    n_regions = grid[0] * grid[1]
-    model = build_model(task, vocab_size, dim, num_answers=num_answers if task == "vqa" else None, hidden_dim=hidden,
-                        steps=steps, dropout=0.5).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    lengths_all = rng.integers(max(2, seq_len // 2), seq_len + 1, size=4096)
-    tokens_all = rng.integers(2, vocab_size, size=(4096, seq_len))
-    tokens_all[np.arange(seq_len)[None, :] >= lengths_all[:, None]] = 0
-    targets_all = rng.integers(0, num_answers, size=4096)
-
-    def loss_of(regions, tokens, lengths, targets):  # noqa: ANN001, ANN202
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            if task == "vqa":
-                return vqa_loss(model(regions, tokens, lengths).logits.float(), targets)
-            img, txt = model.encode_image(regions), model.encode_text(tokens, lengths)
-            return matching_loss(model.similarity(img.embedding, txt.embedding), margin=100.0, negatives="hardest")
-
-    step_fn = torch.compile(loss_of) if compile else loss_of
-
-    def step(regions, tokens, lengths, targets) -> None:  # noqa: ANN001
-        loss = step_fn(regions, tokens, lengths, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        opt.step()
+    step = TrainStep(task, device, amp, compile, compile_mode, fused, batch_size, grid, dim, hidden, num_answers,
+                     vocab_size, steps, seq_len, seed)
+    dev, rng = step.dev, step.rng
 
     def timed(make_batch) -> float:  # noqa: ANN001
         for i in range(warmup):
@@ -103,10 +123,7 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
         _sync(dev)
         return iters * batch_size / (time.perf_counter() - start)
 
-    idx0 = np.arange(batch_size)
-    fixed = (torch.randn(batch_size, n_regions, dim, device=dev), *batch_text(tokens_all, lengths_all, idx0, dev),
-             torch.as_tensor(targets_all[idx0], device=dev))
-    ceiling = timed(lambda i: fixed)
+    ceiling = timed(lambda i: step.fixed)
     with tempfile.TemporaryDirectory() as tmp:
         bank = FeatureBank({"bench": write_random_store(Path(tmp) / "bench", store_images, grid, dim, seed)},
                            device=dev, resident=resident)
@@ -115,19 +132,63 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
         def fed_batch(i: int):  # noqa: ANN202
             idx = np.roll(order, -i * batch_size)[:batch_size]
             q = idx % 4096
-            tokens, lengths = batch_text(tokens_all, lengths_all, q, dev)
-            return bank.fetch(idx), tokens, lengths, host_to_device(torch.from_numpy(targets_all[q]), dev)
+            tokens, lengths = batch_text(step.tokens, step.lengths, q, dev)
+            return bank.fetch(idx), tokens, lengths, host_to_device(torch.from_numpy(step.targets[q]), dev)
 
         fed = timed(fed_batch)
     # the ceiling again after the fed steps: the first pass can still pay warm-up costs (allocator growth, clocks),
     # which once made a fed rate look faster than its ceiling; the faster pass is the ceiling
-    ceiling_after = timed(lambda i: fixed)
+    ceiling_after = timed(lambda i: step.fixed)
     ceiling_passes = [ceiling, ceiling_after]
     ceiling = max(ceiling_passes)
+    n_regions = grid[0] * grid[1]
     return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,
             "hidden": hidden, "num_answers": num_answers, "steps": steps, "amp_bf16": amp, "compile": compile,
+            "compile_mode": compile_mode if compile else None, "fused_sgd": fused,
             "resident_features": resident, "ceiling_samples_per_s": ceiling, "ceiling_passes": ceiling_passes,
             "fed_samples_per_s": fed, "ratio": fed / ceiling}
+
+
+def profile_step(step: TrainStep, iters: int = 20, warmup: int = 5, top: int = 8) -> dict:
+    """Where a training step's time goes: ``iters`` timed steps on ``step.fixed`` after ``warmup``, then ``iters``
+    more under torch.profiler. Reports the wall ms per step (timed without the profiler); the aten ops per step, all
+    and those called directly rather than from another op (each costs host time to dispatch); and on CUDA the
+    kernels per step, their summed device time per step, and ``device_busy`` = kernel time / wall time. A step that
+    keeps the GPU busy has ``device_busy`` near 1; a low value means the host (op dispatch, launches) sets the pace.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        step(*step.fixed)
+    _sync(step.dev)
+    start = time.perf_counter()  # wall time without the profiler's own overhead
+    for _ in range(iters):
+        step(*step.fixed)
+    _sync(step.dev)
+    wall = time.perf_counter() - start
+    cuda = step.dev.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(iters):
+            step(*step.fixed)
+        _sync(step.dev)
+    events = prof.events()
+    ops = [e for e in events if e.name.startswith("aten::") and e.device_type.name == "CPU"]
+    out = {"task": step.task, "device": device_label(step.dev), "iters": iters,
+           "wall_ms_per_step": 1e3 * wall / iters, "aten_ops_per_step": len(ops) / iters,
+           "top_level_ops_per_step": sum(1 for e in ops if e.cpu_parent is None
+                                         or not e.cpu_parent.name.startswith("aten::")) / iters}
+    if cuda:
+        kernels = [e for e in events if e.device_type.name == "CUDA"]
+        busy_us = sum(e.time_range.elapsed_us() for e in kernels)  # a device event's range is its run on the GPU
+        by_name: dict[str, float] = {}
+        for e in kernels:
+            by_name[e.name] = by_name.get(e.name, 0.0) + e.time_range.elapsed_us()
+        out.update(kernels_per_step=len(kernels) / iters, kernel_ms_per_step=busy_us / 1e3 / iters,
+                   device_busy=busy_us / 1e6 / wall,
+                   top_kernels_ms_per_step={k[:80]: v / 1e3 / iters for k, v in
+                                            sorted(by_name.items(), key=lambda kv: -kv[1])[:top]})
+    return out
 
 
 def retrieval_throughput(n_images: int = 1000, per_image: int = 5, dim: int = 1536, device: str = "cpu",
@@ -209,7 +270,8 @@ def target_table(recorded: list[dict]) -> list[dict]:
                       else f">= {t['train_ratio']} x ceiling")
             met = ratio >= t["train_ratio"] and (fed >= t["train_vqa_samples_s"] if vqa else True)
             label = f"train {'r-DAN' if vqa else 'm-DAN'} step, batch {r['batch_size']}"
-            label += (", bf16" if r.get("amp_bf16") else "") + (", compiled" if r.get("compile") else "")
+            label += (", bf16" if r.get("amp_bf16") else "") + (", fused SGD" if r.get("fused_sgd") else "")
+            label += f", compiled ({r.get('compile_mode') or 'default'})" if r.get("compile") else ""
             row(src, label, r["device"], round(r["ceiling_samples_per_s"]), round(fed), "samples/s", target, met)
         if "retrieval" in src:
             r = src["retrieval"]

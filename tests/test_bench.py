@@ -62,3 +62,14 @@ def test_committed_gpu_results_have_the_fields_the_book_reads():
     rows = bench.target_table(bench.recorded_results(folder))
     assert len(rows) >= len(list(folder.glob("*.json")))
     assert all(r["card"] and r["pipeline"] is not None for r in rows)
+
+
+def test_profile_step_counts_the_ops_of_a_step():
+    step = bench.TrainStep("vqa", "cpu", **TINY)
+    prof = bench.profile_step(step, iters=2, warmup=1)
+    assert prof["task"] == "vqa" and prof["wall_ms_per_step"] > 0
+    assert prof["aten_ops_per_step"] >= prof["top_level_ops_per_step"] > 50  # forward, backward, clip, SGD
+    assert "device_busy" not in prof  # kernel times exist only on CUDA
+    before = [p.detach().clone() for p in step.model.parameters()]
+    step(*step.fixed)
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters(), strict=True))

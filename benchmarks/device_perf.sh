@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The second prepared device run: why the H100 figures of issues 4 and 5 miss their targets, and what closes the gap.
+# (The first run, device_session.sh, measured r-DAN at ~0.99 x its ceiling but ~11k samples/s, and ResNet-152
+# extraction end to end at ~0.81 x model-only; records in benchmarks/results/*_h100.json.)
+#
+#   device tool: run(command="bash benchmarks/device_perf.sh", timeout_s=420)   (no wheels needed)
+#
+# Stages, each written to $OUT (about 5-6 minutes in all on an H100; DAN_DEVICE_BUDGET_S, default 380):
+#   train_profile.json   eager step, paper sizes, bf16, resident: samples/s and a profile of the model-only step
+#                        (ops and kernels per step, summed kernel time, GPU busy fraction). A busy fraction well
+#                        below 1 says the host's op dispatch sets the pace, so CUDA graphs or fusion should help.
+#   train_fused.json     the same with the fused SGD kernel (fewer launches per step)
+#   train_compiled.json  torch.compile of the loss, default mode
+#   train_graphs.json    torch.compile mode="reduce-overhead" (CUDA graphs)
+#   extract_cpu_decode.json  ResNet-152 extraction with JPEG decoding on 14 CPU workers (PIL) instead of on the GPU
+#                        (nvJPEG and the resize then no longer share the GPU with the model)
+#   extract_shm.json     GPU decoding as in the first run, the store written to /dev/shm (no disk writes or fsync)
+# Back here: copy the JSONs to benchmarks/results/ (named *_h100*.json or per card), rerun notebook 08
+# (`python -m dan.study --profile default --only 08`), and choose the defaults the figures support.
+# DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes (checks the script, not the speed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DAN_DEVICE_BUDGET_DEFAULT=380 DAN_DEVICE_LOG=perf.log
+source benchmarks/device_lib.sh
+
+if [ "$rehearsal" = 1 ]; then
+    dev=cpu train=(--sizes default --iters 3 --warmup 2 --store-images 64)
+    extract=(--backbone resnet152 --random-weights --num-images 16 --batch-size 8 --image-size 224 --model-seconds 1)
+    workers=2 shm="${TMPDIR:-/tmp}/dan-perf-shm"
+else
+    dev=cuda train=(--sizes paper --resident --amp --iters 200 --warmup 20)
+    extract=(--backbone resnet152 --random-weights --num-images 8192 --batch-size 256)
+    workers=14 shm=/dev/shm/dan-perf
+fi
+tb=(python3 benchmarks/train.py --device "$dev" "${train[@]}")
+eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}")
+
+stage train-profile 300 "${tb[@]}" --profile --out "$out/train_profile.json"
+stage train-fused 270 "${tb[@]}" --tasks vqa --fused-sgd --out "$out/train_fused.json"
+stage extract-cpu-decode 230 "${eb[@]}" --no-gpu-decode --num-workers "$workers" --out "$out/extract_cpu_decode.json"
+stage extract-shm 190 "${eb[@]}" --workdir "$shm" --out "$out/extract_shm.json"
+rm -rf "$shm"
+stage train-compiled 95 "${tb[@]}" --tasks vqa --compile --out "$out/train_compiled.json"
+stage train-graphs 5 "${tb[@]}" --tasks vqa --compile --compile-mode reduce-overhead --out "$out/train_graphs.json"
+echo "[device] done in $((SECONDS - t0)) s"
+sleep 1  # lets tee finish the log before the command returns
