@@ -13,6 +13,8 @@ from dan.io import ConfigError
 TASKS = ("vqa", "matching")
 ATTENTIONS = ("dual", "visual", "textual", "none")
 PROFILES = ("smoke", "default", "full", "real")
+# "off", or a torch.compile mode; "reduce-overhead" adds CUDA graphs (fewer kernel launches per step on a GPU)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NEGATIVES = ("sampled", "hardest")
 
 
@@ -55,6 +57,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (fixed for determinism in notebooks)
     resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
     amp: str = "auto"  # training precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "off"
+    compile: str = "off"  # torch.compile of the training step: "off", or a mode ("default", "reduce-overhead", ...)
     eval_batch_size: int = 512
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
 
@@ -72,6 +75,7 @@ class TrainConfig:
         one_of("clip_mode", self.clip_mode, ("norm", "value"))
         one_of("resident_features", self.resident_features, ("auto", "yes", "no"))
         one_of("amp", self.amp, ("auto", "bf16", "off"))
+        one_of("compile", self.compile, COMPILE_MODES)
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
@@ -100,7 +104,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields that define the result (a checkpoint resumes only under the same identity)."""
         d = self.to_dict()
-        for k in ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features"):
+        for k in ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features", "compile"):
             d.pop(k)
         return d
 

@@ -218,6 +218,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda"
                                                          else None)
+    if cfg.compile != "off":  # the step's forward and backward; checkpoints keep saving the plain model's weights
+        step = torch.compile(step, mode=cfg.compile)
     n_train = len(prep.train)
     epochs = range(start, cfg.epochs)
     bar = tqdm(epochs, desc=cfg.run_name(), disable=not progress or rank != 0, initial=start, total=cfg.epochs,
@@ -269,6 +271,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         metrics = _evaluate(model, cfg, prep, device, save_to=run_dir)
         metrics["deviations_from_paper"] = {k: list(v) for k, v in deviations(cfg).items()}
         metrics["training_precision"] = "bf16 autocast" if use_amp(cfg, device) else "fp32"
+        if cfg.compile != "off":  # a speed setting, not part of the run's identity (config.json)
+            metrics["compile"] = cfg.compile
         metrics["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         write_json_atomic(run_dir / "history.json", history, indent=1)
         write_json_atomic(done, metrics, indent=1)  # written last: marks the run finished

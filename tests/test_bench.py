@@ -59,8 +59,10 @@ def test_target_table_judges_each_measurement_against_its_target():
 
 def test_committed_gpu_results_have_the_fields_the_book_reads():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    files = sorted(folder.glob("*.json"))
+    assert files, f"no benchmark results under {folder} (are they committed?)"
     rows = bench.target_table(bench.recorded_results(folder))
-    assert len(rows) >= len(list(folder.glob("*.json")))
+    assert len(rows) >= len(files) and {r["file"] for r in rows} == {f.name for f in files}
     assert all(r["card"] and r["pipeline"] is not None for r in rows)
 
 

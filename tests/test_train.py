@@ -273,3 +273,17 @@ def test_full_profile_preset_trains_on_cpu_at_toy_scale(smoke_data, tmp_path):
         assert res.metrics["training_precision"] == "fp32"
         assert np.isfinite(res.history[0]["loss"])
         assert "epochs" in res.metrics["deviations_from_paper"]
+
+
+def test_compiled_training_step_matches_the_eager_one(make_cfg, tmp_path):
+    """``compile="default"`` (torch.compile of the step, inductor on the CPU) trains the same model: the first
+    epoch's loss agrees with eager training to rounding, and the run records the setting."""
+    eager = train(make_cfg("vqa", tmp_path / "eager", epochs=1, max_train=256), progress=False)
+    compiled = train(make_cfg("vqa", tmp_path / "compiled", epochs=1, max_train=256, compile="default"),
+                     progress=False)
+    assert compiled.metrics["compile"] == "default" and "compile" not in eager.metrics
+    assert compiled.history[0]["loss"] == pytest.approx(eager.history[0]["loss"], rel=1e-3)
+    assert compiled.metrics["overall"] == pytest.approx(eager.metrics["overall"], abs=2.0)
+    assert compiled.config.same_identity(eager.config.identity())  # a speed setting, not a different run
+    with pytest.raises(ConfigError, match=r"unknown compile 'fast'; accepted: off, default, reduce-overhead"):
+        make_cfg("vqa", tmp_path / "x", compile="fast")
