@@ -208,6 +208,20 @@ def _stager(items, model: GridBackbone, device: torch.device, side_stream):
     return stage
 
 
+def forward_padded(model: GridBackbone, x: torch.Tensor, pad_to: int, bf16: bool) -> torch.Tensor:
+    """``model(x)`` for x [b, 3, S, S] -> [b, D, gh, gw], with a short batch (b < ``pad_to``) padded by zero images.
+
+    With cuDNN's benchmark mode on, every new input shape is autotuned layer by layer: on an H100 a store's tail
+    batch took 4-5 s that way (book/full/02_features). Padding keeps the one tuned shape; the padded rows are
+    dropped (the backbones are in eval mode, so a row's output does not depend on the others)."""
+    b = x.shape[0]
+    if b < pad_to:
+        pad = torch.zeros((pad_to - b, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        x = torch.cat([x, pad]).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return model(x)[:b]
+
+
 def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict], model: GridBackbone,
                  device: torch.device, cfg: FeatureConfig, gpu_decode: bool, part: PartialStore, on_commit,
                  progress: bool) -> list[dict]:
@@ -242,8 +256,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
                     if ready is not None:  # the prefetch stream's copies/decodes for this batch are done
                         torch.cuda.current_stream(device).wait_event(ready)
                         x.record_stream(torch.cuda.current_stream(device))
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                        y = model(x)  # [b, D, gh, gw]
+                    y = forward_padded(model, x, cfg.batch_size if cuda else len(index), cuda)  # [b, D, gh, gw]
                     y = y.permute(0, 2, 3, 1).reshape(len(index), gh * gw, model.dim)  # [b, N, D]
                     y = y.float().clamp_(-65504.0, 65504.0).to(torch.float16)
                     if cuda:  # non-blocking copy into pinned memory; the writer waits on the event

@@ -182,3 +182,17 @@ def test_device_decode_falls_back_per_image_then_to_the_cpu(tmp_path, monkeypatc
     via_device = extract_features(items, tmp_path / "dev", replace(cfg, gpu_decode=True), progress=False).load_all()
     via_pil = extract_features(items, tmp_path / "pil", cfg, progress=False).load_all()
     np.testing.assert_array_equal(via_device[1], via_pil[1])  # the refused image took the CPU (PIL) path
+
+
+def test_a_short_batch_padded_to_the_tuned_size_gives_the_same_features():
+    """forward_padded (GPU tail batches keep cuDNN's tuned shape): the real rows equal the unpadded forward."""
+    from dan.extract import forward_padded
+
+    model = build_backbone("efficientnet-lite0", "stride16", 64, random_weights=True)
+    x = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        plain = model(x)
+        padded = forward_padded(model, x, pad_to=8, bf16=False)
+        full = forward_padded(model, x, pad_to=3, bf16=False)  # already full: no padding
+    assert padded.shape == plain.shape == (3, model.dim, *model.grid)
+    assert torch.allclose(padded, plain, atol=1e-5) and torch.equal(full, plain)
