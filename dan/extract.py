@@ -211,9 +211,10 @@ def _stager(items, model: GridBackbone, device: torch.device, side_stream):
 def forward_padded(model: GridBackbone, x: torch.Tensor, pad_to: int, bf16: bool) -> torch.Tensor:
     """``model(x)`` for x [b, 3, S, S] -> [b, D, gh, gw], with a short batch (b < ``pad_to``) padded by zero images.
 
-    With cuDNN's benchmark mode on, every new input shape is autotuned layer by layer: on an H100 a store's tail
-    batch took 4-5 s that way (book/full/02_features). Padding keeps the one tuned shape; the padded rows are
-    dropped (the backbones are in eval mode, so a row's output does not depend on the others)."""
+    With cuDNN's benchmark mode on, every new input shape is autotuned layer by layer. On an H100 a store's short
+    tail batch took 4-5 s (book/full/02_features), most likely for that reason (not yet re-measured with padding).
+    Padding keeps the one tuned shape; the padded rows are dropped (the backbones are in eval mode, so a row's
+    output does not depend on the others)."""
     b = x.shape[0]
     if b < pad_to:
         pad = torch.zeros((pad_to - b, *x.shape[1:]), dtype=x.dtype, device=x.device)
