@@ -20,11 +20,12 @@ import torch
 
 from dan.attention import host_to_device
 from dan.batches import FeatureBank, batch_text
+from dan.config import TrainConfig
 from dan.io import write_json_atomic
-from dan.losses import matching_loss, vqa_loss
 from dan.metrics import retrieval_metrics
 from dan.models import build_model
 from dan.store import FeatureStore
+from dan.train import StepLoss
 
 # The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128.
 PAPER_SIZES = dict(batch_size=128, grid=(14, 14), dim=2048, hidden=512, num_answers=2000, vocab_size=10000, steps=2,
@@ -61,8 +62,8 @@ def _sync(device: torch.device) -> None:
 class TrainStep:
     """One training step of the paper's r-DAN/m-DAN setting (SGD with momentum and weight decay, clipping) on
     ``device``, and a fixed batch for it (regions already on the device): what the benchmark and the step profiler
-    time. ``compile`` wraps the loss in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel
-    (CUDA only)."""
+    time. The loss is training's own :class:`dan.train.StepLoss` (m-DAN with the hardest in-batch negatives);
+    ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (CUDA only)."""
 
     def __init__(self, task: str = "vqa", device: str = "cpu", amp: bool = False, compile: bool = False,
                  compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
@@ -80,22 +81,16 @@ class TrainStep:
         tokens[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
         self.tokens, self.lengths = tokens, lengths
         self.targets = self.rng.integers(0, num_answers, size=4096)
-        self.loss_fn = torch.compile(self._loss, mode=compile_mode) if compile else self._loss
+        cfg = TrainConfig(task=task, margin=100.0, negatives="hardest")
+        loss = StepLoss(self.model, cfg, amp=amp)
+        self.loss_fn = torch.compile(loss, mode=compile_mode) if compile else loss
         idx0 = np.arange(batch_size)
         self.fixed = (torch.randn(batch_size, grid[0] * grid[1], dim, device=self.dev),  # [B, N, D]
                       *batch_text(tokens, lengths, idx0, self.dev),
                       torch.as_tensor(self.targets[idx0], device=self.dev))
 
-    def _loss(self, regions, tokens, lengths, targets):  # noqa: ANN001, ANN202
-        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            if self.task == "vqa":
-                return vqa_loss(self.model(regions, tokens, lengths).logits.float(), targets)
-            img, txt = self.model.encode_image(regions), self.model.encode_text(tokens, lengths)
-            return matching_loss(self.model.similarity(img.embedding, txt.embedding), margin=100.0,
-                                 negatives="hardest")
-
     def __call__(self, regions, tokens, lengths, targets) -> None:  # noqa: ANN001
-        loss = self.loss_fn(regions, tokens, lengths, targets)
+        loss = self.loss_fn(regions, tokens, lengths, targets, None)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)

@@ -133,7 +133,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
                                  lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, margin=1.0, threads=1)},
     # full: the paper's sizes and optimiser; 8 epochs so that the whole full study (data, features, both models,
     # a one-seed ablation sweep of 14 runs) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh).
-    # Measured on an H100 (records/full_profile.json): 9.5 min in all, ~9 s per r-DAN epoch (~11k samples/s).
+    # Measured on an H100 (records/full_profile.json): 9.5 min in all, ~9 s per r-DAN epoch (training and validation).
     "full": {"vqa": dict(epochs=8, lr_decay_epochs=[6]), "matching": dict(epochs=8, lr_decay_epochs=[6])},
     "real": {"vqa": {}, "matching": {}},
 }

@@ -54,8 +54,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _Step(torch.nn.Module):
-    """The loss of one batch as a module, so DDP sees a single forward for either task."""
+class StepLoss(torch.nn.Module):
+    """The loss of one batch as a module, so DDP sees a single forward for either task (also what
+    ``dan.bench`` times, so the benchmark measures this step and not a copy of it)."""
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, amp: bool = False) -> None:
         super().__init__()
@@ -214,7 +215,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         if shrunk and progress and start == 0:
             print(f"[{cfg.run_name()}] profile {cfg.profile!r} departs from the paper in: "
                   + ", ".join(f"{k}={a} (paper {b})" for k, (a, b) in sorted(shrunk.items())), file=sys.stderr)
-    step = _Step(model, cfg, amp=use_amp(cfg, device))
+    step = StepLoss(model, cfg, amp=use_amp(cfg, device))
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda"
                                                          else None)
