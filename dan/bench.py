@@ -226,6 +226,16 @@ def extract_benchmark(out: Path, num_images: int = 64, device: str = "cpu", extr
     return read_json(out, "extraction benchmark result")
 
 
+def steady_rate(commits: list[tuple[float, int]]) -> float | None:
+    """Images/s between the first and the last intermediate commit ``(seconds, images durable)``: the pipeline's
+    rate once full, without start-up (workers, first batch) and the final flush and publish. None with fewer than
+    three commits (the last one is the final flush, so it is left out)."""
+    if len(commits) < 3 or commits[-2][0] <= commits[0][0]:
+        return None
+    (t_a, n_a), (t_b, n_b) = commits[0], commits[-2]
+    return (n_b - n_a) / (t_b - t_a)
+
+
 def recorded_results(folder: Path) -> list[dict]:
     """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name."""
     from dan.io import read_json
@@ -255,9 +265,13 @@ def target_table(recorded: list[dict]) -> list[dict]:
             e2e, ratio = src["end_to_end_img_s"], src["end_to_end_img_s"] / src["model_only_img_s"]
             target = (f">= {t['extract_img_s']:,.0f} img/s and >= {t['extract_ratio']} x model-only"
                       if src.get("backbone") == "resnet152" else "")
-            row(src, f"extract {src['backbone']} {src['image_size']} px, batch {src['batch_size']}", src["device"],
-                src["model_only_img_s"], e2e, "img/s", target,
+            what = f"extract {src['backbone']} {src['image_size']} px, batch {src['batch_size']}"
+            what += f", {src['num_images']:,} images" if "num_images" in src else ""
+            row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
+            if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
+                row(src, what + ", steady state", src["device"], src["model_only_img_s"], src["steady_img_s"], "img/s",
+                    "", None)
         for r in src.get("train", []):  # benchmarks/train.py
             vqa = r["task"] == "vqa"
             fed, ratio = r["fed_samples_per_s"], r["fed_samples_per_s"] / r["ceiling_samples_per_s"]

@@ -75,3 +75,16 @@ def test_profile_step_counts_the_ops_of_a_step():
     before = [p.detach().clone() for p in step.model.parameters()]
     step(*step.fixed)
     assert any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters(), strict=True))
+
+
+def test_steady_rate_leaves_out_start_up_and_the_final_flush():
+    # commits (seconds, images durable): 1 s of start-up, then 100 img/s, then a final flush of 2 s
+    commits = [(1.0, 100), (2.0, 200), (3.0, 300), (5.0, 320)]
+    assert bench.steady_rate(commits) == 100.0
+    assert bench.steady_rate(commits[:2]) is None  # only the first and the final commit: no steady span
+    extract = {"file": "e.json", "backbone": "resnet152", "image_size": 448, "batch_size": 256, "device": "GPU",
+               "num_images": 8192, "model_only_img_s": 2000.0, "end_to_end_img_s": 1500.0, "steady_img_s": 1900.0}
+    rows = bench.target_table([extract])
+    assert [r["met"] for r in rows] == [False, None]  # only the end-to-end rate is judged
+    assert rows[1]["measurement"] == "extract resnet152 448 px, batch 256, 8,192 images, steady state"
+    assert rows[1]["ratio"] == 0.95

@@ -271,3 +271,60 @@ def test_a_failing_disk_write_is_reported_and_the_rerun_completes(tmp_path, mode
     monkeypatch.setattr(os, "pwrite", real_pwrite)
     again = extract_features(items, tmp_path / "full", CFG, backbone=model, progress=False)
     assert files_of(again.path) == files_of(clean.path)
+
+
+class _SlowFlushStore:
+    """A PartialStore stand-in whose commit (the fsync) blocks until released; records writes and commits."""
+
+    def __init__(self, fail_commit: bool = False) -> None:
+        import threading
+
+        self.written: list[int] = []
+        self.commits: list[int] = []
+        self.release = threading.Event()
+        self.fail_commit = fail_commit
+
+    def write_rows(self, positions, rows) -> None:
+        self.written.extend(int(p) for p in positions)
+
+    def commit(self, done: int, skipped: list[dict]) -> None:
+        assert self.release.wait(10), "commit never released"
+        if self.fail_commit:
+            raise DanError("cannot flush feature store: Input/output error")
+        self.commits.append(done)
+
+
+def _rows(n: int) -> np.ndarray:
+    return np.zeros((n, 2, 3), dtype=np.float16)
+
+
+def test_store_writer_keeps_writing_while_a_chunk_is_flushed():
+    from dan.store import StoreWriter
+
+    part = _SlowFlushStore()
+    writer = StoreWriter(part, 0, [], every_bytes=0.0, every_s=1e9)
+    writer.put(2, np.array([0, 1]), _rows(2), None, [])
+    writer.put(4, np.array([2, 3]), _rows(2), None, [])
+    deadline = time.time() + 10
+    while len(part.written) < 4 and time.time() < deadline:
+        time.sleep(0.01)
+    assert part.written == [0, 1, 2, 3] and part.commits == []  # batch 2 written while chunk 1 is still flushing
+    part.release.set()
+    assert writer.close() == []
+    assert part.commits == [2, 4] and writer.committed == 4
+
+
+def test_store_writer_reports_a_failed_flush_without_hanging():
+    from dan.store import StoreWriter
+
+    part = _SlowFlushStore(fail_commit=True)
+    writer = StoreWriter(part, 0, [], every_bytes=0.0, every_s=1e9)
+    writer.put(2, np.array([0, 1]), _rows(2), None, [])
+    part.release.set()
+    with pytest.raises(DanError, match="Input/output error"):
+        for k in range(2, 200, 2):  # the error reaches the producer at its next put (or at close)
+            writer.put(k + 2, np.array([k, k + 1]), _rows(2), None, [])
+        writer.close()
+    with pytest.raises(DanError, match="Input/output error"):
+        writer.close()
+    assert part.commits == [] and writer.committed == 0
