@@ -31,7 +31,7 @@ source benchmarks/device_lib.sh
 if [ "$rehearsal" = 1 ]; then
     dev=cpu train=(--sizes default --iters 3 --warmup 2 --store-images 64)
     extract=(--backbone resnet152 --random-weights --num-images 16 --batch-size 8 --image-size 224 --model-seconds 1)
-    workers=2 shm="${TMPDIR:-/tmp}/dan-perf-shm" long=(--num-images 28 --commit-every-mb 0.1) dd_count=8 shm_mb=100
+    workers=2 shm="${TMPDIR:-/tmp}/dan-perf-shm" long=(--num-images 72 --commit-every-mb 1) dd_count=8 shm_mb=100
 else
     dev=cuda train=(--sizes paper --resident --amp --iters 200 --warmup 20)
     extract=(--backbone resnet152 --random-weights --num-images 8192 --batch-size 256)

@@ -7,7 +7,9 @@
   ``dan.features.extract_features`` after a warm-up run on a few batches;
 * steady: the end-to-end pipeline's rate between its first and last intermediate commit (every
   ``commit_every_mb`` of features), i.e. without the fixed start-up and final-flush seconds, which a short run
-  (8,192 images ~ 5 s on a GPU) weighs far more than a real split (COCO train2014: 82,783 images).
+  (8,192 images ~ 5 s on a GPU) weighs far more than a real split (COCO train2014: 82,783 images);
+* check: image k is a byte copy of image k % 64, so the finished store's copies must equal their originals up to
+  rounding; a mismatch (rows misplaced, or read before their device-to-host copy landed) fails the run (exit 3).
 
 Prints both rates (img/s) and their ratio and writes them, with the device, backbone, batch and command, to JSON.
 
@@ -37,11 +39,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dan.backbones import build_backbone  # noqa: E402
-from dan.bench import steady_rate  # noqa: E402
+from dan.bench import copy_consistency, steady_rate  # noqa: E402
 from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 
 DISTINCT = 64  # distinct synthetic images; the rest are byte copies under other names
+COPY_TOLERANCE = 0.05  # copies of one image may differ by rounding only (bf16, another batch position); another
+# image's row differs by ~1.4 x the spread between images (dan.bench.copy_consistency)
 
 
 def synthetic_jpegs(folder: Path, n: int, seed: int = 0) -> list[tuple[int, Path]]:
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     e2e = len(items) / e2e_s
     steady = steady_rate(commits)
+    check = copy_consistency(store, DISTINCT) if len(items) > DISTINCT else None
     result = {
         "device": device_name(device), "device_type": device.type, "backbone": cfg.backbone,
         "layer": store.meta["layer"], "image_size": cfg.image_size, "grid": store.meta["grid"], "dim": store.dim,
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "steady_img_s": round(steady, 1) if steady else None,
         "steady_ratio": round(steady / ceiling, 3) if steady else None,
         "fixed_overhead_s": round(e2e_s - len(items) / steady, 2) if steady else None,
-        "commits": len(commits), "commit_every_mb": cfg.commit_every_mb,
+        "commits": len(commits), "commit_every_mb": cfg.commit_every_mb, "copy_check": check,
         "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
         "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),
@@ -179,11 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steady      {steady:9.1f} img/s  (ratio {steady / ceiling:.3f}; between the first and the last "
               f"intermediate commit of {len(commits)}; start-up, fill and final flush add "
               f"{result['fixed_overhead_s']:.2f} s)")
+    bad = check is not None and not check["rel_diff"] <= COPY_TOLERANCE
+    if check is not None:
+        print(f"check       {check['compared']} byte-identical copies vs their originals: largest difference "
+              f"{check['rel_diff']:.3g} x the spread between images ({'FAILED' if bad else 'ok'})")
     if args.out:
         write_json_atomic(args.out, result, indent=1)
         print(f"wrote {args.out}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+    if bad:
+        print(f"error: the store's copies of one image differ by more than {COPY_TOLERANCE} x the spread between "
+              "images: rows were written to the wrong place or read before their copy finished", file=sys.stderr)
+        return 3
     return 0
 
 

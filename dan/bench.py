@@ -236,6 +236,31 @@ def steady_rate(commits: list[tuple[float, int]]) -> float | None:
     return (n_b - n_a) / (t_b - t_a)
 
 
+def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> dict:
+    """Integrity check of an extraction benchmark's store, whose image ``k`` (k = 0, 1, ... in id order) is a byte
+    copy of image ``k % distinct``: compares up to ``samples`` copies, spread over the whole store, with their
+    originals.
+
+    ``rel_diff`` is the largest ``||copy - original||`` (L2 over all N x D values) divided by how far images lie
+    from each other: the mean ``||original_j - mean||`` over the ``distinct`` originals. A row from another image
+    gives about 1.4, a missing (zero) row more than 1, a copy rounding noise only (bf16 on a GPU, another batch
+    position). Also returns the largest absolute difference."""
+    n = len(store)
+    if n <= distinct:
+        raise ValueError(f"the store has {n} images, no copies of its {distinct} distinct ones to compare")
+    originals = store.gather(np.arange(distinct)).astype(np.float64).reshape(distinct, -1)  # [distinct, N * D]
+    spread = float(np.linalg.norm(originals - originals.mean(axis=0), axis=1).mean())
+    copies = np.unique(np.linspace(distinct, n - 1, num=min(samples, n - distinct)).astype(np.int64))
+    diff = err = 0.0
+    for lo in range(0, len(copies), 64):
+        k = copies[lo: lo + 64]
+        delta = store.gather(k).astype(np.float64).reshape(len(k), -1) - originals[k % distinct]
+        diff = max(diff, float(np.abs(delta).max()))
+        err = max(err, float(np.linalg.norm(delta, axis=1).max()))
+    rel = err / spread if spread > 0 else (0.0 if err == 0 else float("inf"))
+    return {"compared": int(len(copies)), "max_abs_diff": diff, "rel_diff": rel}
+
+
 def recorded_results(folder: Path) -> list[dict]:
     """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name."""
     from dan.io import read_json

@@ -88,3 +88,19 @@ def test_steady_rate_leaves_out_start_up_and_the_final_flush():
     assert [r["met"] for r in rows] == [False, None]  # only the end-to-end rate is judged
     assert rows[1]["measurement"] == "extract resnet152 448 px, batch 256, 8,192 images, steady state"
     assert rows[1]["ratio"] == 0.95
+
+
+def test_copy_consistency_finds_misplaced_and_missing_rows(tmp_path):
+    store = write_random_store(tmp_path / "s", num_images=40, grid=(2, 2), dim=3)
+    feats = np.load(tmp_path / "s" / "features.npy", mmap_mode="r+")
+    feats[8:] = np.asarray(feats[np.arange(8, 40) % 8])  # image k is a copy of image k % 8
+    feats.flush()
+    ok = bench.copy_consistency(store, distinct=8)
+    assert ok == {"compared": 32, "max_abs_diff": 0.0, "rel_diff": 0.0}
+    feats[21] = feats[3]  # a row written in the wrong place (21 is a copy of 5)
+    feats.flush()
+    assert bench.copy_consistency(store, distinct=8)["rel_diff"] > 0.05
+    feats[21] = feats[5]
+    feats[39] = 0  # a row never written
+    feats.flush()
+    assert bench.copy_consistency(store, distinct=8, samples=100)["rel_diff"] > 0.05
