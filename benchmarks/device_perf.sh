@@ -20,8 +20,8 @@
 #                        commit) is the pipeline's rate once full. A short last batch (192) checks the tail padding
 #                        added since the first run (a tail batch took 4-5 s there).
 # Also logged: the disk's write rate with fsync (dd, 2 GB) and the free space in /dev/shm.
-# Back here: copy the JSONs to benchmarks/results/ (named *_h100*.json or per card), rerun notebook 08
-# (`python -m dan.study --profile default --only 08`), and choose the defaults the figures support.
+# Back here: `python benchmarks/collect.py FILES_AT` copies the JSONs to benchmarks/results/, named per card; then
+# rerun notebook 08 (`python -m dan.study --profile default --only 08`) and choose the defaults the figures support.
 # DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes (checks the script, not the speed).
 set -uo pipefail
 cd "$(dirname "$0")/.."

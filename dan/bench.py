@@ -315,6 +315,30 @@ def target_table(recorded: list[dict]) -> list[dict]:
     return rows
 
 
+def profile_table(recorded: list[dict]) -> list[dict]:
+    """One row per profiled training step in ``recorded`` (``benchmarks/train.py --profile``): wall time, ops and,
+    on a GPU, kernels per step and ``device_busy`` (summed kernel time / wall time; see :func:`profile_step`)."""
+    keys = ("wall_ms_per_step", "top_level_ops_per_step", "aten_ops_per_step", "kernels_per_step",
+            "kernel_ms_per_step", "device_busy")
+    return [{"file": src["file"], "task": "r-DAN" if p["task"] == "vqa" else "m-DAN", "device": p["device"],
+             **{k: (round(p[k], 3) if isinstance(p.get(k), float) else p.get(k)) for k in keys}}
+            for src in recorded for p in src.get("profile", [])]
+
+
+def profile_markdown(rows: list[dict], host_bound_below: float = 0.5) -> str:
+    """A sentence per GPU row of :func:`profile_table`: how busy the GPU was, and so what sets the step's pace."""
+    lines = []
+    for r in rows:
+        if r.get("device_busy") is None:
+            continue
+        pace = ("the host (op dispatch and launches) sets the pace" if r["device_busy"] < host_bound_below
+                else "the GPU's own work sets the pace")
+        lines.append(f"- {r['task']} on {r['device']} ({r['file']}): kernels run {r['device_busy']:.0%} of the "
+                     f"{r['wall_ms_per_step']:.2f} ms step ({r['kernels_per_step']:.0f} kernels, "
+                     f"{r['top_level_ops_per_step']:.0f} ops dispatched per step), so {pace}.")
+    return "\n".join(lines)
+
+
 def target_markdown(rows: list[dict]) -> str:
     """A sentence per measurement of :func:`target_table` with a target: met, or missed and by how much."""
     lines = []

@@ -104,3 +104,43 @@ def test_copy_consistency_finds_misplaced_and_missing_rows(tmp_path):
     feats[39] = 0  # a row never written
     feats.flush()
     assert bench.copy_consistency(store, distinct=8, samples=100)["rel_diff"] > 0.05
+
+
+def test_profile_table_reads_the_profiles_and_says_what_sets_the_pace():
+    gpu = {"task": "vqa", "device": "GPU", "iters": 20, "wall_ms_per_step": 11.5, "aten_ops_per_step": 900.0,
+           "top_level_ops_per_step": 310.0, "kernels_per_step": 420.0, "kernel_ms_per_step": 2.3, "device_busy": 0.2}
+    cpu = {"task": "matching", "device": "CPU", "iters": 3, "wall_ms_per_step": 50.0, "aten_ops_per_step": 4400.0,
+           "top_level_ops_per_step": 1300.0}
+    rows = bench.profile_table([{"file": "p.json", "profile": [gpu, cpu]}, {"file": "t.json", "train": []}])
+    assert [(r["task"], r["device"], r["device_busy"]) for r in rows] == [("r-DAN", "GPU", 0.2), ("m-DAN", "CPU", None)]
+    text = bench.profile_markdown(rows)
+    assert text == ("- r-DAN on GPU (p.json): kernels run 20% of the 11.50 ms step (420 kernels, 310 ops dispatched "
+                    "per step), so the host (op dispatch and launches) sets the pace.")
+    busy = bench.profile_markdown(bench.profile_table([{"file": "p.json", "profile": [{**gpu, "device_busy": 0.9}]}]))
+    assert busy.endswith("so the GPU's own work sets the pace.")
+
+
+def test_collect_names_device_results_after_their_card(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("collect", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "collect.py")
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    src, dest = tmp_path / "out", tmp_path / "results"
+    src.mkdir()
+    (src / "train_profile.json").write_text(json.dumps({"command": "python benchmarks/train.py", "train": [
+        {"task": "vqa", "device": "NVIDIA H200"}], "profile": [{"device": "NVIDIA H200"}]}))
+    (src / "extract_long.json").write_text(json.dumps({"command": "x", "device": "NVIDIA GeForce RTX 4090",
+                                                       "device_type": "cuda"}))
+    (src / "cpu.json").write_text(json.dumps({"command": "x", "device": "x86_64 CPU, 2 torch threads",
+                                              "device_type": "cpu"}))
+    (src / "broken.json").write_text("{")
+    rows = {s.name: (t.name if t else None, why) for s, t, why in collect.collect(src, dest)}
+    assert rows["train_profile.json"] == ("train_profile_h200.json", "copied")
+    assert rows["extract_long.json"] == ("extract_long_geforce-rtx-4090.json", "copied")
+    assert rows["cpu.json"] == (None, "not a GPU benchmark result") and rows["broken.json"][1].startswith("unreadable")
+    again = {s.name: why for s, t, why in collect.collect(src, dest)}
+    assert again["train_profile.json"] == "train_profile_h200.json exists (--force replaces it)"
+    assert sorted(p.name for p in dest.iterdir()) == ["extract_long_geforce-rtx-4090.json", "train_profile_h200.json"]
