@@ -25,7 +25,7 @@ from dan.io import write_json_atomic
 from dan.metrics import retrieval_metrics
 from dan.models import build_model
 from dan.store import FeatureStore
-from dan.train import StepLoss
+from dan.train import StepLoss, configure_device
 
 # The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128.
 PAPER_SIZES = dict(batch_size=128, grid=(14, 14), dim=2048, hidden=512, num_answers=2000, vocab_size=10000, steps=2,
@@ -70,6 +70,7 @@ class TrainStep:
                  grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
                  vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0) -> None:
         self.task, self.dev, self.amp, self.batch_size = task, torch.device(device), amp, batch_size
+        configure_device(self.dev)  # the precision settings of dan.train (TF32 on a GPU)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.model = build_model(task, vocab_size, dim, num_answers=num_answers if task == "vqa" else None,

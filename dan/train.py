@@ -152,6 +152,16 @@ def _join_process_group(cfg: TrainConfig) -> bool:
     return True
 
 
+def configure_device(device: torch.device) -> None:
+    """Process-wide numerics for training on ``device`` (the benchmark's step uses the same): deterministic
+    algorithms on the CPU; on a GPU speed rather than bit-reproducibility, with TF32 for the fp32 matrix products
+    that autocast leaves."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.set_float32_matmul_precision("high")
+
+
 def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> RunResult:
     rank, world = _dist()
     device = resolve_device(cfg.device)
@@ -159,10 +169,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-    else:  # GPU runs are fast rather than bit-reproducible: TF32 for the fp32 matrix products left by autocast
-        torch.set_float32_matmul_precision("high")
+    configure_device(device)
     for flag, given in (("--data", cfg.data), ("--features", cfg.features)):
         if given and not Path(given).is_dir():  # checked before a finished run is reused, too
             raise DataError(f"{flag} folder not found: {given}")
