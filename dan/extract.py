@@ -2,8 +2,8 @@
 
 Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
-``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the bytes ``[L]`` and
-``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. A prefetch thread (:class:`_Prefetch`,
+``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per batch)
+and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. A prefetch thread (:class:`_Prefetch`,
 :func:`_stager`) moves the next batch to the device on its own CUDA stream (non-blocking copies; uint8 0-255
 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last) while the model runs the
 current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output ``[b, D, gh, gw]`` into fp16 rows
@@ -113,12 +113,16 @@ class _ImageFiles(Dataset):
 
 
 def _collate(samples: list) -> dict:
+    """A batch of :class:`_ImageFiles` items. Pixels are stacked and the JPEG files' bytes concatenated into one
+    tensor each (``jpeg_sizes`` splits it again): a worker hands every tensor to the main process through its own
+    shared-memory file, and 256 small ones per batch capped a 2-core machine's loader at ~1,300-1,900 img/s."""
     good = [s for s in samples if not s[3]]
     px = [(slot, s[1]) for slot, s in enumerate(good) if s[1] is not None]
     jp = [(slot, s[2]) for slot, s in enumerate(good) if s[2] is not None]
     return {"index": [s[0] for s in good], "end": samples[-1][0] + 1, "bad": [(s[0], s[3]) for s in samples if s[3]],
             "pixels": torch.stack([t for _, t in px]) if px else None, "px_slot": [k for k, _ in px],
-            "jpegs": [t for _, t in jp], "jpeg_slot": [k for k, _ in jp]}
+            "jpeg_bytes": torch.cat([t for _, t in jp]) if jp else None, "jpeg_sizes": [len(t) for _, t in jp],
+            "jpeg_slot": [k for k, _ in jp]}
 
 
 class _Prefetch:
@@ -184,8 +188,9 @@ def _stager(items, model: GridBackbone, device: torch.device, side_stream):
                     x = px
                 for k, slot in enumerate(batch["px_slot"]):
                     slots[slot] = px[k]
-            if batch["jpegs"]:
-                for slot, img in zip(batch["jpeg_slot"], decode_jpegs(batch["jpegs"], size, device), strict=True):
+            if batch["jpeg_sizes"]:
+                jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
+                for slot, img in zip(batch["jpeg_slot"], decode_jpegs(jpegs, size, device), strict=True):
                     if img is None:  # the device decoder refused it: decode on the CPU, or report it
                         try:
                             img = torch.from_numpy(read_image(items[index[slot]][1], size)).to(device)
