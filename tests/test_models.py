@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dan.io import ConfigError, DataError
 from dan.models import ATTENTION_TYPES, MDAN, RDAN, build_model
@@ -190,6 +191,38 @@ def test_half_precision_regions_are_accepted():
     model = rdan()
     torch.testing.assert_close(model(regions.half(), tokens, lengths).logits,
                                model(regions.half().float(), tokens, lengths).logits)
+
+
+class _CountRegionOps(TorchDispatchMode):
+    """Records every op whose first argument has the regions' shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.ops = shape, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if args and isinstance(args[0], torch.Tensor) and tuple(args[0].shape) == self.shape:
+            self.ops.append((str(func), args[0].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("task", ["vqa", "matching"])
+def test_autocast_converts_the_regions_once(task):
+    """Under bf16 autocast the [B, N, D] regions are converted to bf16 once, and dropout, the mean and the steps
+    read that copy (not 1 + K autocast copies of the fp32 input); the result stays close to fp32."""
+    regions, tokens, lengths = make_batch(3)
+    model = (rdan() if task == "vqa" else mdan()).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _CountRegionOps(tuple(regions.shape)) as seen:
+        torch.manual_seed(0)
+        out = model(regions, tokens, lengths)
+    copies = [op for op, _ in seen.ops if op.startswith("aten._to_copy")]
+    assert len(copies) == 1, seen.ops
+    assert all(dtype == torch.bfloat16 for op, dtype in seen.ops if not op.startswith("aten._to_copy")), seen.ops
+    torch.manual_seed(0)
+    ref = model(regions, tokens, lengths)
+    got, want = (out.logits, ref.logits) if task == "vqa" else (out.similarity, ref.similarity)
+    got, want = got.detach().float(), want.detach()
+    torch.testing.assert_close(got, want, atol=0.05 * float(want.abs().max()), rtol=0.05)
 
 
 @pytest.mark.parametrize(
