@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,20 +64,23 @@ class TrainStep:
     """One training step of the paper's r-DAN/m-DAN setting (SGD with momentum and weight decay, clipping) on
     ``device``, and a fixed batch for it (regions already on the device): what the benchmark and the step profiler
     time. The loss is training's own :class:`dan.train.StepLoss` (m-DAN with the hardest in-batch negatives);
-    ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (CUDA only)."""
+    ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (CUDA only);
+    ``foreach`` (None: PyTorch's choice, multi-tensor on CUDA) sets the SGD and clipping implementation."""
 
     def __init__(self, task: str = "vqa", device: str = "cpu", amp: bool = False, compile: bool = False,
                  compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
                  grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
-                 vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0) -> None:
+                 vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0,
+                 foreach: bool | None = None) -> None:
         self.task, self.dev, self.amp, self.batch_size = task, torch.device(device), amp, batch_size
+        self.foreach = None if fused else foreach
         configure_device(self.dev)  # the precision settings of dan.train (TF32 on a GPU)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.model = build_model(task, vocab_size, dim, num_answers=num_answers if task == "vqa" else None,
                                  hidden_dim=hidden, steps=steps, dropout=0.5).to(self.dev)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                   **({"fused": True} if fused else {}))
+                                   **({"fused": True} if fused else {"foreach": self.foreach}))
         lengths = self.rng.integers(max(2, seq_len // 2), seq_len + 1, size=4096)
         tokens = self.rng.integers(2, vocab_size, size=(4096, seq_len))
         tokens[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
@@ -94,7 +98,7 @@ class TrainStep:
         loss = self.loss_fn(regions, tokens, lengths, targets, None)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1, foreach=self.foreach)
         self.opt.step()
 
 
@@ -148,9 +152,10 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
 def profile_step(step: TrainStep, iters: int = 20, warmup: int = 5, top: int = 8) -> dict:
     """Where a training step's time goes: ``iters`` timed steps on ``step.fixed`` after ``warmup``, then ``iters``
     more under torch.profiler. Reports the wall ms per step (timed without the profiler); the aten ops per step, all
-    and those called directly rather than from another op (each costs host time to dispatch); and on CUDA the
-    kernels per step, their summed device time per step, and ``device_busy`` = kernel time / wall time. A step that
-    keeps the GPU busy has ``device_busy`` near 1; a low value means the host (op dispatch, launches) sets the pace.
+    and those called directly rather than from another op (each costs host time to dispatch; ``top_ops_per_step``
+    names the ``top`` most frequent), and the autograd nodes the backward pass runs; and on CUDA the kernels per
+    step, their summed device time per step, and ``device_busy`` = kernel time / wall time. A step that keeps the
+    GPU busy has ``device_busy`` near 1; a low value means the host (op dispatch, launches) sets the pace.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -170,10 +175,13 @@ def profile_step(step: TrainStep, iters: int = 20, warmup: int = 5, top: int = 8
         _sync(step.dev)
     events = prof.events()
     ops = [e for e in events if e.name.startswith("aten::") and e.device_type.name == "CPU"]
+    top_ops = [e for e in ops if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
     out = {"task": step.task, "device": device_label(step.dev), "iters": iters,
            "wall_ms_per_step": 1e3 * wall / iters, "aten_ops_per_step": len(ops) / iters,
-           "top_level_ops_per_step": sum(1 for e in ops if e.cpu_parent is None
-                                         or not e.cpu_parent.name.startswith("aten::")) / iters}
+           "top_level_ops_per_step": len(top_ops) / iters,
+           "backward_nodes_per_step": sum(e.name.startswith("autograd::engine::evaluate_function")
+                                          for e in events) / iters,
+           "top_ops_per_step": {k: v / iters for k, v in Counter(e.name for e in top_ops).most_common(top)}}
     if cuda:
         kernels = [e for e in events if e.device_type.name == "CUDA"]
         busy_us = sum(e.time_range.elapsed_us() for e in kernels)  # a device event's range is its run on the GPU
@@ -320,7 +328,8 @@ def target_table(recorded: list[dict]) -> list[dict]:
 def profile_table(recorded: list[dict]) -> list[dict]:
     """One row per profiled training step in ``recorded`` (``benchmarks/train.py --profile``): wall time, ops and,
     on a GPU, kernels per step and ``device_busy`` (summed kernel time / wall time; see :func:`profile_step`)."""
-    keys = ("wall_ms_per_step", "top_level_ops_per_step", "aten_ops_per_step", "kernels_per_step",
+    keys = ("wall_ms_per_step", "top_level_ops_per_step", "aten_ops_per_step", "backward_nodes_per_step",
+            "kernels_per_step",
             "kernel_ms_per_step", "device_busy")
     return [{"file": src["file"], "task": "r-DAN" if p["task"] == "vqa" else "m-DAN", "device": p["device"],
              **{k: (round(p[k], 3) if isinstance(p.get(k), float) else p.get(k)) for k in keys}}

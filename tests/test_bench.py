@@ -144,3 +144,24 @@ def test_collect_names_device_results_after_their_card(tmp_path):
     again = {s.name: why for s, t, why in collect.collect(src, dest)}
     assert again["train_profile.json"] == "train_profile_h200.json exists (--force replaces it)"
     assert sorted(p.name for p in dest.iterdir()) == ["extract_long_geforce-rtx-4090.json", "train_profile_h200.json"]
+
+
+def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tmp_path):
+    """benchmarks/host_ops.py: a step as a GPU would dispatch it (one-op LSTM stand-in, foreach optimiser) still
+    trains, and the text encoder's aligned path (no packing) dispatches fewer ops than the packed one."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("host_ops", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "host_ops.py")
+    host_ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host_ops)
+    step = host_ops.cudnn_like_step("vqa", aligned=True, sizes=TINY)
+    assert not any(isinstance(m, torch.nn.LSTM) for m in step.model.modules())
+    before = [p.detach().clone() for p in step.model.parameters()]
+    step(*step.fixed)
+    assert all(not torch.equal(a, b) for a, b in zip(before, step.model.parameters(), strict=True))
+    assert host_ops.main(["--tasks", "vqa", "--iters", "1", "--out", str(tmp_path / "ops.json")]) == 0
+    rows = {p["lstm_path"]: p for p in json.loads((tmp_path / "ops.json").read_text())["profile"]}
+    assert rows["aligned"]["aten_ops_per_step"] < rows["packed"]["aten_ops_per_step"]
+    assert rows["aligned"]["backward_nodes_per_step"] < rows["packed"]["backward_nodes_per_step"]

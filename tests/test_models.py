@@ -274,16 +274,28 @@ def test_bad_inputs_raise_data_error():
         model(regions[:2], tokens, lengths)
 
 
-def test_presorted_lstm_path_gives_the_rows_of_the_packed_one() -> None:
-    """The GPU path of the text encoder (host-side sort, no blocking copy) against PyTorch's own packing."""
+def test_aligned_lstm_path_gives_the_rows_and_gradients_of_the_packed_one() -> None:
+    """The GPU path of the text encoder (no packing: left- and right-aligned copies in one padded batch) against
+    PyTorch's own packing: the same outputs, 0 on padding, and the same gradients for the weights and the input."""
     from dan.models import TextEncoder
 
     torch.manual_seed(0)
     enc = TextEncoder(vocab_size=30, embed_dim=8, hidden_dim=6, dropout=0.0).eval()
-    lengths = torch.tensor([3, 7, 7, 1, 5, 7])  # ties and a one-word text
+    lengths = torch.tensor([3, 7, 7, 1, 5, 7])  # ties, a one-word text, full-width texts
     x = torch.randn(6, 7, 8)
-    ref = enc._lstm(x, lengths, 7, presort=False)
-    got = enc._lstm(x, lengths, 7, presort=True)
+    probe = torch.randn(6, 7, 12)
+    results = []
+    for aligned in (False, True):
+        enc.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        out = enc._lstm(xi, lengths, 7, aligned=aligned)
+        (out * probe).sum().backward()
+        results.append((out.detach(), xi.grad, {n: p.grad.clone() for n, p in enc.lstm.named_parameters()}))
+    (ref, ref_dx, ref_dw), (got, got_dx, got_dw) = results
     assert got.shape == (6, 7, 12)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     assert torch.all(got[3, 1:] == 0) and torch.all(got[0, 3:] == 0)  # padding stays 0
+    torch.testing.assert_close(got_dx, ref_dx, rtol=1e-5, atol=1e-6)
+    assert torch.all(got_dx[3, 1:] == 0)  # padding gets no gradient
+    for name, grad in ref_dw.items():
+        torch.testing.assert_close(got_dw[name], grad, rtol=1e-5, atol=1e-6, msg=name)
