@@ -221,18 +221,27 @@ def device_label(dev: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def extract_benchmark(out: Path, num_images: int = 64, device: str = "cpu", extra: list[str] | None = None) -> dict:
-    """Run ``benchmarks/extract.py`` (default backbone) in a subprocess and return its JSON result."""
+def _run_script(name: str, out: Path, args: list[str], what: str) -> dict:
+    """Run ``benchmarks/<name>`` with ``args --out out`` in a subprocess and return its JSON result."""
     import subprocess
     import sys
 
     from dan.io import read_json, repo_root
 
-    script = repo_root() / "benchmarks" / "extract.py"
-    cmd = [sys.executable, str(script), "--num-images", str(num_images), "--device", device, "--out", str(out),
-           *(extra or [])]
+    cmd = [sys.executable, str(repo_root() / "benchmarks" / name), *args, "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return read_json(out, "extraction benchmark result")
+    return read_json(out, what)
+
+
+def extract_benchmark(out: Path, num_images: int = 64, device: str = "cpu", extra: list[str] | None = None) -> dict:
+    """Run ``benchmarks/extract.py`` (default backbone) in a subprocess and return its JSON result."""
+    return _run_script("extract.py", out, ["--num-images", str(num_images), "--device", device, *(extra or [])],
+                       "extraction benchmark result")
+
+
+def host_ops_benchmark(out: Path, top: int = 8) -> dict:
+    """Run ``benchmarks/host_ops.py`` (a GPU-like training step's host ops, counted on the CPU) in a subprocess."""
+    return _run_script("host_ops.py", out, ["--top", str(top)], "host-ops count")
 
 
 def steady_rate(commits: list[tuple[float, int]]) -> float | None:
