@@ -28,6 +28,7 @@ from dan.config import PROFILES
 from dan.io import ConfigError, DataError, read_json, repo_root, study_paths, write_json_atomic
 
 FORMAT = "dan-study-record/1"
+RUN_FORMAT = "dan-run-record/1"  # one training run made outside the study (e.g. a longer schedule), see collect_run
 RECORDS = "records"  # folder (under the repository root) of committed records
 
 
@@ -128,12 +129,7 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
     if "total" not in times:
         raise DataError(f"{paths.results / 'study_times.json'} has no total: the {profile} study did not run "
                         f"through (stages recorded: {', '.join(times) or 'none'})")
-    runs = {}
-    for task in ("vqa", "matching"):
-        run = paths.runs / f"{task}-dual-K2-s{seed}"
-        runs[task] = {"metrics": read_json(run / "metrics.json", f"{task} run metrics"),
-                      "config": read_json(run / "config.json", f"{task} run config"),
-                      "history": read_json(run / "history.json", f"{task} run history")}
+    runs = {task: _run_files(paths.runs / f"{task}-dual-K2-s{seed}", task) for task in ("vqa", "matching")}
     ablation = []
     summary = paths.results / "ablation_summary.csv"
     if summary.is_file():
@@ -145,6 +141,25 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
             "note": note}
 
 
+def _run_files(run: Path, what: str) -> dict:
+    return {"metrics": read_json(run / "metrics.json", f"{what} run metrics"),
+            "config": read_json(run / "config.json", f"{what} run config"),
+            "history": read_json(run / "history.json", f"{what} run history")}
+
+
+def collect_run(run_dir: str | Path, command: str, note: str = "") -> dict:
+    """The record of one finished training run (``python -m dan.train ... --out run_dir``): its config, per-epoch
+    history and final metrics, the command that made it, the machine, and ``wall_seconds`` (from ``config.json``,
+    written at the start, to ``metrics.json``, written last; a resumed run counts its pause too)."""
+    run = Path(run_dir)
+    if not (run / "metrics.json").is_file():
+        raise DataError(f"{run}: not a finished run (no metrics.json); finish it first (rerunning resumes it)")
+    wall = (run / "metrics.json").stat().st_mtime - (run / "config.json").stat().st_mtime
+    return {"format": RUN_FORMAT, "command": command, "note": note, "wall_seconds": round(wall, 1),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            **_run_files(run, "the")}
+
+
 def _number(text: str) -> float | str:
     try:
         return float(text)
@@ -152,14 +167,15 @@ def _number(text: str) -> float | str:
         return text
 
 
-def load(path: str | Path) -> dict | None:
-    """A committed record, or None when there is none; a file of another format is an error."""
+def load(path: str | Path, fmt: str = FORMAT) -> dict | None:
+    """A committed record (a study's, or with ``fmt=RUN_FORMAT`` a single run's), or None when there is none; a
+    file of another format is an error."""
     path = Path(path)
     if not path.is_file():
         return None
-    rec = read_json(path, "study record")
-    if rec.get("format") != FORMAT:
-        raise DataError(f"{path}: field 'format' is {rec.get('format')!r}, expected {FORMAT!r}")
+    rec = read_json(path, "study record" if fmt == FORMAT else "run record")
+    if rec.get("format") != fmt:
+        raise DataError(f"{path}: field 'format' is {rec.get('format')!r}, expected {fmt!r}")
     return rec
 
 
@@ -212,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a device_session.sh log whose cut-off study calls this study finished (repeatable)")
     parser.add_argument("--amend", type=Path, metavar="RECORD",
                         help="set the earlier calls (--earlier-log) of an existing record instead of collecting one")
+    parser.add_argument("--run", type=Path, metavar="RUN_DIR",
+                        help="record this one finished training run instead of a study (needs --out and --command)")
+    parser.add_argument("--command", help="with --run: the command that made the run")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
 
@@ -221,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
             if not log.is_file():
                 raise DataError(f"{log}: no such log")
             earlier += calls_from_log(log.read_text(encoding="utf-8", errors="replace"))
+        if ns.run is not None:
+            if ns.out is None or not ns.command:
+                raise ConfigError("--run needs --out (the record file) and --command (what made the run)")
+            rec = collect_run(ns.run, ns.command, ns.note)
+            write_json_atomic(ns.out, rec, indent=1)
+            print(f"[record] {ns.out}: run {ns.run} ({len(rec['history'])} epochs, {rec['wall_seconds']:.0f} s)")
+            return 0
         if ns.amend is not None:
             rec = load(ns.amend)
             if rec is None:

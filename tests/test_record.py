@@ -139,3 +139,20 @@ def test_amend_sets_earlier_calls_and_headline_counts_them(tmp_path, vqa_run, ma
     assert "absent.log: no such log" in capsys.readouterr().err
     assert record.main(["--amend", str(tmp_path / "none.json")]) != 0
     assert "none.json: no such record" in capsys.readouterr().err
+
+
+def test_a_single_run_record_keeps_the_run_and_the_command(tmp_path, matching_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(matching_run.run_dir, run)
+    out = tmp_path / "records" / "one_run.json"
+    assert record.main(["--run", str(run), "--out", str(out), "--command", "python -m dan.train --epochs 6"]) == 0
+    rec = record.load(out, record.RUN_FORMAT)
+    assert rec["command"] == "python -m dan.train --epochs 6" and rec["wall_seconds"] >= 0
+    assert rec["metrics"]["i2t"]["r1"] == matching_run.metrics["i2t"]["r1"]
+    assert [h["epoch"] for h in rec["history"]] == [h["epoch"] for h in matching_run.history]
+    with pytest.raises(DataError, match="expected 'dan-study-record/1'"):
+        record.load(out)  # a run record is not a study record
+    (run / "metrics.json").unlink()
+    assert record.main(["--run", str(run), "--out", str(tmp_path / "x.json"), "--command", "c"]) != 0
+    assert "not a finished run (no metrics.json)" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
