@@ -165,3 +165,19 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
                      f"the images (uniform {chance(mvis, 'chance pointing %', 'named')} %). Caption attention puts "
                      f"{per_step(mtxt, 'mass %')} % on the key words (uniform {chance(mtxt, 'chance mass %')} %).")
     return "\n".join(lines)
+
+
+def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
+    """A sentence on a single-run record (:func:`dan.record.collect_run`) of m-DAN beside another run's test
+    ``metrics``: its command, wall time and machine, its validation R@1 both ways after ``at_epoch`` epochs and at
+    the end, and both runs' test R@1."""
+    hist = {h["epoch"]: h for h in rec["history"]}
+    last = rec["history"][-1]
+
+    def r1(h: dict | None) -> str:
+        return f"{h['val_i2t_r1']:.1f} / {h['val_t2i_r1']:.1f}" if h else "n/a (shorter run)"
+
+    return (f"Record: `{rec['command']}` ({rec['wall_seconds'] / 60:.0f} min on {rec['machine']['cpus']} CPU "
+            f"cores, {rec['date']}). Validation R@1 (image→text / text→image) after {at_epoch} epochs "
+            f"{r1(hist.get(at_epoch))}, after {last['epoch']} {r1(last)}; test R@1 {rec['metrics']['i2t']['r1']:.1f} / "
+            f"{rec['metrics']['t2i']['r1']:.1f} against {metrics['i2t']['r1']:.1f} / {metrics['t2i']['r1']:.1f}.")
