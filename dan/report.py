@@ -177,7 +177,10 @@ def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     def r1(h: dict | None) -> str:
         return f"{h['val_i2t_r1']:.1f} / {h['val_t2i_r1']:.1f}" if h else "n/a (shorter run)"
 
-    return (f"Record: `{rec['command']}` ({rec['wall_seconds'] / 60:.0f} min on {rec['machine']['cpus']} CPU "
-            f"cores, {rec['date']}). Validation R@1 (image→text / text→image) after {at_epoch} epochs "
-            f"{r1(hist.get(at_epoch))}, after {last['epoch']} {r1(last)}; test R@1 {rec['metrics']['i2t']['r1']:.1f} / "
+    machine = rec["machine"]
+    where = f"a GPU ({machine['gpu']})" if machine.get("gpu") else f"a {machine['cpus']}-core CPU machine"
+    note = f"; {rec['note'].rstrip('.')}" if rec.get("note") else ""
+    return (f"Record: `{rec['command']}` ({rec['wall_seconds'] / 60:.0f} min on {where}, {rec['date']}{note}). "
+            f"Validation R@1 (image→text / text→image) after {at_epoch} epochs {r1(hist.get(at_epoch))}, after "
+            f"{last['epoch']} {r1(last)}; test R@1 {rec['metrics']['i2t']['r1']:.1f} / "
             f"{rec['metrics']['t2i']['r1']:.1f} against {metrics['i2t']['r1']:.1f} / {metrics['t2i']['r1']:.1f}.")

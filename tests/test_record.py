@@ -156,3 +156,16 @@ def test_a_single_run_record_keeps_the_run_and_the_command(tmp_path, matching_ru
     assert record.main(["--run", str(run), "--out", str(tmp_path / "x.json"), "--command", "c"]) != 0
     assert "not a finished run (no metrics.json)" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_run_record_summary_names_the_command_and_both_runs_recalls(tmp_path, matching_run):
+    from dan import report
+
+    rec = record.collect_run(matching_run.run_dir, "python -m dan.train --epochs 6", note="a note.")
+    first, last = rec["history"][0], rec["history"][-1]
+    text = report.run_record_summary(rec, {"i2t": {"r1": 12.34}, "t2i": {"r1": 5.0}}, at_epoch=first["epoch"])
+    assert "`python -m dan.train --epochs 6`" in text and "; a note)." in text
+    assert f"after {first['epoch']} epochs {first['val_i2t_r1']:.1f} / {first['val_t2i_r1']:.1f}" in text
+    assert f"after {last['epoch']} {last['val_i2t_r1']:.1f} / {last['val_t2i_r1']:.1f}" in text
+    assert text.endswith("against 12.3 / 5.0.")
+    assert "n/a (shorter run)" in report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=99)
