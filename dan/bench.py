@@ -338,8 +338,7 @@ def profile_table(recorded: list[dict]) -> list[dict]:
     """One row per profiled training step in ``recorded`` (``benchmarks/train.py --profile``): wall time, ops and,
     on a GPU, kernels per step and ``device_busy`` (summed kernel time / wall time; see :func:`profile_step`)."""
     keys = ("wall_ms_per_step", "top_level_ops_per_step", "aten_ops_per_step", "backward_nodes_per_step",
-            "kernels_per_step",
-            "kernel_ms_per_step", "device_busy")
+            "kernels_per_step", "kernel_ms_per_step", "device_busy")
     return [{"file": src["file"], "task": "r-DAN" if p["task"] == "vqa" else "m-DAN", "device": p["device"],
              **{k: (round(p[k], 3) if isinstance(p.get(k), float) else p.get(k)) for k in keys}}
             for src in recorded for p in src.get("profile", [])]

@@ -3,8 +3,9 @@
 Both models share the two building blocks of :mod:`dan.attention` and the text encoder below:
 
 * Text: words embedded from scratch (``embed_dim``, default ``hidden_dim``; index 0 = padding), a one-layer
-  bidirectional LSTM with ``hidden_dim`` units per direction run on a packed sequence (padding never enters
-  either direction), and ``u_t = forward h_t + backward h_t`` (summed, not concatenated); u_t = 0 on padding.
+  bidirectional LSTM with ``hidden_dim`` units per direction in which padding never enters either direction
+  (a packed sequence on a CPU; left- and right-aligned copies on a GPU, see ``TextEncoder._lstm``), and
+  ``u_t = forward h_t + backward h_t`` (summed, not concatenated); u_t = 0 on padding.
 * Image: N region vectors v_n of dimension D from a frozen CNN, given as input.
 
 r-DAN (one shared memory; both attentions read m(k-1))::
@@ -130,13 +131,13 @@ def _regions_input(regions: Tensor, visual_dim: int, weight: Tensor) -> Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Word embedding (padding_idx 0) + 1-layer BiLSTM on packed sequences; u_t = forward h_t + backward h_t.
+    """Word embedding (padding_idx 0) + 1-layer BiLSTM over the valid words; u_t = forward h_t + backward h_t.
 
     ``forward(tokens [B, T] long, lengths [B]) -> (u [B, T, H] with 0 on padding, mask [B, T] bool)``.
     ``lengths`` should live on the CPU (the padding is handled from them on the host; a GPU tensor costs one sync).
-    Dropout is applied to the embeddings [B, T, E]. Runs eagerly under ``torch.compile`` (packing and the
-    checks on ``lengths`` are data-dependent; the cuDNN LSTM gains nothing from compiling), so a compiled model
-    has one clean graph break here and compiles everything after it as one graph.
+    Dropout is applied to the embeddings [B, T, E]. Runs eagerly under ``torch.compile`` (the handling of padding
+    and the checks on ``lengths`` are data-dependent; the cuDNN LSTM gains nothing from compiling), so a compiled
+    model has one clean graph break here and compiles everything after it as one graph.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, dropout: float) -> None:
