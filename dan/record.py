@@ -179,6 +179,11 @@ def load(path: str | Path, fmt: str = FORMAT) -> dict | None:
     return rec
 
 
+def load_run(name: str, root: Path | None = None) -> dict | None:
+    """The committed single-run record ``records/<name>.json`` (:func:`collect_run`), or None when there is none."""
+    return load((root or repo_root()) / RECORDS / f"{name}.json", RUN_FORMAT)
+
+
 def record_path(profile: str, root: Path | None = None) -> Path:
     """Where the committed record of ``profile`` lives: ``records/<profile>_profile.json``."""
     return (root or repo_root()) / RECORDS / f"{profile}_profile.json"

@@ -147,6 +147,7 @@ def test_a_single_run_record_keeps_the_run_and_the_command(tmp_path, matching_ru
     out = tmp_path / "records" / "one_run.json"
     assert record.main(["--run", str(run), "--out", str(out), "--command", "python -m dan.train --epochs 6"]) == 0
     rec = record.load(out, record.RUN_FORMAT)
+    assert record.load_run("one_run", tmp_path) == rec and record.load_run("absent", tmp_path) is None
     assert rec["command"] == "python -m dan.train --epochs 6" and rec["wall_seconds"] >= 0
     assert rec["metrics"]["i2t"]["r1"] == matching_run.metrics["i2t"]["r1"]
     assert [h["epoch"] for h in rec["history"]] == [h["epoch"] for h in matching_run.history]
