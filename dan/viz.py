@@ -42,7 +42,14 @@ def plot_history(history: list[dict] | dict[str, list[dict]], metrics: Sequence[
         sns.lineplot(data=sub, x="epoch", y="value", hue="run" if len(runs) > 1 else None, marker="o", ax=ax)
         ax.set_title((labels or {}).get(m, m))
         ax.set_ylabel("")
-    fig.tight_layout()
+        if ax.get_legend() is not None:  # one legend for all panels, below them, off the curves
+            ax.get_legend().remove()
+    if len(runs) > 1:
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(len(runs), 2), frameon=False)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from dan import analysis, gallery  # noqa: E402
+from dan import analysis, gallery, viz  # noqa: E402
 from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
 
 
@@ -136,3 +136,18 @@ def test_attention_findings_follow_the_number_of_steps(steps) -> None:
     assert text.index("single-hop questions (uniform") < text.index("multi-hop questions (uniform")
     assert "**Multi-hop steps**: no split." in text
     assert f"puts {' / '.join(f'{40 + s:.1f}' for s in steps)} % of its mass on the objects" in text
+
+
+def test_plot_history_draws_one_curve_per_run_and_one_legend_below():
+    a = [{"epoch": e, "loss": 1.0 / e, "acc": 10.0 * e} for e in (1, 2, 3)]
+    b = [{"epoch": e, "loss": 2.0 / e, "acc": 5.0 * e} for e in (1, 2)]
+    fig = viz.plot_history({"run a": a, "run b": b}, ["loss", "acc"], {"acc": "accuracy"})
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["run a", "run b"]
+    assert [len(line.get_xdata()) for line in axes[1].get_lines()[:2]] == [3, 2]
+    plt.close(fig)
+    single = viz.plot_history(a, ["loss"])
+    assert not single.legends and single.axes[0].get_legend() is None
+    plt.close(single)
