@@ -7,6 +7,8 @@
 #
 # Stages in this order, each written to $OUT (about 6-7 minutes in all on an H100; DAN_DEVICE_BUDGET_S, default
 # 420; the most decisive first, so that a short budget cuts the least informative ones):
+#   gpu_checks.json      the GPU-only text path (aligned LSTM) against packing on the device: outputs and gradients
+#                        (seconds; a failure here makes the training figures below suspect)
 #   train_profile.json   eager step, paper sizes, bf16, resident: samples/s and a profile of the model-only step
 #                        (ops and kernels per step, summed kernel time, GPU busy fraction). A busy fraction well
 #                        below 1 says the host's op dispatch sets the pace, so CUDA graphs or fusion should help.
@@ -45,9 +47,10 @@ eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}")
 
 scratch="${TMPDIR:-/tmp}/dan-perf-dd"
 mkdir -p "$scratch"
-stage disk-write 380 dd if=/dev/zero of="$scratch/dd.bin" bs=16M count="$dd_count" conv=fsync
+stage disk-write 385 dd if=/dev/zero of="$scratch/dd.bin" bs=16M count="$dd_count" conv=fsync
 rm -rf "$scratch"
 df -h "$(dirname "$shm")" /tmp || true
+stage gpu-checks 360 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks.json"
 stage train-profile 290 "${tb[@]}" --profile --out "$out/train_profile.json"
 # CUDA graphs second: if the profile confirms a host-bound step, this is the run that can meet issue 5's target
 stage train-graphs 200 "${tb[@]}" --tasks vqa --compile --compile-mode reduce-overhead --out "$out/train_graphs.json"

@@ -165,3 +165,15 @@ def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tm
     rows = {p["lstm_path"]: p for p in json.loads((tmp_path / "ops.json").read_text())["profile"]}
     assert rows["aligned"]["aten_ops_per_step"] < rows["packed"]["aten_ops_per_step"]
     assert rows["aligned"]["backward_nodes_per_step"] < rows["packed"]["backward_nodes_per_step"]
+
+
+def test_gpu_checks_compares_the_lstm_paths(tmp_path):
+    """benchmarks/gpu_checks.py (run first on a device): on the CPU both LSTM paths agree, so the check passes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "gpu_checks.py")
+    gpu_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_checks)
+    res = gpu_checks.lstm_paths("cpu", batch=6, width=5, dim=8)
+    assert len(res["rel_diff"]) == 10 and max(res["rel_diff"].values()) < 1e-4 and res["padding_max_abs"] == 0.0
