@@ -12,8 +12,8 @@
 #   train_profile.json   eager step, paper sizes, bf16, resident: samples/s and a profile of the model-only step
 #                        (ops and kernels per step, summed kernel time, GPU busy fraction). A busy fraction well
 #                        below 1 says the host's op dispatch sets the pace, so CUDA graphs or fusion should help.
-#                        (benchmarks/host_ops.py counts on the CPU what a GPU step dispatches: 477 direct aten ops,
-#                        2,053 with nested ones, 169 backward nodes at the default sizes: host-bound is expected.)
+#                        (benchmarks/host_ops.py counts on the CPU what a GPU step dispatches: 473 direct aten ops,
+#                        2,054 with nested ones, 169 backward nodes at the default sizes: host-bound is expected.)
 #   train_graphs.json    torch.compile mode="reduce-overhead" (CUDA graphs; the LSTM stays eager)
 #   train_fused.json     the eager step with the fused SGD kernel (fewer launches per step)
 #   extract_cpu_decode.json  ResNet-152 extraction with JPEG decoding on 14 CPU workers (PIL) instead of on the GPU

@@ -19,7 +19,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -51,7 +50,7 @@ def cudnn_like_step(task: str, aligned: bool = True, sizes: dict | None = None, 
     step = TrainStep(task, "cpu", amp=True, foreach=True, seed=seed, **(sizes or DEFAULT_SIZES))
     step.model.text.lstm = OneOpLSTM(step.model.text.lstm)
     step.model.text.aligned = aligned
-    step.opt = torch.optim.SGD(step.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=True)
+    step.opt = type(step.opt)(step.model.parameters(), **step.opt.defaults)  # same settings, the stand-in's weights
     return step
 
 

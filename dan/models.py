@@ -163,13 +163,16 @@ class TextEncoder(nn.Module):
         embedded = self.dropout(self.embedding(tokens))  # [B, T, E]
         # The LSTM runs in fp32 even under autocast: cuDNN takes bf16 RNN inputs only from version 9.13 (PyTorch
         # pull request 164411), and it is a small part of the step (T ~ 14 words against N = 196 regions).
+        mask = length_mask(cpu_lengths, max_len, device=tokens.device)  # [B, T]
         with torch.autocast(tokens.device.type, enabled=False):
-            out = self._lstm(embedded.float(), cpu_lengths, max_len)  # [B, T, 2H]
+            out = self._lstm(embedded.float(), cpu_lengths, max_len, mask=mask)  # [B, T, 2H]
         words = out[..., : self.hidden_dim] + out[..., self.hidden_dim :]  # [B, T, H]
-        return words, length_mask(cpu_lengths, max_len, device=tokens.device)
+        return words, mask
 
-    def _lstm(self, x: Tensor, cpu_lengths: Tensor, max_len: int, aligned: bool | None = None) -> Tensor:
-        """BiLSTM over the valid words of ``x`` [B, T, E] -> [B, T, 2H] (0 on padding).
+    def _lstm(self, x: Tensor, cpu_lengths: Tensor, max_len: int, aligned: bool | None = None,
+              mask: Tensor | None = None) -> Tensor:
+        """BiLSTM over the valid words of ``x`` [B, T, E] -> [B, T, 2H] (0 on padding; ``mask`` [B, T] is
+        :func:`length_mask` of the lengths on ``x``'s device, made here when not given).
 
         Two ways, the same rows (a test checks values and gradients):
 
@@ -183,7 +186,7 @@ class TextEncoder(nn.Module):
           a word either. One fixed-shape cuDNN call and two gathers, at twice the LSTM's arithmetic: by count,
           about 45 GFLOP more per paper-size step (B 128, T 14, H 512, forward and backward), beside about
           210 GFLOP for the region keys' projection and its weight gradient, traded for ~400 fewer dispatches.
-          A default-size r-DAN step dispatches 2,053 aten ops instead of 2,448 (477 instead of 516 called
+          A default-size r-DAN step dispatches 2,054 aten ops instead of 2,448 (473 instead of 516 called
           directly; CPU count with a one-op LSTM stand-in, ``benchmarks/host_ops.py``).
         """
         if aligned is None:
@@ -196,11 +199,12 @@ class TextEncoder(nn.Module):
         shift = (max_len - cpu_lengths).unsqueeze(1)  # [B, 1] padding per text
         right = (t - shift) % max_len  # [B, T]: right-aligned position t reads left-aligned position right[b, t]
         index = host_to_device(torch.cat([right, (t + shift) % max_len]), x.device)  # [2B, T], and back
-        valid = host_to_device((t < cpu_lengths.unsqueeze(1)).to(x.dtype).unsqueeze(-1), x.device)  # [B, T, 1]
         x_right = x.gather(1, index[:batch].unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # [B, T, E]
         out = self.lstm(torch.cat([x, x_right]))[0]  # [2B, T, 2H]
         backward = out[batch:, :, hidden:].gather(1, index[batch:].unsqueeze(-1).expand(-1, -1, hidden))
-        return torch.cat([out[:batch, :, :hidden], backward], dim=-1) * valid  # [B, T, 2H], 0 on padding
+        if mask is None:
+            mask = length_mask(cpu_lengths, max_len, device=x.device)
+        return torch.cat([out[:batch, :, :hidden], backward], dim=-1) * mask.unsqueeze(-1)  # [B, T, 2H]
 
 
 class RDAN(nn.Module):
