@@ -21,6 +21,7 @@ Prints both rates (img/s) and their ratio and writes them, with the device, back
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import shlex
 import shutil
@@ -37,6 +38,8 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/timeline.py)
 
 from dan.backbones import build_backbone  # noqa: E402
 from dan.bench import copy_consistency, steady_rate  # noqa: E402
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
     p.add_argument("--workdir", help="where images and the store go (default: a temporary folder, removed)")
     p.add_argument("--commit-every-mb", type=float, help="store commit interval (default: the profile's, 256 MB)")
+    p.add_argument("--timeline", action="store_true",
+                   help="record a host-side timeline of the timed run (benchmarks/timeline.py) into the JSON")
     p.add_argument("--out", help="JSON file for the results")
     args = p.parse_args(argv)
     try:
@@ -149,10 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         extract_features(warm, work / "warmup", cfg, backbone=model, progress=False)
         shutil.rmtree(work / "store", ignore_errors=True)
         commits: list[tuple[float, int]] = []  # (seconds since start, images durable) at each commit
-        t0 = time.perf_counter()
-        store = extract_features(items, work / "store", cfg, backbone=model, progress=False,
-                                 on_commit=lambda done: commits.append((time.perf_counter() - t0, done)))
-        e2e_s = time.perf_counter() - t0
+        tl = Timeline()
+        with record(tl) if args.timeline else contextlib.nullcontext():
+            t0 = tl.start = time.perf_counter()
+            store = extract_features(items, work / "store", cfg, backbone=model, progress=False,
+                                     on_commit=lambda done: commits.append((time.perf_counter() - t0, done)))
+            e2e_s = time.perf_counter() - t0
     except DanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -172,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "fixed_overhead_s": round(e2e_s - len(items) / steady, 2) if steady else None,
         "commits": len(commits), "commit_every_mb": cfg.commit_every_mb, "copy_check": check,
         "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
+        "timeline": summarise(tl, e2e_s) if args.timeline else None,
+        "timeline_events": [(round(t, 4), n) for t, n in tl.events] if args.timeline else None,
         "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),
     }
@@ -188,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if check is not None:
         print(f"check       {check['compared']} byte-identical copies vs their originals: largest difference "
               f"{check['rel_diff']:.3g} x the spread between images ({'FAILED' if bad else 'ok'})")
+    if args.timeline:
+        print("timeline    " + ", ".join(f"{k} {v}" for k, v in result["timeline"].items()))
     if args.out:
         write_json_atomic(args.out, result, indent=1)
         print(f"wrote {args.out}")

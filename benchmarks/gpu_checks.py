@@ -3,7 +3,10 @@
 The text encoder's ``aligned`` LSTM path (``dan.models.TextEncoder._lstm``) is what a GPU runs; the unit tests check
 it against packing on the CPU only. This compares the two paths on ``--device`` at the paper's sizes: outputs, the
 zeros on padding, and the gradients of the input and of every LSTM weight (relative max difference; cuDNN may
-reduce in another order than the packed kernels). Writes a JSON result and exits with 1 if a check fails.
+reduce in another order than the packed kernels). It also runs a few r-DAN training steps with the optimiser that
+``dan.train.build_optimizer`` makes on the device (the fused kernel) and with PyTorch's multi-tensor one, from the
+same weights on the same batches, and compares the weights after them. Writes a JSON result and exits with 1 if a
+check fails.
 
     python benchmarks/gpu_checks.py --device cuda --out gpu_checks.json
 """
@@ -20,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dan.config import TrainConfig  # noqa: E402
 from dan.io import write_json_atomic  # noqa: E402
-from dan.models import TextEncoder  # noqa: E402
+from dan.models import TextEncoder, build_model  # noqa: E402
+from dan.train import build_optimizer  # noqa: E402
 
 
 def lstm_paths(device: str, batch: int = 128, width: int = 14, dim: int = 512, seed: int = 0) -> dict:
@@ -49,6 +54,35 @@ def lstm_paths(device: str, batch: int = 128, width: int = 14, dim: int = 512, s
             "padding_max_abs": float(runs[True]["output"][pad.to(device)].abs().max()) if pad.any() else 0.0}
 
 
+def optimizer_paths(device: str, steps: int = 3, batch: int = 32, seed: int = 0) -> dict:
+    """Largest relative difference of the weights after ``steps`` SGD steps (paper's momentum, weight decay, lr 0.1)
+    with ``build_optimizer``'s choice for ``device`` against the multi-tensor kernel; dropout off."""
+    dev = torch.device(device)
+    cfg = TrainConfig(task="vqa", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    torch.manual_seed(seed)
+    regions = torch.randn(steps, batch, 196, 256, device=dev)  # [steps, B, N, D]
+    tokens = torch.randint(1, 50, (steps, batch, 9), device=dev)
+    lengths = torch.full((batch,), 9)
+    targets = torch.randint(0, 20, (steps, batch), device=dev)
+    finals, kinds = {}, {}
+    for name in ("built", "foreach"):
+        torch.manual_seed(seed)
+        model = build_model("vqa", 50, 256, num_answers=20, hidden_dim=64, steps=2, dropout=0.0).to(dev)
+        params = list(model.parameters())
+        opt = build_optimizer(cfg, params, dev) if name == "built" else torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+        kinds[name] = "fused" if opt.param_groups[0].get("fused") else ("default" if name == "built" else "foreach")
+        for s in range(steps):
+            loss = torch.nn.functional.cross_entropy(model(regions[s], tokens[s], lengths).logits, targets[s])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        finals[name] = [p.detach().clone() for p in params]
+    diff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+               for a, b in zip(finals["built"], finals["foreach"], strict=True))
+    return {"built": kinds["built"], "against": kinds["foreach"], "steps": steps, "rel_diff_max": diff}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -58,12 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False  # a check of the index maps, not of TF32 rounding
     torch.backends.cuda.matmul.allow_tf32 = False
     res = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
-           "aligned_vs_packed_lstm": lstm_paths(a.device), "tolerance": a.tolerance}
-    check = res["aligned_vs_packed_lstm"]
-    res["ok"] = max(check["rel_diff"].values()) <= a.tolerance and check["padding_max_abs"] == 0.0
+           "aligned_vs_packed_lstm": lstm_paths(a.device), "optimizer": optimizer_paths(a.device),
+           "tolerance": a.tolerance}
+    check, opt = res["aligned_vs_packed_lstm"], res["optimizer"]
+    lstm_ok = max(check["rel_diff"].values()) <= a.tolerance and check["padding_max_abs"] == 0.0
+    opt_ok = opt["rel_diff_max"] <= a.tolerance and (opt["built"] == "fused") == a.device.startswith("cuda")
+    res["ok"] = lstm_ok and opt_ok
     print(f"aligned vs packed LSTM on {res['device']}: largest relative difference "
           f"{max(check['rel_diff'].values()):.2e} (tolerance {a.tolerance:g}), padding {check['padding_max_abs']:g}: "
-          + ("ok" if res["ok"] else "FAILED"))
+          + ("ok" if lstm_ok else "FAILED"))
+    print(f"training optimiser ({opt['built']}) vs {opt['against']} after {opt['steps']} r-DAN steps: largest "
+          f"relative weight difference {opt['rel_diff_max']:.2e}: " + ("ok" if opt_ok else "FAILED"))
     if a.out:
         write_json_atomic(a.out, res, indent=1)
     return 0 if res["ok"] else 1

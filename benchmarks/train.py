@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the step's loss (forward and backward)")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs")
-    p.add_argument("--fused-sgd", action="store_true", help="the fused SGD kernel (CUDA only)")
+    p.add_argument("--fused-sgd", action=argparse.BooleanOptionalAction, default=None,
+                   help="the fused SGD kernel (default: as training does, i.e. on CUDA only)")
     p.add_argument("--profile", action="store_true",
                    help="also profile the model-only step: ops and kernels per step, GPU busy fraction")
     p.add_argument("--threads", type=int, help="torch CPU threads")

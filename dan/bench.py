@@ -64,15 +64,17 @@ class TrainStep:
     """One training step of the paper's r-DAN/m-DAN setting (SGD with momentum and weight decay, clipping) on
     ``device``, and a fixed batch for it (regions already on the device): what the benchmark and the step profiler
     time. The loss is training's own :class:`dan.train.StepLoss` (m-DAN with the hardest in-batch negatives);
-    ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (CUDA only);
+    ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (None: as
+    :func:`dan.train.build_optimizer` does, i.e. on CUDA only);
     ``foreach`` (None: PyTorch's choice, multi-tensor on CUDA) sets the SGD and clipping implementation."""
 
     def __init__(self, task: str = "vqa", device: str = "cpu", amp: bool = False, compile: bool = False,
-                 compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
+                 compile_mode: str = "default", fused: bool | None = None, batch_size: int = 128,
                  grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
                  vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0,
                  foreach: bool | None = None) -> None:
         self.task, self.dev, self.amp, self.batch_size = task, torch.device(device), amp, batch_size
+        self.fused = fused = self.dev.type == "cuda" if fused is None else fused  # None: as dan.train does
         self.foreach = None if fused else foreach
         configure_device(self.dev)  # the precision settings of dan.train (TF32 on a GPU)
         torch.manual_seed(seed)
@@ -104,7 +106,7 @@ class TrainStep:
 
 def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, warmup: int = 5,
                      store_images: int = 1024, resident: bool = False, amp: bool = False, compile: bool = False,
-                     compile_mode: str = "default", fused: bool = False, batch_size: int = 128,
+                     compile_mode: str = "default", fused: bool | None = None, batch_size: int = 128,
                      grid: tuple[int, int] = (14, 14), dim: int = 2048, hidden: int = 512, num_answers: int = 2000,
                      vocab_size: int = 10000, steps: int = 2, seq_len: int = 14, seed: int = 0) -> dict:
     """Samples/s of the model-only training step (ceiling: the faster of a pass before and one after the fed steps)
@@ -144,7 +146,7 @@ def train_throughput(task: str = "vqa", device: str = "cpu", iters: int = 30, wa
     n_regions = grid[0] * grid[1]
     return {"task": task, "device": device_label(dev), "batch_size": batch_size, "regions": n_regions, "dim": dim,
             "hidden": hidden, "num_answers": num_answers, "steps": steps, "amp_bf16": amp, "compile": compile,
-            "compile_mode": compile_mode if compile else None, "fused_sgd": fused,
+            "compile_mode": compile_mode if compile else None, "fused_sgd": step.fused,
             "resident_features": resident, "ceiling_samples_per_s": ceiling, "ceiling_passes": ceiling_passes,
             "fed_samples_per_s": fed, "ratio": fed / ceiling}
 

@@ -2,11 +2,12 @@
 
 Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
-``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per batch)
-and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. A prefetch thread (:class:`_Prefetch`,
-:func:`_stager`) moves the next batch to the device on its own CUDA stream (non-blocking copies; uint8 0-255
-normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last) while the model runs the
-current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output ``[b, D, gh, gw]`` into fp16 rows
+``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk)
+and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. With several workers a model batch is
+read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A prefetch thread
+(:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream (non-blocking copies;
+uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last) while the model
+runs the current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output ``[b, D, gh, gw]`` into fp16 rows
 ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream (:func:`_copy_out`, overlapping the
 next batch's forward), that a :class:`~dan.store.StoreWriter` thread writes
 into the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come back
@@ -126,7 +127,10 @@ def _collate(samples: list) -> dict:
 
 
 class _Prefetch:
-    """Runs ``stage`` on the loader's batches in a thread, ``depth`` batches ahead of the consumer."""
+    """Runs ``stage`` on the loader's chunks in a thread, ``depth`` model batches ahead of the consumer.
+
+    ``stage(chunk)`` returns a model batch once it has gathered enough chunks (else None); ``stage.flush()`` returns
+    the last, partial one (or None)."""
 
     _END = object()
 
@@ -135,19 +139,25 @@ class _Prefetch:
         self._thread = threading.Thread(target=self._run, name="feature-prefetch", daemon=True)
         self._thread.start()
 
+    def _offer(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self) -> None:
         try:
             with torch.inference_mode():
-                for batch in self._it:
-                    item = self._stage(batch)
-                    while not self._stop.is_set():
-                        try:
-                            self._q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self._stop.is_set():
+                for chunk in self._it:
+                    item = self._stage(chunk)
+                    if item is not None and not self._offer(item):
                         return
+                item = self._stage.flush()
+                if item is not None and not self._offer(item):
+                    return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             self._q.put(exc)
             return
@@ -169,49 +179,91 @@ class _Prefetch:
         self._thread.join()
 
 
-def _stager(items, model: GridBackbone, device: torch.device, side_stream):
-    """Batch from the loader -> (indices, end, x [b, 3, S, S] normalised channels_last on device, ready event, bad)."""
-    size = model.image_size
-    scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)], device=device).view(1, 3, 1, 1)
-    if side_stream is not None:
-        torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
+MIN_CHUNK = 16  # images; smaller loader chunks cost more in per-chunk overhead than they save
 
-    def stage(batch: dict):
-        index, bad = list(batch["index"]), list(batch["bad"])
-        with torch.cuda.stream(side_stream) if side_stream is not None else contextlib.nullcontext():
-            slots: list[torch.Tensor | None] = [None] * len(index)
-            x = None
-            if batch["pixels"] is not None:
-                px = batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC -> NCHW view
-                if len(batch["px_slot"]) == len(index):
-                    x = px
-                for k, slot in enumerate(batch["px_slot"]):
-                    slots[slot] = px[k]
-            if batch["jpeg_sizes"]:
-                jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-                for slot, img in zip(batch["jpeg_slot"], decode_jpegs(jpegs, size, device), strict=True):
-                    if img is None:  # the device decoder refused it: decode on the CPU, or report it
-                        try:
-                            img = torch.from_numpy(read_image(items[index[slot]][1], size)).to(device)
-                            img = img.permute(2, 0, 1).float()
-                        except BadImage as exc:
-                            bad.append((index[slot], exc.reason))
-                    slots[slot] = img
-            keep = [k for k, t in enumerate(slots) if t is not None]
-            if x is None or len(keep) != len(index):
-                x = torch.stack([slots[k] for k in keep]) if keep else None
-                index = [index[k] for k in keep]
-            if x is None:
-                return index, batch["end"], None, None, sorted(bad)
-            x = x.contiguous(memory_format=torch.channels_last).mul_(scale).add_(shift)
+
+def loader_chunks(batch_size: int, workers: int) -> int:
+    """Loader chunks per model batch: with several workers, a batch is read as up to 4 equal chunks in parallel
+    (a worker reads one chunk), so the first batch arrives after a quarter of the reading, and the device starts
+    decoding a chunk while the next is read. At most one chunk per worker; 1 where no split leaves ``MIN_CHUNK``
+    images a chunk. (On an H200 with ResNet-152 and batch 256 the first batch took 0.19 s to read and 0.09 s to
+    decode when one worker read it whole: benchmarks/results/extract_timeline_h200.json.)"""
+    for k in (4, 2):
+        if workers >= k and batch_size % k == 0 and batch_size // k >= MIN_CHUNK:
+            return k
+    return 1
+
+
+class _Stager:
+    """Loader chunks -> model batches ``(indices, end, x [b, 3, S, S] normalised channels_last on device, ready
+    event, bad)``, every ``chunks`` chunks (:meth:`flush`: the rest). Each chunk is moved/decoded on ``side_stream``
+    as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
+
+    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1) -> None:
+        self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
+        self.size = model.image_size
+        self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
+                                  device=device).view(1, 3, 1, 1)
+        if side_stream is not None:
+            torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
+        self._parts: list[tuple[list[int], torch.Tensor | None, list]] = []
+        self._end = 0
+
+    def _stream(self):
+        return torch.cuda.stream(self.side_stream) if self.side_stream is not None else contextlib.nullcontext()
+
+    def _chunk(self, batch: dict) -> tuple[list[int], torch.Tensor | None, list]:
+        """One collated chunk -> (indices, x [b, 3, S, S] normalised channels_last or None, bad)."""
+        index, bad, device, size = list(batch["index"]), list(batch["bad"]), self.device, self.size
+        slots: list[torch.Tensor | None] = [None] * len(index)
+        x = None
+        if batch["pixels"] is not None:
+            px = batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC -> NCHW view
+            if len(batch["px_slot"]) == len(index):
+                x = px
+            for k, slot in enumerate(batch["px_slot"]):
+                slots[slot] = px[k]
+        if batch["jpeg_sizes"]:
+            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
+            for slot, img in zip(batch["jpeg_slot"], decode_jpegs(jpegs, size, device), strict=True):
+                if img is None:  # the device decoder refused it: decode on the CPU, or report it
+                    try:
+                        img = torch.from_numpy(read_image(self.items[index[slot]][1], size)).to(device)
+                        img = img.permute(2, 0, 1).float()
+                    except BadImage as exc:
+                        bad.append((index[slot], exc.reason))
+                slots[slot] = img
+        keep = [k for k, t in enumerate(slots) if t is not None]
+        if x is None or len(keep) != len(index):
+            x = torch.stack([slots[k] for k in keep]) if keep else None
+            index = [index[k] for k in keep]
+        if x is not None:
+            x = x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
+        return index, x, bad
+
+    def __call__(self, batch: dict):
+        with self._stream():
+            self._parts.append(self._chunk(batch))
+        self._end = batch["end"]
+        return self.flush() if len(self._parts) == self.chunks else None
+
+    def flush(self):
+        if not self._parts:
+            return None
+        parts, self._parts = self._parts, []
+        index = [i for p in parts for i in p[0]]
+        bad = sorted(b for p in parts for b in p[2])
+        xs = [p[1] for p in parts if p[1] is not None]
+        if not xs:
+            return index, self._end, None, None, bad
+        with self._stream():
+            x = xs[0] if len(xs) == 1 else torch.cat(xs).contiguous(memory_format=torch.channels_last)
             event = None
-            if side_stream is not None:
+            if self.side_stream is not None:
                 event = torch.cuda.Event()
-                event.record(side_stream)
-        return index, batch["end"], x, event, sorted(bad)
-
-    return stage
+                event.record(self.side_stream)
+        return index, self._end, x, event, bad
 
 
 def forward_padded(model: GridBackbone, x: torch.Tensor, pad_to: int, bf16: bool) -> torch.Tensor:
@@ -256,9 +308,10 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     if workers is None:
         cpus = os.cpu_count() or 1
         workers = min(cpus, 4 if gpu_decode else 14) if cuda else min(2, cpus)
-    loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size,
+    chunks = loader_chunks(cfg.batch_size, workers)
+    loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size // chunks,
                         shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                        prefetch_factor=4 if workers else None)
+                        prefetch_factor=4 * chunks if workers else None)
     cudnn_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
     batches = writer = prefetch = bar = None
@@ -267,7 +320,8 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         gh, gw = model.grid
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
-        prefetch = _Prefetch(batches, _stager(items, model, device, torch.cuda.Stream(device) if cuda else None))
+        prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
+                                              chunks))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
         with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():

@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -85,17 +86,29 @@ FEATURE_PROFILES: dict[str, FeatureConfig] = {
 }
 
 
-def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str) -> str:
-    """sha256 of everything that determines a store's content: backbone, layer, size, weights, image files."""
+def file_stats(images: list[tuple[int, Path]]) -> list[os.stat_result | None]:
+    """``os.stat`` of each image file (None where it fails): taken once, for the fingerprint and the pre-check."""
+    out: list[os.stat_result | None] = []
+    for _, path in images:
+        try:
+            out.append(os.stat(path))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str,
+                stats: list[os.stat_result | None] | None = None) -> str:
+    """sha256 of everything that determines a store's content: backbone, layer, size, weights, image files
+    (name, size and modification time; ``stats`` = :func:`file_stats` of ``images`` if already taken)."""
     _, layer = backbone_spec(cfg.backbone, cfg.layer)
     h = hashlib.sha256(json.dumps([FORMAT, cfg.backbone, layer, cfg.image_size, weights_sha,
                                    cfg.on_bad_image]).encode())
-    for image_id, path in images:
-        try:
-            st = path.stat()
-            h.update(f"{image_id}|{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
+    for (image_id, path), st in zip(images, file_stats(images) if stats is None else stats, strict=True):
+        if st is None:
             h.update(f"{image_id}|{path.name}|missing\n".encode())
+        else:
+            h.update(f"{image_id}|{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -127,7 +140,8 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
         raise ConfigError(f"backbone {backbone.name}/{backbone.layer}@{backbone.image_size} does not match the "
                           f"config {cfg.backbone}/{layer}@{cfg.image_size}")
     sha = backbone.weights_sha256 if backbone else weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
-    fp = fingerprint(cfg, items, sha)
+    stats = file_stats(items)
+    fp = fingerprint(cfg, items, sha, stats)
     out = Path(out_dir)
     if FeatureStore.exists(out) and read_json(out / META).get("fingerprint") == fp:
         if (out / PARTIAL).exists():
@@ -138,9 +152,9 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             print(f"features up to date: {out}", file=sys.stderr)
         return FeatureStore(out)
     if cfg.on_bad_image == "error":
-        for image_id, path in items:  # cheap pre-check before the model loads
-            reason = "file not found" if not path.is_file() else "empty file (0 bytes)" if not path.stat().st_size \
-                else None
+        for (image_id, path), st in zip(items, stats, strict=True):  # cheap pre-check before the model loads
+            reason = "file not found" if st is None or not stat.S_ISREG(st.st_mode) \
+                else "empty file (0 bytes)" if not st.st_size else None
             if reason:
                 raise DataError(f"cannot read image {path} (image id {image_id}): {reason}; "
                                 f"fix or remove it, or pass --skip-bad-images")

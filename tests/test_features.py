@@ -328,3 +328,33 @@ def test_store_writer_reports_a_failed_flush_without_hanging():
     with pytest.raises(DanError, match="Input/output error"):
         writer.close()
     assert part.commits == [] and writer.committed == 0
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
+@pytest.mark.parametrize("batch_size", [6, 8])
+def test_batches_read_in_chunks_by_several_workers_give_the_same_store(tmp_path, model, monkeypatch, batch_size):
+    import dan.extract as ex
+
+    assert ex.loader_chunks(256, 4) == 4 and ex.loader_chunks(96, 2) == 2 and ex.loader_chunks(256, 0) == 1
+    assert ex.loader_chunks(24, 4) == 1  # chunks of < MIN_CHUNK images are not worth it
+    items = make_images(tmp_path / "img", 13)
+    bad = _bad_files(tmp_path / "img")
+    cfg = replace(CFG, on_bad_image="skip", batch_size=batch_size)
+    ref = extract_features(items + list(bad.values()), tmp_path / "ref", cfg, backbone=model, progress=False)
+    monkeypatch.setattr(ex, "MIN_CHUNK", 1)
+    assert ex.loader_chunks(batch_size, 4) == (2 if batch_size == 6 else 4) and ex.loader_chunks(8, 2) == 2
+    seen: list[int] = []
+    flush = ex._Stager.flush
+
+    def counting_flush(self):  # noqa: ANN001, ANN202
+        out = flush(self)
+        if out is not None:
+            seen.append(len(out[0]) + len(out[4]))
+        return out
+
+    monkeypatch.setattr(ex._Stager, "flush", counting_flush)
+    got = extract_features(items + list(bad.values()), tmp_path / "got", replace(cfg, num_workers=4),
+                           backbone=model, progress=False)
+    assert seen[:-1] == [batch_size] * (len(seen) - 1) and sum(seen) == 17  # whole model batches, then the rest
+    assert got.ids.tolist() == ref.ids.tolist() and got.meta["skipped"] == ref.meta["skipped"]
+    np.testing.assert_array_equal(got.load_all(), ref.load_all())

@@ -287,3 +287,29 @@ def test_compiled_training_step_matches_the_eager_one(make_cfg, tmp_path):
     assert compiled.config.same_identity(eager.config.identity())  # a speed setting, not a different run
     with pytest.raises(ConfigError, match=r"unknown compile 'fast'; accepted: off, default, reduce-overhead"):
         make_cfg("vqa", tmp_path / "x", compile="fast")
+
+
+def test_gpu_optimizer_is_the_fused_kernel_with_the_same_updates_and_resumes_anywhere():
+    from dan.config import TrainConfig
+    from dan.train import build_optimizer, load_optimizer_state
+
+    cfg = TrainConfig(task="vqa", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    torch.manual_seed(0)
+    init = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(t) for t in init] for _ in range(3)]
+    finals = {}
+    for name in ("cpu", "cuda"):  # fused SGD also runs on CPU tensors, so the "GPU" choice is checked here
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = build_optimizer(cfg, params, torch.device(name))
+        assert bool(opt.param_groups[0].get("fused")) == (name == "cuda")
+        for g in grads:
+            for p, gi in zip(params, g, strict=True):
+                p.grad = gi.clone()
+            opt.step()
+        finals[name] = (params, opt.state_dict())
+    for a, b in zip(finals["cpu"][0], finals["cuda"][0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    params = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = build_optimizer(cfg, params, torch.device("cpu"))
+    load_optimizer_state(opt, finals["cuda"][1], torch.device("cpu"))  # a GPU checkpoint resumed on the CPU
+    assert not opt.param_groups[0]["fused"] and opt.state[params[0]]["momentum_buffer"].shape == (7, 5)

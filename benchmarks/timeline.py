@@ -1,0 +1,143 @@
+"""Where an extraction's fixed seconds go: a host-side timeline of :func:`dan.features.extract_features`.
+
+``benchmarks/extract.py --timeline`` installs :func:`record` around one timed extraction. It wraps, for that run
+only, the pipeline's stage functions (fingerprint, store open, loader start, each chunk's arrival from the loader,
+staging, forward call, device-to-host copy set-up, row writes, commits, writer close, finish) and notes the
+``time.perf_counter()`` of each entry and exit. :func:`summarise` turns the events into the few spans that make up
+the start-up (before the first forward), the drain (after the last forward) and the steady batch period.
+
+Host times only: a forward call returns when its kernels are queued, so the spans say where the host waited
+(loader, writer back-pressure, pinned-memory allocation, flush), not what the GPU did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+import dan.extract as ex
+import dan.features as ft
+import dan.store as st
+
+
+class Timeline:
+    """Events ``(seconds since start, name)``; ``start`` is set by the caller just before the timed run."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.events: list[tuple[float, str]] = []
+
+    def mark(self, name: str) -> None:
+        self.events.append((time.perf_counter() - self.start, name))
+
+    def times(self, name: str) -> list[float]:
+        return [t for t, n in self.events if n == name]
+
+
+def _timed(tl: Timeline, name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tl.mark(name + ">")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            tl.mark(name + "<")
+    return wrapper
+
+
+@contextlib.contextmanager
+def record(tl: Timeline) -> Iterator[Timeline]:
+    """Wrap the pipeline's stages for the duration; everything is restored on exit."""
+    saved: list[tuple[object, str, object]] = []
+
+    def patch(owner, attr: str, new) -> None:
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, new)
+
+    patch(ft, "fingerprint", _timed(tl, "fingerprint", ft.fingerprint))
+    patch(st.PartialStore, "open", _timed(tl, "store_open", st.PartialStore.open))
+    patch(st.PartialStore, "write_rows", _timed(tl, "write", st.PartialStore.write_rows))
+    patch(st.PartialStore, "commit", _timed(tl, "commit", st.PartialStore.commit))
+    patch(st.PartialStore, "finish", _timed(tl, "finish", st.PartialStore.finish))
+    patch(st.StoreWriter, "put", _timed(tl, "put", st.StoreWriter.put))
+    patch(st.StoreWriter, "close", _timed(tl, "writer_close", st.StoreWriter.close))
+    patch(ex, "forward_padded", _timed(tl, "forward", ex.forward_padded))
+    patch(ex, "_copy_out", _timed(tl, "copy_out", ex._copy_out))
+    patch(ft, "run_pipeline", _timed(tl, "pipeline", ft.run_pipeline))  # extract_features' own name for it
+
+    loader_cls = ex.DataLoader
+
+    class TimedLoader(loader_cls):  # type: ignore[misc, valid-type]
+        def __iter__(self):
+            tl.mark("loader_start>")
+            it = super().__iter__()
+            tl.mark("loader_start<")
+            return it
+
+    patch(ex, "DataLoader", TimedLoader)
+    call = ex._Stager.__call__
+
+    def timed_call(self, batch):
+        tl.mark("batch_in")  # the loader handed over a chunk (the prefetch thread asked for it before)
+        try:
+            return call(self, batch)
+        finally:
+            tl.mark("staged")
+
+    patch(ex._Stager, "__call__", timed_call)
+    try:
+        yield tl
+    finally:
+        for owner, attr, old in reversed(saved):
+            setattr(owner, attr, old)
+
+
+def summarise(tl: Timeline, total_s: float) -> dict:
+    """Start-up, steady period and drain of one run, in seconds (host clock)."""
+    fwd, batch_in = tl.times("forward>"), tl.times("batch_in")
+    writes_end, commits_end = tl.times("write<"), tl.times("commit<")
+    if not fwd or not writes_end:
+        return {"total_s": round(total_s, 3)}
+    gaps = np.diff(fwd)
+    steady = float(np.median(gaps[len(gaps) // 4:])) if len(gaps) >= 4 else None
+
+    def first(name: str) -> float | None:
+        ts = tl.times(name)
+        return round(ts[0], 3) if ts else None
+
+    def span(a: str, b: str) -> float | None:
+        ta, tb = tl.times(a), tl.times(b)
+        return round(sum(y - x for x, y in zip(ta, tb, strict=False)), 3) if ta and tb else None
+
+    return {
+        "total_s": round(total_s, 3),
+        "fingerprint_s": span("fingerprint>", "fingerprint<"),
+        "store_open_s": span("store_open>", "store_open<"),
+        "loader_start_s": span("loader_start>", "loader_start<"),
+        "pipeline_entered_s": first("pipeline>"),
+        "first_batch_in_s": round(batch_in[0], 3) if batch_in else None,
+        "first_forward_s": round(fwd[0], 3),
+        "first_write_done_s": round(writes_end[0], 3),
+        "first_commit_done_s": round(commits_end[0], 3) if commits_end else None,
+        "steady_forward_period_s": round(steady, 4) if steady else None,
+        "last_forward_s": round(fwd[-1], 3),
+        "last_write_done_s": round(writes_end[-1], 3),
+        "writer_close_done_s": first("writer_close<"),
+        "pipeline_done_s": round(tl.times("pipeline<")[-1], 3) if tl.times("pipeline<") else None,
+        "finish_s": span("finish>", "finish<"),
+        "copy_out_s_first3": [round(y - x, 4) for x, y in zip(tl.times("copy_out>")[:3], tl.times("copy_out<")[:3],
+                                                                strict=False)],
+        "copy_out_s_max": round(max((y - x for x, y in zip(tl.times("copy_out>"), tl.times("copy_out<"),
+                                                          strict=False)), default=0.0), 4),
+        "put_wait_s": span("put>", "put<"),
+        "write_s_median": round(float(np.median([y - x for x, y in zip(tl.times("write>"), writes_end,
+                                                                         strict=False)])), 4),
+        "commit_s_median": round(float(np.median([y - x for x, y in zip(tl.times("commit>"), commits_end,
+                                                                          strict=False)])), 4)
+        if commits_end else None,
+        "batches": len(fwd),
+    }
