@@ -345,10 +345,13 @@ def plain_jpeg_bytes(path: Path) -> np.ndarray | None:
     return np.frombuffer(bytearray(data), dtype=np.uint8)
 
 
-def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:
+def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
+                      ) -> tuple[torch.Tensor | None, list[int]]:
     """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) and resize each whole to ``size`` x ``size``.
 
-    Returns float ``[3, S, S]`` in 0..255 per input (bilinear, antialiased, like PIL's), None where decoding failed.
+    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` in whole levels 0..255 (bilinear, antialiased, like PIL's)
+    for the inputs that decoded, in input order (None if none did), and the positions of those that did not. Inputs
+    of one size are resized in one call; when all share a size ``x`` is that call's output (no further copy).
     """
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
@@ -363,16 +366,28 @@ def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> 
                     imgs.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
                 except RuntimeError:
                     imgs.append(None)
-    out: list[torch.Tensor | None] = [None] * len(imgs)
+    good = [im for im in imgs if im is not None]
+    failed = [k for k, im in enumerate(imgs) if im is None]
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for k, im in enumerate(imgs):
-        if im is not None:
-            by_shape.setdefault(tuple(im.shape), []).append(k)
+    for k, im in enumerate(good):
+        by_shape.setdefault(tuple(im.shape), []).append(k)
+    x = None
     for ks in by_shape.values():  # one resize per distinct input size
-        x = torch.stack([imgs[k] for k in ks]).float()
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            x = x.round_().clamp_(0, 255)  # whole levels, like PIL's uint8 output
-        for k, xi in zip(ks, x, strict=True):
-            out[k] = xi
-    return out
+        g = torch.stack([good[k] for k in ks]).float()  # [n, 3, H, W]
+        if g.shape[-2:] != (size, size):
+            g = F.interpolate(g, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            g = g.round_().clamp_(0, 255)  # whole levels, like PIL's uint8 output
+        if len(ks) == len(good):
+            return g, failed
+        if x is None:
+            x = torch.empty((len(good), *g.shape[1:]), dtype=g.dtype, device=g.device)
+        x[torch.tensor(ks, device=g.device)] = g
+    return x, failed
+
+
+def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:
+    """:func:`decode_jpeg_batch`, one float ``[3, S, S]`` (0..255) per input, None where decoding failed."""
+    x, failed = decode_jpeg_batch(jpegs, size, device)
+    rows = iter(x) if x is not None else iter(())
+    bad = set(failed)
+    return [None if k in bad else next(rows) for k in range(len(jpegs))]

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dan.backbones import BadImage, GridBackbone, decode_jpegs, plain_jpeg_bytes, read_image
+from dan.backbones import BadImage, GridBackbone, decode_jpeg_batch, decode_jpegs, plain_jpeg_bytes, read_image
 from dan.io import ConfigError, DataError
 from dan.store import PartialStore, StoreWriter
 
@@ -82,7 +82,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _check_images(images: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
-    items = sorted((int(i), Path(p)) for i, p in images)
+    items = sorted((int(i), p if isinstance(p, Path) else Path(p)) for i, p in images)  # Path(Path) re-parses
     if not items:
         raise DataError("no images given to extract features from")
     ids = np.array([i for i, _ in items], dtype=np.int64)
@@ -199,8 +199,9 @@ class _Stager:
     event, bad)``, every ``chunks`` chunks (:meth:`flush`: the rest). Each chunk is moved/decoded on ``side_stream``
     as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
 
-    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1) -> None:
-        self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
+    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.items, self.device, self.side_stream, self.chunks, self.dtype = items, device, side_stream, chunks, dtype
         self.size = model.image_size
         self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
         self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
@@ -216,6 +217,14 @@ class _Stager:
     def _chunk(self, batch: dict) -> tuple[list[int], torch.Tensor | None, list]:
         """One collated chunk -> (indices, x [b, 3, S, S] normalised channels_last or None, bad)."""
         index, bad, device, size = list(batch["index"]), list(batch["bad"]), self.device, self.size
+        decoded = None
+        if index and batch["pixels"] is None and len(batch["jpeg_slot"]) == len(index):  # all decoded on the device
+            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))
+            x, failed = decode_jpeg_batch(jpegs, size, device)
+            if not failed:  # the usual case: the resized batch as it is
+                return index, self._normalise(x), bad
+            rows = iter(x) if x is not None else iter(())
+            decoded = [None if k in set(failed) else next(rows) for k in range(len(jpegs))]
         slots: list[torch.Tensor | None] = [None] * len(index)
         x = None
         if batch["pixels"] is not None:
@@ -225,8 +234,10 @@ class _Stager:
             for k, slot in enumerate(batch["px_slot"]):
                 slots[slot] = px[k]
         if batch["jpeg_sizes"]:
-            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-            for slot, img in zip(batch["jpeg_slot"], decode_jpegs(jpegs, size, device), strict=True):
+            if decoded is None:
+                jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
+                decoded = decode_jpegs(jpegs, size, device)
+            for slot, img in zip(batch["jpeg_slot"], decoded, strict=True):
                 if img is None:  # the device decoder refused it: decode on the CPU, or report it
                     try:
                         img = torch.from_numpy(read_image(self.items[index[slot]][1], size)).to(device)
@@ -238,9 +249,15 @@ class _Stager:
         if x is None or len(keep) != len(index):
             x = torch.stack([slots[k] for k in keep]) if keep else None
             index = [index[k] for k in keep]
-        if x is not None:
-            x = x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
-        return index, x, bad
+        return index, self._normalise(x) if x is not None else None, bad
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """0..255 float ``[b, 3, S, S]`` -> normalised model input, channels_last, in ``dtype``. For bf16 (the
+        autocast dtype on a GPU) one fused multiply-add writes it: the first convolution would cast it anyway."""
+        if self.dtype == torch.float32:
+            return x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
+        out = torch.empty(x.shape, dtype=self.dtype, device=x.device, memory_format=torch.channels_last)
+        return torch.addcmul(self.shift, x, self.scale, out=out)  # shift + x * scale, rounded once
 
     def __call__(self, batch: dict):
         with self._stream():
@@ -321,7 +338,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
-                                              chunks))
+                                              chunks, torch.bfloat16 if cuda else torch.float32))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
         with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():

@@ -196,3 +196,32 @@ def test_a_short_batch_padded_to_the_tuned_size_gives_the_same_features():
         full = forward_padded(model, x, pad_to=3, bf16=False)  # already full: no padding
     assert padded.shape == plain.shape == (3, model.dim, *model.grid)
     assert torch.allclose(padded, plain, atol=1e-5) and torch.equal(full, plain)
+
+
+def test_a_jpeg_batch_of_mixed_sizes_comes_back_in_input_order(tmp_path):
+    from dan.backbones import decode_jpeg_batch
+
+    sizes = [(48, 40), (64, 32), (48, 40), (40, 40), (64, 32)]
+    data = []
+    for k, wh in enumerate(sizes):
+        path = tmp_path / f"{k}.jpg"
+        Image.new("RGB", wh, (40 * k, 255 - 40 * k, 100)).save(path, quality=95)
+        data.append(torch.from_numpy(plain_jpeg_bytes(path)))
+    data.insert(2, torch.frombuffer(bytearray(b"\xff\xd8 not a jpeg \xff\xd9"), dtype=torch.uint8))
+    x, failed = decode_jpeg_batch(data, 40, torch.device("cpu"))
+    assert failed == [2] and x.shape == (5, 3, 40, 40) and x.dtype == torch.float32
+    for row, k in zip(x, range(5), strict=True):  # row k is image k: its colour, resized alone
+        alone, none_failed = decode_jpeg_batch([data[k if k < 2 else k + 1]], 40, torch.device("cpu"))
+        assert none_failed == [] and torch.equal(row, alone[0])
+        assert abs(float(row[0].mean()) - 40 * k) < 3
+
+
+def test_gpu_input_is_normalised_in_one_rounding_to_bf16():
+    from dan.extract import _Stager
+
+    model = build_backbone("efficientnet-lite0", "stride16", 32, random_weights=True)
+    x = torch.rand(2, 3, 32, 32) * 255
+    ref = _Stager([], model, torch.device("cpu"), None)._normalise(x.clone())  # fp32: the CPU path
+    got = _Stager([], model, torch.device("cpu"), None, dtype=torch.bfloat16)._normalise(x.clone())
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, ref.to(torch.bfloat16)) or (got.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
