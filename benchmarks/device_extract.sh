@@ -15,7 +15,8 @@
 #                            (random weights) stores, r-DAN with SGD eager and with compile=reduce-overhead, m-DAN
 #                            with reduce-overhead: training's own GPU path end to end (fused optimiser, aligned LSTM,
 #                            bf16, CUDA graphs), not a benchmark
-# DAN_DEVICE_SKIP="gpu-checks train" leaves those stages out (the second call of 2026-11-27, whose budget was short);
+# DAN_DEVICE_SKIP="gpu-checks train" leaves those stages out (the second call of 2026-11-27, whose budget was short;
+# its train-cli stage failed at once: the smoke data was looked for in data/generated/, which does not travel);
 # DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes (checks the script, not the speed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,9 +41,10 @@ stage extract-timeline 160 "${eb[@]}" --num-images "$n_short" --workdir "$shm/a"
 rm -rf "$shm"
 stage extract-val2014 100 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" --out "$out/extract_val2014.json"
 rm -rf "$shm"
-cli="${TMPDIR:-/tmp}/dan-cli" smoke=data/generated/smoke
+cli="${TMPDIR:-/tmp}/dan-cli" smoke="${TMPDIR:-/tmp}/dan-cli/data"  # data/generated/ is ignored: it does not travel
 train_cli() {  # the smoke data through the package's own commands on "$dev"
     set -eo pipefail
+    python3 -m dan.data generate --profile smoke --out "$smoke" 2>/dev/null
     python3 -m dan.features --data "$smoke" --out "$cli/f" --backbone resnet152 --random-weights \
         --image-size "$cli_size" --device "$dev" --quiet
     for c in off "$cli_compile"; do

@@ -187,7 +187,7 @@ def loader_chunks(batch_size: int, workers: int) -> int:
     (a worker reads one chunk), so the first batch arrives after a quarter of the reading, and the device starts
     decoding a chunk while the next is read. At most one chunk per worker; 1 where no split leaves ``MIN_CHUNK``
     images a chunk. (On an H200 with ResNet-152 and batch 256 the first batch took 0.19 s to read and 0.09 s to
-    decode when one worker read it whole: benchmarks/results/extract_timeline_h200.json.)"""
+    decode when one worker read it whole: benchmarks/results/extract_timeline_base_h200.json.)"""
     for k in (4, 2):
         if workers >= k and batch_size % k == 0 and batch_size // k >= MIN_CHUNK:
             return k
@@ -199,9 +199,8 @@ class _Stager:
     event, bad)``, every ``chunks`` chunks (:meth:`flush`: the rest). Each chunk is moved/decoded on ``side_stream``
     as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
 
-    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1,
-                 dtype: torch.dtype = torch.float32) -> None:
-        self.items, self.device, self.side_stream, self.chunks, self.dtype = items, device, side_stream, chunks, dtype
+    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1) -> None:
+        self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
         self.size = model.image_size
         self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
         self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
@@ -252,12 +251,12 @@ class _Stager:
         return index, self._normalise(x) if x is not None else None, bad
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """0..255 float ``[b, 3, S, S]`` -> normalised model input, channels_last, in ``dtype``. For bf16 (the
-        autocast dtype on a GPU) one fused multiply-add writes it: the first convolution would cast it anyway."""
-        if self.dtype == torch.float32:
-            return x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
-        out = torch.empty(x.shape, dtype=self.dtype, device=x.device, memory_format=torch.channels_last)
-        return torch.addcmul(self.shift, x, self.scale, out=out)  # shift + x * scale, rounded once
+        """0..255 float ``[b, 3, S, S]`` -> normalised model input, channels_last (in place after the layout copy).
+
+        (A one-pass ``addcmul`` from this NCHW input into a bf16 channels_last output was tried on an H200: the
+        extraction's steady rate fell from ~1,810 to ~1,360-1,580 img/s, most likely because that kernel reads
+        across the layouts; benchmarks/results/extract_timeline_bf16_h200.json. Not re-tried in another form.)"""
+        return x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
 
     def __call__(self, batch: dict):
         with self._stream():
@@ -338,7 +337,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
-                                              chunks, torch.bfloat16 if cuda else torch.float32))
+                                              chunks))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
         with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():

@@ -215,13 +215,3 @@ def test_a_jpeg_batch_of_mixed_sizes_comes_back_in_input_order(tmp_path):
         assert none_failed == [] and torch.equal(row, alone[0])
         assert abs(float(row[0].mean()) - 40 * k) < 3
 
-
-def test_gpu_input_is_normalised_in_one_rounding_to_bf16():
-    from dan.extract import _Stager
-
-    model = build_backbone("efficientnet-lite0", "stride16", 32, random_weights=True)
-    x = torch.rand(2, 3, 32, 32) * 255
-    ref = _Stager([], model, torch.device("cpu"), None)._normalise(x.clone())  # fp32: the CPU path
-    got = _Stager([], model, torch.device("cpu"), None, dtype=torch.bfloat16)._normalise(x.clone())
-    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got, ref.to(torch.bfloat16)) or (got.float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
