@@ -283,10 +283,13 @@ def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> 
 
 
 def recorded_results(folder: Path) -> list[dict]:
-    """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name."""
+    """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name. Files without the
+    ``command`` that made them (e.g. ``benchmarks/gpu_checks.py`` results, checks rather than measurements) are left
+    out."""
     from dan.io import read_json
 
-    return [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
+    found = [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
+    return [r for r in found if "command" in r]
 
 
 # The speed targets of the feature and training issues, set for one H200 (an H100 runs these models more slowly).
@@ -313,6 +316,8 @@ def target_table(recorded: list[dict]) -> list[dict]:
                       if src.get("backbone") == "resnet152" else "")
             what = f"extract {src['backbone']} {src['image_size']} px, batch {src['batch_size']}"
             what += f", {src['num_images']:,} images" if "num_images" in src else ""
+            what += ", CPU decode" if str(src.get("decode", "")).startswith("PIL") else ""
+            what += ", store in /dev/shm" if "/dev/shm" in src.get("command", "") else ""
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
@@ -334,6 +339,20 @@ def target_table(recorded: list[dict]) -> list[dict]:
             row(src, f"retrieval {r['n_images']:,} x {r['n_captions']:,}", r["device"], None, round(sec, 3), "s",
                 f"< {t['retrieval_s']:g} s", sec < t["retrieval_s"])
     return rows
+
+
+TIMELINE_KEYS = ("total_s", "pipeline_entered_s", "first_batch_in_s", "first_forward_s", "steady_forward_period_s",
+                 "last_forward_s", "last_write_done_s", "put_wait_s")
+
+
+def timeline_table(recorded: list[dict]) -> list[dict]:
+    """One row per extraction recorded with ``benchmarks/extract.py --timeline``: host seconds since the start at
+    which the pipeline was entered, the first batch (chunk) arrived from the loader, the first and last forward were
+    called and the last rows written; the median period between forwards; and how long the GPU loop waited on the
+    store writer (``put_wait_s``: the writer waits for each batch's copy off the GPU, so this grows when the GPU is
+    what is slow)."""
+    return [{"file": src["file"], "images": src.get("num_images"), **{k: src["timeline"].get(k) for k in TIMELINE_KEYS}}
+            for src in recorded if src.get("timeline")]
 
 
 def profile_table(recorded: list[dict]) -> list[dict]:

@@ -1,5 +1,6 @@
 """The benchmark helpers measure what they claim on tiny sizes (speed itself is not asserted here)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,9 @@ def test_target_table_judges_each_measurement_against_its_target():
 
 def test_committed_gpu_results_have_the_fields_the_book_reads():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    files = sorted(folder.glob("*.json"))
+    checks = sorted(folder.glob("gpu_checks_*.json"))  # benchmarks/gpu_checks.py: checks, not measurements
+    assert all(json.loads(f.read_text())["ok"] is True for f in checks)
+    files = sorted(set(folder.glob("*.json")) - set(checks))
     assert files, f"no benchmark results under {folder} (are they committed?)"
     rows = bench.target_table(bench.recorded_results(folder))
     assert len(rows) >= len(files) and {r["file"] for r in rows} == {f.name for f in files}
@@ -177,3 +180,9 @@ def test_gpu_checks_compares_the_lstm_paths(tmp_path):
     spec.loader.exec_module(gpu_checks)
     res = gpu_checks.lstm_paths("cpu", batch=6, width=5, dim=8)
     assert len(res["rel_diff"]) == 10 and max(res["rel_diff"].values()) < 1e-4 and res["padding_max_abs"] == 0.0
+
+
+def test_timeline_table_reads_the_committed_timelines():
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    rows = bench.timeline_table(bench.recorded_results(folder))
+    assert rows and all(r["first_forward_s"] < r["last_forward_s"] < r["total_s"] for r in rows)
