@@ -165,9 +165,10 @@ def configure_device(device: torch.device) -> None:
 def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     """``cfg.optimizer`` (SGD with momentum and weight decay, the paper's; or Adam) for ``params`` on ``device``.
 
-    On a GPU the fused kernel updates every parameter in one launch: on an H200 it lifted the paper-size r-DAN step
-    from 12,125 to 15,600 samples/s (benchmarks/results/train_fused_h200.json; the step is bound by the host's
-    kernel launches). On the CPU PyTorch's default implementation is kept, so CPU runs are unchanged.
+    On a GPU the fused kernel updates every parameter in one launch (the eager step is bound by the host's kernel
+    launches). On H200s the paper-size r-DAN step ran at 15,600 samples/s with it on one machine and 11,897 on
+    another, against 12,125 without it (benchmarks/results/train_{fused,,profile}_h200.json): the gain is smaller
+    than the spread between machines. On the CPU PyTorch's default implementation is kept, so CPU runs are unchanged.
     """
     fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "sgd":
