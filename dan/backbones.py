@@ -387,7 +387,10 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
 
 def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:
     """:func:`decode_jpeg_batch`, one float ``[3, S, S]`` (0..255) per input, None where decoding failed."""
-    x, failed = decode_jpeg_batch(jpegs, size, device)
-    rows = iter(x) if x is not None else iter(())
-    bad = set(failed)
-    return [None if k in bad else next(rows) for k in range(len(jpegs))]
+    return per_input(*decode_jpeg_batch(jpegs, size, device), len(jpegs))
+
+
+def per_input(x: torch.Tensor | None, failed: list[int], n: int) -> list[torch.Tensor | None]:
+    """:func:`decode_jpeg_batch`'s ``(x, failed)`` for ``n`` inputs -> one row of ``x`` per input, None where failed."""
+    rows, bad = iter(x) if x is not None else iter(()), set(failed)
+    return [None if k in bad else next(rows) for k in range(n)]

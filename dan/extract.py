@@ -34,7 +34,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dan.backbones import BadImage, GridBackbone, decode_jpeg_batch, decode_jpegs, plain_jpeg_bytes, read_image
+from dan.backbones import (
+    BadImage,
+    GridBackbone,
+    decode_jpeg_batch,
+    per_input,
+    plain_jpeg_bytes,
+    read_image,
+)
 from dan.io import ConfigError, DataError
 from dan.store import PartialStore, StoreWriter
 
@@ -179,7 +186,7 @@ class _Prefetch:
         self._thread.join()
 
 
-MIN_CHUNK = 16  # images; smaller loader chunks cost more in per-chunk overhead than they save
+MIN_CHUNK = 16  # images; a guess (not measured) below which a chunk's own overhead would outweigh the overlap
 
 
 def loader_chunks(batch_size: int, workers: int) -> int:
@@ -217,13 +224,12 @@ class _Stager:
         """One collated chunk -> (indices, x [b, 3, S, S] normalised channels_last or None, bad)."""
         index, bad, device, size = list(batch["index"]), list(batch["bad"]), self.device, self.size
         decoded = None
-        if index and batch["pixels"] is None and len(batch["jpeg_slot"]) == len(index):  # all decoded on the device
-            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))
+        if batch["jpeg_sizes"]:
+            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
             x, failed = decode_jpeg_batch(jpegs, size, device)
-            if not failed:  # the usual case: the resized batch as it is
+            if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
                 return index, self._normalise(x), bad
-            rows = iter(x) if x is not None else iter(())
-            decoded = [None if k in set(failed) else next(rows) for k in range(len(jpegs))]
+            decoded = per_input(x, failed, len(jpegs))
         slots: list[torch.Tensor | None] = [None] * len(index)
         x = None
         if batch["pixels"] is not None:
@@ -232,10 +238,7 @@ class _Stager:
                 x = px
             for k, slot in enumerate(batch["px_slot"]):
                 slots[slot] = px[k]
-        if batch["jpeg_sizes"]:
-            if decoded is None:
-                jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-                decoded = decode_jpegs(jpegs, size, device)
+        if decoded is not None:
             for slot, img in zip(batch["jpeg_slot"], decoded, strict=True):
                 if img is None:  # the device decoder refused it: decode on the CPU, or report it
                     try:
@@ -254,8 +257,8 @@ class _Stager:
         """0..255 float ``[b, 3, S, S]`` -> normalised model input, channels_last (in place after the layout copy).
 
         (A one-pass ``addcmul`` from this NCHW input into a bf16 channels_last output was tried on an H200: the
-        extraction's steady rate fell from ~1,810 to ~1,360-1,580 img/s, most likely because that kernel reads
-        across the layouts; benchmarks/results/extract_timeline_bf16_h200.json. Not re-tried in another form.)"""
+        extraction's steady rate fell from ~1,810 to ~1,360-1,580 img/s; reading across the layouts is a guess at why,
+        not verified; benchmarks/results/extract_timeline_bf16_h200.json. Not re-tried in another form.)"""
         return x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
 
     def __call__(self, batch: dict):
