@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device-resize", choices=["pil", "antialias"],
+                   help="resize after device decoding (default: the package's, pil)")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--weights")
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                       image_size=args.image_size or (224 if lite else 448), device=str(device),
                       batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
                       num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
+                      device_resize=args.device_resize or base.device_resize,
                       random_weights=args.random_weights,
                       commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                       ).validate()
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": cfg.batch_size, "num_images": len(items), "jpeg_size": "640x480",
         "jpeg_mean_kb": round(mean_kb, 1),
         "decode": store.meta["decode"], "precision": store.meta["precision"],
-        "model_only_img_s": round(ceiling, 1), "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
+        "model_only_img_s": round(ceiling, 1), "model_only_batch_s": round(cfg.batch_size / ceiling, 4),
+        "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
         "end_to_end_s": round(e2e_s, 2), "generate_s": round(gen_s, 2),
         "steady_img_s": round(steady, 1) if steady else None,
         "steady_ratio": round(steady / ceiling, 3) if steady else None,

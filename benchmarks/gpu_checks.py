@@ -5,8 +5,11 @@ it against packing on the CPU only. This compares the two paths on ``--device`` 
 zeros on padding, and the gradients of the input and of every LSTM weight (relative max difference; cuDNN may
 reduce in another order than the packed kernels). It also runs a few r-DAN training steps with the optimiser that
 ``dan.train.build_optimizer`` makes on the device (the fused kernel) and with PyTorch's multi-tensor one, from the
-same weights on the same batches, and compares the weights after them. Writes a JSON result and exits with 1 if a
-check fails.
+same weights on the same batches, and compares the weights after them. And it checks the device path's resize
+(``dan.resize.PilResize``) against Pillow pixel for pixel with TF32 matrix products off and on, and times it
+(three block sizes) against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
+batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). Writes a JSON result and exits
+with 1 if a check fails.
 
     python benchmarks/gpu_checks.py --device cuda --out gpu_checks.json
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,6 +87,51 @@ def optimizer_paths(device: str, steps: int = 3, batch: int = 32, seed: int = 0)
     return {"built": kinds["built"], "against": kinds["foreach"], "steps": steps, "rel_diff_max": diff}
 
 
+def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
+    """Pixels where ``PilResize`` on ``device`` differs from Pillow (matmul precision highest and high), and the
+    median milliseconds per 256 images of it (blocks of 112 outputs, the default; dense; blocks of 64) and of
+    ``antialias_resize`` (each call: 64 uint8 images on the device -> float)."""
+    import numpy as np
+    from PIL import Image
+
+    from dan.resize import PilResize, antialias_resize
+
+    dev, rng = torch.device(device), np.random.default_rng(0)
+    shapes = [(480, 640), (640, 480), (375, 500), (427, 640)]
+    imgs = {hw: [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(3)] for hw in shapes}
+    mismatched = {}
+    for precision in ("highest", "high"):
+        torch.set_float32_matmul_precision(precision)
+        r = PilResize(size, dev)
+        for hw, group in imgs.items():
+            got = r([torch.from_numpy(a).permute(2, 0, 1).to(dev) for a in group]).permute(0, 2, 3, 1).cpu().numpy()
+            ref = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
+                            for a in group])
+            mismatched[f"{precision} {hw[0]}x{hw[1]}"] = int((got != ref).sum())
+    torch.set_float32_matmul_precision("high")  # as the extraction runs it
+    chunk = [torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8, device=dev) for _ in range(64)]
+    ms = {}
+    if dev.type != "cuda":
+        reps = 1  # a rehearsal: the CPU is slow at this, and its timings say nothing about a GPU
+    for name, fn in (("pil", PilResize(size, dev)), ("pil dense", PilResize(size, dev, tile=None)),
+                     ("pil tile 64", PilResize(size, dev, tile=64)),
+                     ("antialias", lambda ims: antialias_resize(ims, size))):
+        times = []
+        for k in range(reps + 2):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t = time.perf_counter()
+            for _ in range(4):
+                fn(chunk)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if k >= 2:  # two warm-up rounds (matrices built, kernels chosen)
+                times.append(time.perf_counter() - t)
+        ms[name] = round(1e3 * sorted(times)[len(times) // 2], 2)
+    torch.set_float32_matmul_precision("highest")
+    return {"mismatched_pixels": mismatched, "ms_per_256_images": ms, "image": "640x480 -> 448x448"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -90,19 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     torch.backends.cudnn.allow_tf32 = False  # a check of the index maps, not of TF32 rounding
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     res = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
            "aligned_vs_packed_lstm": lstm_paths(a.device), "optimizer": optimizer_paths(a.device),
-           "tolerance": a.tolerance}
+           "resize": resize_paths(a.device), "tolerance": a.tolerance}
     check, opt = res["aligned_vs_packed_lstm"], res["optimizer"]
     lstm_ok = max(check["rel_diff"].values()) <= a.tolerance and check["padding_max_abs"] == 0.0
     opt_ok = opt["rel_diff_max"] <= a.tolerance and (opt["built"] == "fused") == a.device.startswith("cuda")
-    res["ok"] = lstm_ok and opt_ok
+    resize = res["resize"]
+    resize_ok = not any(resize["mismatched_pixels"].values())
+    res["ok"] = lstm_ok and opt_ok and resize_ok
     print(f"aligned vs packed LSTM on {res['device']}: largest relative difference "
           f"{max(check['rel_diff'].values()):.2e} (tolerance {a.tolerance:g}), padding {check['padding_max_abs']:g}: "
           + ("ok" if lstm_ok else "FAILED"))
     print(f"training optimiser ({opt['built']}) vs {opt['against']} after {opt['steps']} r-DAN steps: largest "
           f"relative weight difference {opt['rel_diff_max']:.2e}: " + ("ok" if opt_ok else "FAILED"))
+    print(f"PIL-exact resize on {res['device']}: pixels differing from Pillow {resize['mismatched_pixels']}: "
+          + ("ok" if resize_ok else "FAILED") + f"; ms per 256 images {resize['ms_per_256_images']}")
     if a.out:
         write_json_atomic(a.out, res, indent=1)
     return 0 if res["ok"] else 1

@@ -6,8 +6,12 @@ staging, forward call, device-to-host copy set-up, row writes, commits, writer c
 ``time.perf_counter()`` of each entry and exit. :func:`summarise` turns the events into the few spans that make up
 the start-up (before the first forward), the drain (after the last forward) and the steady batch period.
 
-Host times only: a forward call returns when its kernels are queued, so the spans say where the host waited
-(loader, writer back-pressure, pinned-memory allocation, flush), not what the GPU did.
+Host times: a forward call returns when its kernels are queued, so these spans say where the host waited
+(loader, writer back-pressure, pinned-memory allocation, flush), not what the GPU did. On CUDA each forward is also
+bracketed by CUDA events on its stream: ``gpu_forward_s_median`` is how long the GPU took per forward in the
+steady part (against the model-only ceiling's batch time: slower means the forward shared the GPU with the
+decode/resize work), ``gpu_gap_s_median`` how long the compute stream waited between forwards (the forward was
+starved: its input was not staged yet).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 import dan.extract as ex
 import dan.features as ft
@@ -30,6 +35,7 @@ class Timeline:
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.events: list[tuple[float, str]] = []
+        self.gpu: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # per forward on CUDA: (start, end)
 
     def mark(self, name: str) -> None:
         self.events.append((time.perf_counter() - self.start, name))
@@ -49,6 +55,21 @@ def _timed(tl: Timeline, name: str, fn):
     return wrapper
 
 
+def _gpu_timed(tl: Timeline, fn):
+    """``forward_padded`` with CUDA events recorded on the current stream before and after its kernels."""
+    @functools.wraps(fn)
+    def wrapper(model, x, *args, **kwargs):
+        if x.device.type != "cuda":
+            return fn(model, x, *args, **kwargs)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn(model, x, *args, **kwargs)
+        end.record()
+        tl.gpu.append((start, end))
+        return out
+    return wrapper
+
+
 @contextlib.contextmanager
 def record(tl: Timeline) -> Iterator[Timeline]:
     """Wrap the pipeline's stages for the duration; everything is restored on exit."""
@@ -65,7 +86,7 @@ def record(tl: Timeline) -> Iterator[Timeline]:
     patch(st.PartialStore, "finish", _timed(tl, "finish", st.PartialStore.finish))
     patch(st.StoreWriter, "put", _timed(tl, "put", st.StoreWriter.put))
     patch(st.StoreWriter, "close", _timed(tl, "writer_close", st.StoreWriter.close))
-    patch(ex, "forward_padded", _timed(tl, "forward", ex.forward_padded))
+    patch(ex, "forward_padded", _timed(tl, "forward", _gpu_timed(tl, ex.forward_padded)))
     patch(ex, "_copy_out", _timed(tl, "copy_out", ex._copy_out))
     patch(ft, "run_pipeline", _timed(tl, "pipeline", ft.run_pipeline))  # extract_features' own name for it
 
@@ -140,4 +161,19 @@ def summarise(tl: Timeline, total_s: float) -> dict:
                                                                           strict=False)])), 4)
         if commits_end else None,
         "batches": len(fwd),
+        **_gpu_spans(tl),
     }
+
+
+def _gpu_spans(tl: Timeline) -> dict:
+    """Median GPU time per forward and median compute-stream wait between forwards, over the steady part (the
+    first quarter left out, as for the host period)."""
+    if len(tl.gpu) < 4:
+        return {}
+    torch.cuda.synchronize()
+    fwd = [a.elapsed_time(b) / 1e3 for a, b in tl.gpu]
+    gaps = [tl.gpu[k][1].elapsed_time(tl.gpu[k + 1][0]) / 1e3 for k in range(len(tl.gpu) - 1)]
+    skip = len(fwd) // 4
+    return {"gpu_forward_s_median": round(float(np.median(fwd[skip:-1])), 4),  # the last one may be a short batch
+            "gpu_gap_s_median": round(float(np.median(gaps[skip:])), 4),
+            "gpu_gap_s_total": round(float(np.sum(gaps[skip:])), 3)}

@@ -23,6 +23,7 @@ import importlib
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torch.nn import functional as F
 
 from dan.io import ConfigError, sha256_file
 
@@ -345,14 +345,20 @@ def plain_jpeg_bytes(path: Path) -> np.ndarray | None:
     return np.frombuffer(bytearray(data), dtype=np.uint8)
 
 
-def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
+def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device,
+                      resize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor | None, list[int]]:
     """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) and resize each whole to ``size`` x ``size``.
 
-    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` in whole levels 0..255 (bilinear, antialiased, like PIL's)
-    for the inputs that decoded, in input order (None if none did), and the positions of those that did not. Inputs
-    of one size are resized in one call; when all share a size ``x`` is that call's output (no further copy).
+    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` in whole levels 0..255 for the inputs that decoded, in input
+    order (None if none did), and the positions of those that did not. ``resize`` maps same-size uint8 ``[3, H, W]``
+    images to float ``[n, 3, S, S]``; the default, :class:`dan.resize.PilResize`, gives PIL's BILINEAR result
+    exactly (what :func:`read_image` gives for the same decoded pixels). Inputs of one size are resized in one call;
+    when all share a size ``x`` is that call's output (no further copy).
     """
+    from dan.resize import PilResize
+
+    resize = resize or PilResize(size, device)
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -373,10 +379,7 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
         by_shape.setdefault(tuple(im.shape), []).append(k)
     x = None
     for ks in by_shape.values():  # one resize per distinct input size
-        g = torch.stack([good[k] for k in ks]).float()  # [n, 3, H, W]
-        if g.shape[-2:] != (size, size):
-            g = F.interpolate(g, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            g = g.round_().clamp_(0, 255)  # whole levels, like PIL's uint8 output
+        g = resize([good[k] for k in ks])  # [n, 3, S, S]
         if len(ks) == len(good):
             return g, failed
         if x is None:

@@ -343,6 +343,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
 
 TIMELINE_KEYS = ("total_s", "pipeline_entered_s", "first_batch_in_s", "first_forward_s", "steady_forward_period_s",
                  "last_forward_s", "last_write_done_s", "put_wait_s")
+GPU_TIMELINE_KEYS = ("gpu_forward_s_median", "gpu_gap_s_median")  # CUDA events around each forward
 
 
 def timeline_table(recorded: list[dict]) -> list[dict]:
@@ -350,9 +351,14 @@ def timeline_table(recorded: list[dict]) -> list[dict]:
     which the pipeline was entered, the first batch (chunk) arrived from the loader, the first and last forward were
     called and the last rows written; the median period between forwards; and how long the GPU loop waited on the
     store writer (``put_wait_s``: the writer waits for each batch's copy off the GPU, so this grows when the GPU is
-    what is slow)."""
-    return [{"file": src["file"], "images": src.get("num_images"), **{k: src["timeline"].get(k) for k in TIMELINE_KEYS}}
-            for src in recorded if src.get("timeline")]
+    what is slow). Where any timeline has them, also the GPU's own median time per forward (against the model-only
+    batch time) and the compute stream's median wait between forwards (benchmarks/timeline.py)."""
+    rows = [src for src in recorded if src.get("timeline")]
+    gpu = [k for k in GPU_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # CUDA runs only
+    return [{"file": src["file"], "images": src.get("num_images"),
+             **{k: src["timeline"].get(k) for k in TIMELINE_KEYS},
+             **({"model_only_batch_s": src.get("model_only_batch_s")} if gpu else {}),
+             **{k: src["timeline"].get(k) for k in gpu}} for src in rows]
 
 
 def profile_table(recorded: list[dict]) -> list[dict]:

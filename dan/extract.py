@@ -3,7 +3,8 @@
 Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
 ``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk)
-and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch. With several workers a model batch is
+and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch (resized to PIL's result exactly by
+:class:`dan.resize.PilResize`, matrix products on TF32 tensor cores). With several workers a model batch is
 read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A prefetch thread
 (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream (non-blocking copies;
 uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last) while the model
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import queue
 import sys
@@ -43,6 +45,7 @@ from dan.backbones import (
     read_image,
 )
 from dan.io import ConfigError, DataError
+from dan.resize import PilResize, antialias_resize
 from dan.store import PartialStore, StoreWriter
 
 if TYPE_CHECKING:
@@ -206,9 +209,12 @@ class _Stager:
     event, bad)``, every ``chunks`` chunks (:meth:`flush`: the rest). Each chunk is moved/decoded on ``side_stream``
     as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
 
-    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1) -> None:
+    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1,
+                 resize: str = "pil") -> None:
         self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
         self.size = model.image_size
+        self.resize = PilResize(self.size, device) if resize == "pil" else functools.partial(
+            antialias_resize, size=self.size)  # same-size uint8 [3, H, W] images -> float [n, 3, S, S]
         self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
         self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
                                   device=device).view(1, 3, 1, 1)
@@ -226,7 +232,7 @@ class _Stager:
         decoded = None
         if batch["jpeg_sizes"]:
             jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-            x, failed = decode_jpeg_batch(jpegs, size, device)
+            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize)
             if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
                 return index, self._normalise(x), bad
             decoded = per_input(x, failed, len(jpegs))
@@ -331,8 +337,10 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size // chunks,
                         shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
                         prefetch_factor=4 * chunks if workers else None)
-    cudnn_benchmark = torch.backends.cudnn.benchmark
+    cudnn_benchmark, matmul_precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
+    if cuda:  # PilResize's products on TF32 tensor cores (exact there: integer inputs below 2**11)
+        torch.set_float32_matmul_precision("high")
     batches = writer = prefetch = bar = None
     try:
         model = model.to(device, memory_format=torch.channels_last)
@@ -340,7 +348,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
-                                              chunks))
+                                              chunks, cfg.device_resize))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
         with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():
@@ -377,3 +385,4 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         if bar is not None:
             bar.close()
         torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.set_float32_matmul_precision(matmul_precision)

@@ -39,6 +39,7 @@ import numpy as np
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, weights_sha256
 from dan.extract import _check_images, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401 (re-export)
 from dan.io import ConfigError, DanError, DataError, read_json
+from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore
 
 FORMAT = "dan-features/1"
@@ -58,11 +59,14 @@ class FeatureConfig:
     random_weights: bool = False  # untrained features: tests and benchmarks only
     on_bad_image: str = "error"  # or "skip": counted and reported in meta["skipped"]
     gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
+    device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
 
     def validate(self) -> FeatureConfig:
         backbone_spec(self.backbone, self.layer)
+        if self.device_resize not in RESIZE_MODES:
+            raise ConfigError(f"device_resize must be one of {', '.join(RESIZE_MODES)}, got {self.device_resize!r}")
         if self.on_bad_image not in ("error", "skip"):
             raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
         if not 32 <= self.image_size <= 4096:
@@ -183,7 +187,8 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             "preprocessing": model.preprocessing, "num_images": len(items) - len(skipped),
             "num_requested": len(items), "num_skipped": len(skipped), "skipped": skipped,
             "precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "decode": "torchvision.io.decode_jpeg on the device" if gpu_decode else "PIL in DataLoader workers",
+            "decode": (f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
+                       else "PIL in DataLoader workers"),
             "fingerprint": fp}
     store = part.finish(ids, meta)
     if skipped:
@@ -240,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-weights", action="store_true", help="untrained weights (tests/benchmarks only)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip and report unreadable images")
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device-resize", choices=RESIZE_MODES,
+                   help="resize after device decoding: pil (PIL's BILINEAR result exactly; default) or antialias")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
@@ -249,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, backbone=args.backbone, layer=None, image_size=size)
     overrides = {"layer": args.layer, "image_size": args.image_size, "batch_size": args.batch_size,
                  "num_workers": args.num_workers, "device": args.device, "weights": args.weights,
-                 "gpu_decode": args.gpu_decode}
+                 "gpu_decode": args.gpu_decode, "device_resize": args.device_resize}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = replace(cfg, random_weights=args.random_weights or cfg.random_weights,
                   on_bad_image="skip" if args.skip_bad_images else cfg.on_bad_image)

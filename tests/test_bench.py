@@ -186,3 +186,14 @@ def test_timeline_table_reads_the_committed_timelines():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     rows = bench.timeline_table(bench.recorded_results(folder))
     assert rows and all(r["first_forward_s"] < r["last_forward_s"] < r["total_s"] for r in rows)
+
+
+def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
+    tl = {k: 1.0 for k in bench.TIMELINE_KEYS}
+    old = {"file": "a.json", "num_images": 8, "model_only_batch_s": 0.128, "timeline": tl}
+    new = {"file": "b.json", "num_images": 8, "model_only_batch_s": 0.128,
+           "timeline": {**tl, "gpu_forward_s_median": 0.131, "gpu_gap_s_median": 0.002}}
+    assert "gpu_forward_s_median" not in bench.timeline_table([old])[0]
+    rows = bench.timeline_table([old, new])
+    assert rows[0]["gpu_forward_s_median"] is None and rows[1]["gpu_forward_s_median"] == 0.131
+    assert rows[1]["model_only_batch_s"] == 0.128 and rows[1]["gpu_gap_s_median"] == 0.002
