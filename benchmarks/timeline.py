@@ -160,9 +160,17 @@ def summarise(tl: Timeline, total_s: float) -> dict:
         "commit_s_median": round(float(np.median([y - x for x, y in zip(tl.times("commit>"), commits_end,
                                                                           strict=False)])), 4)
         if commits_end else None,
+        "stage_s_median": _median_span(tl.times("batch_in"), tl.times("staged")),  # per loader chunk (host)
+        "loader_wait_s_median": _median_span(tl.times("staged")[:-1], tl.times("batch_in")[1:]),
         "batches": len(fwd),
         **_gpu_spans(tl),
     }
+
+
+def _median_span(starts: list[float], ends: list[float]) -> float | None:
+    """Median of ``end - start`` over the pairs, the first quarter left out (start-up)."""
+    d = [b - a for a, b in zip(starts, ends, strict=False)]
+    return round(float(np.median(d[len(d) // 4:])), 4) if d else None
 
 
 def _gpu_spans(tl: Timeline) -> dict:
