@@ -6,8 +6,8 @@ zeros on padding, and the gradients of the input and of every LSTM weight (relat
 reduce in another order than the packed kernels). It also runs a few r-DAN training steps with the optimiser that
 ``dan.train.build_optimizer`` makes on the device (the fused kernel) and with PyTorch's multi-tensor one, from the
 same weights on the same batches, and compares the weights after them. And it checks the device path's resize
-(``dan.resize.PilResize``) against Pillow pixel for pixel with TF32 matrix products off and on, and times it
-(three block sizes) against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
+(``dan.resize.PilResize``: Triton kernel; matrix products with TF32 off and on) against Pillow pixel for pixel,
+and times it against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
 batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). Writes a JSON result and exits
 with 1 if a check fails.
 
@@ -88,34 +88,40 @@ def optimizer_paths(device: str, steps: int = 3, batch: int = 32, seed: int = 0)
 
 
 def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
-    """Pixels where ``PilResize`` on ``device`` differs from Pillow (matmul precision highest and high), and the
-    median milliseconds per 256 images of it (blocks of 112 outputs, the default; dense; blocks of 64) and of
-    ``antialias_resize`` (each call: 64 uint8 images on the device -> float)."""
+    """Pixels where ``PilResize`` on ``device`` differs from Pillow (its methods there: the Triton kernel on CUDA,
+    the matrix products with matmul precision highest and high), and median milliseconds per 256 images (4 calls
+    of 64 uint8 640 x 480 images on the device -> normalised model input, as the extraction stages them) of each
+    method and of torch's ``interpolate`` (``antialias_resize``, the extraction's resize before)."""
     import numpy as np
     from PIL import Image
 
-    from dan.resize import PilResize, antialias_resize
+    from dan.resize import PilResize, antialias_resize, normalise_, triton
 
     dev, rng = torch.device(device), np.random.default_rng(0)
+    methods = ["kernel", "products"] if dev.type == "cuda" and triton is not None else ["products"]
     shapes = [(480, 640), (640, 480), (375, 500), (427, 640)]
     imgs = {hw: [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(3)] for hw in shapes}
     mismatched = {}
-    for precision in ("highest", "high"):
+    for method, precision in [(m, p) for m in methods for p in ("highest", "high")]:
+        if method == "kernel" and precision == "high":
+            continue  # no matrix products in it
         torch.set_float32_matmul_precision(precision)
-        r = PilResize(size, dev)
+        r = PilResize(size, dev, method=method)
         for hw, group in imgs.items():
             got = r([torch.from_numpy(a).permute(2, 0, 1).to(dev) for a in group]).permute(0, 2, 3, 1).cpu().numpy()
             ref = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
                             for a in group])
-            mismatched[f"{precision} {hw[0]}x{hw[1]}"] = int((got != ref).sum())
+            mismatched[f"{method} {precision} {hw[0]}x{hw[1]}"] = int((got != ref).sum())
     torch.set_float32_matmul_precision("high")  # as the extraction runs it
+    scale = torch.tensor([0.0171, 0.0175, 0.0174], device=dev).view(1, 3, 1, 1)
+    shift = torch.tensor([-2.12, -2.04, -1.80], device=dev).view(1, 3, 1, 1)
     chunk = [torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8, device=dev) for _ in range(64)]
-    ms = {}
+    fns = {m: PilResize(size, dev, method=m, normalise=(scale, shift)) for m in methods}
+    fns["antialias"] = lambda ims: normalise_(antialias_resize(ims, size), scale, shift)
     if dev.type != "cuda":
         reps = 1  # a rehearsal: the CPU is slow at this, and its timings say nothing about a GPU
-    for name, fn in (("pil", PilResize(size, dev)), ("pil dense", PilResize(size, dev, tile=None)),
-                     ("pil tile 64", PilResize(size, dev, tile=64)),
-                     ("antialias", lambda ims: antialias_resize(ims, size))):
+    ms = {}
+    for name, fn in fns.items():
         times = []
         for k in range(reps + 2):
             if dev.type == "cuda":
@@ -125,11 +131,11 @@ def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
                 fn(chunk)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            if k >= 2:  # two warm-up rounds (matrices built, kernels chosen)
+            if k >= 2:  # two warm-up rounds (coefficients built, kernels compiled and chosen)
                 times.append(time.perf_counter() - t)
         ms[name] = round(1e3 * sorted(times)[len(times) // 2], 2)
     torch.set_float32_matmul_precision("highest")
-    return {"mismatched_pixels": mismatched, "ms_per_256_images": ms, "image": "640x480 -> 448x448"}
+    return {"mismatched_pixels": mismatched, "ms_per_256_images": ms, "image": "640x480 -> 448x448, normalised"}
 
 
 def main(argv: list[str] | None = None) -> int:

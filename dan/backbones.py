@@ -350,10 +350,11 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
                       ) -> tuple[torch.Tensor | None, list[int]]:
     """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) and resize each whole to ``size`` x ``size``.
 
-    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` in whole levels 0..255 for the inputs that decoded, in input
-    order (None if none did), and the positions of those that did not. ``resize`` maps same-size uint8 ``[3, H, W]``
-    images to float ``[n, 3, S, S]``; the default, :class:`dan.resize.PilResize`, gives PIL's BILINEAR result
-    exactly (what :func:`read_image` gives for the same decoded pixels). Inputs of one size are resized in one call;
+    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` for the inputs that decoded, in input order (None if none
+    did), and the positions of those that did not. ``resize`` maps same-size uint8 ``[3, H, W]`` images to float
+    ``[n, 3, S, S]``; the default, :class:`dan.resize.PilResize`, gives PIL's BILINEAR result exactly in whole
+    levels 0..255 (what :func:`read_image` gives for the same decoded pixels; the extraction's resize also
+    normalises). Inputs of one size are resized in one call;
     when all share a size ``x`` is that call's output (no further copy).
     """
     from dan.resize import PilResize

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import os
 import queue
 import sys
@@ -45,7 +44,7 @@ from dan.backbones import (
     read_image,
 )
 from dan.io import ConfigError, DataError
-from dan.resize import PilResize, antialias_resize
+from dan.resize import PilResize, antialias_resize, normalise_
 from dan.store import PartialStore, StoreWriter
 
 if TYPE_CHECKING:
@@ -213,11 +212,12 @@ class _Stager:
                  resize: str = "pil") -> None:
         self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
         self.size = model.image_size
-        self.resize = PilResize(self.size, device) if resize == "pil" else functools.partial(
-            antialias_resize, size=self.size)  # same-size uint8 [3, H, W] images -> float [n, 3, S, S]
         self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
         self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
                                   device=device).view(1, 3, 1, 1)
+        # same-size uint8 [3, H, W] images -> normalised model input [n, 3, S, S], channels_last
+        self.resize = PilResize(self.size, device, normalise=(self.scale, self.shift)) if resize == "pil" else \
+            (lambda images: self._normalise(antialias_resize(images, self.size)))
         if side_stream is not None:
             torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
         self._parts: list[tuple[list[int], torch.Tensor | None, list]] = []
@@ -232,14 +232,14 @@ class _Stager:
         decoded = None
         if batch["jpeg_sizes"]:
             jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize)
+            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize)  # normalised
             if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
-                return index, self._normalise(x), bad
+                return index, x.contiguous(memory_format=torch.channels_last), bad  # (a copy only for mixed sizes)
             decoded = per_input(x, failed, len(jpegs))
         slots: list[torch.Tensor | None] = [None] * len(index)
         x = None
         if batch["pixels"] is not None:
-            px = batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # NHWC -> NCHW view
+            px = self._normalise(batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2))  # NHWC -> NCHW
             if len(batch["px_slot"]) == len(index):
                 x = px
             for k, slot in enumerate(batch["px_slot"]):
@@ -249,23 +249,25 @@ class _Stager:
                 if img is None:  # the device decoder refused it: decode on the CPU, or report it
                     try:
                         img = torch.from_numpy(read_image(self.items[index[slot]][1], size)).to(device)
-                        img = img.permute(2, 0, 1).float()
+                        img = self._normalise(img.permute(2, 0, 1)[None])[0]
                     except BadImage as exc:
                         bad.append((index[slot], exc.reason))
                 slots[slot] = img
         keep = [k for k, t in enumerate(slots) if t is not None]
         if x is None or len(keep) != len(index):
-            x = torch.stack([slots[k] for k in keep]) if keep else None
+            x = torch.stack([slots[k] for k in keep]).contiguous(memory_format=torch.channels_last) if keep else None
             index = [index[k] for k in keep]
-        return index, self._normalise(x) if x is not None else None, bad
+        return index, x, bad
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """0..255 float ``[b, 3, S, S]`` -> normalised model input, channels_last (in place after the layout copy).
+        """0..255 ``[b, 3, S, S]`` -> normalised model input, float32 channels_last (:func:`dan.resize.normalise_`).
 
-        (A one-pass ``addcmul`` from this NCHW input into a bf16 channels_last output was tried on an H200: the
-        extraction's steady rate fell from ~1,810 to ~1,360-1,580 img/s; reading across the layouts is a guess at why,
-        not verified; benchmarks/results/extract_timeline_bf16_h200.json. Not re-tried in another form.)"""
-        return x.contiguous(memory_format=torch.channels_last).mul_(self.scale).add_(self.shift)
+        (A one-pass ``addcmul`` from an NCHW input into a bf16 channels_last output was tried on an H200 once:
+        benchmarks/results/extract_*bf16_h200.json. Their end-to-end rates fell, but their steady period between
+        forward calls did not (0.146 / 0.141 s against 0.142 s) while the loop waited 1.5-3.6 s on the store
+        writer, against 0.001 s in the runs before: the machine's host side, more than the change, is the likelier
+        cause; a guess, not checked. Not re-tried.)"""
+        return normalise_(x, self.scale, self.shift)
 
     def __call__(self, batch: dict):
         with self._stream():

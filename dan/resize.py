@@ -33,6 +33,12 @@ import PIL
 import torch
 import torch.nn.functional as F
 
+try:  # Triton comes with PyTorch's CUDA builds; without it (CPU builds) the matrix products do the work
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = tl = None
+
 PRECISION_BITS = 22  # PIL's fractional bits for 8-bit resampling coefficients
 SPLIT_BITS = 11  # coefficient halves and pixels below 2**11: exact TF32 inputs
 _HALF = 1 << (PRECISION_BITS - 1)  # the rounding offset PIL starts each sum with
@@ -68,17 +74,121 @@ def bilinear_coefficients(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
+def bilinear_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bilinear_coefficients` as windows: ``(starts int32 [n_out], coeffs int32 [n_out, K])``, output ``i``
+    = sum over ``k < K`` of ``coeffs[i, k] * input[starts[i] + k]`` (zeros pad the shorter windows; K = the widest)."""
+    c = bilinear_coefficients(n_in, n_out)
+    nz = c != 0
+    starts = nz.argmax(axis=1)
+    ends = n_in - nz[:, ::-1].argmax(axis=1)
+    k = int((ends - starts).max())
+    coeffs = np.zeros((n_out, k), dtype=np.int32)
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        coeffs[i, : b - a] = c[i, a:b]
+    return starts.astype(np.int32), coeffs
+
+
+if triton is not None:
+
+    @triton.jit
+    def _resample_kernel(src, dst, starts, coeffs, scale, shift, n_lines, n_out, n_in, src_line, src_tap,
+                         r1, r2, s0, s1, s2, dst_out, ch_div, n_ch, K, BLOCK_LINES: tl.constexpr,
+                         BLOCK_OUT: tl.constexpr, OUT_FAST: tl.constexpr, NORMALISE: tl.constexpr):
+        """One PIL pass over ``n_lines`` lines of ``n_in`` 8-bit pixels (element ``(line, tap)`` of ``src`` at
+        ``line * src_line + tap * src_tap``) into ``n_out`` outputs a line, in int32 fixed point as PIL computes
+        it. Output ``(line, out)`` goes to ``dst`` at ``d0 * s0 + d1 * s1 + d2 * s2 + out * dst_out``, where
+        ``line = (d0 * r1 + d1) * r2 + d2`` (so the last pass can write the NHWC model input directly), as
+        ``value * scale[c] + shift[c]`` with ``c = line // ch_div % n_ch`` when NORMALISE. A program does
+        BLOCK_LINES x BLOCK_OUT outputs; the tile's memory-adjacent axis is the outputs (OUT_FAST) or the lines."""
+        if OUT_FAST:
+            lines = tl.program_id(0) * BLOCK_LINES + tl.arange(0, BLOCK_LINES)[:, None]
+            outs = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)[None, :]
+        else:
+            lines = tl.program_id(0) * BLOCK_LINES + tl.arange(0, BLOCK_LINES)[None, :]
+            outs = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)[:, None]
+        lines = lines.to(tl.int64)
+        out_ok = outs < n_out
+        ok = (lines < n_lines) & out_ok
+        start = tl.load(starts + outs, mask=out_ok, other=0)
+        acc = tl.zeros_like(lines + outs).to(tl.int32) + (1 << 21)  # PIL's rounding offset, 2**(22 - 1)
+        for k in range(K):  # K: the widest window (taps)
+            w = tl.load(coeffs + outs * K + k, mask=out_ok, other=0)
+            tap = start + k
+            v = tl.load(src + lines * src_line + tap * src_tap, mask=ok & (tap < n_in), other=0)
+            acc += v.to(tl.int32) * w
+        val = tl.minimum(tl.maximum(acc >> 22, 0), 255)
+        d2 = lines % r2
+        d1 = (lines // r2) % r1
+        d0 = lines // (r1 * r2)
+        if NORMALISE:
+            ch = (lines // ch_div) % n_ch
+            val = val.to(tl.float32) * tl.load(scale + ch) + tl.load(shift + ch)
+        tl.store(dst + d0 * s0 + d1 * s1 + d2 * s2 + outs * dst_out, val.to(dst.dtype.element_ty), mask=ok)
+
+
+def normalise_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Whole levels ``x [n, C, S, S]`` -> the model input ``x * scale + shift`` (``[1, C, 1, 1]`` each: the
+    backbone's ``1 / (255 std)`` and ``-mean / std``), float32 channels_last (in place after the layout copy)."""
+    return x.float().contiguous(memory_format=torch.channels_last).mul_(scale).add_(shift)
+
+
 class PilResize:
-    """Resize same-size uint8 images ``[C, H, W]`` on ``device`` to float ``[n, C, S, S]`` holding PIL's 8-bit
-    BILINEAR result (whole levels 0..255).
+    """Resize same-size uint8 images ``[C, H, W]`` on ``device`` to float32 ``[n, C, S, S]`` holding PIL's 8-bit
+    BILINEAR result (whole levels 0..255), or with ``normalise=(scale, shift)`` (``[1, C, 1, 1]`` tensors on the
+    device) the model input :func:`normalise_` makes of it, channels_last.
 
-    A pass is cut into blocks of ``tile`` outputs (None: one block); a block's product reads only the inputs its
-    windows cover, so shrinking 640 -> 448 in blocks of 112 does ~1/3.5 of the dense product's arithmetic, for a
-    few more (smaller) products. Coefficient blocks are built once per input size and kept."""
+    ``method``: "kernel" runs each pass as PIL does (int32 fixed point over each output's window, 8-bit
+    intermediate) in a Triton kernel whose last pass writes the normalised NHWC input; "products" as blocked matrix
+    products (below); "auto" = the kernel on CUDA when Triton is installed, else the products. Both are exact, so
+    they agree with each other and with Pillow (the kernel's normalisation may round once where
+    :func:`normalise_` rounds twice: a last-bit difference before the bf16 cast). For the products a pass is cut
+    into blocks of ``tile`` outputs (None: one block); a block's product reads only the inputs its windows cover,
+    so shrinking 640 -> 448 in blocks of 112 does ~1/3.5 of the dense product's arithmetic. Coefficients are built
+    once per input size and kept."""
 
-    def __init__(self, size: int, device: torch.device | str, tile: int | None = 112) -> None:
-        self.size, self.device, self.tile = size, torch.device(device), tile or size
+    def __init__(self, size: int, device: torch.device | str, tile: int | None = 112, method: str = "auto",
+                 normalise: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.size, self.device, self.tile, self.normalise = size, torch.device(device), tile or size, normalise
+        if method == "auto":
+            method = "kernel" if triton is not None and self.device.type == "cuda" else "products"
+        if method not in ("kernel", "products"):
+            raise ValueError(f"method must be 'auto', 'kernel' or 'products', got {method!r}")
+        if method == "kernel" and triton is None:
+            raise ValueError("method 'kernel' needs Triton (pip install triton), which this installation lacks")
+        self.method = method
         self._blocks: dict[int, tuple[list[tuple[int, int, int, int, torch.Tensor]], bool]] = {}
+        self._windows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def windows(self, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`bilinear_windows` for lines of ``n_in`` pixels, on the device (the kernel's coefficients)."""
+        if n_in not in self._windows:
+            starts, coeffs = bilinear_windows(n_in, self.size)
+            self._windows[n_in] = (torch.from_numpy(starts).to(self.device), torch.from_numpy(coeffs).to(self.device))
+        return self._windows[n_in]
+
+    def _kernel_pass(self, x: torch.Tensor, leading: bool, last: tuple[int, int] | None) -> torch.Tensor:
+        """:meth:`_pass` by :func:`_resample_kernel` on 2-D ``x`` (whole levels, any dtype): uint8, or for the
+        ``last`` pass of ``(n images, C channels)`` the NHWC float32 ``[n, C, S, S]`` result."""
+        n_in, n_lines = (x.shape[0], x.shape[1]) if leading else (x.shape[1], x.shape[0])
+        starts, coeffs = self.windows(n_in)
+        s = self.size
+        block = (128, 8) if leading else (8, 128)  # memory-adjacent: the columns (lines), or the outputs
+        if last is None:  # the 8-bit intermediate, [S, n_lines] or [n_lines, S]
+            dst = torch.empty((s, n_lines) if leading else (n_lines, s), dtype=torch.uint8, device=x.device)
+            layout = (1, 1, 1, 0, 0, n_lines, 1) if leading else (1, 1, s, 0, 0, 1, 1)  # r1, r2, s0-s2, out, ch_div
+        else:
+            n, c = last
+            dst = torch.empty((n, c, s, s), device=x.device, memory_format=torch.channels_last)
+            sn, sy, sx = dst.stride(0), dst.stride(2), dst.stride(3)  # NHWC: S S C, S C, C (channel stride 1)
+            # lines: (n, c, x) under a vertical pass, (y, n, c) under a horizontal one
+            layout = (c, s, sn, 1, sx, sy, s) if leading else (n, c, sy, sn, 1, sx, 1)
+        scale, shift = (t.reshape(-1) for t in self.normalise) if self.normalise and last else (starts, starts)
+        grid = (triton.cdiv(n_lines, block[0]), triton.cdiv(s, block[1]))
+        _resample_kernel[grid](x, dst, starts, coeffs, scale, shift, n_lines, s, n_in,
+                               *((x.stride(1), x.stride(0)) if leading else (x.stride(0), x.stride(1))),
+                               *layout, last[1] if last else 1, coeffs.shape[1], BLOCK_LINES=block[0],
+                               BLOCK_OUT=block[1], OUT_FAST=not leading, NORMALISE=bool(self.normalise and last))
+        return dst
 
     def blocks(self, n_in: int) -> tuple[list[tuple[int, int, int, int, torch.Tensor]], bool]:
         """``([(o0, o1, a, b, m), ...], split)`` for a pass over lines of ``n_in`` pixels: outputs ``o0:o1`` are
@@ -126,22 +236,27 @@ class PilResize:
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         """``images``: n uint8 (or whole-level float) ``[C, H, W]`` of one size -> float32 ``[n, C, S, S]``."""
         n, (c, h, w), s = len(images), images[0].shape, self.size
-        # [H, n, C, W]: a horizontal pass is one product over its rows, a vertical one over its leading H
+        # [H, n, C, W]: a horizontal pass runs along its rows, a vertical one down its leading H
         x = torch.stack([im.permute(1, 0, 2) for im in images], dim=1).reshape(h, -1)
-        passes = ["v", "h"] if vertical_first(h, w, s, s) else ["h", "v"]
-        for p in passes:
-            if p == "h" and w != s:
-                x = self._pass(x.reshape(-1, w), leading=False)  # [rows * n * C, S]
-                w = s
-            elif p == "v" and h != s:
-                x = self._pass(x.reshape(h, -1), leading=True)  # [S, n * C * W]
-                h = s
-        return x.float().view(s, n, c, s).permute(1, 2, 0, 3)  # [n, C, S, S] (a view of [S, n, C, S])
+        order = ["v", "h"] if vertical_first(h, w, s, s) else ["h", "v"]
+        passes = [p for p in order if (p == "h" and w != s) or (p == "v" and h != s)]
+        for k, p in enumerate(passes):
+            x = x.reshape(-1, w) if p == "h" else x.reshape(h, -1)  # [rows * n * C, W] | [H, n * C * W]
+            if self.method == "kernel":  # 8-bit intermediate, as PIL's; the last pass writes the NHWC result
+                x = self._kernel_pass(x, p == "v", (n, c) if k == len(passes) - 1 else None)
+                if k == len(passes) - 1:
+                    return x
+            else:
+                x = self._pass(x, leading=p == "v")
+            w, h = (s, h) if p == "h" else (w, s)
+        x = x.float().view(s, n, c, s).permute(1, 2, 0, 3)  # [n, C, S, S] (a view of [S, n, C, S])
+        return normalise_(x, *self.normalise) if self.normalise else x
 
 
 def antialias_resize(images: list[torch.Tensor], size: int) -> torch.Tensor:
     """torch's antialiased bilinear resize of same-size ``[C, H, W]`` images, rounded to whole levels: float32
-    ``[n, C, S, S]``. Close to PIL, not equal (the intermediate is not rounded): kept for comparison."""
+    ``[n, C, S, S]``. Close to PIL, not equal (the intermediate is not rounded): kept for comparison (it is what
+    the extraction used before :class:`PilResize`)."""
     g = torch.stack(images).float()  # [n, C, H, W]
     if g.shape[-2:] != (size, size):
         g = F.interpolate(g, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

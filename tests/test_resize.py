@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +16,14 @@ from PIL import Image
 
 from dan.features import FeatureConfig, extract_features
 from dan.io import ConfigError
-from dan.resize import PILLOW_MAJOR, PilResize, antialias_resize, bilinear_coefficients, vertical_first
+from dan.resize import (
+    PILLOW_MAJOR,
+    PilResize,
+    antialias_resize,
+    bilinear_coefficients,
+    normalise_,
+    vertical_first,
+)
 
 
 def noise(h: int, w: int, seed: int) -> np.ndarray:
@@ -47,6 +59,14 @@ def test_the_matrix_products_give_pillows_pixels_exactly(h, w, size, tile):
     got = ours(imgs, size, PilResize(size, "cpu", tile=tile))
     for g, img in zip(got, imgs, strict=True):
         np.testing.assert_array_equal(g, pil(img, size))
+
+
+def test_normalising_in_the_resize_equals_normalising_after_it():
+    imgs = [torch.from_numpy(noise(48, 64, k)).permute(2, 0, 1) for k in range(2)]
+    scale, shift = torch.tensor([0.02, 0.03, 0.01]).view(1, 3, 1, 1), torch.tensor([-2.0, 1.0, 0.5]).view(1, 3, 1, 1)
+    x = PilResize(40, "cpu", normalise=(scale, shift))(imgs)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, normalise_(PilResize(40, "cpu")(imgs), scale, shift))
 
 
 def test_torchs_antialiased_resize_is_close_to_pillow_but_not_equal():
@@ -100,3 +120,30 @@ def test_device_decoding_gives_the_cpu_paths_features_exactly(tmp_path):
     assert runs["device"].meta["decode"] == "torchvision.io.decode_jpeg on the device, pil resize"
     with pytest.raises(ConfigError, match="device_resize"):
         replace(cfg, device_resize="bicubic").validate()
+
+
+def test_the_gpu_kernel_gives_pillows_pixels_exactly():
+    """PilResize's default on CUDA is a Triton kernel; Triton's interpreter runs the same kernel code on the CPU."""
+    pytest.importorskip("triton")  # it comes with PyTorch's CUDA builds (the pinned one included)
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        from PIL import Image
+        from dan.resize import PilResize
+        rng = np.random.default_rng(0)
+        scale = torch.tensor([0.02, 0.03, 0.01]).view(1, 3, 1, 1)
+        shift = torch.tensor([-2.0, 1.0, 0.5]).view(1, 3, 1, 1)
+        for h, w, s in [(60, 45, 40), (45, 60, 40), (30, 20, 40), (40, 52, 40), (40, 40, 40), (90, 80, 12)]:
+            imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2)]
+            ims = [torch.from_numpy(a).permute(2, 0, 1) for a in imgs]
+            got = PilResize(s, "cpu", method="kernel")(ims).permute(0, 2, 3, 1).numpy()
+            ref = np.stack([np.asarray(Image.fromarray(a).resize((s, s), Image.Resampling.BILINEAR)) for a in imgs])
+            norm = PilResize(s, "cpu", method="kernel", normalise=(scale, shift))(ims)
+            want = PilResize(s, "cpu", method="products", normalise=(scale, shift))(ims)
+            assert norm.is_contiguous(memory_format=torch.channels_last) and norm.dtype == torch.float32
+            print(h, w, s, int((got != ref).sum()), float((norm - want).abs().max()) < 1e-6)
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.split("\n")[:-1]
+    assert len(lines) == 6 and all(line.endswith(" 0 True") for line in lines), run.stdout
