@@ -28,6 +28,8 @@ by one level on ~20 % of the pixels of a 640 x 480 -> 448 x 448 test image.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import PIL
 import torch
@@ -155,7 +157,7 @@ class PilResize:
             raise ValueError(f"method must be 'auto', 'kernel' or 'products', got {method!r}")
         if method == "kernel" and triton is None:
             raise ValueError("method 'kernel' needs Triton (pip install triton), which this installation lacks")
-        self.method = method
+        self.method, self._kernel_ran = method, False
         self._blocks: dict[int, tuple[list[tuple[int, int, int, int, torch.Tensor]], bool]] = {}
         self._windows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -243,7 +245,17 @@ class PilResize:
         for k, p in enumerate(passes):
             x = x.reshape(-1, w) if p == "h" else x.reshape(h, -1)  # [rows * n * C, W] | [H, n * C * W]
             if self.method == "kernel":  # 8-bit intermediate, as PIL's; the last pass writes the NHWC result
-                x = self._kernel_pass(x, p == "v", (n, c) if k == len(passes) - 1 else None)
+                try:
+                    x = self._kernel_pass(x, p == "v", (n, c) if k == len(passes) - 1 else None)
+                except Exception as exc:  # noqa: BLE001 - e.g. a GPU that Triton cannot compile for
+                    if self._kernel_ran:
+                        raise
+                    warnings.warn(f"PilResize: the Triton kernel failed on {self.device} ({type(exc).__name__}: "
+                                  f"{exc}); resizing with matrix products instead (same result, slower)",
+                                  RuntimeWarning, stacklevel=2)
+                    self.method = "products"
+                    return self(images)
+                self._kernel_ran = True
                 if k == len(passes) - 1:
                     return x
             else:

@@ -147,3 +147,14 @@ def test_the_gpu_kernel_gives_pillows_pixels_exactly():
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.split("\n")[:-1]
     assert len(lines) == 6 and all(line.endswith(" 0 True") for line in lines), run.stdout
+
+
+def test_a_kernel_that_cannot_run_falls_back_to_the_products_with_a_warning():
+    """Outside the interpreter Triton cannot run on CPU tensors: the same failure a GPU it cannot compile for gives."""
+    pytest.importorskip("triton")
+    img = noise(48, 64, 3)
+    r = PilResize(40, "cpu", method="kernel")
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed"):
+        got = ours([img], 40, r)
+    assert r.method == "products"
+    np.testing.assert_array_equal(got[0], pil(img, 40))
