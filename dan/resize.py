@@ -115,7 +115,7 @@ if triton is not None:
         acc = tl.zeros_like(lines + outs).to(tl.int32) + (1 << 21)  # PIL's rounding offset, 2**(22 - 1)
         for k in range(K):  # K: the widest window (taps)
             w = tl.load(coeffs + outs * K + k, mask=out_ok, other=0)
-            tap = start + k
+            tap = (start + k).to(tl.int64)  # addresses in int64: a big batch of big images passes 2**31 bytes
             v = tl.load(src + lines * src_line + tap * src_tap, mask=ok & (tap < n_in), other=0)
             acc += v.to(tl.int32) * w
         val = tl.minimum(tl.maximum(acc >> 22, 0), 255)
@@ -125,7 +125,8 @@ if triton is not None:
         if NORMALISE:
             ch = (lines // ch_div) % n_ch
             val = val.to(tl.float32) * tl.load(scale + ch) + tl.load(shift + ch)
-        tl.store(dst + d0 * s0 + d1 * s1 + d2 * s2 + outs * dst_out, val.to(dst.dtype.element_ty), mask=ok)
+        dst_at = d0 * s0 + d1 * s1 + d2 * s2 + outs.to(tl.int64) * dst_out
+        tl.store(dst + dst_at, val.to(dst.dtype.element_ty), mask=ok)
 
 
 def normalise_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
