@@ -10,7 +10,9 @@
 #                                (blocks of 112 / dense / blocks of 64 / antialias)
 #   extract_antialias_8k.json    ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline, with the resize the H200
 #                                runs of 2026-11-27 used (--device-resize antialias): the baseline on this machine
-#   extract_pil_8k.json          the same with the package's resize (PIL-exact matrix products): the A/B pair
+#   extract_pil_8k.json          the same with the package's resize (PIL-exact, a Triton kernel on CUDA): the A/B
+#                                pair; each also extracts 2,048 of the images again under torch.profiler and sums
+#                                the GPU time per batch by kernel group (model, resize, decode, copies, ...)
 #   extract_pil_val2014.json     the package's resize on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in
 #                                /dev/shm): the rate a real split sees (the VM disk takes ~1.5 GB/s, i.e. at most
 #                                ~1,870 ResNet-152 rows/s, so /dev/shm takes the disk out)
@@ -29,11 +31,11 @@ source benchmarks/device_lib.sh
 if [ "$rehearsal" = 1 ]; then
     dev=cpu
     extract=(--backbone resnet152 --random-weights --batch-size 8 --image-size 224 --model-seconds 1 --gpu-decode)
-    n_short=16 n_long=48 shm="${TMPDIR:-/tmp}/dan-extract-shm" cli_size=64 cli_compile=off
+    n_short=16 n_long=48 n_prof=8 shm="${TMPDIR:-/tmp}/dan-extract-shm" cli_size=64 cli_compile=off
 else
     dev=cuda
     extract=(--backbone resnet152 --random-weights --batch-size 256 --model-seconds 3)
-    n_short=8192 n_long=40504 shm=/dev/shm/dan-extract cli_size=448 cli_compile=reduce-overhead
+    n_short=8192 n_long=40504 n_prof=2048 shm=/dev/shm/dan-extract cli_size=448 cli_compile=reduce-overhead
 fi
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
@@ -41,7 +43,7 @@ eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
 want gpu-checks && stage gpu-checks 240 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks.json"
 for r in antialias pil; do
     want "extract-$r" && stage "extract-$r" 150 "${eb[@]}" --device-resize "$r" --num-images "$n_short" \
-        --workdir "$shm/$r" --out "$out/extract_${r}_8k.json"
+        --profile-images "$n_prof" --workdir "$shm/$r" --out "$out/extract_${r}_8k.json"
     rm -rf "$shm"
 done
 want extract-val2014 && stage extract-val2014 60 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" \

@@ -105,6 +105,52 @@ def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> 
         return iters * batch / (time.perf_counter() - start)
 
 
+KERNEL_GROUPS = (  # (group, name fragments): the first group whose fragment a kernel's name holds
+    ("resize (ours)", ("_resample_kernel",)),
+    ("jpeg decode", ("nvjpeg", "jpeg")),
+    ("model (conv/gemm)", ("conv", "gemm", "cutlass", "cudnn", "xmma", "implicit", "wgrad", "dgrad", "sm90", "sm80")),
+    ("copies", ("memcpy", "memset", "copy", "cat")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "batch_norm", "bn_", "relu", "add")),
+)
+
+
+def kernel_group(name: str) -> str:
+    low = name.lower()
+    return next((g for g, frags in KERNEL_GROUPS if any(f in low for f in frags)), "other")
+
+
+def profile_extraction(items, work: Path, cfg, model) -> dict:
+    """Run one more extraction of ``items`` under torch.profiler (after the timed one: the profiler slows it) and
+    sum the device time of its kernels and copies by group (:data:`KERNEL_GROUPS`) and by name, per model batch.
+    On CUDA the model's own time per batch, set beside the model-only batch time, says how much the forward lost
+    to sharing the GPU; the other groups say what it shared it with."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available() and cfg.device.startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    shutil.rmtree(work / "profiled", ignore_errors=True)
+    start = time.perf_counter()
+    with profile(activities=acts) as prof:
+        extract_features(items, work / "profiled", cfg, backbone=model, progress=False)
+    wall = time.perf_counter() - start
+    shutil.rmtree(work / "profiled", ignore_errors=True)
+    batches = -(-len(items) // cfg.batch_size)
+    by_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            entry = by_name.setdefault(e.name[:90], [0.0, 0])
+            entry[0] += e.time_range.elapsed_us() / 1e3
+            entry[1] += 1
+    groups: dict[str, float] = {}
+    for name, (ms, _) in by_name.items():
+        groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + ms
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:15]
+    return {"images": len(items), "batches": batches, "wall_s": round(wall, 3),
+            "device_ms_per_batch_by_group": {g: round(ms / batches, 2) for g, ms in sorted(groups.items())},
+            "top_kernels": [{"name": n, "ms_per_batch": round(ms / batches, 3),
+                             "calls_per_batch": round(c / batches, 1)} for n, (ms, c) in top]}
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -131,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit-every-mb", type=float, help="store commit interval (default: the profile's, 256 MB)")
     p.add_argument("--timeline", action="store_true",
                    help="record a host-side timeline of the timed run (benchmarks/timeline.py) into the JSON")
+    p.add_argument("--profile-images", type=int, default=0,
+                   help="afterwards, extract this many of the images again under torch.profiler and report the "
+                        "device time by kernel group and name per batch (0: no profile)")
     p.add_argument("--out", help="JSON file for the results")
     args = p.parse_args(argv)
     try:
@@ -163,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             store = extract_features(items, work / "store", cfg, backbone=model, progress=False,
                                      on_commit=lambda done: commits.append((time.perf_counter() - t0, done)))
             e2e_s = time.perf_counter() - t0
+        profiled = profile_extraction(items[: args.profile_images], work, cfg, model) if args.profile_images else None
     except DanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -185,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
         "timeline": summarise(tl, e2e_s) if args.timeline else None,
         "timeline_events": [(round(t, 4), n) for t, n in tl.events] if args.timeline else None,
+        "kernel_profile": profiled,
         "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),
     }
@@ -203,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{check['rel_diff']:.3g} x the spread between images ({'FAILED' if bad else 'ok'})")
     if args.timeline:
         print("timeline    " + ", ".join(f"{k} {v}" for k, v in result["timeline"].items()))
+    if profiled:
+        print(f"profile     {profiled['images']} images, {profiled['wall_s']} s under the profiler; device ms per "
+              f"batch by group {profiled['device_ms_per_batch_by_group']} (model-only batch "
+              f"{1e3 * cfg.batch_size / ceiling:.1f} ms)")
     if args.out:
         write_json_atomic(args.out, result, indent=1)
         print(f"wrote {args.out}")

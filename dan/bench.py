@@ -361,6 +361,17 @@ def timeline_table(recorded: list[dict]) -> list[dict]:
              **{k: src["timeline"].get(k) for k in gpu}} for src in rows]
 
 
+def kernel_profile_table(recorded: list[dict]) -> list[dict]:
+    """One row per extraction profiled with ``benchmarks/extract.py --profile-images``: GPU milliseconds per model
+    batch by kernel group (model, resize, decode, copies, elementwise, other), beside the model-only batch time."""
+    def batch_ms(src: dict) -> float | None:
+        return round(1e3 * src["model_only_batch_s"], 1) if src.get("model_only_batch_s") else None
+
+    return [{"file": src["file"], "resize": src.get("config", {}).get("device_resize"), "model_only_batch_ms":
+             batch_ms(src), **src["kernel_profile"]["device_ms_per_batch_by_group"]}
+            for src in recorded if src.get("kernel_profile")]
+
+
 def profile_table(recorded: list[dict]) -> list[dict]:
     """One row per profiled training step in ``recorded`` (``benchmarks/train.py --profile``): wall time, ops and,
     on a GPU, kernels per step and ``device_busy`` (summed kernel time / wall time; see :func:`profile_step`)."""

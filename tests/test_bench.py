@@ -197,3 +197,29 @@ def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
     rows = bench.timeline_table([old, new])
     assert rows[0]["gpu_forward_s_median"] is None and rows[1]["gpu_forward_s_median"] == 0.131
     assert rows[1]["model_only_batch_s"] == 0.128 and rows[1]["gpu_gap_s_median"] == 0.002
+
+
+def test_extraction_profile_groups_kernels_by_name():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(path))  # benchmarks/extract.py imports benchmarks/timeline.py
+    try:
+        spec = importlib.util.spec_from_file_location("extract_bench", path / "extract.py")
+        extract = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(extract)
+    finally:
+        sys.path.remove(str(path))
+    names = {"_resample_kernel": "resize (ours)", "nvjpeg::decode_batched": "jpeg decode",
+             "sm90_xmma_fprop_implicit_gemm_bf16": "model (conv/gemm)", "Memcpy HtoD (Pinned -> Device)": "copies",
+             "void at::native::vectorized_elementwise_kernel<4, MulFunctor>": "elementwise", "mystery": "other"}
+    assert {n: extract.kernel_group(n) for n in names} == names
+
+
+def test_kernel_profile_table_reads_profiled_extractions():
+    src = {"file": "extract_pil_8k_h200.json", "config": {"device_resize": "pil"}, "model_only_batch_s": 0.1282,
+           "kernel_profile": {"device_ms_per_batch_by_group": {"model (conv/gemm)": 120.5, "resize (ours)": 1.2}}}
+    rows = bench.kernel_profile_table([src, {"file": "train_h200.json"}])
+    assert rows == [{"file": "extract_pil_8k_h200.json", "resize": "pil", "model_only_batch_ms": 128.2,
+                     "model (conv/gemm)": 120.5, "resize (ours)": 1.2}]
