@@ -92,7 +92,8 @@ def bilinear_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_lines", "n_out", "n_in", "src_line", "src_tap", "r1", "r2", "s0", "s1", "s2",
+                                   "dst_out", "ch_div", "n_ch", "K"])  # one compiled kernel for every image size
     def _resample_kernel(src, dst, starts, coeffs, scale, shift, n_lines, n_out, n_in, src_line, src_tap,
                          r1, r2, s0, s1, s2, dst_out, ch_div, n_ch, K, BLOCK_LINES: tl.constexpr,
                          BLOCK_OUT: tl.constexpr, OUT_FAST: tl.constexpr, NORMALISE: tl.constexpr):
