@@ -2,17 +2,17 @@
 
 Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
-``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk)
-and ``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch (resized to PIL's result exactly by
-:class:`dan.resize.PilResize`, matrix products on TF32 tensor cores). With several workers a model batch is
-read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A prefetch thread
-(:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream (non-blocking copies;
-uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last) while the model
-runs the current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output ``[b, D, gh, gw]`` into fp16 rows
-``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream (:func:`_copy_out`, overlapping the
-next batch's forward), that a :class:`~dan.store.StoreWriter` thread writes
-into the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come back
-as ``(index, reason)`` pairs.
+``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and
+``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch (resized to PIL's result exactly and normalised
+by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is missing). With several workers
+a model batch is read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A
+prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream
+(non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``,
+channels_last) while the model runs the current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output
+``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream
+(:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store.StoreWriter` thread writes into
+the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come back as
+``(index, reason)`` pairs.
 
 Also here: :func:`resolve_device` (``--device`` -> :class:`torch.device`, shared with :mod:`dan.train`),
 :func:`keep_freed_memory` (glibc heap setting: half the CPU time used to go to page faults) and
@@ -341,7 +341,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
                         prefetch_factor=4 * chunks if workers else None)
     cudnn_benchmark, matmul_precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
-    if cuda:  # PilResize's products on TF32 tensor cores (exact there: integer inputs below 2**11)
+    if cuda:  # PilResize's products (without Triton) on TF32 tensor cores: exact, integer inputs below 2**11
         torch.set_float32_matmul_precision("high")
     batches = writer = prefetch = bar = None
     try:
