@@ -158,3 +158,36 @@ def test_a_kernel_that_cannot_run_falls_back_to_the_products_with_a_warning():
         got = ours([img], 40, r)
     assert r.method == "products"
     np.testing.assert_array_equal(got[0], pil(img, 40))
+
+
+def test_the_extraction_with_the_gpu_kernel_gives_the_cpu_paths_features(tmp_path):
+    """The whole device-decode pipeline with the Triton kernel as a GPU runs it (Triton's interpreter on the CPU):
+    landscape, portrait (vertical pass first) and enlarged images in mixed batches give the PIL path's store."""
+    pytest.importorskip("triton")
+    items = write_jpegs(tmp_path, [(60, 45), (45, 60), (30, 20), (60, 45), (41, 56)])
+    code = textwrap.dedent(f"""
+        import functools, sys
+        from dataclasses import replace
+        from pathlib import Path
+        import numpy as np
+        import dan.extract
+        from dan.features import FeatureConfig, extract_features
+        from dan.resize import PilResize
+        kernel = []
+        class KernelResize(PilResize):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **{{**kw, "method": "kernel"}})
+                kernel.append(self)
+        dan.extract.PilResize = KernelResize
+        items = [(k + 1, Path(p)) for k, p in enumerate({[str(p) for _, p in items]!r})]
+        cfg = FeatureConfig(batch_size=2, num_workers=0, device="cpu", image_size=40, random_weights=True)
+        out = Path({str(tmp_path)!r})
+        pil = extract_features(items, out / "pil", cfg, progress=False).load_all()
+        dev = extract_features(items, out / "dev", replace(cfg, gpu_decode=True), progress=False).load_all()
+        assert all(r.method == "kernel" for r in kernel) and any(r._kernel_ran for r in kernel)  # no fallback
+        print("max difference", float(np.abs(dev.astype(np.float32) - pil.astype(np.float32)).max()))
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("max difference 0.0"), run.stdout
