@@ -5,7 +5,7 @@
 #   device tool: run(command="bash benchmarks/device_extract.sh", timeout_s=450)   (no wheels needed; stages
 #   ~250 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
 #
-#   gpu_checks.json              the GPU-only paths on the device: aligned LSTM, training's fused optimiser, and
+#   gpu_checks_resize.json       the GPU-only paths on the device: aligned LSTM, training's fused optimiser, and
 #                                the PIL-exact resize (dan.resize.PilResize) against Pillow pixel for pixel with
 #                                TF32 off and on, timed per 256 640x480 images against torch's interpolate
 #                                (blocks of 112 / dense / blocks of 64 / antialias)
@@ -41,7 +41,7 @@ fi
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
-want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks.json"
+want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
 for r in antialias pil; do
     reserve=250
     [ "$r" = pil ] && reserve=200
