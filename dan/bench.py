@@ -318,6 +318,9 @@ def target_table(recorded: list[dict]) -> list[dict]:
             what += f", {src['num_images']:,} images" if "num_images" in src else ""
             what += ", CPU decode" if str(src.get("decode", "")).startswith("PIL") else ""
             what += ", store in /dev/shm" if "/dev/shm" in src.get("command", "") else ""
+            resize = src.get("config", {}).get("device_resize") if not str(src.get("decode", "")).startswith("PIL") \
+                else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
+            what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged

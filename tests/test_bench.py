@@ -223,3 +223,15 @@ def test_kernel_profile_table_reads_profiled_extractions():
     rows = bench.kernel_profile_table([src, {"file": "train_h200.json"}])
     assert rows == [{"file": "extract_pil_8k_h200.json", "resize": "pil", "model_only_batch_ms": 128.2,
                      "model (conv/gemm)": 120.5, "resize (ours)": 1.2}]
+
+
+def test_target_table_names_the_device_resize_where_recorded():
+    base = {"file": "e.json", "end_to_end_img_s": 1850.0, "model_only_img_s": 2000.0, "backbone": "resnet152",
+            "image_size": 448, "batch_size": 256, "device": "NVIDIA H200", "command": "python benchmarks/extract.py",
+            "decode": "torchvision.io.decode_jpeg on the device, pil resize", "config": {"device_resize": "pil"}}
+    old = {**base, "decode": "torchvision.io.decode_jpeg on the device", "config": {}}
+    cpu = {**base, "decode": "PIL in DataLoader workers"}
+    rows = bench.target_table([base, {**base, "config": {"device_resize": "antialias"}}, old, cpu])
+    assert [r["measurement"].split(", ")[-1] for r in rows] == ["PIL-exact resize", "interpolate resize",
+                                                                  "batch 256", "CPU decode"]
+    assert rows[0]["met"] is True and rows[0]["ratio"] == 0.925
