@@ -21,7 +21,8 @@ matrix), and they are recombined with exact float steps::
 
 ``lo_sum + 2**21 < 2**24`` holds for windows of up to 28 taps (shrinking by up to ~13x); a pass with wider windows
 runs in float64 (integer sums exact below ``2**53``). The result equals PIL's pixel for pixel on the same 8-bit
-input (tested against Pillow), on the CPU and, with TF32 allowed or not, on a GPU (``benchmarks/gpu_checks.py``).
+input: tested against Pillow on the CPU (the GPU kernel below under Triton's interpreter included);
+``benchmarks/gpu_checks.py`` checks it on a GPU (with TF32 off and on), which has not run yet.
 The torch alternative, ``F.interpolate(..., antialias=True)``, keeps the intermediate in float and differed from PIL
 by one level on ~20 % of the pixels of a 640 x 480 -> 448 x 448 test image.
 """
@@ -93,7 +94,7 @@ def bilinear_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 if triton is not None:
 
     @triton.jit(do_not_specialize=["n_lines", "n_out", "n_in", "src_line", "src_tap", "r1", "r2", "s0", "s1", "s2",
-                                   "dst_out", "ch_div", "n_ch", "K"])  # one compiled kernel for every image size
+                                   "dst_out", "ch_div", "n_ch", "K"])  # sizes: no recompiling per image size
     def _resample_kernel(src, dst, starts, coeffs, scale, shift, n_lines, n_out, n_in, src_line, src_tap,
                          r1, r2, s0, s1, s2, dst_out, ch_div, n_ch, K, BLOCK_LINES: tl.constexpr,
                          BLOCK_OUT: tl.constexpr, OUT_FAST: tl.constexpr, NORMALISE: tl.constexpr):
@@ -147,8 +148,8 @@ class PilResize:
     they agree with each other and with Pillow (the kernel's normalisation may round once where
     :func:`normalise_` rounds twice: a last-bit difference before the bf16 cast). For the products a pass is cut
     into blocks of ``tile`` outputs (None: one block); a block's product reads only the inputs its windows cover,
-    so shrinking 640 -> 448 in blocks of 112 does ~1/3.5 of the dense product's arithmetic. Coefficients are built
-    once per input size and kept."""
+    so shrinking 640 -> 448 in blocks of 112 (windows of 161-162 inputs) does ~1/4 of the dense product's
+    arithmetic. Coefficients are built once per input size and kept."""
 
     def __init__(self, size: int, device: torch.device | str, tile: int | None = 112, method: str = "auto",
                  normalise: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
