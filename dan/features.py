@@ -90,6 +90,15 @@ FEATURE_PROFILES: dict[str, FeatureConfig] = {
 }
 
 
+def software_versions() -> dict:
+    """The libraries whose versions can change a store's pixels or numbers (Pillow's resize order changed in 13)."""
+    import PIL
+    import torch
+    import torchvision
+
+    return {"pillow": PIL.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
 def file_stats(images: list[tuple[int, Path]]) -> list[os.stat_result | None]:
     """``os.stat`` of each image file (None where it fails): taken once, for the fingerprint and the pre-check."""
     out: list[os.stat_result | None] = []
@@ -189,7 +198,7 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             "precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
             "decode": (f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
                        else "PIL in DataLoader workers"),
-            "fingerprint": fp}
+            "software": software_versions(), "fingerprint": fp}
     store = part.finish(ids, meta)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) in {out} (listed in {out / META}):", file=sys.stderr)

@@ -69,6 +69,8 @@ def test_store_shapes_ids_and_region_layout(tmp_path, model):
     meta = store.meta
     assert meta["backbone"] == "efficientnet-lite0" and meta["layer"] == "stride16" and meta["dtype"] == "float16"
     assert meta["preprocessing"]["mean"] == [0.5] * 3 and meta["num_images"] == 7 and meta["skipped"] == []
+    assert set(meta["software"]) == {"pillow", "torch", "torchvision"}
+    assert meta["software"]["torch"] == torch.__version__
     # row n of image 13 is the model's output at grid cell (n // gw, n % gw) of the whole resized image
     x = torch.from_numpy(read_image(items[3][1], SIZE)).permute(2, 0, 1).float()[None] / 255
     with torch.no_grad():
