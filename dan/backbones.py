@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from dan.io import ConfigError, sha256_file
+from dan.resize import PilResize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -357,8 +358,6 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
     normalises). Inputs of one size are resized in one call; when all share a size ``x`` is that call's output (no
     further copy).
     """
-    from dan.resize import PilResize
-
     resize = resize or PilResize(size, device)
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")

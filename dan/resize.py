@@ -258,8 +258,8 @@ class PilResize:
                                   RuntimeWarning, stacklevel=2)
                     self.method = "products"
                     return self(images)
-                self._kernel_ran = True
                 if k == len(passes) - 1:
+                    self._kernel_ran = True  # both passes compiled and ran: later failures are real errors
                     return x
             else:
                 x = self._pass(x, leading=p == "v")
