@@ -110,13 +110,26 @@ def file_stats(images: list[tuple[int, Path]]) -> list[os.stat_result | None]:
     return out
 
 
+def processing(cfg: FeatureConfig) -> dict[str, str]:
+    """How ``cfg`` computes on this machine: ``{"precision", "decode"}`` (recorded in meta.json and part of the
+    fingerprint: a store interrupted on a GPU, bf16 with device decoding, does not resume on the CPU in float32 with
+    PIL decoding, which would mix rows of both)."""
+    device = resolve_device(cfg.device)
+    gpu_decode = device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
+    return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
+            "decode": f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
+            else "PIL in DataLoader workers"}
+
+
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str,
                 stats: list[os.stat_result | None] | None = None) -> str:
-    """sha256 of everything that determines a store's content: backbone, layer, size, weights, image files
-    (name, size and modification time; ``stats`` = :func:`file_stats` of ``images`` if already taken)."""
+    """sha256 of everything that determines a store's content: backbone, layer, size, weights, precision and
+    decoding (:func:`processing`), image files (name, size and modification time; ``stats`` = :func:`file_stats`
+    of ``images`` if already taken)."""
     _, layer = backbone_spec(cfg.backbone, cfg.layer)
+    how = processing(cfg)
     h = hashlib.sha256(json.dumps([FORMAT, cfg.backbone, layer, cfg.image_size, weights_sha,
-                                   cfg.on_bad_image]).encode())
+                                   cfg.on_bad_image, how["precision"], how["decode"]]).encode())
     for (image_id, path), st in zip(images, file_stats(images) if stats is None else stats, strict=True):
         if st is None:
             h.update(f"{image_id}|{path.name}|missing\n".encode())
@@ -195,10 +208,7 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             "regions": "region n = grid cell (row n // gw, col n % gw) of the whole image resized to S x S",
             "preprocessing": model.preprocessing, "num_images": len(items) - len(skipped),
             "num_requested": len(items), "num_skipped": len(skipped), "skipped": skipped,
-            "precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "decode": (f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
-                       else "PIL in DataLoader workers"),
-            "software": software_versions(), "fingerprint": fp}
+            **processing(cfg), "software": software_versions(), "fingerprint": fp}
     store = part.finish(ids, meta)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) in {out} (listed in {out / META}):", file=sys.stderr)

@@ -107,14 +107,15 @@ if triton is not None:
         if OUT_FAST:
             lines = tl.program_id(0) * BLOCK_LINES + tl.arange(0, BLOCK_LINES)[:, None]
             outs = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)[None, :]
+            acc = tl.full((BLOCK_LINES, BLOCK_OUT), 1 << 21, tl.int32)  # PIL's rounding offset, 2**(22 - 1)
         else:
             lines = tl.program_id(0) * BLOCK_LINES + tl.arange(0, BLOCK_LINES)[None, :]
             outs = tl.program_id(1) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)[:, None]
+            acc = tl.full((BLOCK_OUT, BLOCK_LINES), 1 << 21, tl.int32)
         lines = lines.to(tl.int64)
         out_ok = outs < n_out
         ok = (lines < n_lines) & out_ok
         start = tl.load(starts + outs, mask=out_ok, other=0)
-        acc = tl.zeros_like(lines + outs).to(tl.int32) + (1 << 21)  # PIL's rounding offset, 2**(22 - 1)
         for k in range(K):  # K: the widest window (taps)
             w = tl.load(coeffs + outs * K + k, mask=out_ok, other=0)
             tap = (start + k).to(tl.int64)  # addresses in int64: a big batch of big images passes 2**31 bytes

@@ -110,6 +110,29 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, model):
     assert not (tmp_path / "cut" / PARTIAL).exists()
 
 
+def test_a_store_is_tied_to_its_decoding_and_precision(tmp_path, model):
+    """A store (or a partial one) made one way is neither current nor resumed for another decoding or resize: the
+    GPU's bf16 rows with device decoding would otherwise be mixed with the CPU's float32 rows from PIL."""
+    from dan.features import processing, store_is_current
+
+    items = make_images(tmp_path / "img", 10)
+    device = replace(CFG, gpu_decode=True)
+    assert processing(CFG) == {"precision": "float32", "decode": "PIL in DataLoader workers"}
+    assert processing(device)["decode"] == "torchvision.io.decode_jpeg on the device, pil resize"
+
+    def stop(done: int) -> None:
+        raise RuntimeError(f"simulated crash after {done} images")
+
+    with pytest.raises(RuntimeError, match="after 4 images"):
+        extract_features(items, tmp_path / "f", CFG, backbone=model, on_commit=stop, progress=False)
+    commits: list[int] = []
+    store = extract_features(items, tmp_path / "f", device, backbone=model, on_commit=commits.append, progress=False)
+    assert commits == [4, 8, 10]  # started afresh, not resumed from the PIL-decoded rows
+    assert store.meta["decode"] == processing(device)["decode"] and store_is_current(items, tmp_path / "f", device)
+    assert not store_is_current(items, tmp_path / "f", CFG)
+    assert not store_is_current(items, tmp_path / "f", replace(device, device_resize="antialias"))
+
+
 def test_kill_9_during_extraction_then_rerun_gives_identical_store(tmp_path, model):
     items = make_images(tmp_path / "img", 16)
     extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False)

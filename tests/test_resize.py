@@ -26,6 +26,12 @@ from dan.resize import (
 )
 
 
+def interpreter_env() -> dict:
+    """The environment of a subprocess running Triton's interpreter on this checkout (a PYTHONPATH already set,
+    e.g. another Triton version to try, comes after it)."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+
 def noise(h: int, w: int, seed: int) -> np.ndarray:
     """uint8 [H, W, 3]: smooth colour plus strong noise (every rounding boundary gets hit)."""
     rng = np.random.default_rng(seed)
@@ -135,14 +141,18 @@ def test_the_gpu_kernel_gives_pillows_pixels_exactly():
         for h, w, s in [(60, 45, 40), (45, 60, 40), (30, 20, 40), (40, 52, 40), (40, 40, 40), (90, 80, 12)]:
             imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2)]
             ims = [torch.from_numpy(a).permute(2, 0, 1) for a in imgs]
-            got = PilResize(s, "cpu", method="kernel")(ims).permute(0, 2, 3, 1).numpy()
+            kernel = PilResize(s, "cpu", method="kernel")
+            got = kernel(ims).permute(0, 2, 3, 1).numpy()
             ref = np.stack([np.asarray(Image.fromarray(a).resize((s, s), Image.Resampling.BILINEAR)) for a in imgs])
-            norm = PilResize(s, "cpu", method="kernel", normalise=(scale, shift))(ims)
+            fused = PilResize(s, "cpu", method="kernel", normalise=(scale, shift))
+            norm = fused(ims)
+            ran = [r.method == "kernel" and r._kernel_ran for r in (kernel, fused)]  # no fallback (same pixels)
+            assert (h, w) == (s, s) or all(ran), ran
             want = PilResize(s, "cpu", method="products", normalise=(scale, shift))(ims)
             assert norm.is_contiguous(memory_format=torch.channels_last) and norm.dtype == torch.float32
             print(h, w, s, int((got != ref).sum()), float((norm - want).abs().max()) < 1e-6)
     """)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = interpreter_env()
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.split("\n")[:-1]
@@ -187,7 +197,41 @@ def test_the_extraction_with_the_gpu_kernel_gives_the_cpu_paths_features(tmp_pat
         assert all(r.method == "kernel" for r in kernel) and any(r._kernel_ran for r in kernel)  # no fallback
         print("max difference", float(np.abs(dev.astype(np.float32) - pil.astype(np.float32)).max()))
     """)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = interpreter_env()
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().endswith("max difference 0.0"), run.stdout
+
+
+def test_the_gpu_kernel_compiles_for_hopper_and_ampere_with_the_arguments_it_is_launched_with(monkeypatch):
+    """The interpreter does not run Triton's compiler: compile each launch a resize makes (its real argument types;
+    landscape, portrait and enlarging; with the fused normalisation) ahead of time for sm_90 (H100/H200) and sm_80,
+    as the device would, without a GPU."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import dan.resize
+
+    kernel, launches = dan.resize._resample_kernel, {}
+    pointer = {torch.uint8: "*u8", torch.int32: "*i32", torch.float32: "*fp32"}
+
+    class Capture:  # stands in for the JIT function: records each launch's signature instead of running it
+        def __getitem__(self, grid):
+            def launch(*args, **constexprs):
+                sig = {name: pointer[a.dtype] if isinstance(a, torch.Tensor) else "i32" if abs(a) < 2**31 else "i64"
+                       for name, a in zip(kernel.arg_names, args, strict=False)}
+                launches[tuple(sig.values()) + tuple(constexprs.items())] = (sig, constexprs)
+            return launch
+
+    monkeypatch.setattr(dan.resize, "_resample_kernel", Capture())
+    norm = (torch.full((1, 3, 1, 1), 0.02), torch.full((1, 3, 1, 1), -2.0))
+    for h, w in [(480, 640), (640, 480), (300, 200)]:
+        PilResize(448, "cpu", method="kernel", normalise=norm)([torch.zeros((3, h, w), dtype=torch.uint8)] * 2)
+    assert len(launches) >= 4  # uint8 and float outputs, outputs or lines memory-adjacent
+    for sig, constexprs in launches.values():
+        sig = {**sig, **dict.fromkeys(constexprs, "constexpr")}
+        for arch in (90, 80):
+            compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+                                      target=GPUTarget("cuda", arch, 32))
+            assert len(compiled.asm["cubin"]) > 1000, (arch, sig)
