@@ -94,9 +94,9 @@ def bilinear_windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 if triton is not None:
 
     @triton.jit(do_not_specialize=["n_lines", "n_out", "n_in", "src_line", "src_tap", "r1", "r2", "s0", "s1", "s2",
-                                   "dst_out", "ch_div", "n_ch", "K"])  # sizes: no recompiling per image size
+                                   "dst_out", "ch_div", "n_ch"])  # sizes: no recompiling per image size
     def _resample_kernel(src, dst, starts, coeffs, scale, shift, n_lines, n_out, n_in, src_line, src_tap,
-                         r1, r2, s0, s1, s2, dst_out, ch_div, n_ch, K, BLOCK_LINES: tl.constexpr,
+                         r1, r2, s0, s1, s2, dst_out, ch_div, n_ch, K: tl.constexpr, BLOCK_LINES: tl.constexpr,
                          BLOCK_OUT: tl.constexpr, OUT_FAST: tl.constexpr, NORMALISE: tl.constexpr):
         """One PIL pass over ``n_lines`` lines of ``n_in`` 8-bit pixels (element ``(line, tap)`` of ``src`` at
         ``line * src_line + tap * src_tap``) into ``n_out`` outputs a line, in int32 fixed point as PIL computes
@@ -116,7 +116,8 @@ if triton is not None:
         out_ok = outs < n_out
         ok = (lines < n_lines) & out_ok
         start = tl.load(starts + outs, mask=out_ok, other=0)
-        for k in range(K):  # K: the widest window (taps)
+        for k in tl.static_range(K):  # K: the widest window (taps; a compile-time constant, so the loop unrolls:
+            # 1-3 for every side of 100-640 pixels -> 448; a runtime K failed in Triton 3.6's interpreter)
             w = tl.load(coeffs + outs * K + k, mask=out_ok, other=0)
             tap = (start + k).to(tl.int64)  # addresses in int64: a big batch of big images passes 2**31 bytes
             v = tl.load(src + lines * src_line + tap * src_tap, mask=ok & (tap < n_in), other=0)
@@ -192,7 +193,7 @@ class PilResize:
         grid = (triton.cdiv(n_lines, block[0]), triton.cdiv(s, block[1]))
         _resample_kernel[grid](x, dst, starts, coeffs, scale, shift, n_lines, s, n_in,
                                *((x.stride(1), x.stride(0)) if leading else (x.stride(0), x.stride(1))),
-                               *layout, last[1] if last else 1, coeffs.shape[1], BLOCK_LINES=block[0],
+                               *layout, last[1] if last else 1, K=coeffs.shape[1], BLOCK_LINES=block[0],
                                BLOCK_OUT=block[1], OUT_FAST=not leading, NORMALISE=bool(self.normalise and last))
         return dst
 

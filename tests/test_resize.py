@@ -32,6 +32,7 @@ def interpreter_env() -> dict:
     path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
 
+
 def noise(h: int, w: int, seed: int) -> np.ndarray:
     """uint8 [H, W, 3]: smooth colour plus strong noise (every rounding boundary gets hit)."""
     rng = np.random.default_rng(seed)
