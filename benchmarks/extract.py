@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device-resize", choices=["pil", "antialias"],
                    help="resize after device decoding (default: the package's, pil)")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="ResNet-152 with BatchNorm folded and bias/residual/ReLU fused (dan.fuse; default) or eager")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--weights")
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
                       num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
                       device_resize=args.device_resize or base.device_resize,
-                      random_weights=args.random_weights,
+                      random_weights=args.random_weights, fuse=args.fuse,
                       commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                       ).validate()
         work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))
@@ -199,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         items = synthetic_jpegs(work / "images", args.num_images)
         gen_s = time.perf_counter() - t0
         mean_kb = np.mean([p.stat().st_size for _, p in items[:DISTINCT]]) / 1e3
-        model = build_backbone(cfg.backbone, cfg.layer, cfg.image_size, cfg.weights, cfg.random_weights)
+        model = build_backbone(cfg.backbone, cfg.layer, cfg.image_size, cfg.weights, cfg.random_weights,
+                               fuse=cfg.fuse)
         model = model.to(device, memory_format=torch.channels_last)
         ceiling = model_only_rate(model, device, cfg.batch_size, args.model_seconds)
         warm = items[: min(len(items), 2 * cfg.batch_size)]
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "layer": store.meta["layer"], "image_size": cfg.image_size, "grid": store.meta["grid"], "dim": store.dim,
         "batch_size": cfg.batch_size, "num_images": len(items), "jpeg_size": "640x480",
         "jpeg_mean_kb": round(mean_kb, 1),
-        "decode": store.meta["decode"], "precision": store.meta["precision"],
+        "decode": store.meta["decode"], "precision": store.meta["precision"], "inference": store.meta["inference"],
         "model_only_img_s": round(ceiling, 1), "model_only_batch_s": round(cfg.batch_size / ceiling, 4),
         "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
         "end_to_end_s": round(e2e_s, 2), "generate_s": round(gen_s, 2),

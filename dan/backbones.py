@@ -32,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from dan.fuse import FUSED, fuse_resnet
 from dan.io import ConfigError, sha256_file
 from dan.resize import PilResize
 
@@ -244,10 +245,12 @@ def _torchvision_trunk(name: str, layer: str, weights: str | None, random_weight
 class GridBackbone(nn.Module):
     """A frozen CNN trunk: ``forward(x [B, 3, S, S] normalised) -> [B, D, gh, gw]``, plus what to record about it."""
 
-    def __init__(self, name: str, layer: str, image_size: int, trunk: nn.Module, weights_sha256: str) -> None:
+    def __init__(self, name: str, layer: str, image_size: int, trunk: nn.Module, weights_sha256: str,
+                 inference: str = "eager") -> None:
         super().__init__()
         spec, _ = backbone_spec(name, layer)
         self.name, self.layer, self.image_size, self.trunk = name, layer, image_size, trunk
+        self.inference = inference  # "eager" (the torchvision/EfficientNet modules as they are) or dan.fuse.FUSED
         self.weights_sha256 = weights_sha256
         self.mean, self.std = spec.mean, spec.std
         self.grid = grid_size(name, layer, image_size)
@@ -268,11 +271,18 @@ class GridBackbone(nn.Module):
                 "scale": "pixel / 255", "mean": list(self.mean), "std": list(self.std)}
 
 
+def inference_label(name: str, fuse: bool) -> str:
+    """What :func:`build_backbone` runs for ``name``: :data:`dan.fuse.FUSED` (ResNet-152 with ``fuse``) or "eager"."""
+    return FUSED if fuse and name == "resnet152" else "eager"
+
+
 def build_backbone(name: str, layer: str | None = None, image_size: int = 224, weights: str | None = None,
-                   random_weights: bool = False, seed: int = 0) -> GridBackbone:
+                   random_weights: bool = False, seed: int = 0, fuse: bool = True) -> GridBackbone:
     """Build ``name`` cut at ``layer`` (default per backbone) for ``image_size`` px inputs, on the CPU, frozen.
 
-    ``weights``: a file (state dict) overriding the default source; ``random_weights``: seeded random init.
+    ``weights``: a file (state dict) overriding the default source; ``random_weights``: seeded random init;
+    ``fuse``: ResNet-152 with its BatchNorms folded and bias/residual/ReLU fused (:mod:`dan.fuse`; the same function
+    up to rounding, fewer passes over memory); the other backbones run as they are.
     """
     spec, layer = backbone_spec(name, layer)
     if image_size < 32 or image_size > 4096:
@@ -284,7 +294,10 @@ def build_backbone(name: str, layer: str | None = None, image_size: int = 224, w
             trunk = _lite_trunk(net, layer)
         else:
             trunk, sha = _torchvision_trunk(name, layer, weights, random_weights)
-    return GridBackbone(name, layer, image_size, trunk, sha)
+    inference = inference_label(name, fuse)
+    if inference == FUSED:
+        trunk = fuse_resnet(trunk)
+    return GridBackbone(name, layer, image_size, trunk, sha, inference)
 
 
 class BadImage(Exception):

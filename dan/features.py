@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, weights_sha256
+from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
 from dan.extract import _check_images, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401 (re-export)
 from dan.io import ConfigError, DanError, DataError, read_json
 from dan.resize import RESIZE_MODES
@@ -60,6 +60,7 @@ class FeatureConfig:
     on_bad_image: str = "error"  # or "skip": counted and reported in meta["skipped"]
     gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
     device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
+    fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
 
@@ -111,14 +112,14 @@ def file_stats(images: list[tuple[int, Path]]) -> list[os.stat_result | None]:
 
 
 def processing(cfg: FeatureConfig) -> dict[str, str]:
-    """How ``cfg`` computes on this machine: ``{"precision", "decode"}`` (recorded in meta.json and part of the
-    fingerprint: a store interrupted on a GPU, bf16 with device decoding, does not resume on the CPU in float32 with
-    PIL decoding, which would mix rows of both)."""
+    """How ``cfg`` computes on this machine: ``{"precision", "decode", "inference"}`` (recorded in meta.json and
+    part of the fingerprint: a store interrupted on a GPU, bf16 with device decoding, does not resume on the CPU in
+    float32 with PIL decoding, which would mix rows of both)."""
     device = resolve_device(cfg.device)
     gpu_decode = device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
     return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
             "decode": f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
-            else "PIL in DataLoader workers"}
+            else "PIL in DataLoader workers", "inference": inference_label(cfg.backbone, cfg.fuse)}
 
 
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str,
@@ -129,7 +130,7 @@ def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha:
     _, layer = backbone_spec(cfg.backbone, cfg.layer)
     how = processing(cfg)
     h = hashlib.sha256(json.dumps([FORMAT, cfg.backbone, layer, cfg.image_size, weights_sha,
-                                   cfg.on_bad_image, how["precision"], how["decode"]]).encode())
+                                   cfg.on_bad_image, how["precision"], how["decode"], how["inference"]]).encode())
     for (image_id, path), st in zip(images, file_stats(images) if stats is None else stats, strict=True):
         if st is None:
             h.update(f"{image_id}|{path.name}|missing\n".encode())
@@ -165,6 +166,9 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             cfg.backbone, layer, cfg.image_size):
         raise ConfigError(f"backbone {backbone.name}/{backbone.layer}@{backbone.image_size} does not match the "
                           f"config {cfg.backbone}/{layer}@{cfg.image_size}")
+    if backbone is not None and backbone.inference != inference_label(cfg.backbone, cfg.fuse):
+        raise ConfigError(f"backbone runs {backbone.inference!r} but the config asks for "
+                          f"{inference_label(cfg.backbone, cfg.fuse)!r} (FeatureConfig.fuse={cfg.fuse})")
     sha = backbone.weights_sha256 if backbone else weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
     stats = file_stats(items)
     fp = fingerprint(cfg, items, sha, stats)
@@ -184,7 +188,8 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
             if reason:
                 raise DataError(f"cannot read image {path} (image id {image_id}): {reason}; "
                                 f"fix or remove it, or pass --skip-bad-images")
-    model = backbone or build_backbone(cfg.backbone, layer, cfg.image_size, cfg.weights, cfg.random_weights)
+    model = backbone or build_backbone(cfg.backbone, layer, cfg.image_size, cfg.weights, cfg.random_weights,
+                                       fuse=cfg.fuse)
     gh, gw = model.grid
     part = PartialStore(out, fp, len(items), (gh * gw, model.dim))
     start, skipped = part.open()
@@ -235,7 +240,8 @@ def build_features(data_root: str | os.PathLike, features_root: str | os.PathLik
     for split in splits:
         images, out = list_images(images_root / split), Path(features_root) / split
         if model is None and not store_is_current(images, out, cfg):
-            model = build_backbone(cfg.backbone, cfg.layer, cfg.image_size, cfg.weights, cfg.random_weights)
+            model = build_backbone(cfg.backbone, cfg.layer, cfg.image_size, cfg.weights, cfg.random_weights,
+                                   fuse=cfg.fuse)
         stores[split] = extract_features(images, out, cfg, backbone=model, progress=progress)
     return stores
 
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device-resize", choices=RESIZE_MODES,
                    help="resize after device decoding: pil (PIL's BILINEAR result exactly; default) or antialias")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
+                   help="ResNet-152: fold BatchNorm and fuse bias/residual/ReLU (default) or run it eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, backbone=args.backbone, layer=None, image_size=size)
     overrides = {"layer": args.layer, "image_size": args.image_size, "batch_size": args.batch_size,
                  "num_workers": args.num_workers, "device": args.device, "weights": args.weights,
-                 "gpu_decode": args.gpu_decode, "device_resize": args.device_resize}
+                 "gpu_decode": args.gpu_decode, "device_resize": args.device_resize, "fuse": args.fuse}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = replace(cfg, random_weights=args.random_weights or cfg.random_weights,
                   on_bad_image="skip" if args.skip_bad_images else cfg.on_bad_image)

@@ -117,7 +117,7 @@ def test_a_store_is_tied_to_its_decoding_and_precision(tmp_path, model):
 
     items = make_images(tmp_path / "img", 10)
     device = replace(CFG, gpu_decode=True)
-    assert processing(CFG) == {"precision": "float32", "decode": "PIL in DataLoader workers"}
+    assert processing(CFG) == {"precision": "float32", "decode": "PIL in DataLoader workers", "inference": "eager"}
     assert processing(device)["decode"] == "torchvision.io.decode_jpeg on the device, pil resize"
 
     def stop(done: int) -> None:
