@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (fourth version; the H200 calls of that
+# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (fifth version; the H200 calls of that
 # day ran its earlier versions: benchmarks/results/*_h200.json).
 #
 #   device tool: run(command="bash benchmarks/device_extract.sh", timeout_s=450)   (no wheels needed; stages
-#   ~250 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
+#   ~280 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
 #
 #   gpu_checks_resize.json       the GPU-only paths on the device: aligned LSTM, training's fused optimiser, and
 #                                the PIL-exact resize (dan.resize.PilResize) against Pillow pixel for pixel with
 #                                TF32 off and on, timed per 256 640x480 images against torch's interpolate
 #                                (blocks of 112 / dense / blocks of 64 / antialias)
-#   extract_antialias_8k.json    ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline, with the resize the H200
-#                                runs of 2026-11-27 used (--device-resize antialias): the baseline on this machine
-#   extract_pil_8k.json          the same with the package's resize (PIL-exact, a Triton kernel on CUDA): the A/B
-#                                pair; each also extracts 2,048 of the images again under torch.profiler and sums
-#                                the GPU time per batch by kernel group (model, resize, decode, copies, ...)
-#   extract_pil_val2014.json     the package's resize on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in
+#   gpu_checks_resize.json       also: the fused ResNet-152 (dan.fuse: folded BatchNorm, one Triton pass for
+#                                bias + residual + ReLU) against the eager one in bf16, both against float32, and
+#                                each one's ms per batch of 256
+#   extract_antialias_eager_8k.json  ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline, as the H200 runs of
+#                                2026-11-27 ran it (interpolate resize, eager model): the baseline on this machine
+#   extract_pil_eager_8k.json    the same with the package's resize (PIL-exact, a Triton kernel on CUDA): what the
+#                                resize changes
+#   extract_pil_8k.json          the package's defaults (PIL-exact resize, fused ResNet): what fusing changes, in
+#                                the model-only ceiling and end to end. Each of the three also extracts 2,048 of the
+#                                images again under torch.profiler and sums the GPU time per batch by kernel group
+#                                (model, our bias+ReLU, resize, decode, copies, ...)
+#   extract_pil_val2014.json     the package's defaults on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in
 #                                /dev/shm): the rate a real split sees (the VM disk takes ~1.5 GB/s, i.e. at most
 #                                ~1,870 ResNet-152 rows/s, so /dev/shm takes the disk out)
 #   train-cli (log only)         python -m dan.features / dan.train on the embedded smoke data on the GPU: ResNet-152
@@ -42,11 +48,14 @@ skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
 want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
-for r in antialias pil; do
-    reserve=250
-    [ "$r" = pil ] && reserve=200
-    want "extract-$r" && stage "extract-$r" "$reserve" "${eb[@]}" --device-resize "$r" --num-images "$n_short" \
-        --profile-images "$n_prof" --workdir "$shm/$r" --out "$out/extract_${r}_8k.json"
+for run in "antialias eager 290" "pil eager 240" "pil fused 190"; do  # resize, model, seconds kept for later stages
+    read -r r m reserve <<<"$run"
+    name="extract-$r" file="extract_${r}_8k.json"
+    [ "$m" = eager ] && name="$name-eager" file="extract_${r}_eager_8k.json"
+    fuse=--fuse
+    [ "$m" = eager ] && fuse=--no-fuse
+    want "$name" && stage "$name" "$reserve" "${eb[@]}" --device-resize "$r" "$fuse" --num-images "$n_short" \
+        --profile-images "$n_prof" --workdir "$shm/$r" --out "$out/$file"
     rm -rf "$shm"
 done
 want extract-val2014 && stage extract-val2014 110 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" \

@@ -107,6 +107,7 @@ def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> 
 
 KERNEL_GROUPS = (  # (group, name fragments): the first group whose fragment a kernel's name holds
     ("resize (ours)", ("_resample_kernel",)),
+    ("model bias+ReLU (ours)", ("_bias_act_kernel",)),  # dan.fuse: BatchNorm's shift, residual, ReLU
     ("jpeg decode", ("nvjpeg", "jpeg")),
     ("model (conv/gemm)", ("conv", "gemm", "cutlass", "cudnn", "xmma", "implicit", "wgrad", "dgrad", "sm90", "sm80")),
     ("copies", ("memcpy", "memset", "copy", "cat")),

@@ -8,8 +8,9 @@ reduce in another order than the packed kernels). It also runs a few r-DAN train
 same weights on the same batches, and compares the weights after them. And it checks the device path's resize
 (``dan.resize.PilResize``: Triton kernel; matrix products with TF32 off and on) against Pillow pixel for pixel,
 and times it against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
-batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). Writes a JSON result and exits
-with 1 if a check fails.
+batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). And the fused ResNet-152
+(``dan.fuse``, its Triton kernel) against the eager one in bf16, both measured against float32, and timed per batch.
+Writes a JSON result and exits with 1 if a check fails.
 
     python benchmarks/gpu_checks.py --device cuda --out gpu_checks.json
 """
@@ -148,6 +149,53 @@ def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
             "image": "640x480 -> 448x448, normalised"}
 
 
+def fused_paths(device: str, size: int = 448, batch: int = 256, reps: int = 5) -> dict:
+    """ResNet-152 (res5c, seeded random weights, BatchNorm statistics perturbed so that folding is not trivial)
+    fused (:mod:`dan.fuse`: the Triton kernel on CUDA) and eager, both in bf16 autocast and channels_last as the
+    extraction runs them: each one's relative error against the eager trunk in float32 (the fused one should be
+    about as close as the eager one), whether the kernel ran, and median milliseconds per batch."""
+    import dan.fuse
+    from dan.backbones import build_backbone
+    from dan.fuse import fuse_resnet
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if not cuda:  # a rehearsal: tiny sizes, no timing worth the name
+        size, batch, reps = 64, 2, 1
+    eager = build_backbone("resnet152", "res5c", size, random_weights=True, fuse=False)
+    g = torch.Generator().manual_seed(1)
+    for m in eager.trunk.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) * 0.5 + 0.5
+            m.bias.data = torch.rand(m.num_features, generator=g) * 0.4 - 0.2
+    models = {"eager": eager.trunk, "fused": fuse_resnet(eager.trunk)}
+    for k in models:
+        models[k] = models[k].to(dev, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
+    x = x.to(dev).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = models["eager"](x[:8]).float()  # float32 eager: the reference
+        err, ms = {}, {}
+        for name, model in models.items():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                out = model(x[:8]).float()
+            err[name] = float((out - ref).norm() / ref.norm())
+            times = []
+            for k in range(reps + 2):
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                t = time.perf_counter()
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                    model(x)
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                if k >= 2:
+                    times.append(time.perf_counter() - t)
+            ms[name] = round(1e3 * sorted(times)[len(times) // 2], 2)
+    return {"rel_err_vs_fp32_eager": err, "kernel_ran": cuda and not dan.fuse._kernel_failed,
+            "ms_per_batch": ms, "batch": batch, "image_size": size}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -158,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     res = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
            "aligned_vs_packed_lstm": lstm_paths(a.device), "optimizer": optimizer_paths(a.device),
-           "resize": resize_paths(a.device), "tolerance": a.tolerance}
+           "resize": resize_paths(a.device), "fused_resnet": fused_paths(a.device), "tolerance": a.tolerance}
     check, opt = res["aligned_vs_packed_lstm"], res["optimizer"]
     lstm_ok = max(check["rel_diff"].values()) <= a.tolerance and check["padding_max_abs"] == 0.0
     opt_ok = opt["rel_diff_max"] <= a.tolerance and (opt["built"] == "fused") == a.device.startswith("cuda")
@@ -166,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     fell_back = any("->" in k for k in resize["mismatched_pixels"])  # the kernel could not run on this device
     resize_ok = not any(resize["mismatched_pixels"].values()) and not fell_back \
         and max(resize["normalised_max_abs_diff"].values()) <= 1e-5
-    res["ok"] = lstm_ok and opt_ok and resize_ok
+    fused = res["fused_resnet"]
+    fused_ok = fused["rel_err_vs_fp32_eager"]["fused"] <= 2 * fused["rel_err_vs_fp32_eager"]["eager"] + 1e-4 \
+        and fused["kernel_ran"] == a.device.startswith("cuda")
+    res["ok"] = lstm_ok and opt_ok and resize_ok and fused_ok
     print(f"aligned vs packed LSTM on {res['device']}: largest relative difference "
           f"{max(check['rel_diff'].values()):.2e} (tolerance {a.tolerance:g}), padding {check['padding_max_abs']:g}: "
           + ("ok" if lstm_ok else "FAILED"))
@@ -175,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PIL-exact resize on {res['device']}: pixels differing from Pillow {resize['mismatched_pixels']}, "
           f"normalised input against the products' {resize['normalised_max_abs_diff']}: "
           + ("ok" if resize_ok else "FAILED") + f"; ms per 256 images {resize['ms_per_256_images']}")
+    print(f"fused ResNet-152 on {res['device']}: relative error against float32 eager "
+          f"{fused['rel_err_vs_fp32_eager']}, kernel ran: {fused['kernel_ran']}: " + ("ok" if fused_ok else "FAILED")
+          + f"; ms per batch of {fused['batch']} at {fused['image_size']} px {fused['ms_per_batch']}")
     if a.out:
         write_json_atomic(a.out, res, indent=1)
     return 0 if res["ok"] else 1

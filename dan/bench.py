@@ -297,6 +297,13 @@ TARGETS = {"extract_img_s": 1800.0, "extract_ratio": 0.9, "train_vqa_samples_s":
            "retrieval_s": 1.0}
 
 
+def inference_label(src: dict) -> str:
+    """", fused ResNet" / ", eager ResNet" for extractions that record how the model ran (``dan.fuse``; runs before
+    it ran the eager model and say nothing)."""
+    how = src.get("inference")
+    return "" if how is None else ", eager ResNet" if how == "eager" else ", fused ResNet"
+
+
 def target_table(recorded: list[dict]) -> list[dict]:
     """One row per GPU measurement in ``recorded`` (:func:`recorded_results`): what was measured, on which card,
     the ceiling, the pipeline's rate, their ratio, the target and whether it is met (None where none is set)."""
@@ -321,6 +328,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
             resize = src.get("config", {}).get("device_resize") if not str(src.get("decode", "")).startswith("PIL") \
                 else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
             what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
+            what += inference_label(src)
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
@@ -370,7 +378,8 @@ def kernel_profile_table(recorded: list[dict]) -> list[dict]:
     def batch_ms(src: dict) -> float | None:
         return round(1e3 * src["model_only_batch_s"], 1) if src.get("model_only_batch_s") else None
 
-    return [{"file": src["file"], "resize": src.get("config", {}).get("device_resize"), "model_only_batch_ms":
+    return [{"file": src["file"], "resize": src.get("config", {}).get("device_resize"),
+             "model": inference_label(src).lstrip(", ") or "eager ResNet", "model_only_batch_ms":
              batch_ms(src), **src["kernel_profile"]["device_ms_per_batch_by_group"]}
             for src in recorded if src.get("kernel_profile")]
 

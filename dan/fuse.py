@@ -74,10 +74,12 @@ if triton is not None:
 
 
 def _kernel_fits(y: torch.Tensor, residual: torch.Tensor | None) -> bool:
-    """The kernel indexes ``y`` (and ``residual``) as ``[pixels, channels]``: dense channels_last 4-D tensors."""
+    """The kernel indexes ``y`` (and ``residual``) as ``[pixels, channels]``: dense channels_last 4-D tensors; and
+    autograd does not see it, so a ``y`` that needs gradients takes the torch ops."""
     def dense(t: torch.Tensor) -> bool:
         return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    return dense(y) and (residual is None or (dense(residual) and residual.shape == y.shape))
+    grad = torch.is_grad_enabled() and (y.requires_grad or (residual is not None and residual.requires_grad))
+    return not grad and dense(y) and (residual is None or (dense(residual) and residual.shape == y.shape))
 
 
 def _kernel_by_default(y: torch.Tensor) -> bool:

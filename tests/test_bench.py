@@ -212,6 +212,7 @@ def test_extraction_profile_groups_kernels_by_name():
     finally:
         sys.path.remove(str(path))
     names = {"_resample_kernel": "resize (ours)", "nvjpeg::decode_batched": "jpeg decode",
+             "_bias_act_kernel": "model bias+ReLU (ours)",
              "sm90_xmma_fprop_implicit_gemm_bf16": "model (conv/gemm)", "Memcpy HtoD (Pinned -> Device)": "copies",
              "void at::native::vectorized_elementwise_kernel<4, MulFunctor>": "elementwise", "mystery": "other"}
     assert {n: extract.kernel_group(n) for n in names} == names
@@ -220,9 +221,10 @@ def test_extraction_profile_groups_kernels_by_name():
 def test_kernel_profile_table_reads_profiled_extractions():
     src = {"file": "extract_pil_8k_h200.json", "config": {"device_resize": "pil"}, "model_only_batch_s": 0.1282,
            "kernel_profile": {"device_ms_per_batch_by_group": {"model (conv/gemm)": 120.5, "resize (ours)": 1.2}}}
-    rows = bench.kernel_profile_table([src, {"file": "train_h200.json"}])
-    assert rows == [{"file": "extract_pil_8k_h200.json", "resize": "pil", "model_only_batch_ms": 128.2,
-                     "model (conv/gemm)": 120.5, "resize (ours)": 1.2}]
+    rows = bench.kernel_profile_table([src, {"file": "train_h200.json"}, {**src, "inference": "BatchNorm folded"}])
+    assert rows[0] == {"file": "extract_pil_8k_h200.json", "resize": "pil", "model": "eager ResNet",
+                       "model_only_batch_ms": 128.2, "model (conv/gemm)": 120.5, "resize (ours)": 1.2}
+    assert len(rows) == 2 and rows[1]["model"] == "fused ResNet"
 
 
 def test_target_table_names_the_device_resize_where_recorded():
@@ -234,4 +236,6 @@ def test_target_table_names_the_device_resize_where_recorded():
     rows = bench.target_table([base, {**base, "config": {"device_resize": "antialias"}}, old, cpu])
     assert [r["measurement"].split(", ")[-1] for r in rows] == ["PIL-exact resize", "interpolate resize",
                                                                   "batch 256", "CPU decode"]
+    fused = bench.target_table([{**base, "inference": "BatchNorm folded ..."}, {**base, "inference": "eager"}])
+    assert [r["measurement"].split(", ")[-1] for r in fused] == ["fused ResNet", "eager ResNet"]
     assert rows[0]["met"] is True and rows[0]["ratio"] == 0.925

@@ -151,3 +151,12 @@ def test_a_kernel_that_cannot_run_warns_once_and_the_torch_ops_take_over(monkeyp
     torch.testing.assert_close(got, torch.relu(y + bias.view(1, -1, 1, 1)))
     with pytest.raises(Exception):  # noqa: B017 - asked for explicitly, the kernel's failure is not hidden
         bias_act_(y.clone(), bias, kernel=True)
+
+
+def test_tensors_that_need_gradients_take_the_torch_ops():
+    """Autograd does not see the kernel, so it is left out where gradients flow (outside the interpreter it would
+    fail on these CPU tensors: this passing shows it did not run)."""
+    x = torch.randn(1, 8, 2, 2, requires_grad=True)
+    y = (x * 2).contiguous(memory_format=torch.channels_last)
+    bias_act_(y, torch.zeros(8), kernel=True).sum().backward()
+    assert torch.equal(x.grad, 2.0 * (x > 0).float())
