@@ -3,7 +3,7 @@
 # day ran its earlier versions: benchmarks/results/*_h200.json).
 #
 #   device tool: run(command="bash benchmarks/device_extract.sh", timeout_s=450)   (no wheels needed; stages
-#   ~280 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
+#   ~300 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
 #
 #   gpu_checks_resize.json       the GPU-only paths on the device: aligned LSTM, training's fused optimiser, and
 #                                the PIL-exact resize (dan.resize.PilResize) against Pillow pixel for pixel with
@@ -23,9 +23,13 @@
 #   extract_pil_val2014.json     the package's defaults on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in
 #                                /dev/shm): the rate a real split sees (the VM disk takes ~1.5 GB/s, i.e. at most
 #                                ~1,870 ResNet-152 rows/s, so /dev/shm takes the disk out)
+#   extract_pil_noprio_8k.json   the defaults with the model on a stream of normal priority
+#                                (--no-prioritise-model; dan.extract.model_stream): what the priority changes
 #   train-cli (log only)         python -m dan.features / dan.train on the embedded smoke data on the GPU: ResNet-152
 #                                (random weights) stores, r-DAN with SGD eager and with compile=reduce-overhead, m-DAN
 #                                with reduce-overhead: training's own GPU path end to end, not a benchmark
+# Order: gpu-checks, extract-pil, extract-val2014, extract-pil-eager, extract-antialias-eager, extract-pil-noprio,
+# train-cli (the defaults first, so that a run cut short still has them).
 # The timelines now carry the GPU's own time per forward and the compute stream's wait between forwards (CUDA
 # events): the first says whether the forward shares the GPU with decoding/resizing, the second whether it starves.
 # DAN_DEVICE_SKIP="gpu-checks train-cli ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes
@@ -47,20 +51,22 @@ fi
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
-want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
-for run in "antialias eager 290" "pil eager 240" "pil fused 190"; do  # resize, model, seconds kept for later stages
-    read -r r m reserve <<<"$run"
-    name="extract-$r" file="extract_${r}_8k.json"
-    [ "$m" = eager ] && name="$name-eager" file="extract_${r}_eager_8k.json"
-    fuse=--fuse
-    [ "$m" = eager ] && fuse=--no-fuse
-    want "$name" && stage "$name" "$reserve" "${eb[@]}" --device-resize "$r" "$fuse" --num-images "$n_short" \
-        --profile-images "$n_prof" --workdir "$shm/$r" --out "$out/$file"
+want gpu-checks && stage gpu-checks 300 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
+eight_k() {  # NAME RESERVE_S FILE FLAGS...: one 8,192-image run (timeline, profile) with the store in /dev/shm
+    local name=$1 reserve=$2 file=$3
+    shift 3
+    want "$name" && stage "$name" "$reserve" "${eb[@]}" "$@" --num-images "$n_short" --profile-images "$n_prof" \
+        --workdir "$shm/8k" --out "$out/$file"
     rm -rf "$shm"
-done
-want extract-val2014 && stage extract-val2014 110 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" \
+}
+# most telling first: the package's defaults at 8k and at val2014's size, then what each change did
+eight_k extract-pil 240 extract_pil_8k.json
+want extract-val2014 && stage extract-val2014 150 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" \
     --out "$out/extract_pil_val2014.json"
 rm -rf "$shm"
+eight_k extract-pil-eager 110 extract_pil_eager_8k.json --no-fuse
+eight_k extract-antialias-eager 70 extract_antialias_eager_8k.json --no-fuse --device-resize antialias
+eight_k extract-pil-noprio 30 extract_pil_noprio_8k.json --no-prioritise-model
 cli="${TMPDIR:-/tmp}/dan-cli" smoke="${TMPDIR:-/tmp}/dan-cli/data"  # data/generated/ is ignored: it does not travel
 train_cli() {  # the smoke data through the package's own commands on "$dev"
     set -eo pipefail

@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="resize after device decoding (default: the package's, pil)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="ResNet-152 with BatchNorm folded and bias/residual/ReLU fused (dan.fuse; default) or eager")
+    p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction, default=True,
+                   help="CUDA: run the model on a high-priority stream (default; dan.extract.model_stream)")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--weights")
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
                       num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
                       device_resize=args.device_resize or base.device_resize,
-                      random_weights=args.random_weights, fuse=args.fuse,
+                      random_weights=args.random_weights, fuse=args.fuse, prioritise_model=args.prioritise_model,
                       commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                       ).validate()
         work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))

@@ -329,6 +329,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
                 else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
             what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
             what += inference_label(src)
+            what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged

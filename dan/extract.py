@@ -8,7 +8,8 @@ by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Trit
 a model batch is read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A
 prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream
 (non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``,
-channels_last) while the model runs the current one (bf16 autocast on CUDA); :func:`run_pipeline` turns each output
+channels_last) while the model runs the current one (bf16 autocast on CUDA, on a stream of the highest priority:
+:func:`model_stream`); :func:`run_pipeline` turns each output
 ``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream
 (:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store.StoreWriter` thread writes into
 the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come back as
@@ -326,6 +327,19 @@ def _copy_out(y: torch.Tensor, stream: torch.cuda.Stream) -> tuple[torch.Tensor,
     return rows, event
 
 
+def model_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream | None:
+    """CUDA with ``prioritise``: a stream of the device's highest priority for the model (its work waits for what the
+    current stream has queued, e.g. moving the weights). The decode/resize stream keeps the default priority, the
+    lowest, so where both have work queued the GPU schedules the forward's blocks first and the next batch's
+    decoding fills what the forward leaves idle. None: run on the current stream (the CPU; ``prioritise`` off)."""
+    if device.type != "cuda" or not prioritise:
+        return None
+    highest = min(torch.cuda.Stream.priority_range())  # a lower number is a higher priority: e.g. (0, -5) -> -5
+    stream = torch.cuda.Stream(device, priority=highest)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    return stream
+
+
 def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict], model: GridBackbone,
                  device: torch.device, cfg: FeatureConfig, gpu_decode: bool, part: PartialStore, on_commit,
                  progress: bool) -> list[dict]:
@@ -352,8 +366,10 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
                                               chunks, cfg.device_resize))
         copy_stream = torch.cuda.Stream(device) if cuda else None
+        compute = model_stream(device, cfg.prioritise_model)
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
-        with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext():
+        with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext(), \
+                torch.cuda.stream(compute) if compute is not None else contextlib.nullcontext():
             for index, end, x, ready, bad in prefetch:
                 if bad and cfg.on_bad_image == "error":
                     i, reason = bad[0]

@@ -61,6 +61,7 @@ class FeatureConfig:
     gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
     device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
     fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
+    prioritise_model: bool = True  # CUDA: the model's stream outranks the decode/resize stream (same results)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
 

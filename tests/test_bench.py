@@ -236,6 +236,8 @@ def test_target_table_names_the_device_resize_where_recorded():
     rows = bench.target_table([base, {**base, "config": {"device_resize": "antialias"}}, old, cpu])
     assert [r["measurement"].split(", ")[-1] for r in rows] == ["PIL-exact resize", "interpolate resize",
                                                                   "batch 256", "CPU decode"]
-    fused = bench.target_table([{**base, "inference": "BatchNorm folded ..."}, {**base, "inference": "eager"}])
-    assert [r["measurement"].split(", ")[-1] for r in fused] == ["fused ResNet", "eager ResNet"]
+    fused = bench.target_table([{**base, "inference": "BatchNorm folded ..."}, {**base, "inference": "eager"},
+                                {**base, "config": {"device_resize": "pil", "prioritise_model": False}}])
+    assert [r["measurement"].split(", ")[-1] for r in fused] == ["fused ResNet", "eager ResNet",
+                                                                   "model stream not prioritised"]
     assert rows[0]["met"] is True and rows[0]["ratio"] == 0.925
