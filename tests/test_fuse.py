@@ -160,3 +160,20 @@ def test_tensors_that_need_gradients_take_the_torch_ops():
     y = (x * 2).contiguous(memory_format=torch.channels_last)
     bias_act_(y, torch.zeros(8), kernel=True).sum().backward()
     assert torch.equal(x.grad, 2.0 * (x > 0).float())
+
+
+def test_the_cli_runs_resnet_fused_by_default_and_eager_when_asked(tmp_path, capsys):
+    from PIL import Image
+
+    from dan.features import main
+    from dan.store import FeatureStore
+
+    (tmp_path / "data" / "images" / "val2014").mkdir(parents=True)
+    for k in range(2):
+        Image.new("RGB", (80, 60), (90 * k, 40, 160)).save(tmp_path / "data" / "images" / "val2014" / f"{k}.jpg")
+    base = ["--data", str(tmp_path / "data"), "--backbone", "resnet152", "--random-weights", "--image-size", "64",
+            "--device", "cpu", "--num-workers", "0", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "fused")]) == 0
+    assert main([*base, "--out", str(tmp_path / "eager"), "--no-fuse"]) == 0
+    assert FeatureStore(tmp_path / "fused" / "val2014").meta["inference"] == FUSED
+    assert FeatureStore(tmp_path / "eager" / "val2014").meta["inference"] == "eager"
