@@ -380,7 +380,7 @@ def kernel_profile_table(recorded: list[dict]) -> list[dict]:
         return round(1e3 * src["model_only_batch_s"], 1) if src.get("model_only_batch_s") else None
 
     return [{"file": src["file"], "resize": src.get("config", {}).get("device_resize"),
-             "model": inference_label(src).lstrip(", ") or "eager ResNet", "model_only_batch_ms":
+             "model": "eager" if src.get("inference", "eager") == "eager" else "fused", "model_only_batch_ms":
              batch_ms(src), **src["kernel_profile"]["device_ms_per_batch_by_group"]}
             for src in recorded if src.get("kernel_profile")]
 

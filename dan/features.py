@@ -117,10 +117,15 @@ def processing(cfg: FeatureConfig) -> dict[str, str]:
     part of the fingerprint: a store interrupted on a GPU, bf16 with device decoding, does not resume on the CPU in
     float32 with PIL decoding, which would mix rows of both)."""
     device = resolve_device(cfg.device)
-    gpu_decode = device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
     return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "decode": f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize" if gpu_decode
-            else "PIL in DataLoader workers", "inference": inference_label(cfg.backbone, cfg.fuse)}
+            "decode": f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize"
+            if decodes_on_device(cfg, device) else "PIL in DataLoader workers",
+            "inference": inference_label(cfg.backbone, cfg.fuse)}
+
+
+def decodes_on_device(cfg: FeatureConfig, device) -> bool:  # noqa: ANN001 - a torch.device
+    """``cfg.gpu_decode`` resolved: None means on CUDA devices."""
+    return device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
 
 
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str,
@@ -194,7 +199,7 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
     gh, gw = model.grid
     part = PartialStore(out, fp, len(items), (gh * gw, model.dim))
     start, skipped = part.open()
-    gpu_decode = device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
+    gpu_decode = decodes_on_device(cfg, device)
     try:
         if start < len(items):
             t0 = time.perf_counter()
