@@ -88,6 +88,22 @@ def optimizer_paths(device: str, steps: int = 3, batch: int = 32, seed: int = 0)
     return {"built": kinds["built"], "against": kinds["foreach"], "steps": steps, "rel_diff_max": diff}
 
 
+def median_ms(fn, dev: torch.device, reps: int) -> float:
+    """Median milliseconds of ``fn()`` over ``reps`` timed calls after two warm-up calls (coefficients built, kernels
+    compiled and chosen), the device synchronised around each."""
+    times = []
+    for k in range(reps + 2):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if k >= 2:
+            times.append(time.perf_counter() - t)
+    return round(1e3 * sorted(times)[len(times) // 2], 2)
+
+
 def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
     """Pixels where ``PilResize`` on ``device`` differs from Pillow (its methods there: the Triton kernel on CUDA,
     the matrix products with matmul precision highest and high), and median milliseconds per 256 images (4 calls
@@ -131,19 +147,9 @@ def resize_paths(device: str, size: int = 448, reps: int = 10) -> dict:
         reps = 1  # a rehearsal: the CPU is slow at this, and its timings say nothing about a GPU
     ms = {}
     for name, fn in fns.items():
-        times = []
-        for k in range(reps + 2):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t = time.perf_counter()
-            for _ in range(4):
-                fn(chunk)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if k >= 2:  # two warm-up rounds (coefficients built, kernels compiled and chosen)
-                times.append(time.perf_counter() - t)
+        took = median_ms(lambda fn=fn: [fn(chunk) for _ in range(4)], dev, reps)
         ran = getattr(fn, "method", name)
-        ms[name if ran == name else f"{name} -> {ran}"] = round(1e3 * sorted(times)[len(times) // 2], 2)
+        ms[name if ran == name else f"{name} -> {ran}"] = took
     torch.set_float32_matmul_precision("highest")
     return {"mismatched_pixels": mismatched, "normalised_max_abs_diff": normalised, "ms_per_256_images": ms,
             "image": "640x480 -> 448x448, normalised"}
@@ -180,18 +186,10 @@ def fused_paths(device: str, size: int = 448, batch: int = 256, reps: int = 5) -
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
                 out = model(x[:8]).float()
             err[name] = float((out - ref).norm() / ref.norm())
-            times = []
-            for k in range(reps + 2):
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                t = time.perf_counter()
+            def forward(model=model):
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
                     model(x)
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                if k >= 2:
-                    times.append(time.perf_counter() - t)
-            ms[name] = round(1e3 * sorted(times)[len(times) // 2], 2)
+            ms[name] = median_ms(forward, dev, reps)
     return {"rel_err_vs_fp32_eager": err, "kernel_ran": cuda and not dan.fuse._kernel_failed,
             "ms_per_batch": ms, "batch": batch, "image_size": size}
 

@@ -297,7 +297,7 @@ TARGETS = {"extract_img_s": 1800.0, "extract_ratio": 0.9, "train_vqa_samples_s":
            "retrieval_s": 1.0}
 
 
-def inference_label(src: dict) -> str:
+def _model_label(src: dict) -> str:
     """", fused ResNet" / ", eager ResNet" for extractions that record how the model ran (``dan.fuse``; runs before
     it ran the eager model and say nothing)."""
     how = src.get("inference")
@@ -328,7 +328,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
             resize = src.get("config", {}).get("device_resize") if not str(src.get("decode", "")).startswith("PIL") \
                 else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
             what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
-            what += inference_label(src)
+            what += _model_label(src)
             what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -74,12 +75,11 @@ def test_build_backbone_fuses_resnet_only_and_stores_record_it(tmp_path):
         images.append((k + 1, path))
     cfg = FeatureConfig(backbone="resnet152", image_size=64, batch_size=2, num_workers=0, device="cpu",
                         random_weights=True)
+    eager_cfg = replace(cfg, fuse=False)
     fused = extract_features(images, tmp_path / "fused", cfg, progress=False)
-    eager = extract_features(images, tmp_path / "eager", FeatureConfig(**{**cfg.__dict__, "fuse": False}),
-                             progress=False)
+    eager = extract_features(images, tmp_path / "eager", eager_cfg, progress=False)
     assert fused.meta["inference"] == FUSED and eager.meta["inference"] == "eager"
-    assert fingerprint(cfg, images, "random") != fingerprint(FeatureConfig(**{**cfg.__dict__, "fuse": False}),
-                                                             images, "random")
+    assert fingerprint(cfg, images, "random") != fingerprint(eager_cfg, images, "random")
     a, b = fused.load_all().astype("float32"), eager.load_all().astype("float32")
     assert abs(a - b).max() <= 1e-3 * abs(b).max()  # fp16 rows of the same function
     with pytest.raises(Exception, match="backbone runs 'eager' but the config asks for"):
