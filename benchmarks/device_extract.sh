@@ -32,6 +32,8 @@
 # train-cli (the defaults first, so that a run cut short still has them).
 # The timelines now carry the GPU's own time per forward and the compute stream's wait between forwards (CUDA
 # events): the first says whether the forward shares the GPU with decoding/resizing, the second whether it starves.
+# They also carry the cyclic GC's pauses (gc_*: the package now freezes the collector for an extraction,
+# dan.extract.frozen_gc) and the seconds of check_images / file_stats before the fingerprint.
 # DAN_DEVICE_SKIP="gpu-checks train-cli ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes
 # (checks the script, not the speed).
 set -uo pipefail

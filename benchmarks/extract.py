@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="ResNet-152 with BatchNorm folded and bias/residual/ReLU fused (dan.fuse; default) or eager")
     p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction, default=True,
                    help="CUDA: run the model on a high-priority stream (default; dan.extract.model_stream)")
+    p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
+                   help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
+                        "(default; dan.extract.frozen_gc)")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--weights")
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                       num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
                       device_resize=args.device_resize or base.device_resize,
                       random_weights=args.random_weights, fuse=args.fuse, prioritise_model=args.prioritise_model,
+                      freeze_gc=args.freeze_gc,
                       commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                       ).validate()
         work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
         "timeline": summarise(tl, e2e_s) if args.timeline else None,
         "timeline_events": [(round(t, 4), n) for t, n in tl.events] if args.timeline else None,
+        "timeline_gc": [(round(t, 4), g, round(d, 4)) for t, g, d in tl.gc] if args.timeline else None,
         "kernel_profile": profiled,
         "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),

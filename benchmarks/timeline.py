@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import time
 from collections.abc import Iterator
 
@@ -36,6 +37,16 @@ class Timeline:
         self.start = time.perf_counter()
         self.events: list[tuple[float, str]] = []
         self.gpu: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # per forward on CUDA: (start, end)
+        self.gc: list[tuple[float, int, float]] = []  # per cyclic-GC collection: (start, generation, seconds)
+        self._gc_start = 0.0
+
+    def on_gc(self, phase: str, info: dict) -> None:
+        """A ``gc.callbacks`` hook: while it runs, every Python thread is stopped (it holds the GIL)."""
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+        else:
+            self.gc.append((self._gc_start - self.start, int(info["generation"]), now - self._gc_start))
 
     def mark(self, name: str) -> None:
         self.events.append((time.perf_counter() - self.start, name))
@@ -79,6 +90,8 @@ def record(tl: Timeline) -> Iterator[Timeline]:
         saved.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, new)
 
+    patch(ft, "_check_images", _timed(tl, "check_images", ft._check_images))
+    patch(ft, "file_stats", _timed(tl, "file_stats", ft.file_stats))
     patch(ft, "fingerprint", _timed(tl, "fingerprint", ft.fingerprint))
     patch(st.PartialStore, "open", _timed(tl, "store_open", st.PartialStore.open))
     patch(st.PartialStore, "write_rows", _timed(tl, "write", st.PartialStore.write_rows))
@@ -110,9 +123,11 @@ def record(tl: Timeline) -> Iterator[Timeline]:
             tl.mark("staged")
 
     patch(ex._Stager, "__call__", timed_call)
+    gc.callbacks.append(tl.on_gc)
     try:
         yield tl
     finally:
+        gc.callbacks.remove(tl.on_gc)
         for owner, attr, old in reversed(saved):
             setattr(owner, attr, old)
 
@@ -136,6 +151,8 @@ def summarise(tl: Timeline, total_s: float) -> dict:
 
     return {
         "total_s": round(total_s, 3),
+        "check_images_s": span("check_images>", "check_images<"),
+        "file_stats_s": span("file_stats>", "file_stats<"),
         "fingerprint_s": span("fingerprint>", "fingerprint<"),
         "store_open_s": span("store_open>", "store_open<"),
         "loader_start_s": span("loader_start>", "loader_start<"),
@@ -163,8 +180,18 @@ def summarise(tl: Timeline, total_s: float) -> dict:
         "stage_s_median": _median_span(tl.times("batch_in"), tl.times("staged")),  # per loader chunk (host)
         "loader_wait_s_median": _median_span(tl.times("staged")[:-1], tl.times("batch_in")[1:]),
         "batches": len(fwd),
+        **_gc_pauses(tl),
         **_gpu_spans(tl),
     }
+
+
+def _gc_pauses(tl: Timeline) -> dict:
+    """The cyclic garbage collector's pauses during the run: how many, how long in all, the longest, and how many
+    were full (generation 2) collections, which walk every tracked object (see ``FeatureConfig.freeze_gc``)."""
+    durations = [d for _, _, d in tl.gc]
+    return {"gc_collections": len(durations), "gc_s_total": round(sum(durations), 4),
+            "gc_s_max": round(max(durations, default=0.0), 4),
+            "gc_full_collections": sum(1 for _, g, _ in tl.gc if g == 2)}
 
 
 def _median_span(starts: list[float], ends: list[float]) -> float | None:

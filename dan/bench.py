@@ -330,6 +330,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
             what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
             what += _model_label(src)
             what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
+            what += ", GC not frozen" if src.get("config", {}).get("freeze_gc") is False else ""
             row(src, what, src["device"], src["model_only_img_s"], e2e, "img/s", target,
                 (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
@@ -356,6 +357,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
 TIMELINE_KEYS = ("total_s", "pipeline_entered_s", "first_batch_in_s", "first_forward_s", "steady_forward_period_s",
                  "last_forward_s", "last_write_done_s", "put_wait_s")
 GPU_TIMELINE_KEYS = ("gpu_forward_s_median", "gpu_gap_s_median")  # CUDA events around each forward
+GC_TIMELINE_KEYS = ("gc_full_collections", "gc_s_max")  # the cyclic GC's pauses (all threads stop)
 
 
 def timeline_table(recorded: list[dict]) -> list[dict]:
@@ -364,13 +366,15 @@ def timeline_table(recorded: list[dict]) -> list[dict]:
     called and the last rows written; the median period between forwards; and how long the GPU loop waited on the
     store writer (``put_wait_s``: the writer waits for each batch's copy off the GPU, so this grows when the GPU is
     what is slow). Where any timeline has them, also the GPU's own median time per forward (against the model-only
-    batch time) and the compute stream's median wait between forwards (benchmarks/timeline.py)."""
+    batch time) and the compute stream's median wait between forwards, and the garbage collector's full
+    collections and longest pause (benchmarks/timeline.py)."""
     rows = [src for src in recorded if src.get("timeline")]
     gpu = [k for k in GPU_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # CUDA runs only
+    gc = [k for k in GC_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # timelines since 2026-11-27
     return [{"file": src["file"], "images": src.get("num_images"),
              **{k: src["timeline"].get(k) for k in TIMELINE_KEYS},
              **({"model_only_batch_s": src.get("model_only_batch_s")} if gpu else {}),
-             **{k: src["timeline"].get(k) for k in gpu}} for src in rows]
+             **{k: src["timeline"].get(k) for k in gpu + gc}} for src in rows]
 
 
 def kernel_profile_table(recorded: list[dict]) -> list[dict]:

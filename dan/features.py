@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
-from dan.extract import _check_images, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401 (re-export)
+from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
 from dan.io import ConfigError, DanError, DataError, read_json
 from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore
@@ -62,6 +62,7 @@ class FeatureConfig:
     device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
     fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
     prioritise_model: bool = True  # CUDA: the model's stream outranks the decode/resize stream (same results)
+    freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
 
@@ -165,6 +166,12 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
     after its last commit. ``backbone`` reuses a built model; ``on_commit(done)`` is called after each commit.
     """
     cfg = (cfg or FeatureConfig()).validate()
+    with frozen_gc(cfg.freeze_gc):  # the collector's full passes stop every thread: see frozen_gc
+        return _extract(images, Path(out_dir), cfg, backbone, on_commit, progress)
+
+
+def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, backbone: GridBackbone | None,
+             on_commit, progress: bool) -> FeatureStore:
     items = _check_images(images)
     device = resolve_device(cfg.device)
     _, layer = backbone_spec(cfg.backbone, cfg.layer)
@@ -178,7 +185,6 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
     sha = backbone.weights_sha256 if backbone else weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
     stats = file_stats(items)
     fp = fingerprint(cfg, items, sha, stats)
-    out = Path(out_dir)
     if FeatureStore.exists(out) and read_json(out / META).get("fingerprint") == fp:
         if (out / PARTIAL).exists():
             import shutil

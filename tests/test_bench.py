@@ -197,6 +197,10 @@ def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
     rows = bench.timeline_table([old, new])
     assert rows[0]["gpu_forward_s_median"] is None and rows[1]["gpu_forward_s_median"] == 0.131
     assert rows[1]["model_only_batch_s"] == 0.128 and rows[1]["gpu_gap_s_median"] == 0.002
+    assert "gc_s_max" not in rows[1]
+    gc = {**old, "timeline": {**tl, "gc_full_collections": 1, "gc_s_max": 0.155}}
+    rows = bench.timeline_table([old, gc])
+    assert rows[0]["gc_s_max"] is None and rows[1]["gc_full_collections"] == 1 and rows[1]["gc_s_max"] == 0.155
 
 
 def test_extraction_profile_groups_kernels_by_name():
@@ -237,7 +241,8 @@ def test_target_table_names_the_device_resize_where_recorded():
     assert [r["measurement"].split(", ")[-1] for r in rows] == ["PIL-exact resize", "interpolate resize",
                                                                   "batch 256", "CPU decode"]
     fused = bench.target_table([{**base, "inference": "BatchNorm folded ..."}, {**base, "inference": "eager"},
-                                {**base, "config": {"device_resize": "pil", "prioritise_model": False}}])
+                                {**base, "config": {"device_resize": "pil", "prioritise_model": False}},
+                                {**base, "config": {"device_resize": "pil", "freeze_gc": False}}])
     assert [r["measurement"].split(", ")[-1] for r in fused] == ["fused ResNet", "eager ResNet",
-                                                                   "model stream not prioritised"]
+                                                                   "model stream not prioritised", "GC not frozen"]
     assert rows[0]["met"] is True and rows[0]["ratio"] == 0.925

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -108,6 +109,38 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, model):
     assert commits == [8, 10]  # resumed after the committed chunk, not from scratch
     assert files_of(tmp_path / "cut") == files_of(tmp_path / "clean")
     assert not (tmp_path / "cut" / PARTIAL).exists()
+
+
+def test_the_collector_is_frozen_for_the_run_only_and_a_callers_freeze_is_kept(tmp_path, model):
+    items = make_images(tmp_path / "img", 6)
+    seen: list[int] = []
+
+    def note(done: int) -> None:
+        seen.append(gc.get_freeze_count())
+
+    def crash(done: int) -> None:
+        raise RuntimeError(f"simulated crash after {done} images")
+
+    assert gc.get_freeze_count() == 0
+    frozen = extract_features(items, tmp_path / "a", CFG, backbone=model, on_commit=note, progress=False)
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0  # frozen while it ran, unfrozen after
+    seen.clear()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        extract_features(items, tmp_path / "crash", CFG, backbone=model, on_commit=crash, progress=False)
+    assert gc.get_freeze_count() == 0  # unfrozen after a failure too
+    plain = extract_features(items, tmp_path / "b", replace(CFG, freeze_gc=False), backbone=model, on_commit=note,
+                             progress=False)
+    assert seen and max(seen) == 0
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")  # same store either way
+    assert frozen.meta["fingerprint"] == plain.meta["fingerprint"]
+    gc.freeze()  # a caller that froze its own objects keeps exactly its freeze
+    try:
+        own = gc.get_freeze_count()
+        seen.clear()
+        extract_features(items, tmp_path / "c", CFG, backbone=model, on_commit=note, progress=False)
+        assert set(seen) == {own} and gc.get_freeze_count() == own
+    finally:
+        gc.unfreeze()
 
 
 def test_a_store_is_tied_to_its_decoding_and_precision(tmp_path, model):
