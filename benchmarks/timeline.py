@@ -189,7 +189,7 @@ def _gc_pauses(tl: Timeline) -> dict:
     """The cyclic garbage collector's pauses during the run: how many, how long in all, the longest, and how many
     were full (generation 2) collections, which walk every tracked object (see ``FeatureConfig.freeze_gc``)."""
     durations = [d for _, _, d in tl.gc]
-    return {"gc_collections": len(durations), "gc_s_total": round(sum(durations), 4),
+    return {"gc_collections": len(durations), "gc_s_total": round(float(sum(durations)), 4),
             "gc_s_max": round(max(durations, default=0.0), 4),
             "gc_full_collections": sum(1 for _, g, _ in tl.gc if g == 2)}
 
