@@ -28,6 +28,7 @@ import torch
 import dan.extract as ex
 import dan.features as ft
 import dan.store as st
+import dan.store_writer as sw
 
 
 class Timeline:
@@ -97,8 +98,8 @@ def record(tl: Timeline) -> Iterator[Timeline]:
     patch(st.PartialStore, "write_rows", _timed(tl, "write", st.PartialStore.write_rows))
     patch(st.PartialStore, "commit", _timed(tl, "commit", st.PartialStore.commit))
     patch(st.PartialStore, "finish", _timed(tl, "finish", st.PartialStore.finish))
-    patch(st.StoreWriter, "put", _timed(tl, "put", st.StoreWriter.put))
-    patch(st.StoreWriter, "close", _timed(tl, "writer_close", st.StoreWriter.close))
+    patch(sw.StoreWriter, "put", _timed(tl, "put", sw.StoreWriter.put))
+    patch(sw.StoreWriter, "close", _timed(tl, "writer_close", sw.StoreWriter.close))
     patch(ex, "forward_padded", _timed(tl, "forward", _gpu_timed(tl, ex.forward_padded)))
     patch(ex, "_copy_out", _timed(tl, "copy_out", ex._copy_out))
     patch(ft, "run_pipeline", _timed(tl, "pipeline", ft.run_pipeline))  # extract_features' own name for it

@@ -146,15 +146,26 @@ def _resolve_weights(name: str, weights: str | None) -> Path:
 
 def _load_state(model: nn.Module, path: Path, name: str, ignore_prefix: str | None = None) -> None:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some pickles before failing on them: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise ConfigError(f"cannot read weights file {path} for {name}: {exc}") from exc
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConfigError(f"cannot read weights file {path} for {name}: {first} (expected a PyTorch state dict "
+                          f"saved with torch.save)") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ConfigError(f"weights file {path} for {name} holds a {type(state).__name__}, not a state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = type(state).__name__ if not isinstance(state, dict) else "dict with values other than tensors"
+        raise ConfigError(f"weights file {path} for {name} holds a {what}, not a state dict")
     if ignore_prefix:
         state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ConfigError(f"weights file {path} does not fit {name}: {len(wrong)} tensor(s) of another shape, "
+                          f"first {wrong[0]}; is it another architecture's?")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(f"weights file {path} does not fit {name}: missing keys {missing[:3]}, "

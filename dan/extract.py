@@ -11,9 +11,9 @@ prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the d
 channels_last) while the model runs the current one (bf16 autocast on CUDA, on a stream of the highest priority:
 :func:`model_stream`); :func:`run_pipeline` turns each output
 ``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream
-(:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store.StoreWriter` thread writes into
-the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come back as
-``(index, reason)`` pairs.
+(:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store_writer.StoreWriter` thread
+writes into the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come
+back as ``(index, reason)`` pairs.
 
 Also here: :func:`resolve_device` (``--device`` -> :class:`torch.device`, shared with :mod:`dan.train`),
 :func:`keep_freed_memory` (glibc heap setting: half the CPU time used to go to page faults), :func:`frozen_gc`
@@ -48,7 +48,8 @@ from dan.backbones import (
 )
 from dan.io import ConfigError, DataError
 from dan.resize import PilResize, antialias_resize, normalise_
-from dan.store import PartialStore, StoreWriter
+from dan.store import PartialStore
+from dan.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from dan.features import FeatureConfig

@@ -25,9 +25,11 @@ loading / prefetch / device-staging pipeline that does it, one code path on CPU 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
 import sys
 import time
@@ -38,9 +40,9 @@ import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
-from dan.io import ConfigError, DanError, DataError, read_json
+from dan.io import ConfigError, DanError, DataError
 from dan.resize import RESIZE_MODES
-from dan.store import META, PARTIAL, FeatureStore, PartialStore
+from dan.store import META, PARTIAL, FeatureStore, PartialStore, writer_lock
 
 FORMAT = "dan-features/1"
 
@@ -152,10 +154,19 @@ def store_is_current(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
     if not FeatureStore.exists(out):
         return False
     fp = fingerprint(cfg, _check_images(images), weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights))
+    return _current_store(out, fp) is not None
+
+
+def _current_store(out: Path, fp: str) -> FeatureStore | None:
+    """The finished store in ``out`` if it opens cleanly and was made with fingerprint ``fp``; None otherwise (no
+    store, another configuration, or a damaged one: unreadable meta, truncated features), which is then rebuilt."""
+    if not FeatureStore.exists(out):
+        return None
     try:
-        return read_json(out / META).get("fingerprint") == fp
+        store = FeatureStore(out)
     except DataError:
-        return False
+        return None
+    return store if store.meta.get("fingerprint") == fp else None
 
 
 def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike, cfg: FeatureConfig | None = None,
@@ -185,14 +196,13 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
     sha = backbone.weights_sha256 if backbone else weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
     stats = file_stats(items)
     fp = fingerprint(cfg, items, sha, stats)
-    if FeatureStore.exists(out) and read_json(out / META).get("fingerprint") == fp:
-        if (out / PARTIAL).exists():
-            import shutil
-
-            shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    if (current := _current_store(out, fp)) is not None:
+        if (out / PARTIAL).exists():  # a stale partial, unless another extraction is writing it right now
+            with contextlib.suppress(DataError), writer_lock(out):
+                shutil.rmtree(out / PARTIAL, ignore_errors=True)
         if progress:
             print(f"features up to date: {out}", file=sys.stderr)
-        return FeatureStore(out)
+        return current
     if cfg.on_bad_image == "error":
         for (image_id, path), st in zip(items, stats, strict=True):  # cheap pre-check before the model loads
             reason = "file not found" if st is None or not stat.S_ISREG(st.st_mode) \
@@ -202,8 +212,15 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
                                 f"fix or remove it, or pass --skip-bad-images")
     model = backbone or build_backbone(cfg.backbone, layer, cfg.image_size, cfg.weights, cfg.random_weights,
                                        fuse=cfg.fuse)
+    with writer_lock(out):  # one extraction per folder at a time
+        return _write_store(items, out, cfg, model, on_commit, progress, device, layer, sha, fp)
+
+
+def _write_store(items: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, model: GridBackbone, on_commit,
+                 progress: bool, device, layer: str, sha: str, fp: str) -> FeatureStore:
     gh, gw = model.grid
-    part = PartialStore(out, fp, len(items), (gh * gw, model.dim))
+    software = software_versions()
+    part = PartialStore(out, fp, len(items), (gh * gw, model.dim), software)
     start, skipped = part.open()
     gpu_decode = decodes_on_device(cfg, device)
     try:
@@ -216,7 +233,8 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
     finally:
         part.close()
     ids = np.array([i for i, _ in items], dtype=np.int64)
-    if len(skipped) == len(items):
+    if len(skipped) == len(items):  # nothing to keep or resume: the rerun after a fix starts afresh anyway
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)
         raise DataError(f"none of the {len(items)} images for {out} could be read (first: {skipped[0]['file']}: "
                         f"{skipped[0]['reason']})")
     meta = {"format": FORMAT, "backbone": cfg.backbone, "layer": layer, "weights_sha256": sha,
@@ -225,7 +243,7 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
             "regions": "region n = grid cell (row n // gw, col n % gw) of the whole image resized to S x S",
             "preprocessing": model.preprocessing, "num_images": len(items) - len(skipped),
             "num_requested": len(items), "num_skipped": len(skipped), "skipped": skipped,
-            **processing(cfg), "software": software_versions(), "fingerprint": fp}
+            **processing(cfg), "software": software, "fingerprint": fp}
     store = part.finish(ids, meta)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) in {out} (listed in {out / META}):", file=sys.stderr)

@@ -6,26 +6,28 @@ On disk (one folder per split, e.g. ``results/default/features/train2014/``)::
     ids.npy        int64 [num_images], sorted ascending
     meta.json      backbone, layer, weights_sha256, image_size, grid, dim, preprocessing, skipped, fingerprint...
     .partial/      only while extracting (see below)
+    .lock          empty; an extraction holds it (flock) while it writes the folder: a second one is refused
 
 ``meta.json`` is written last, so a folder without it is not a store. Extraction writes rows into a
 preallocated ``.partial/features.npy`` with ``pwrite`` and commits ``.partial/progress.json`` (atomically, after
 ``fsync`` of the data) every chunk; a killed run resumes after the last commit and recomputes exactly the same
-batches, so the finished ``features.npy`` is byte-identical to an uninterrupted run's. Finishing moves the files
+batches, so the finished ``features.npy`` is byte-identical to an uninterrupted run's (a resume also requires the
+same Pillow/torch/torchvision versions: rows of two versions are never mixed). Finishing moves the files
 into place with ``os.replace`` and removes ``.partial/`` (:class:`PartialStore`).
 
 :class:`FeatureStore` maps ``features.npy`` read-only on first access and re-maps it after a ``fork`` (each
-DataLoader worker gets its own map); ``__init__`` reads only ``meta.json`` and ``ids.npy``.
+DataLoader worker gets its own map), after checking that it is still the file it opened (a re-extraction into
+the same folder fails such reads instead of mixing new rows with the old meta); ``__init__`` reads only
+``meta.json``, ``ids.npy`` and the header of ``features.npy``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
-import queue
 import shutil
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ import numpy as np
 from dan.io import DanError, DataError, read_json, require_keys, write_bytes_atomic, write_json_atomic
 
 FEATURES, IDS, META, PARTIAL, PROGRESS = "features.npy", "ids.npy", "meta.json", ".partial", "progress.json"
+LOCK = ".lock"  # held (flock) by the one extraction writing a store folder
 META_KEYS = ("backbone", "layer", "weights_sha256", "image_size", "grid", "dim", "dtype", "preprocessing",
              "num_images", "skipped", "fingerprint")
 
@@ -40,12 +43,21 @@ META_KEYS = ("backbone", "layer", "weights_sha256", "image_size", "grid", "dim",
 def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """Shape, dtype and data offset (bytes) of an ``.npy`` file, reading only its header."""
     with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(fh)
-        if fortran:
-            raise DataError(f"{path}: Fortran-ordered arrays are not supported")
-        return shape, dtype, fh.tell()
+        return _read_header(fh, path)
+
+
+def _read_header(fh, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    version = np.lib.format.read_magic(fh)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(fh)
+    if fortran:
+        raise DataError(f"{path}: Fortran-ordered arrays are not supported")
+    return shape, dtype, fh.tell()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Which file this is (device, inode) and which version of it (size, modification time)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -60,17 +72,28 @@ class FeatureStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if not FeatureStore.exists(self.path):
-            hint = " (an extraction was interrupted; rerun it to resume)" if (self.path / PARTIAL).is_dir() else ""
+            hint = (" (an extraction stopped before finishing; rerunning it resumes where it stopped if the images "
+                    "and settings are unchanged)") if (self.path / PARTIAL).is_dir() else ""
             raise DataError(f"no complete feature store at {self.path}: {META} missing{hint}; "
                             f"build it with `python -m dan.features --data DIR --out DIR`")
         self.meta: dict = read_json(self.path / META, "feature store meta")
         require_keys(self.meta, META_KEYS, f"{self.path / META}")
         self.ids: np.ndarray = np.load(self.path / IDS, allow_pickle=False).astype(np.int64, copy=False)
-        shape, dtype, _ = npy_header(self.path / FEATURES)
+        try:
+            with open(self.path / FEATURES, "rb") as fh:
+                shape, dtype, offset = _read_header(fh, self.path / FEATURES)
+                st = os.fstat(fh.fileno())
+        except (ValueError, OSError) as exc:
+            raise DataError(f"feature store {self.path}: cannot read {FEATURES}: {exc}; delete it and re-extract") \
+                from exc
         expected = (int(self.meta["num_images"]), self.num_regions, self.dim)
         if tuple(shape) != expected or dtype != np.float16 or self.ids.shape != (expected[0],):
             raise DataError(f"feature store {self.path} is inconsistent: features {tuple(shape)} {dtype}, "
                             f"ids {self.ids.shape}, meta expects {expected} float16; delete it and re-extract")
+        if st.st_size < offset + int(np.prod(expected)) * 2:
+            raise DataError(f"feature store {self.path}: {FEATURES} is truncated ({st.st_size} bytes, its header "
+                            f"promises {offset + int(np.prod(expected)) * 2}); delete it and re-extract")
+        self._offset, self._opened = offset, _identity(st)  # every later map must be of this very file
         if expected[0] > 1 and not np.all(np.diff(self.ids) > 0):
             raise DataError(f"feature store {self.path}: {IDS} is not sorted and unique; delete it and re-extract")
         self._array: np.ndarray | None = None
@@ -107,8 +130,15 @@ class FeatureStore:
                 f"backbone={self.meta['backbone']}/{self.meta['layer']})")
 
     def _features(self) -> np.ndarray:  # [num_images, N, D] read-only memmap, one per process
+        """Map ``features.npy``, checking that it is still the file ``__init__`` read: a re-extraction into the same
+        folder replaces it (a new file), and rows of the new one must not be read under the old meta and ids."""
         if self._array is None or self._pid != os.getpid():
-            self._array = np.load(self.path / FEATURES, mmap_mode="r", allow_pickle=False)
+            with open(self.path / FEATURES, "rb") as fh:
+                if _identity(os.fstat(fh.fileno())) != self._opened:
+                    raise DataError(f"feature store {self.path} was replaced or changed after it was opened (a "
+                                    f"re-extraction into the same folder?); open it again")
+                shape = (len(self), self.num_regions, self.dim)
+                self._array = np.memmap(fh, dtype=np.float16, mode="r", offset=self._offset, shape=shape)
             self._pid = os.getpid()
         return self._array
 
@@ -154,12 +184,37 @@ class FeatureStore:
                     f"{expected[key]}; extract features with the same backbone or train a new model")
 
 
+@contextlib.contextmanager
+def writer_lock(out_dir: Path):
+    """Hold ``out_dir/.lock`` exclusively for the duration: a second extraction into the same folder fails at once
+    with a clear error instead of interleaving its rows and files with the first's. The lock is ``flock``'s, so
+    the kernel releases it when its process ends, even on ``kill -9``; the empty file stays (deleting it would let
+    a third process lock a new file while the second still holds the old one)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DanError(f"cannot create feature store in {out}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"another extraction is writing feature store {out} (it holds {out / LOCK}); wait "
+                            f"for it to finish or stop it, or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class PartialStore:
     """Writer side: a preallocated ``.partial/features.npy`` [num_images, N, D] plus committed progress."""
 
-    def __init__(self, out_dir: Path, fingerprint: str, num_images: int, row_shape: tuple[int, int]) -> None:
+    def __init__(self, out_dir: Path, fingerprint: str, num_images: int, row_shape: tuple[int, int],
+                 software: dict | None = None) -> None:
         self.out, self.dir = Path(out_dir), Path(out_dir) / PARTIAL
         self.fingerprint, self.num_images, self.row_shape = fingerprint, num_images, row_shape
+        self.software = software or {}  # library versions: rows of two versions are never mixed in one store
         self.row_bytes = int(np.prod(row_shape)) * 2
         self._fd: int | None = None
 
@@ -173,7 +228,8 @@ class PartialStore:
             shape = npy_header(data)[0] if data.is_file() else None
         except (DataError, ValueError, OSError):
             prog, shape = {}, None
-        if prog.get("fingerprint") == self.fingerprint and shape == (self.num_images, *self.row_shape):
+        if prog.get("fingerprint") == self.fingerprint and prog.get("software", {}) == self.software \
+                and shape == (self.num_images, *self.row_shape):
             start, skipped = int(prog["done"]), list(prog["skipped"])
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -185,7 +241,7 @@ class PartialStore:
             except OSError as exc:
                 raise DanError(f"cannot create feature store in {self.dir}: {exc.strerror or exc}") from exc
             start, skipped = 0, []
-            write_json_atomic(prog_path, {"fingerprint": self.fingerprint, "done": 0, "skipped": []})
+            write_json_atomic(prog_path, self._progress(0, []))
         self._offset = npy_header(data)[2]
         self._fd = os.open(data, os.O_RDWR)
         return start, skipped
@@ -212,7 +268,10 @@ class PartialStore:
             os.fsync(self._fd)
         except OSError as exc:
             raise DanError(f"cannot flush feature store {self.dir / FEATURES}: {exc.strerror or exc}") from exc
-        write_json_atomic(self.dir / PROGRESS, {"fingerprint": self.fingerprint, "done": done, "skipped": skipped})
+        write_json_atomic(self.dir / PROGRESS, self._progress(done, skipped))
+
+    def _progress(self, done: int, skipped: list[dict]) -> dict:
+        return {"fingerprint": self.fingerprint, "software": self.software, "done": done, "skipped": skipped}
 
     def close(self) -> None:
         if self._fd is not None:
@@ -239,102 +298,6 @@ class PartialStore:
             dst[i: i + 4096] = src[rows[i: i + 4096]]
         dst.flush()
         del dst, src
-
-
-class StoreWriter:
-    """Background writer: waits for each batch's device-to-host copy, writes its rows, commits every chunk.
-
-    Two threads: the writer ``pwrite``s rows; a committer makes each chunk durable (``fsync``) and records it in
-    ``progress.json``, so the flush of one chunk overlaps the writes of the next (the rows of a commit were all
-    written before its ``fsync`` began). Commits land in order, one per chunk, each followed by ``on_commit``.
-    ``put`` blocks when ``depth`` batches are pending (back-pressure on the GPU loop) and re-raises any error of
-    either thread (a failed write or flush, or an exception from ``on_commit``) in the caller.
-    """
-
-    def __init__(self, part: PartialStore, done: int, skipped: list[dict], every_bytes: float, every_s: float,
-                 on_commit: Callable[[int], None] | None = None, depth: int = 4) -> None:
-        self.part, self.done, self.committed, self.skipped = part, done, done, list(skipped)
-        self.every_bytes, self.every_s, self.on_commit = every_bytes, every_s, on_commit
-        self.error: BaseException | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._commits: queue.Queue = queue.Queue(maxsize=1)  # one chunk flushing, at most one more waiting
-        self._committer = threading.Thread(target=self._run_commits, name="feature-store-commit", daemon=True)
-        self._thread = threading.Thread(target=self._run, name="feature-store-writer", daemon=True)
-        self._committer.start()
-        self._thread.start()
-
-    def put(self, end: int, positions: np.ndarray, rows, event, bad: list[dict]) -> None:
-        """Queue a batch: ``rows`` (float16 [b, N, D], numpy or CPU tensor) for ``positions``; images < ``end`` done."""
-        self._put(self._q, self._thread, (end, positions, rows, event, bad))
-
-    def _put(self, q: queue.Queue, consumer: threading.Thread, item) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            if not consumer.is_alive():
-                raise DanError(f"feature store {consumer.name} thread stopped unexpectedly")
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _run(self) -> None:
-        pending, last, requested = 0, time.monotonic(), self.done
-        try:
-            while (item := self._q.get()) is not None:
-                end, positions, rows, event, bad = item
-                if event is not None:
-                    event.synchronize()  # the non-blocking device-to-host copy has landed
-                if len(positions):
-                    arr = rows.numpy() if hasattr(rows, "numpy") else rows
-                    self.part.write_rows(positions, arr)
-                    pending += arr.nbytes
-                self.skipped.extend(bad)
-                self.done = end
-                if pending >= self.every_bytes or time.monotonic() - last >= self.every_s:
-                    self._put(self._commits, self._committer, (self.done, list(self.skipped)))
-                    pending, last, requested = 0, time.monotonic(), self.done
-            if self.done > requested:
-                self._put(self._commits, self._committer, (self.done, list(self.skipped)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by put()/close()
-            self.error = self.error or exc
-        finally:
-            self._commits.put(None)  # never full for long: the committer drains it (or has stopped on an error)
-
-    def _run_commits(self) -> None:
-        try:
-            while (item := self._commits.get()) is not None:
-                done, skipped = item
-                self.part.commit(done, skipped)
-                self.committed = done
-                if self.on_commit is not None:
-                    self.on_commit(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by put()/close()
-            self.error = self.error or exc
-            while self._commits.get() is not None:  # let the writer hand over its last request and stop
-                pass
-
-    def close(self) -> list[dict]:
-        """Write what is queued, commit, stop; returns the skipped images. Re-raises an error of either thread."""
-        while self._thread.is_alive():  # hand over the end marker even after an error (the writer may be waiting)
-            try:
-                self._q.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self._thread.join()
-        self._committer.join()
-        if self.error is not None:
-            raise self.error
-        return self.skipped
-
-    def abort(self) -> None:
-        """Stop after an error elsewhere: commit what was written, swallow the writer's own errors."""
-        try:
-            self.close()
-        except BaseException:  # noqa: BLE001 - the caller is already raising the first error
-            pass
 
 
 def publish(out_dir: Path) -> FeatureStore:

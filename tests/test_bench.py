@@ -9,6 +9,7 @@ import torch
 from dan import bench
 from dan.batches import FeatureBank
 from dan.bench import retrieval_throughput, train_throughput, write_random_store
+from dan.store import FeatureStore
 
 TINY = dict(batch_size=8, grid=(3, 3), dim=16, hidden=8, num_answers=5, vocab_size=20, steps=2, seq_len=6)
 
@@ -95,18 +96,18 @@ def test_steady_rate_leaves_out_start_up_and_the_final_flush():
 
 def test_copy_consistency_finds_misplaced_and_missing_rows(tmp_path):
     store = write_random_store(tmp_path / "s", num_images=40, grid=(2, 2), dim=3)
-    feats = np.load(tmp_path / "s" / "features.npy", mmap_mode="r+")
+    feats = np.load(tmp_path / "s" / "features.npy", mmap_mode="r+")  # edited in place: reopened after each edit
     feats[8:] = np.asarray(feats[np.arange(8, 40) % 8])  # image k is a copy of image k % 8
     feats.flush()
-    ok = bench.copy_consistency(store, distinct=8)
+    ok = bench.copy_consistency(FeatureStore(store.path), distinct=8)
     assert ok == {"compared": 32, "max_abs_diff": 0.0, "rel_diff": 0.0}
     feats[21] = feats[3]  # a row written in the wrong place (21 is a copy of 5)
     feats.flush()
-    assert bench.copy_consistency(store, distinct=8)["rel_diff"] > 0.05
+    assert bench.copy_consistency(FeatureStore(store.path), distinct=8)["rel_diff"] > 0.05
     feats[21] = feats[5]
     feats[39] = 0  # a row never written
     feats.flush()
-    assert bench.copy_consistency(store, distinct=8, samples=100)["rel_diff"] > 0.05
+    assert bench.copy_consistency(FeatureStore(store.path), distinct=8, samples=100)["rel_diff"] > 0.05
 
 
 def test_profile_table_reads_the_profiles_and_says_what_sets_the_pace():

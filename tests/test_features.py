@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from dan.backbones import build_backbone, read_image
 from dan.features import FeatureConfig, build_features, extract_features, main
 from dan.io import DanError, DataError
-from dan.store import PARTIAL, PROGRESS, FeatureStore
+from dan.store import FEATURES, META, PARTIAL, PROGRESS, FeatureStore, writer_lock
 
 SIZE = 64  # EfficientNet-Lite0 stride16 at 64 px: a 4 x 4 grid of 112-d features, fast on a CPU
 CFG = FeatureConfig(image_size=SIZE, batch_size=4, num_workers=0, device="cpu", commit_every_mb=0.0)
@@ -102,7 +102,7 @@ def test_resume_after_interruption_is_byte_identical(tmp_path, model):
         extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=stop_after_first_chunk,
                          progress=False)
     assert json.loads((tmp_path / "cut" / PARTIAL / PROGRESS).read_text())["done"] == 4
-    with pytest.raises(DataError, match="interrupted; rerun it to resume"):
+    with pytest.raises(DataError, match="stopped before finishing; rerunning it resumes where it stopped"):
         FeatureStore(tmp_path / "cut")
     commits: list[int] = []
     extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=commits.append, progress=False)
@@ -235,6 +235,96 @@ def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, caps
     assert store.meta["decode"].startswith("torchvision" if gpu_decode else "PIL")
 
 
+def test_all_images_unreadable_leaves_no_partial_store(tmp_path, model):
+    bad = _bad_files(tmp_path / "img")
+    cfg = replace(CFG, on_bad_image="skip")
+    with pytest.raises(DataError, match="none of the 4 images"):
+        extract_features(list(bad.values()), tmp_path / "feat", cfg, backbone=model, progress=False)
+    assert not (tmp_path / "feat" / PARTIAL).exists() and not FeatureStore.exists(tmp_path / "feat")
+
+
+def test_an_unlistable_image_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    from dan.data.images import list_images
+
+    make_images(tmp_path / "img", 2)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(DataError, match=r"cannot list image folder .*img: Permission denied"):
+        list_images(tmp_path / "img")
+
+
+def test_an_open_store_refuses_to_read_a_replaced_file(tmp_path, model):
+    items = make_images(tmp_path / "img", 6)
+    old = extract_features(items, tmp_path / "feat", CFG, backbone=model, progress=False)
+    ahead = extract_features(items, tmp_path / "other", CFG, backbone=model, progress=False)
+    ahead.gather([0])  # mapped before the change: keeps its own (unchanged) file
+    bigger = build_backbone("efficientnet-lite0", None, 96)
+    new = extract_features(items, tmp_path / "feat", replace(CFG, image_size=96), backbone=bigger, progress=False)
+    with pytest.raises(DataError, match=r"feat was replaced or changed after it was opened .*open it again"):
+        old.gather([0])  # old meta (16 regions) must not read the new rows (36 regions)
+    assert new.gather([0]).shape == (1, 36, 112) and FeatureStore(tmp_path / "feat").num_regions == 36
+    assert ahead.gather([1]).shape == (1, 16, 112)
+
+
+@pytest.mark.parametrize("damage", ["truncated features", "meta not an object", "meta not JSON"])
+def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, damage):
+    items = make_images(tmp_path / "img", 5)
+    clean = files_of(extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False).path)
+    out = tmp_path / "feat"
+    extract_features(items, out, CFG, backbone=model, progress=False)
+    if damage == "truncated features":
+        with open(out / FEATURES, "r+b") as fh:
+            fh.truncate((out / FEATURES).stat().st_size - 100)
+        with pytest.raises(DataError, match=f"{FEATURES} is truncated"):
+            FeatureStore(out)
+    else:
+        (out / META).write_text("[1, 2]" if damage == "meta not an object" else '{"backbone": ')
+        with pytest.raises(DataError, match="meta"):
+            FeatureStore(out)
+    store = extract_features(items, out, CFG, backbone=model, progress=False)
+    assert files_of(store.path) == clean
+
+
+def test_a_second_extraction_into_the_same_folder_is_refused_while_one_runs(tmp_path, model):
+    items = make_images(tmp_path / "img", 4)
+    out = tmp_path / "feat"
+    with writer_lock(out):  # what a running extraction holds (flock: per open file, so this process conflicts too)
+        with pytest.raises(DataError, match=r"another extraction is writing feature store .*feat"):
+            extract_features(items, out, CFG, backbone=model, progress=False)
+        assert not (out / PARTIAL).exists()
+    store = extract_features(items, out, CFG, backbone=model, progress=False)  # released: it runs
+    assert len(store) == 4
+    (out / PARTIAL).mkdir()  # another configuration's extraction, writing right now
+    with writer_lock(out):
+        assert len(extract_features(items, out, CFG, backbone=model, progress=False)) == 4  # up to date ...
+        assert (out / PARTIAL).is_dir()  # ... and the other run's partial store is left alone
+    extract_features(items, out, CFG, backbone=model, progress=False)
+    assert not (out / PARTIAL).exists()  # nobody writes it: stale, removed
+
+
+def test_rows_of_two_library_versions_are_never_mixed_on_resume(tmp_path, model, monkeypatch):
+    import dan.features as features
+
+    items = make_images(tmp_path / "img", 10)
+    clean = extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False)
+
+    def crash(done: int) -> None:
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError):
+        extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=crash, progress=False)
+    other = {**features.software_versions(), "pillow": "0.0-other"}
+    monkeypatch.setattr(features, "software_versions", lambda: other)
+    commits: list[int] = []
+    store = extract_features(items, tmp_path / "cut", CFG, backbone=model, on_commit=commits.append, progress=False)
+    assert commits == [4, 8, 10]  # started afresh: the committed rows were made by another Pillow
+    assert store.meta["software"]["pillow"] == "0.0-other"
+    assert (tmp_path / "cut" / FEATURES).read_bytes() == (clean.path / FEATURES).read_bytes()
+
+
 def test_store_in_dataloader_workers_gives_the_same_batches(tmp_path, model):
     items = make_images(tmp_path / "img", 8)
     store = extract_features(items, tmp_path / "feat", CFG, backbone=model, progress=False)
@@ -357,7 +447,7 @@ def _rows(n: int) -> np.ndarray:
 
 
 def test_store_writer_keeps_writing_while_a_chunk_is_flushed():
-    from dan.store import StoreWriter
+    from dan.store_writer import StoreWriter
 
     part = _SlowFlushStore()
     writer = StoreWriter(part, 0, [], every_bytes=0.0, every_s=1e9)
@@ -373,7 +463,7 @@ def test_store_writer_keeps_writing_while_a_chunk_is_flushed():
 
 
 def test_store_writer_reports_a_failed_flush_without_hanging():
-    from dan.store import StoreWriter
+    from dan.store_writer import StoreWriter
 
     part = _SlowFlushStore(fail_commit=True)
     writer = StoreWriter(part, 0, [], every_bytes=0.0, every_s=1e9)

@@ -85,9 +85,22 @@ def test_missing_torchvision_weights_say_how_to_get_them(tmp_path, monkeypatch):
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read weights file .*junk.pth"):
         build_backbone("vgg19", weights=str(tmp_path / "junk.pth"))
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "plain.pth").write_bytes(__import__("pickle").dumps({"a": 1}))
+    for bad in ("junk.pth", "noise.pth", "plain.pth"):  # one line, not torch's paragraph about weights_only
+        with pytest.raises(ConfigError, match=f"{bad} for efficientnet-lite0") as err:
+            build_backbone("efficientnet-lite0", image_size=64, weights=str(tmp_path / bad))
+        assert "\n" not in str(err.value)
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "linear.pth")
     with pytest.raises(ConfigError, match="linear.pth does not fit resnet152"):
         build_backbone("resnet152", image_size=64, weights=str(tmp_path / "linear.pth"))
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.save(EfficientNet.from_name("efficientnet-lite2").state_dict(), tmp_path / "lite2.pth")
+    with pytest.raises(ConfigError, match=r"lite2.pth does not fit efficientnet-lite0: \d+ tensor\(s\) of another "
+                                          r"shape, first .*another architecture") as err:
+        build_backbone("efficientnet-lite0", image_size=64, weights=str(tmp_path / "lite2.pth"))
+    assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="unknown backbone 'resnet50'; accepted: efficientnet-lite0"):
         build_backbone("resnet50")
 

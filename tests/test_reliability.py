@@ -146,7 +146,7 @@ def test_kill_9_during_the_feature_cli_is_detected_and_resumed_byte_identical(sm
     done = json.loads(progress.read_text())["done"]
     assert 16 <= done < 48 and not FeatureStore.exists(out / "train2014"), "killed too late"
     # detected: neither the store nor a training run accepts the half-written folder
-    with pytest.raises(DataError, match="interrupted; rerun it to resume"):
+    with pytest.raises(DataError, match="stopped before finishing; rerunning it resumes where it stopped"):
         FeatureStore(out / "train2014")
     with pytest.raises(DataError, match=r"no complete feature store for image folder 'train2014'.*dan\.features"):
         prepare(make_cfg("vqa", tmp_path / "run", features=str(out)), torch.device("cpu"))

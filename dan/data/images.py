@@ -37,7 +37,11 @@ def list_images(images_dir: str | Path) -> list[tuple[int, Path]]:
     if not images_dir.is_dir():
         raise DataError(f"image folder not found: {images_dir}")
     found: dict[int, Path] = {}
-    for path in sorted(images_dir.iterdir()):
+    try:
+        listing = sorted(images_dir.iterdir())
+    except OSError as exc:
+        raise DataError(f"cannot list image folder {images_dir}: {exc.strerror or exc}") from exc
+    for path in listing:
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         image_id = image_id_from_filename(path.name)
