@@ -205,7 +205,8 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
         return current
     if cfg.on_bad_image == "error":
         for (image_id, path), st in zip(items, stats, strict=True):  # cheap pre-check before the model loads
-            reason = "file not found" if st is None or not stat.S_ISREG(st.st_mode) \
+            reason = "file not found" if st is None else "is a folder, not an image file" \
+                if stat.S_ISDIR(st.st_mode) else "not a regular file" if not stat.S_ISREG(st.st_mode) \
                 else "empty file (0 bytes)" if not st.st_size else None
             if reason:
                 raise DataError(f"cannot read image {path} (image id {image_id}): {reason}; "
@@ -245,6 +246,7 @@ def _write_store(items: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, m
             "num_requested": len(items), "num_skipped": len(skipped), "skipped": skipped,
             **processing(cfg), "software": software, "fingerprint": fp}
     store = part.finish(ids, meta)
+    skipped = store.meta["skipped"]  # the published list (a run resumed after its own finish() recomputes none)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) in {out} (listed in {out / META}):", file=sys.stderr)
         for s in skipped[:10]:

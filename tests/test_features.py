@@ -214,6 +214,17 @@ def test_bad_image_is_an_error_naming_file_and_id(tmp_path, model, case):
     assert not FeatureStore.exists(tmp_path / "feat")
 
 
+def test_a_folder_named_like_an_image_is_reported_as_a_folder_in_both_modes(tmp_path, model):
+    items = make_images(tmp_path / "img", 2)
+    folder = tmp_path / "img" / "COCO_train2014_000000000030.jpg"
+    folder.mkdir()
+    with pytest.raises(DataError, match=rf"{folder.name} \(image id 30\): is a folder, not an image file"):
+        extract_features(items + [(30, folder)], tmp_path / "a", CFG, backbone=model, progress=False)
+    store = extract_features(items + [(30, folder)], tmp_path / "b", replace(CFG, on_bad_image="skip"),
+                             backbone=model, progress=False)
+    assert [s["reason"] for s in store.meta["skipped"]] == ["is a folder, not an image file"]
+
+
 @pytest.mark.parametrize("gpu_decode", [False, True])
 def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, capsys, gpu_decode):
     items = make_images(tmp_path / "img", 3)
@@ -323,6 +334,31 @@ def test_rows_of_two_library_versions_are_never_mixed_on_resume(tmp_path, model,
     assert commits == [4, 8, 10]  # started afresh: the committed rows were made by another Pillow
     assert store.meta["software"]["pillow"] == "0.0-other"
     assert (tmp_path / "cut" / FEATURES).read_bytes() == (clean.path / FEATURES).read_bytes()
+
+
+def test_a_crash_while_publishing_is_finished_by_the_rerun(tmp_path, model, monkeypatch, capsys):
+    import dan.store as store_mod
+
+    items = make_images(tmp_path / "img", 5) + list(_bad_files(tmp_path / "img").values())
+    cfg = replace(CFG, on_bad_image="skip")
+    clean = extract_features(items, tmp_path / "clean", cfg, backbone=model, progress=False)
+    real_replace, calls = os.replace, []
+
+    def fail_on_meta(src, dst):
+        calls.append(Path(dst).name)
+        if Path(src).name == META and Path(src).parent.name == PARTIAL:  # publish's last move (os is shared)
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "replace", fail_on_meta)
+    with pytest.raises(DanError, match="cannot publish feature store .*Input/output error"):
+        extract_features(items, tmp_path / "feat", cfg, backbone=model, progress=False)
+    assert not FeatureStore.exists(tmp_path / "feat") and META in calls
+    monkeypatch.setattr(store_mod.os, "replace", real_replace)
+    capsys.readouterr()
+    store = extract_features(items, tmp_path / "feat", cfg, backbone=model, progress=False)
+    assert files_of(store.path) == files_of(clean.path) and not (tmp_path / "feat" / PARTIAL).exists()
+    assert "skipped 4 unreadable image(s)" in capsys.readouterr().err  # reported again by the run that published
 
 
 def test_store_in_dataloader_workers_gives_the_same_batches(tmp_path, model):
