@@ -39,6 +39,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _parse_bool(text: str) -> bool:
+    """true/false (also 1/0, yes/no, on/off); anything else is an error, not a silent False."""
+    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     """One ``--flag`` per field of ``cls`` (underscores become dashes); booleans take true/false."""
     hints = typing.get_type_hints(cls)
@@ -52,7 +61,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             tp = typing.get_args(tp)[0]
         kwargs: dict = {"dest": f.name, "default": None}
         if tp is bool:
-            kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes", "on")
+            kwargs["type"] = _parse_bool
         else:
             kwargs["type"] = tp
         if is_list:

@@ -6,6 +6,7 @@ Papermill parameters and CLI flags map one-to-one onto :class:`TrainConfig` fiel
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from dan.io import ConfigError
@@ -54,7 +55,8 @@ class TrainConfig:
     captions_per_image: int = 5
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    threads: int | None = None  # torch CPU threads (fixed for determinism in notebooks)
+    threads: int | None = None  # torch CPU threads: the count changes CPU sums in the last digits, so the notebooks fix
+    # it, and a CPU run reproduces an interrupted one only when resumed with the same count (not part of identity())
     resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
     amp: str = "auto"  # training precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "off"
     compile: str = "off"  # torch.compile of the training step: "off", or a mode ("default", "reduce-overhead", ...)
@@ -83,8 +85,30 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+
+        def number(name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and \
+                (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+            if not ok:
+                span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+                raise ConfigError(f"{name} must be a finite number in {span}, got {value!r}")
+
+        number("lr", 0, 100, low_open=True)  # above ~100 no optimiser here does anything but overflow
+        number("momentum", 0, 1, high_open=True)
+        number("weight_decay", 0, 1)
+        number("lr_decay", 0, 1, low_open=True)
+        number("grad_clip", 0, math.inf, high_open=True)  # 0 = off
+        number("margin", 0, math.inf, low_open=True, high_open=True)
+        if any(not isinstance(e, int) or e < 1 for e in self.lr_decay_epochs):
+            raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {list(self.lr_decay_epochs)!r}")
+        for name, low in (("seed", 0), ("min_word_count", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        for name in ("threads", "max_train", "embed_dim"):  # None = automatic / all / hidden_dim
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -119,17 +143,19 @@ PAPER = dict(hidden_dim=512, steps=2, dropout=0.5, epochs=60, batch_size=128, op
              momentum=0.9, weight_decay=5e-4, lr_decay_epochs=[30], lr_decay=0.1, grad_clip=0.1,
              num_answers=2000, margin=100.0)
 
-# CPU profiles shrink the model and the schedule; every shrink is listed in the book's deviations page.
+# CPU profiles shrink the model and the schedule; every shrink is listed in the book's deviations page. Their Adam
+# runs without weight decay (as it always did: until 2026-11-27 Adam ignored weight_decay, which still read 5e-4
+# and so was missing from the deviations; now Adam applies weight_decay and the profiles say 0).
 PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
-    "smoke": {"vqa": dict(hidden_dim=32, epochs=6, batch_size=32, optimizer="adam", lr=3e-3, lr_decay_epochs=[],
-                          dropout=0.0, grad_clip=5.0, threads=1),
-              "matching": dict(hidden_dim=32, epochs=6, batch_size=16, optimizer="adam", lr=3e-3,
+    "smoke": {"vqa": dict(hidden_dim=32, epochs=6, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0.0,
+                          lr_decay_epochs=[], dropout=0.0, grad_clip=5.0, threads=1),
+              "matching": dict(hidden_dim=32, epochs=6, batch_size=16, optimizer="adam", lr=3e-3, weight_decay=0.0,
                                lr_decay_epochs=[], dropout=0.0, grad_clip=5.0, margin=1.0, threads=1)},
     # default: sized so that the ablation sweep (7 settings x 2 models x 3 seeds) fits the 30-minute CPU budget
     # with two single-threaded runs side by side (measured: ~40 s per r-DAN run, ~30 s per m-DAN run)
-    "default": {"vqa": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3,
+    "default": {"vqa": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=0.0,
                             lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, threads=1),
-                "matching": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3,
+                "matching": dict(hidden_dim=64, epochs=8, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=0.0,
                                  lr_decay_epochs=[6], dropout=0.0, grad_clip=5.0, margin=1.0, threads=1)},
     # full: the paper's sizes and optimiser; 8 epochs so that the whole full study (data, features, both models,
     # a one-seed ablation sweep of 14 runs) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh).

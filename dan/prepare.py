@@ -94,6 +94,13 @@ def _prepare_vqa(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared
     if unannotated:
         raise DataError(f"training split {cfg.train_split!r} has {len(unannotated)} questions without annotations "
                         f"(first: question_id {unannotated[0]})")
+    unscored = [e.question_id for e in val_ex if e.multiple_choice_answer is None]
+    if unscored:  # every epoch is validated: a split without answers (e.g. test-dev) cannot be the val split
+        ann = vqa_files(root, cfg.val_split)[1]
+        raise DataError(f"validation split {cfg.val_split!r} has {len(unscored)} questions without annotations "
+                        f"(first: question_id {unscored[0]}; annotations file: "
+                        f"{ann or 'not found next to ' + str(vqa_files(root, cfg.val_split)[0])}); --val-split "
+                        f"must be an annotated split")
     vocab = Vocab.build([tokenize(e.question) for e in train_ex], min_count=cfg.min_word_count)
     answers = AnswerVocab.build([e.multiple_choice_answer for e in train_ex], top=cfg.num_answers)
     bank = open_bank(cfg, {cfg.train_split, cfg.val_split}, device)

@@ -24,14 +24,22 @@ from tqdm import tqdm
 
 from dan.attention import host_to_device
 from dan.batches import batch_text
+from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-exported)
+    CHECKPOINT,
+    INPUTS,
+    check_finished_inputs,
+    check_same_features,
+    feature_summary,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from dan.config import TrainConfig, deviations
 from dan.evaluate import evaluate_matching, evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
-from dan.io import ConfigError, DanError, DataError, atomic_path, read_json, study_paths, write_json_atomic
+from dan.io import ConfigError, DataError, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
-from dan.prepare import Prepared, features_root, prepare
-
-CHECKPOINT = "checkpoint.pt"
+from dan.prepare import Prepared, data_root, features_root, prepare
 
 
 @dataclass
@@ -78,23 +86,6 @@ class StepLoss(torch.nn.Module):
 def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether training steps run under bf16 autocast (``cfg.amp``; "auto": on CUDA only)."""
     return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
-                     history: list[dict]) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "rng": _rng_state(), "config": cfg.to_dict(), "vocab": prep.vocab.to_dict(),
-             "answers": prep.answers.to_dict() if prep.answers is not None else None,
-             "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
-    with atomic_path(path) as tmp:
-        try:
-            torch.save(state, tmp)
-        except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError; the old file is kept
-            raise DanError(f"cannot write checkpoint {path}: {exc}") from exc
 
 
 def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, prep: Prepared) -> list[np.ndarray]:
@@ -173,7 +164,7 @@ def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: 
     fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0, **fused)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)  # L2, as torch's Adam does
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, device: torch.device) -> None:
@@ -200,6 +191,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")
         if cfg.same_identity(saved):
+            check_finished_inputs(run_dir, features_root(cfg))
             return load_result(run_dir)
         raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
                           f"or delete that folder")
@@ -219,7 +211,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     start = 0
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = read_checkpoint(ckpt_path, device)
         if not cfg.same_identity(TrainConfig.from_dict(state["config"]).identity()):
             raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
                               f"delete it")
@@ -228,15 +220,30 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                             f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "
                             f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
                             f"use the features it was trained on or another --out")
+        check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
+        for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
+                                 ("answer list", state["answers"],
+                                  prep.answers.to_dict() if prep.answers is not None else None)):
+            if saved != now:
+                raise DataError(f"{ckpt_path} was trained with another {what} than the training data in "
+                                f"{data_root(cfg)} gives (the questions/captions or --max-train differ); use the "
+                                f"data it was trained on (--data) or another --out")
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"], device)
         scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"] + 1
+    need = (1 if cfg.task == "vqa" else 2) * world  # a (matching: two-pair) share for every rank
+    if start < cfg.epochs and not any(b.shape[-1] >= need for b in _epoch_batches(len(prep.train), cfg, start, prep)):
+        raise ConfigError(f"no training step possible: {len(prep.train)} training "
+                          f"{'questions' if cfg.task == 'vqa' else 'images'} in batches of {cfg.batch_size} give no "
+                          f"batch of at least {need}; raise --batch-size or --max-train")
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.glob(".*.tmp"):  # temp files of a killed run's atomic writes, never renamed
             stale.unlink(missing_ok=True)
         write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
+        write_json_atomic(run_dir / INPUTS, {"features": {name: feature_summary(store.meta)
+                                                          for name, store in prep.bank.stores.items()}}, indent=1)
         shrunk = deviations(cfg)
         if shrunk and progress and start == 0:
             print(f"[{cfg.run_name()}] profile {cfg.profile!r} departs from the paper in: "
@@ -289,7 +296,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
             record.update(_headline(cfg, val_metrics))
             history.append(record)
             bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, cfg, prep, history)
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, cfg, prep, history)
         if world > 1:
             dist.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -327,14 +334,6 @@ def load_result(run_dir: str | Path) -> RunResult:
     cfg = TrainConfig.from_dict(cfg_d)
     return RunResult(run_dir, cfg, read_json(run_dir / "metrics.json", "run metrics"),
                      read_json(run_dir / "history.json", "run history"))
-
-
-def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> dict:
-    """The raw checkpoint dict of a run (model state, config, vocabularies, answers, history)."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise DanError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,9 @@ def train_argv(smoke_data, smoke_features, tmp_path) -> list[str]:
     (["--task", "captioning"], "unknown task 'captioning'; accepted: vqa, matching"),
     (["--data", "/nonexistent/data"], "--data folder not found: /nonexistent/data"),
     (["--features", "/nonexistent/features"], "--features folder not found: /nonexistent/features"),
+    (["--soft-targets", "maybe"], "argument --soft-targets: expected true or false, got 'maybe'"),
+    (["--lr", "nan"], "lr must be a finite number in (0, 100], got nan"),
+    (["--max-train", "0"], "max_train must be an integer >= 1 (or unset), got 0"),
 ])
 def test_train_cli_misuse(train_argv, tmp_path, capsys, extra, message):
     code = 2

@@ -184,6 +184,17 @@ def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run, s
     (dict(task="captioning"), r"unknown task 'captioning'; accepted: vqa, matching"),
     (dict(profile="huge"), r"unknown profile 'huge'; accepted: smoke, default, full, real"),
     (dict(negatives="semi-hard"), r"unknown negatives 'semi-hard'; accepted: sampled, hardest"),
+    (dict(lr=float("nan")), r"lr must be a finite number in \(0, 100\], got nan"),
+    (dict(lr=1e300), r"lr must be a finite number in \(0, 100\], got 1e\+300"),
+    (dict(momentum=-1.0), r"momentum must be a finite number in \[0, 1\), got -1.0"),
+    (dict(weight_decay=-1.0), r"weight_decay must be a finite number in \[0, 1\]"),
+    (dict(lr_decay=0.0), r"lr_decay must be a finite number in \(0, 1\]"),
+    (dict(grad_clip=-1.0), r"grad_clip must be a finite number in \[0, inf\)"),
+    (dict(margin=-1.0), r"margin must be a finite number in \(0, inf\)"),
+    (dict(lr_decay_epochs=[-5]), r"lr_decay_epochs must be epochs >= 1, got \[-5\]"),
+    (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+    (dict(threads=-1), r"threads must be an integer >= 1 \(or unset\), got -1"),
+    (dict(max_train=-5), r"max_train must be an integer >= 1 \(or unset\), got -5"),
 ])
 def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
@@ -214,6 +225,86 @@ def test_features_of_another_dimension_than_the_checkpoint_are_refused(make_cfg,
                                         rf"\({backbone}\).* have {dim // 2}-d \(other-net\)"):
         train(moved, progress=False)
     assert load_checkpoint(tmp_path / "run")["epoch"] == 0  # the checkpoint is untouched
+
+
+def test_a_resume_or_reuse_on_other_inputs_is_refused(make_cfg, smoke_data, smoke_features, tmp_path):
+    import shutil
+
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2)
+    train(cfg, stop_after_epoch=1, progress=False)
+    # same dimension, another image size: only the checkpoint's feature meta tells them apart
+    other = tmp_path / "other"
+    shutil.copytree(smoke_features, other)
+    for split in ("train2014", "val2014"):
+        meta = json.loads((other / split / "meta.json").read_text())
+        (other / split / "meta.json").write_text(json.dumps({**meta, "image_size": 224}))
+    with pytest.raises(DataError, match=r"checkpoint\.pt was trained on features with image_size=\d+, but the "
+                                        r"feature stores in .*other have image_size=224"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=2, features=str(other)), progress=False)
+    # other training questions: another vocabulary (the same size would only scramble the embedding rows)
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    qfile = next((data / "vqa").glob("*train2014_questions.json"))
+    questions = json.loads(qfile.read_text())
+    for q in questions["questions"]:
+        q["question"] = q["question"].replace("what", "which")
+    qfile.write_text(json.dumps(questions))
+    with pytest.raises(DataError, match=r"checkpoint\.pt was trained with another vocabulary than the training "
+                                        r"data in .*data gives"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=2, data=str(data)), progress=False)
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 0  # untouched
+    done = train(cfg, progress=False)  # the run's own inputs: it finishes
+    assert (done.run_dir / "inputs.json").is_file()
+    with pytest.raises(DataError, match=r"run was trained on features with image_size=\d+, but .*other have "
+                                        r"image_size=224"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=2, features=str(other)), progress=False)  # finished, reused?
+    assert train(cfg, progress=False).metrics == done.metrics
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error(make_cfg, tmp_path):
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2)
+    train(cfg, stop_after_epoch=1, progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    for damage in (good[: len(good) // 2], b"", np.random.default_rng(0).bytes(2048)):
+        ckpt.write_bytes(damage)
+        with pytest.raises(DataError, match=r"cannot read checkpoint .*checkpoint\.pt: .*; delete it") as err:
+            train(cfg, progress=False)
+        assert "\n" not in str(err.value)
+    torch.save({"model": {}}, ckpt)
+    with pytest.raises(DataError, match=r"checkpoint\.pt is not a checkpoint of dan\.train \(missing optimizer"):
+        train(cfg, progress=False)
+
+
+def test_runs_that_cannot_train_or_validate_are_refused_before_writing(make_cfg, smoke_data, tmp_path):
+    import shutil
+
+    with pytest.raises(ConfigError, match=r"no training step possible: \d+ training images in batches of 1 give no "
+                                          r"batch of at least 2"):
+        train(make_cfg("matching", tmp_path / "m", epochs=1, batch_size=1), progress=False)
+    assert not (tmp_path / "m").exists()
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    for ann in (data / "vqa").glob("*val2014_annotations.json"):
+        ann.unlink()
+    with pytest.raises(DataError, match=r"validation split 'val2014' has \d+ questions without annotations .*not "
+                                        r"found next to .*val2014_questions\.json"):
+        train(make_cfg("vqa", tmp_path / "v", epochs=1, data=str(data)), progress=False)
+    assert not (tmp_path / "v").exists()
+
+
+def test_adam_applies_weight_decay_and_the_cpu_profiles_say_they_use_none(make_cfg, tmp_path):
+    from dan.config import deviations
+    from dan.train import build_optimizer
+
+    cfg = preset("default", "vqa")
+    assert cfg.optimizer == "adam" and cfg.weight_decay == 0.0 and deviations(cfg)["weight_decay"] == (0.0, 5e-4)
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer(preset("default", "vqa", weight_decay=0.1), [p], torch.device("cpu"))
+    assert opt.param_groups[0]["weight_decay"] == 0.1
+    p.grad = torch.zeros(3)
+    opt.step()  # no gradient: only the decay moves the weights
+    assert torch.all(p.detach() < 1.0)
 
 
 def test_bf16_autocast_training_runs_and_is_recorded(vqa_run, make_cfg, tmp_path):

@@ -1,0 +1,102 @@
+"""Checkpoints of :mod:`dan.train`: what one holds, writing it atomically, reading it back with one-line errors,
+and the checks that keep a run from resuming (or a finished run from being reused) on other inputs.
+
+A checkpoint (``checkpoint.pt``, written after every epoch) holds the model, optimiser and scheduler states, the
+epoch, the RNG states, the run's config, its vocabulary and answer list, the feature stores' meta and the history.
+``inputs.json`` beside it records, per feature store the run trained on, the fields a model depends on
+(:data:`FEATURE_KEYS`), so that a finished run (whose checkpoint is not loaded to be reused) is checked too.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from dan.io import DanError, DataError, atomic_path, read_json
+from dan.store import META
+
+if TYPE_CHECKING:
+    from dan.config import TrainConfig
+    from dan.prepare import Prepared
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
+                     history: list[dict]) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(), "vocab": prep.vocab.to_dict(),
+             "answers": prep.answers.to_dict() if prep.answers is not None else None,
+             "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError; the old file is kept
+            raise DanError(f"cannot write checkpoint {path}: {exc}") from exc
+
+
+def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> dict:
+    """The raw checkpoint dict of a run (model state, config, vocabularies, answers, history)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise DanError(f"no checkpoint at {path}")
+    return read_checkpoint(path, map_location)
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "config", "vocab", "answers", "visual_dim",
+                   "feature_meta", "history")
+
+
+def read_checkpoint(path: Path, map_location) -> dict:  # noqa: ANN001 - str or torch.device
+    """``torch.load`` of a checkpoint file; a damaged or foreign file is one :class:`DataError` naming it."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, empty file: the file's fault
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise DataError(f"cannot read checkpoint {path}: {first}; delete it to train this run from the start") \
+            from exc
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DataError(f"{path} is not a checkpoint of dan.train (missing {', '.join(missing[:4])}); delete it "
+                        f"to train this run from the start")
+    return state
+
+
+FEATURE_KEYS = ("backbone", "layer", "image_size", "grid", "dim", "weights_sha256")  # what a model was fitted to
+
+
+def feature_summary(meta: dict) -> dict:
+    """The fields of a feature store's meta that a trained model depends on (:data:`FEATURE_KEYS`)."""
+    return {k: meta.get(k) for k in FEATURE_KEYS}
+
+
+INPUTS = "inputs.json"  # per feature store the run trained on: feature_summary(meta)
+
+
+def check_finished_inputs(run_dir: Path, root: Path) -> None:
+    """Before a finished run is reused: the feature stores it recorded (``inputs.json``) that exist under ``root``
+    must be the same features (a run kept without its stores, or from before the record, is reused as it is)."""
+    path = run_dir / INPUTS
+    if not path.is_file():
+        return
+    for name, summary in (read_json(path, "run inputs").get("features") or {}).items():
+        meta = root / name / META
+        if meta.is_file():
+            check_same_features(summary, feature_summary(read_json(meta, "feature store meta")), run_dir, root)
+
+
+def check_same_features(saved: dict, current: dict, where: Path, root: Path) -> None:
+    """Raise :class:`DataError` naming the first field in which the features ``where`` was trained on differ."""
+    for k in FEATURE_KEYS:
+        if k in saved and k in current and saved[k] != current[k]:
+            raise DataError(f"{where} was trained on features with {k}={saved[k]!r}, but the feature stores in "
+                            f"{root} have {k}={current[k]!r}; use the features it was trained on (--features) or "
+                            f"another --out")
