@@ -87,9 +87,11 @@ def check_finished_inputs(run_dir: Path, root: Path) -> None:
     path = run_dir / INPUTS
     if not path.is_file():
         return
-    for name, summary in (read_json(path, "run inputs").get("features") or {}).items():
+    recorded = read_json(path, "run inputs")
+    stores = recorded.get("features") if isinstance(recorded, dict) else None
+    for name, summary in (stores if isinstance(stores, dict) else {}).items():
         meta = root / name / META
-        if meta.is_file():
+        if meta.is_file() and isinstance(summary, dict):
             check_same_features(summary, feature_summary(read_json(meta, "feature store meta")), run_dir, root)
 
 
