@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -171,9 +172,14 @@ def unpack(archive: Path, target: Path) -> None:
                     out.mkdir(parents=True, exist_ok=True)
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-    except zipfile.BadZipFile as exc:
+                tmp = out.with_name(f".{out.name}.unpacking")  # a member appears under its name only when whole
+                try:
+                    with zf.open(info) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    os.replace(tmp, out)
+                finally:
+                    tmp.unlink(missing_ok=True)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged archive: bad CRC, bad deflate data, cut
         raise DownloadError(f"{archive} is not a valid zip ({exc}); delete it and rerun") from None
     marker.write_text("ok\n")
 
@@ -189,12 +195,12 @@ def fetch(items: list[Item], root: Path, checksums: dict[str, str] | None = None
         if already and not dest.is_file():
             continue
         digest = download(item.url, dest, (checksums or {}).get(item.name), timeout=timeout, progress=progress)
+        if item.unpack:
+            unpack(dest, root / item.folder)  # before the sum is recorded: a damaged archive gets none
         record_checksum(sums, item.name, digest)
         got[item.name] = digest
-        if item.unpack:
-            unpack(dest, root / item.folder)
-            if not keep_archives:
-                dest.unlink()
+        if item.unpack and not keep_archives:
+            dest.unlink()
     return got
 
 

@@ -133,6 +133,43 @@ def test_fetch_unpacks_into_the_layout(server, tmp_path):
     assert not (tmp_path / "outside.txt").exists()
 
 
+def _damaged_zips(n: int = 12) -> list[bytes]:
+    """One deflated 600 kB member, with 64 bytes overwritten at ``n`` places inside its compressed data (some give
+    a CRC error at the end, others a broken deflate stream midway)."""
+    import random
+
+    rng = random.Random(0)
+    text = " ".join(rng.choice(["red", "cube", "left", "of", "the", "sphere", "blue"]) for _ in range(100_000))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("vqa/questions.json", text)
+    good = buf.getvalue()
+    out = []
+    for k in range(n):
+        at = 100 + (len(good) - 400) * k // n
+        out.append(good[:at] + bytes(rng.randrange(256) for _ in range(64)) + good[at + 64:])
+    return out
+
+
+def test_a_damaged_archive_is_one_error_and_leaves_no_partial_file(server, tmp_path):
+    for k, data in enumerate(_damaged_zips()):
+        archive, target = tmp_path / f"bad{k}.zip", tmp_path / f"root{k}"
+        archive.write_bytes(data)
+        with pytest.raises(dl.DownloadError, match=rf"bad{k}\.zip is not a valid zip .*delete it and rerun"):
+            dl.unpack(archive, target)
+        left = [p.name for p in target.rglob("*") if p.is_file()]
+        assert left == [], (k, left)  # neither the member under its name, a temp file, nor the done-marker
+    url, _ = server
+    FILES["damaged.zip"] = _damaged_zips(1)[0]
+    try:
+        with pytest.raises(dl.DownloadError, match="not a valid zip"):
+            dl.fetch([dl.Item(f"{url}/damaged.zip", "vqa")], tmp_path / "r", timeout=5, progress=False)
+    finally:
+        del FILES["damaged.zip"]
+    sums = tmp_path / "r" / "downloads" / "SHA256SUMS"
+    assert not sums.exists() or "damaged.zip" not in sums.read_text()  # no sum recorded for a damaged archive
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
