@@ -122,6 +122,14 @@ def test_vqa_bad_files_and_annotations(tmp_path):
     anns["annotations"][0]["answers"] = []
     with pytest.raises(DataError, match=r"a\.json: annotation of question 1: 'answers' must be a non-empty"):
         load_vqa(q, _write(tmp_path / "a.json", anns))
+    for key, value, message in (("multiple_choice_answer", 3, "'multiple_choice_answer' must be a non-empty "
+                                                               "string, got 3"),
+                                ("multiple_choice_answer", None, "'multiple_choice_answer' must be a non-empty"),
+                                ("answer_type", 5, "'answer_type' must be a string, got 5")):
+        anns = _annotations()
+        anns["annotations"][1][key] = value
+        with pytest.raises(DataError, match=rf"a\.json: annotation of question 2: {message}"):
+            load_vqa(q, _write(tmp_path / "a.json", anns))
     with pytest.raises(ConfigError, match="on_error"):
         load_vqa(q, on_error="ignore")
     with warnings.catch_warnings():
@@ -190,6 +198,16 @@ def test_karpathy_round_trip(tmp_path):
     (lambda d: d["images"][0].update(sentences=[]), r"image 42 .*no sentences"),
     (lambda d: d["images"][0]["sentences"][1].update(raw=" "), r"image 42 .*sentence #1: empty sentence"),
     (lambda d: d["images"][2].pop("split"), r"image #2: missing key\(s\) 'split'"),
+    (lambda d: d["images"][2].update(split="tarin"), r"image #2: field 'split' must be one of train, val, test, "
+                                                     r"restval, got 'tarin'"),
+    (lambda d: d["images"][0].update(filename=5), r"image #0: field 'filename' must be a non-empty string, got 5"),
+    (lambda d: d["images"][0].update(filename=None), r"field 'filename' must be a non-empty string, got None"),
+    (lambda d: d["images"][0].update(filepath=3), r"field 'filepath' must be a string, got 3"),
+    (lambda d: d["images"][0].update(cocoid=True), r"field 'cocoid' must be an integer >= 0, got True"),
+    (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens=[1, 2]),
+     r"image 42 .*sentence #0: 'tokens' must be a list of strings, got \[1, 2\]"),
+    (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens="a dog"), r"'tokens' must be a list"),
+    (lambda d: d["images"][0]["sentences"][0].update(raw=5), r"sentence #0: 'raw' must be a string, got 5"),
 ])
 def test_karpathy_bad_input(tmp_path, mutate, pattern):
     data = _karpathy()
@@ -209,6 +227,11 @@ def test_flickr8k_txt(tmp_path):
     assert imgs[0].sentences[1] == "A girl, going into a building."
     tokens = load_flickr8k_txt(_write(tmp_path / "Flickr8k.token.txt", "1001773457_577c3a7d70.jpg#0\tA dog .\n"))
     assert tokens[0].sentences == ["A dog ."] and tokens[0].filename == "1001773457_577c3a7d70.jpg"
+    bom = load_flickr8k_txt(_write(tmp_path / "bom.txt",
+                                   "\ufeff\nimage,caption\r\n1001773457_577c3a7d70.jpg,A dog .\r\n"))
+    assert [(i.image_id, i.sentences) for i in bom] == [(1001773457, ["A dog ."])]  # BOM, blank line, CRLF
+    with pytest.raises(DataError, match=r"bad\.txt, line 4: expected"):  # line numbers count the blank line
+        load_flickr8k_txt(_write(tmp_path / "bad.txt", "\nimage,caption\n1.jpg,ok\n2.jpg,\n"))
     with pytest.raises(DataError, match=r"bad\.txt: expected the header"):
         load_flickr8k_txt(_write(tmp_path / "bad.txt", "img,text\na.jpg,x\n"))
     with pytest.raises(DataError, match=r"bad\.txt, line 3: expected"):

@@ -29,6 +29,25 @@ class CaptionImage:
     sentence_ids: list[int] = field(default_factory=list)
 
 
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
+
+
+def _check_fields(rec: dict, where: str) -> None:
+    """Types of an image record's fields (a wrong type is named with its value, not a TypeError later)."""
+    def bad(field: str, expected: str) -> DataError:
+        return DataError(f"{where}: field {field!r} must be {expected}, got {rec[field]!r}")
+
+    if not isinstance(rec["filename"], str) or not rec["filename"].strip():
+        raise bad("filename", "a non-empty string")
+    if rec.get("filepath") is not None and not isinstance(rec["filepath"], str):
+        raise bad("filepath", "a string")
+    if rec["split"] not in KARPATHY_SPLITS:
+        raise bad("split", f"one of {', '.join(KARPATHY_SPLITS)}")
+    for key in ("cocoid", "imgid"):
+        if key in rec and rec[key] is not None and (type(rec[key]) is not int or rec[key] < 0):
+            raise bad(key, "an integer >= 0")
+
+
 def _image_id(rec: dict, where: str) -> int:
     if isinstance(rec.get("cocoid"), int):
         return rec["cocoid"]
@@ -59,6 +78,7 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
     for i, rec in enumerate(data["images"]):
         where = f"{path}: image #{i}"
         require_keys(rec, ["filename", "split", "sentences"], where)
+        _check_fields(rec, where)
         image_id = _image_id(rec, where)
         where = f"{path}: image {image_id} ({rec['filename']})"
         if image_id in seen_images:
@@ -73,7 +93,12 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
         for j, s in enumerate(sents):
             if not isinstance(s, dict) or not ("raw" in s or "tokens" in s):
                 raise DataError(f"{where}, sentence #{j}: expected an object with 'raw' or 'tokens'")
-            raw = s["raw"] if isinstance(s.get("raw"), str) else " ".join(s.get("tokens") or [])
+            if s.get("raw") is not None and not isinstance(s["raw"], str):
+                raise DataError(f"{where}, sentence #{j}: 'raw' must be a string, got {s['raw']!r}")
+            tokens = s.get("tokens")
+            if tokens is not None and (not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens)):
+                raise DataError(f"{where}, sentence #{j}: 'tokens' must be a list of strings, got {tokens!r}")
+            raw = s["raw"] if isinstance(s.get("raw"), str) else " ".join(tokens or [])
             if not raw.strip():
                 raise DataError(f"{where}, sentence #{j}: empty sentence")
             sid = s.get("sentid", sentids[j] if j < len(sentids) else None)
@@ -110,16 +135,18 @@ def load_flickr8k_txt(path: str | Path,
     if not path.is_file():
         raise DataError(f"caption file not found: {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"caption file {path} is not UTF-8 text: {exc}") from exc
-    if not lines:
+    blank = next((k for k, line in enumerate(lines) if line.strip()), len(lines))
+    if blank == len(lines):
         raise DataError(f"caption file {path} is empty")
-    tab_format = "\t" in lines[0] and "#" in lines[0].split("\t", 1)[0]
+    first = lines[blank]  # leading blank lines are skipped (and still counted in line numbers)
+    tab_format = "\t" in first and "#" in first.split("\t", 1)[0]
     if not tab_format:
-        if lines[0].replace(" ", "").lower() != "image,caption":
-            raise DataError(f"{path}: expected the header 'image,caption' on line 1, got {lines[0][:60]!r}")
-        lines = [""] + lines[1:]  # keep line numbers 1-based below
+        if first.replace(" ", "").lower() != "image,caption":
+            raise DataError(f"{path}: expected the header 'image,caption' on line {blank + 1}, got {first[:60]!r}")
+        lines = [""] * (blank + 1) + lines[blank + 1:]  # the header read; line numbers stay 1-based below
     images: dict[str, CaptionImage] = {}
     next_sid = 0
     for lineno, line in enumerate(lines, start=1):

@@ -153,6 +153,14 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
                 if qid is None:
                     raise DataError(f"{where}: question_id must be an integer, got {ann['question_id']!r}")
                 answers = _answers(ann["answers"], f"{apath}: annotation of question {qid}")
+                mca = ann["multiple_choice_answer"]
+                if not isinstance(mca, str) or not mca.strip():
+                    raise DataError(f"{apath}: annotation of question {qid}: 'multiple_choice_answer' must be a "
+                                    f"non-empty string, got {mca!r}")
+                for key in ("answer_type", "question_type"):
+                    if ann.get(key) is not None and not isinstance(ann[key], str):
+                        raise DataError(f"{apath}: annotation of question {qid}: {key!r} must be a string, got "
+                                        f"{ann[key]!r}")
             except DataError as exc:
                 problems("bad annotation", str(exc))
                 continue
