@@ -18,6 +18,11 @@ from dan.metrics import normalize_answer, retrieval_metrics, vqa_accuracy, vqa_s
     ("A Dog.", "dog"), ("an apple", "apple"), ("none", "0"), ("ten", "10"), ("2.5", "2.5"), ("1,000", "1000"),
     ("black-and-white", "black and white"), ("red, white", "red white"), ("  yes \n", "yes"),
     ("isnt", "isn't"), ("don't", "don't"), ("what?", "what"), ("(left)", "left"), ("shed", "shed"),
+    # the official table as it acts on lowercased words: these keys match ...
+    ("hed", "he'd"), ("twas", "'twas"), ("whyre", "why're"), ("somebodys", "somebody's"), ("Whereve", "where've"),
+    ("somebody'd", "somebodyd"),
+    # ... these do not: its "Im"/"Ive" keys are capitalised, "let's"/"she's" map to themselves, "lets" is no key
+    ("Im", "im"), ("ive", "ive"), ("lets", "lets"), ("shes", "shes"), ("wed", "wed"),
 ])
 def test_normalize_answer(raw, norm):
     assert normalize_answer(raw) == norm
