@@ -313,16 +313,22 @@ def ci_table(summary: pd.DataFrame, index: list[str] | str, digits: int = 1) -> 
     return s.pivot(index=index, columns="metric", values="cell")[order]
 
 
-def paired_differences(df: pd.DataFrame, factor: str, reference, metric: str) -> pd.DataFrame:
+def paired_differences(df: pd.DataFrame, factor: str, reference, metric: str, level: float = 0.95,
+                       family: bool = False) -> pd.DataFrame:
     """``metric`` of ``factor`` = ``reference`` minus each other level, paired by seed: one row per other level
-    with n (seeds present in both), mean difference and its 95 % t interval (low, high)."""
+    with n (seeds present in both), mean difference and its t interval (low, high) at ``level``.
+
+    ``family``: the intervals hold at ``level`` *together* (Bonferroni: each at ``1 - (1 - level) / m`` for the
+    m other levels), as a claim about all m comparisons at once needs; otherwise each holds on its own."""
     ref = df[df[factor] == reference].set_index("seed")[metric]
+    others = sorted(set(df[factor]) - {reference}, key=str)
+    each = 1 - (1 - level) / len(others) if family and others else level
     rows = []
-    for level in sorted(set(df[factor]) - {reference}, key=str):
-        other = df[df[factor] == level].set_index("seed")[metric]
+    for other_level in others:
+        other = df[df[factor] == other_level].set_index("seed")[metric]
         diff = (ref - other).dropna()
-        mean, low, high = mean_ci(diff.to_numpy())
-        rows.append({factor: level, "n": len(diff), "difference": mean, "low": low, "high": high})
+        mean, low, high = mean_ci(diff.to_numpy(), level=each)
+        rows.append({factor: other_level, "n": len(diff), "difference": mean, "low": low, "high": high})
     return pd.DataFrame(rows)
 
 
@@ -332,14 +338,18 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
 
     Returns the paired differences (claimed minus each other level) and one sentence that says, from these
     numbers only, which levels the claimed one beats, which beat it, and which it cannot be told apart from
-    at 95 % confidence (the interval of the paired difference includes 0, or fewer than two seeds).
+    (the interval of the paired difference includes 0, or fewer than two seeds). "Best" is a claim about all
+    the other levels at once, so the intervals hold at 95 % together (Bonferroni over the comparisons:
+    :func:`paired_differences` with ``family=True``), not each on its own.
     """
     label = label or factor
     means = df.groupby(factor)[metric].mean()
     if claimed not in means.index:
         return pd.DataFrame(), f"{label} = {claimed} is not part of this sweep."
     best = means.idxmax()
-    diffs = paired_differences(df, factor, claimed, metric)
+    diffs = paired_differences(df, factor, claimed, metric, family=True)
+    m = len(diffs)
+    conf = "at 95 % confidence" if m <= 1 else f"at 95 % confidence over the {m} comparisons together"
 
     def names(mask: pd.Series) -> str:
         return ", ".join(f"{label} = {v}" for v in diffs.loc[mask, factor])
@@ -355,10 +365,10 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
         parts = [f"{label} = {claimed} averages {means[claimed]:.{digits}f}, below the highest mean, "
                  f"{label} = {best} ({means[best]:.{digits}f})"]
     if beats.any():
-        parts.append(f"at 95 % confidence it beats {names(beats)}")
+        parts.append(f"{conf} it beats {names(beats)}")
     if loses.any():
-        parts.append(f"{names(loses)} beat{'s' if loses.sum() == 1 else ''} it at 95 % confidence")
+        parts.append(f"{names(loses)} beat{'s' if loses.sum() == 1 else ''} it {conf}")
     if unclear.any():
-        parts.append(f"it cannot be told apart from {names(unclear)} (the 95 % interval of the paired "
-                     f"difference includes 0)")
+        parts.append(f"it cannot be told apart from {names(unclear)} (the interval of the paired difference "
+                     f"includes 0)")
     return diffs, "; ".join(parts) + "."

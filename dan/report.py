@@ -134,7 +134,13 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
         return summary.xs(group, level=0) if group is not None else summary
 
     def per_step(summary: pd.DataFrame, col: str, group: str | None = None) -> str:
-        return " / ".join(f"{v:.1f}" for v in rows(summary, group).sort_index()[col])
+        """Values per step, each with its 95 % half width where the table has one (grounding_summary names the
+        pointing one "± ci" and the mass one "± ci ")."""
+        table = rows(summary, group).sort_index()
+        half = {"pointing %": "± ci", "mass %": "± ci "}.get(col)
+        if half not in table.columns:
+            return " / ".join(f"{v:.1f}" for v in table[col])
+        return " / ".join(f"{v:.1f} ± {h:.1f}" for v, h in zip(table[col], table[half], strict=True))
 
     def chance(summary: pd.DataFrame, col: str, group: str | None = None) -> str:
         return f"{rows(summary, group).sort_index()[col].iloc[0]:.1f}"

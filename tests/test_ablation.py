@@ -61,13 +61,29 @@ def test_claim_check_reports_what_the_intervals_allow() -> None:
             for k in (1, 2, 3) for s in range(3)]
     diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "steps", 2, "acc", "K")
     assert (diffs.low > 0).all()
-    assert "K = 2 has the highest mean" in sentence and "it beats K = 1, K = 3" in sentence
+    assert "K = 2 has the highest mean" in sentence
+    assert "at 95 % confidence over the 2 comparisons together it beats K = 1, K = 3" in sentence
     noisy = [{"steps": k, "seed": s, "acc": 50 + 0.1 * (k == 3) + 5 * rng.normal()} for k in (1, 2, 3)
              for s in range(3)]
     _, sentence = ablation.claim_check(pd.DataFrame(noisy), "steps", 2, "acc", "K")
     assert "cannot be told apart" in sentence
     _, sentence = ablation.claim_check(pd.DataFrame(noisy), "steps", 5, "acc", "K")
     assert "not part of this sweep" in sentence
+
+
+def test_claim_check_holds_its_intervals_at_95_percent_together() -> None:
+    # claimed K = 2 ahead of each of three others by 1.5, 2.0, 2.5 over seeds 0-2: each interval on its own
+    # (t 4.30 at 2 dof) excludes 0, the three together (Bonferroni, t 7.65) do not
+    rows = [{"steps": k, "seed": s, "acc": 50.0 + (1.5 + 0.5 * s if k == 2 else 0.0)} for k in (0, 1, 2, 3)
+            for s in range(3)]
+    df = pd.DataFrame(rows)
+    alone = ablation.paired_differences(df, "steps", 2, "acc")
+    together = ablation.paired_differences(df, "steps", 2, "acc", family=True)
+    assert (alone.low > 0).all() and (together.low < 0).all()
+    assert np.allclose(together.high - together.difference, ablation.t_quantile(1 - 0.025 / 3, 2) * 0.5 / 3 ** 0.5)
+    diffs, sentence = ablation.claim_check(df, "steps", 2, "acc", "K")
+    assert diffs.equals(together) and "cannot be told apart from K = 0, K = 1, K = 3" in sentence
+    assert "beats" not in sentence
 
 
 def test_configs_are_distinct() -> None:

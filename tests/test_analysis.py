@@ -31,6 +31,32 @@ def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
     assert analysis.chance_scores(cover) == pytest.approx((inside.mean(), area))
 
 
+
+def test_referred_objects_cover_their_union_of_cells():
+    """Two objects in one cell add up; overlaps count once (checked against a count of pixel centres, exact for
+    boxes on whole pixels)."""
+    from dan.analysis import attention_mass, chance_scores
+
+    halves = ImageGT(320, 240, [ObjectGT(0, "circle", "red", "small", [0, 0, 16, 24]),
+                                ObjectGT(1, "circle", "red", "small", [16, 0, 16, 24])])
+    cover = object_mask(halves, [0, 1], (10, 10))  # the two halves of cell 0
+    assert cover[0] == pytest.approx(1.0) and cover[1:].sum() == 0
+    top = np.zeros(100)
+    top[0] = 1.0
+    assert attention_mass(top, cover) == pytest.approx(1.0) and chance_scores(cover) == pytest.approx((0.01, 0.01))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        boxes = [[int(v) for v in (rng.integers(0, 280), rng.integers(0, 200), rng.integers(5, 140),
+                                   rng.integers(5, 100))] for _ in range(3)]
+        image = ImageGT(320, 240, [ObjectGT(k, "circle", "red", "small", b) for k, b in enumerate(boxes)])
+        px, py = np.meshgrid(np.arange(320) + 0.5, np.arange(240) + 0.5)
+        inside = np.zeros((240, 320), dtype=bool)
+        for x, y, w, h in boxes:
+            inside |= (px > x) & (px < x + w) & (py > y) & (py < y + h)
+        counted = inside.reshape(6, 40, 8, 40).mean(axis=(1, 3)).reshape(-1)  # 6 x 8 cells of 40 x 40 px
+        assert np.allclose(object_mask(image, [0, 1, 2], (6, 8)), counted, atol=1e-6)
+        assert np.allclose(object_mask(image, [0, 0], (6, 8)), object_mask(image, [0], (6, 8)))
+
 def test_text_rows_on_key_words() -> None:
     tokens = ["what", "color", "is", "the", "red", "circle"]
     att = np.zeros((2, 8))  # [K, T] with padding
@@ -136,6 +162,17 @@ def test_attention_findings_follow_the_number_of_steps(steps) -> None:
     assert text.index("single-hop questions (uniform") < text.index("multi-hop questions (uniform")
     assert "**Multi-hop steps**: no split." in text
     assert f"puts {' / '.join(f'{40 + s:.1f}' for s in steps)} % of its mass on the objects" in text
+
+
+def test_attention_findings_give_each_value_its_interval_where_the_table_has_one() -> None:
+    from dan import report
+
+    vis = _summary(["single-hop"], [1, 2], 20.0).assign(**{"± ci": 1.25, "± ci ": 0.5})
+    text = report.attention_findings(vis, _summary(["single-hop"], [1, 2], 30.0), _summary(["named"], [1, 2], 40.0),
+                                     _summary(None, [1, 2], 50.0), "no split.")
+    assert "touches one of them in 30.0 ± 1.2 / 40.0 ± 1.2 % of single-hop questions" in text
+    assert "mass on these objects is 21.0 ± 0.5 / 22.0 ± 0.5 % on single-hop questions" in text
+    assert "key words receive 31.0 / 32.0 %" in text  # a table without intervals: values alone
 
 
 def test_plot_history_draws_one_curve_per_run_and_one_legend_below():

@@ -154,8 +154,24 @@ def grid_coverage(bbox: list[float], width: int, height: int, grid: tuple[int, i
 
 
 def object_mask(image: ImageGT, object_ids: list[int], grid: tuple[int, int]) -> np.ndarray:
-    """Per region, the largest fraction covered by one of ``object_ids`` -> float32 [gh * gw] (0 if none)."""
-    out = np.zeros(grid[0] * grid[1], dtype=np.float32)
-    for oid in object_ids:
-        out = np.maximum(out, grid_coverage(image.object(oid).bbox, image.width, image.height, grid))
-    return out
+    """Per region, the fraction covered by the union of the boxes of ``object_ids`` -> float32 [gh * gw] (0 if
+    none). Overlaps count once; two objects sharing a cell add up (the largest single box would undercount)."""
+    boxes = [image.object(oid).bbox for oid in object_ids]
+    if len(boxes) <= 1:
+        return grid_coverage(boxes[0], image.width, image.height, grid) if boxes else \
+            np.zeros(grid[0] * grid[1], dtype=np.float32)
+    gh, gw = grid
+    xe, ye = np.linspace(0.0, image.width, gw + 1), np.linspace(0.0, image.height, gh + 1)  # cell edges, pixels
+    # the plane cut along every cell and box edge: each piece is wholly inside or outside each box and one cell
+    xs = np.unique(np.clip(np.concatenate([xe, *[[x, x + w] for x, _, w, _ in boxes]]), 0.0, image.width))
+    ys = np.unique(np.clip(np.concatenate([ye, *[[y, y + h] for _, y, _, h in boxes]]), 0.0, image.height))
+    cx, cy = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2  # piece centres
+    inside = np.zeros((cy.size, cx.size), dtype=bool)
+    for x, y, w, h in boxes:
+        inside |= ((cy > y) & (cy < y + h))[:, None] & ((cx > x) & (cx < x + w))[None, :]
+    area = np.diff(ys)[:, None] * np.diff(xs)[None, :] * inside  # [pieces_y, pieces_x], pixels^2
+    row = np.clip(np.searchsorted(ye, cy, side="right") - 1, 0, gh - 1)
+    col = np.clip(np.searchsorted(xe, cx, side="right") - 1, 0, gw - 1)
+    out = np.zeros((gh, gw))
+    np.add.at(out, (row[:, None], col[None, :]), area)
+    return (out / (np.diff(ye)[:, None] * np.diff(xe)[None, :])).reshape(-1).astype(np.float32)
