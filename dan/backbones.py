@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from dan.fuse import FUSED, fuse_resnet
-from dan.io import ConfigError, sha256_file
+from dan.io import ConfigError, first_line, sha256_file
 from dan.resize import PilResize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,7 +150,7 @@ def _load_state(model: nn.Module, path: Path, name: str, ignore_prefix: str | No
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise ConfigError(f"cannot read weights file {path} for {name}: {first} (expected a PyTorch state dict "
                           f"saved with torch.save)") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dan.io import DanError, DataError, atomic_path, read_json
+from dan.io import DanError, DataError, atomic_path, first_line, read_json
 from dan.store import META
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def read_checkpoint(path: Path, map_location) -> dict:  # noqa: ANN001 - str or 
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, empty file: the file's fault
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise DataError(f"cannot read checkpoint {path}: {first}; delete it to train this run from the start") \
             from exc
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]

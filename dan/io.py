@@ -98,6 +98,12 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DataError(f"{what} {path} is not UTF-8 text: {exc}") from exc
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if none): libraries such as torch
+    explain some failures in a paragraph, and a one-line error keeps the line that names the failure."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def require_keys(record: dict, keys: list[str] | tuple[str, ...], where: str) -> None:
     """Raise :class:`DataError` if ``record`` lacks any of ``keys``; ``where`` names the file and record."""
     if not isinstance(record, dict):
