@@ -356,6 +356,7 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
 
     beats, loses = diffs.low > 0, diffs.high < 0
     unclear = ~(beats | loses)
+    no_interval = diffs.n < 2  # one seed: no interval at all, so nothing can be told apart
     if best == claimed:
         parts = [f"{label} = {claimed} has the highest mean ({means[claimed]:.{digits}f})"]
     elif f"{means[claimed]:.{digits}f}" == f"{means[best]:.{digits}f}":
@@ -368,7 +369,10 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
         parts.append(f"{conf} it beats {names(beats)}")
     if loses.any():
         parts.append(f"{names(loses)} beat{'s' if loses.sum() == 1 else ''} it {conf}")
-    if unclear.any():
-        parts.append(f"it cannot be told apart from {names(unclear)} (the interval of the paired difference "
-                     f"includes 0)")
+    if (unclear & ~no_interval).any():
+        parts.append(f"it cannot be told apart from {names(unclear & ~no_interval)} (the interval of the paired "
+                     f"difference includes 0)")
+    if no_interval.any():
+        parts.append(f"against {names(no_interval)} there are fewer than two paired seeds, so no interval and no "
+                     f"verdict")
     return diffs, "; ".join(parts) + "."

@@ -101,6 +101,9 @@ def _open_outputs(run_dir: Path, data: str | Path | None, name: str, model: str)
     path = run_dir / name
     if not path.is_file():
         raise DataError(f"{path} not found: {run_dir} is not a finished {model} run")
+    if cfg.steps < 1 or cfg.attention != "dual":
+        raise DataError(f"{run_dir} ran with K = {cfg.steps}, attention {cfg.attention!r}: the attention analysis "
+                        f"needs maps on both sides at every step, i.e. a run with K >= 1 and attention 'dual'")
     return cfg, root, np.load(path)
 
 

@@ -81,8 +81,9 @@ class TrainConfig:
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:  # not int(...): "two" or 2.5 must not pass or crash
+                raise ConfigError(f"{name} must be an integer > 0, got {value!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -139,8 +140,8 @@ class TrainConfig:
 
 
 # The paper's setting (PAPER.md, "one setting for both models").
-PAPER = dict(hidden_dim=512, steps=2, dropout=0.5, epochs=60, batch_size=128, optimizer="sgd", lr=0.1,
-             momentum=0.9, weight_decay=5e-4, lr_decay_epochs=[30], lr_decay=0.1, grad_clip=0.1,
+PAPER = dict(hidden_dim=512, steps=2, attention="dual", dropout=0.5, epochs=60, batch_size=128, optimizer="sgd",
+             lr=0.1, momentum=0.9, weight_decay=5e-4, lr_decay_epochs=[30], lr_decay=0.1, grad_clip=0.1,
              num_answers=2000, margin=100.0)
 
 # CPU profiles shrink the model and the schedule; every shrink is listed in the book's deviations page. Their Adam

@@ -11,6 +11,8 @@ CLI: ``python -m dan.train --task vqa --profile default --steps 2 --attention du
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import sys
@@ -53,7 +55,26 @@ class RunResult:
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
-    return Path(cfg.out) if cfg.out else study_paths(cfg.profile).runs / cfg.run_name()
+    """``cfg.out``, or the profile's run folder ``<task>-<attention>-K<steps>-s<seed>``, with ``-<8 hex>`` added
+    when other fields of the run's identity differ from the profile's preset (e.g. a notebook run with
+    ``-p epochs 1``): such a run gets a folder of its own instead of taking, or being refused, the preset's."""
+    if cfg.out:
+        return Path(cfg.out)
+    return study_paths(cfg.profile).runs / (cfg.run_name() + _override_suffix(cfg))
+
+
+def _override_suffix(cfg: TrainConfig) -> str:
+    from dan.config import preset
+
+    try:
+        base = preset(cfg.profile, cfg.task, steps=cfg.steps, attention=cfg.attention, seed=cfg.seed).identity()
+    except ConfigError:
+        return ""
+    mine = cfg.identity()
+    changed = {k: mine[k] for k in sorted(mine) if base.get(k) != mine[k]}
+    if not changed:
+        return ""
+    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def seed_everything(seed: int) -> None:

@@ -86,6 +86,13 @@ def test_claim_check_holds_its_intervals_at_95_percent_together() -> None:
     assert "beats" not in sentence
 
 
+def test_claim_check_with_one_seed_gives_no_verdict() -> None:
+    rows = [{"steps": k, "seed": 0, "acc": 50.0 + k} for k in (1, 2, 3)]
+    diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "steps", 2, "acc", "K")
+    assert diffs.low.isna().all() and "cannot be told apart" not in sentence
+    assert "against K = 1, K = 3 there are fewer than two paired seeds, so no interval and no verdict" in sentence
+
+
 def test_configs_are_distinct() -> None:
     spec = SweepSpec(profile="smoke")
     names = [c.run_name() for c in spec.configs()]

@@ -164,6 +164,15 @@ def test_attention_findings_follow_the_number_of_steps(steps) -> None:
     assert f"puts {' / '.join(f'{40 + s:.1f}' for s in steps)} % of its mass on the objects" in text
 
 
+def test_a_run_without_attention_maps_is_refused_by_name(make_cfg, tmp_path) -> None:
+    from dan.io import DataError
+    from dan.train import train
+
+    run = train(make_cfg("vqa", tmp_path / "none", epochs=1, attention="none"), progress=False)
+    with pytest.raises(DataError, match=r"none ran with K = 2, attention 'none': the attention analysis needs"):
+        analysis.load_vqa_outputs(run.run_dir)
+
+
 def test_attention_findings_give_each_value_its_interval_where_the_table_has_one() -> None:
     from dan import report
 

@@ -195,6 +195,8 @@ def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run, s
     (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
     (dict(threads=-1), r"threads must be an integer >= 1 \(or unset\), got -1"),
     (dict(max_train=-5), r"max_train must be an integer >= 1 \(or unset\), got -5"),
+    (dict(epochs="two"), r"epochs must be an integer > 0, got 'two'"),
+    (dict(hidden_dim=16.5), r"hidden_dim must be an integer > 0, got 16.5"),
 ])
 def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
@@ -305,6 +307,22 @@ def test_adam_applies_weight_decay_and_the_cpu_profiles_say_they_use_none(make_c
     p.grad = torch.zeros(3)
     opt.step()  # no gradient: only the decay moves the weights
     assert torch.all(p.detach() < 1.0)
+
+
+def test_an_overridden_run_gets_its_own_folder_and_the_preset_keeps_its_own(monkeypatch, tmp_path):
+    from dan.train import run_dir_for
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    (tmp_path / "_toc.yml").write_text("")
+    (tmp_path / "dan").mkdir()
+    plain = run_dir_for(preset("smoke", "vqa"))
+    assert plain.name == "vqa-dual-K2-s0"
+    assert run_dir_for(preset("smoke", "vqa", steps=3, seed=1)).name == "vqa-dual-K3-s1"  # in the name already
+    assert run_dir_for(preset("smoke", "vqa", threads=2, device="cpu")).name == "vqa-dual-K2-s0"  # not identity
+    one = run_dir_for(preset("smoke", "vqa", epochs=1))
+    assert one.parent == plain.parent and one.name.startswith("vqa-dual-K2-s0-") and len(one.name) == 23
+    assert run_dir_for(preset("smoke", "vqa", epochs=1)) == one  # the same override: the same folder
+    assert run_dir_for(preset("smoke", "vqa", epochs=2)) != one and run_dir_for(preset("smoke", "vqa", lr=1e-3)) != one
 
 
 def test_bf16_autocast_training_runs_and_is_recorded(vqa_run, make_cfg, tmp_path):
