@@ -141,12 +141,21 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         times = {k: v for k, v in read_json(times_file, "study times").items() if k not in ("book", "total")}
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
-    for nb in nbs:
-        print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
-        times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
-        print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
-        if record_times:  # written after every stage: later notebooks (performance) show this run's times so far
-            write_json_atomic(times_file, times, indent=1)
+    before = times_file.read_bytes() if record_times and times_file.is_file() else None
+    try:
+        for nb in nbs:
+            print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
+            times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
+            print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
+            if record_times:  # after every stage: later notebooks (performance) show this run's times so far
+                write_json_atomic(times_file, times, indent=1)
+    except BaseException:
+        if record_times:  # a failed run leaves the last complete record as it was (or none, as before it)
+            if before is not None:
+                write_bytes_atomic(times_file, before)
+            else:
+                times_file.unlink(missing_ok=True)
+        raise
     if out is None:
         dest = root / "book" / "notebooks"
         dest.mkdir(parents=True, exist_ok=True)

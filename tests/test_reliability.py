@@ -267,6 +267,21 @@ def test_a_failing_notebook_is_named_and_the_last_good_book_kept(tmp_path, monke
     assert not (root / "results").exists()  # no study_times.json for a failed run
 
 
+def test_a_failed_study_keeps_the_last_complete_stage_times(tmp_path, monkeypatch, capsys):
+    from dan.study import main as study_main
+
+    root = tmp_path / "study"
+    _notebook(root / "notebooks" / "01_fine.ipynb", ["print('ok')"])
+    _notebook(root / "notebooks" / "02_broken.ipynb", ["raise ValueError('broken')"])
+    times = root / "results" / "smoke" / "study_times.json"
+    times.parent.mkdir(parents=True)
+    times.write_text('{"01_fine": 1.0, "02_broken": 2.0, "total": 3.0}')
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    assert study_main(["--profile", "smoke"]) == 2
+    assert "02_broken.ipynb failed" in capsys.readouterr().err
+    assert times.read_text() == '{"01_fine": 1.0, "02_broken": 2.0, "total": 3.0}'  # not {"01_fine": ...} alone
+
+
 def test_the_case_map_above_names_existing_tests():
     here = Path(__file__)
     refs = re.findall(r"(this file|test_\w+\.py)::(test_\w+)", __doc__)
