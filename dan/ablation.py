@@ -355,8 +355,8 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
         return ", ".join(f"{label} = {v}" for v in diffs.loc[mask, factor])
 
     beats, loses = diffs.low > 0, diffs.high < 0
-    unclear = ~(beats | loses)
     no_interval = diffs.n < 2  # one seed: no interval at all, so nothing can be told apart
+    unclear = ~(beats | loses | no_interval)
     if best == claimed:
         parts = [f"{label} = {claimed} has the highest mean ({means[claimed]:.{digits}f})"]
     elif f"{means[claimed]:.{digits}f}" == f"{means[best]:.{digits}f}":
@@ -369,9 +369,9 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
         parts.append(f"{conf} it beats {names(beats)}")
     if loses.any():
         parts.append(f"{names(loses)} beat{'s' if loses.sum() == 1 else ''} it {conf}")
-    if (unclear & ~no_interval).any():
-        parts.append(f"it cannot be told apart from {names(unclear & ~no_interval)} (the interval of the paired "
-                     f"difference includes 0)")
+    if unclear.any():
+        parts.append(f"it cannot be told apart from {names(unclear)} (the interval of the paired difference "
+                     f"includes 0)")
     if no_interval.any():
         parts.append(f"against {names(no_interval)} there are fewer than two paired seeds, so no interval and no "
                      f"verdict")

@@ -81,9 +81,10 @@ def feature_summary(meta: dict) -> dict:
 INPUTS = "inputs.json"  # per feature store the run trained on: feature_summary(meta)
 
 
-def check_finished_inputs(run_dir: Path, root: Path) -> None:
-    """Before a finished run is reused: the feature stores it recorded (``inputs.json``) that exist under ``root``
-    must be the same features (a run kept without its stores, or from before the record, is reused as it is)."""
+def check_recorded_inputs(run_dir: Path, root: Path) -> None:
+    """Before a run is resumed or a finished one reused: the feature stores it recorded (``inputs.json``) that
+    exist under ``root`` must be the same features (a run kept without its stores, or from before the record,
+    passes as it is)."""
     path = run_dir / INPUTS
     if not path.is_file():
         return

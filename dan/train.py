@@ -29,14 +29,14 @@ from dan.batches import batch_text
 from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-exported)
     CHECKPOINT,
     INPUTS,
-    check_finished_inputs,
+    check_recorded_inputs,
     check_same_features,
     feature_summary,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from dan.config import TrainConfig, deviations
+from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_matching, evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
 from dan.io import ConfigError, DataError, read_json, study_paths, write_json_atomic
@@ -64,8 +64,6 @@ def run_dir_for(cfg: TrainConfig) -> Path:
 
 
 def _override_suffix(cfg: TrainConfig) -> str:
-    from dan.config import preset
-
     try:
         base = preset(cfg.profile, cfg.task, steps=cfg.steps, attention=cfg.attention, seed=cfg.seed).identity()
     except ConfigError:
@@ -212,7 +210,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")
         if cfg.same_identity(saved):
-            check_finished_inputs(run_dir, features_root(cfg))
+            check_recorded_inputs(run_dir, features_root(cfg))
             return load_result(run_dir)
         raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
                           f"or delete that folder")
@@ -242,6 +240,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                             f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
                             f"use the features it was trained on or another --out")
         check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
+        check_recorded_inputs(run_dir, features_root(cfg))  # every store, not only the first one's meta
         for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
                                  ("answer list", state["answers"],
                                   prep.answers.to_dict() if prep.answers is not None else None)):
@@ -286,7 +285,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         # the epoch's summed loss stays on the device (float64, as a Python float would be): no sync per step
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         for batch in _epoch_batches(n_train, cfg, epoch, prep):
-            if batch.shape[-1] < (1 if cfg.task == "vqa" else 2) * world:
+            if batch.shape[-1] < need:
                 continue  # a tail too small to give every rank a (matching: two-pair) share; same on every rank
             if cfg.task == "vqa":
                 idx = batch[rank::world]

@@ -243,6 +243,13 @@ def test_a_resume_or_reuse_on_other_inputs_is_refused(make_cfg, smoke_data, smok
     with pytest.raises(DataError, match=r"checkpoint\.pt was trained on features with image_size=\d+, but the "
                                         r"feature stores in .*other have image_size=224"):
         train(make_cfg("vqa", tmp_path / "run", epochs=2, features=str(other)), progress=False)
+    val_only = tmp_path / "val_only"  # only the second store differs: the checkpoint's meta is the first's
+    shutil.copytree(smoke_features, val_only)
+    meta = json.loads((val_only / "val2014" / "meta.json").read_text())
+    (val_only / "val2014" / "meta.json").write_text(json.dumps({**meta, "image_size": 224}))
+    with pytest.raises(DataError, match=r"run was trained on features with image_size=\d+, but .*val_only have "
+                                        r"image_size=224"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=2, features=str(val_only)), progress=False)
     # other training questions: another vocabulary (the same size would only scramble the embedding rows)
     data = tmp_path / "data"
     shutil.copytree(smoke_data, data)
