@@ -3,8 +3,9 @@
     python benchmarks/collect.py FOLDER [--force]     # e.g. the device tool's files_at folder
 
 ``train_profile.json`` measured on an "NVIDIA H200" becomes ``benchmarks/results/train_profile_h200.json``. Files
-that are not benchmark results (no device recorded), logs and anything else are left alone; an existing file is
-kept unless ``--force``. The performance page (notebook 08) shows whatever lies in ``benchmarks/results/``.
+that are not benchmark results (no device recorded), extractions whose store failed its copy check, logs and
+anything else are left alone; an existing file is kept unless ``--force``. The performance page (notebook 08) shows
+whatever lies in ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ def collect(folder: Path, dest: Path = RESULTS, force: bool = False) -> list[tup
         if card is None or "command" not in result:
             done.append((src, None, "not a GPU benchmark result"))
             continue
+        if result.get("copy_check_failed"):  # benchmarks/extract.py exited 3: rows in the wrong place
+            done.append((src, None, "its store failed the copy check: not a measurement to keep"))
+            continue
         target = dest / f"{src.stem}_{card}.json"
         if target.exists() and not force:
             done.append((src, None, f"{target.name} exists (--force replaces it)"))
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(src, partial)
+        partial.replace(target)  # never a half-copied result under its final name
         done.append((src, target, "copied"))
     return done
 

@@ -1,45 +1,50 @@
 #!/usr/bin/env bash
-# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (fifth version; the H200 calls of that
-# day ran its earlier versions: benchmarks/results/*_h200.json).
+# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (sixth version; the H200 calls of
+# 2026-11-27 ran its earlier versions: benchmarks/results/*_h200.json).
 #
-#   device tool: run(command="bash benchmarks/device_extract.sh", timeout_s=450)   (no wheels needed; stages
-#   ~300 s expected, budget 420 s: each stage is cut to what is left minus what the later ones reserve)
+#   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
+#   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=480,
+#                     kind="nvidia-h200")
+#   (~400 s expected, budget 450 s: each stage is cut to what is left minus what the later ones reserve. Without
+#   .whl-jpeg the nvImageCodec stages say they are skipped and the rest runs.)
 #
-#   gpu_checks_resize.json       the GPU-only paths on the device: aligned LSTM, training's fused optimiser, and
-#                                the PIL-exact resize (dan.resize.PilResize) against Pillow pixel for pixel with
-#                                TF32 off and on, timed per 256 640x480 images against torch's interpolate
-#                                (blocks of 112 / dense / blocks of 64 / antialias)
-#   gpu_checks_resize.json       also: the fused ResNet-152 (dan.fuse: folded BatchNorm, one Triton pass for
-#                                bias + residual + ReLU) against the eager one in bf16, both against float32, and
-#                                each one's ms per batch of 256
-#   extract_antialias_eager_8k.json  ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline, as the H200 runs of
-#                                2026-11-27 ran it (interpolate resize, eager model): the baseline on this machine
-#   extract_pil_eager_8k.json    the same with the package's resize (PIL-exact, a Triton kernel on CUDA): what the
-#                                resize changes
-#   extract_pil_8k.json          the package's defaults (PIL-exact resize, fused ResNet): what fusing changes, in
-#                                the model-only ceiling and end to end. Each of the three also extracts 2,048 of the
-#                                images again under torch.profiler and sums the GPU time per batch by kernel group
-#                                (model, our bias+ReLU, resize, decode, copies, ...)
-#   extract_pil_val2014.json     the package's defaults on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in
-#                                /dev/shm): the rate a real split sees (the VM disk takes ~1.5 GB/s, i.e. at most
-#                                ~1,870 ResNet-152 rows/s, so /dev/shm takes the disk out)
-#   extract_pil_noprio_8k.json   the defaults with the model on a stream of normal priority
-#                                (--no-prioritise-model; dan.extract.model_stream): what the priority changes
+#   gpu_checks_resize.json       the GPU-only paths on the device: aligned LSTM, training's fused optimiser, the
+#                                PIL-exact resize (dan.resize.PilResize) against Pillow pixel for pixel, the fused
+#                                ResNet-152 (dan.fuse) against the eager one, each timed; and the JPEG decoders
+#                                (dan.jpeg: torchvision's nvJPEG, nvImageCodec with the hardware engines and with
+#                                CUDA only): their pixels against Pillow's and their img/s (reported, not checked)
+#   extract_pil_8k.json          ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults
+#                                (torchvision decoding, PIL-exact resize, fused ResNet). Each 8k run also extracts
+#                                2,048 of the images again under torch.profiler and sums the GPU time per batch by
+#                                kernel group (model, our bias+ReLU, resize, decode, copies, ...)
+#   extract_nvimgcodec_8k.json   the same with --jpeg-decoder nvimgcodec: decoding on the GPU's JPEG engines, off
+#                                the multiprocessors the forward needs (the hypothesis: the forward's steady period,
+#                                0.142 s per batch of 256 against 0.128 s model-only, lost that time to nvJPEG's
+#                                CUDA kernels)
+#   extract_pil_val2014.json     the defaults on 40,504 JPEGs (COCO val2014's size, store 32.5 GB in /dev/shm; the VM
+#                                disk takes ~1.5 GB/s, i.e. at most ~1,870 ResNet-152 rows/s)
+#   extract_nvimgcodec_val2014.json  the same with nvImageCodec
+#   extract_pil_eager_8k.json    the defaults with --no-fuse: what fusing changes
+#   extract_pil_noprio_8k.json   the defaults with the model on a stream of normal priority (--no-prioritise-model)
+#   extract_antialias_eager_8k.json  interpolate resize, eager model: the runs of 2026-11-27 as they ran
 #   train-cli (log only)         python -m dan.features / dan.train on the embedded smoke data on the GPU: ResNet-152
 #                                (random weights) stores, r-DAN with SGD eager and with compile=reduce-overhead, m-DAN
 #                                with reduce-overhead: training's own GPU path end to end, not a benchmark
-# Order: gpu-checks, extract-pil, extract-val2014, extract-pil-eager, extract-antialias-eager, extract-pil-noprio,
-# train-cli (the defaults first, so that a run cut short still has them).
-# The timelines now carry the GPU's own time per forward and the compute stream's wait between forwards (CUDA
-# events): the first says whether the forward shares the GPU with decoding/resizing, the second whether it starves.
-# They also carry the cyclic GC's pauses (gc_*: the package now freezes the collector for an extraction,
-# dan.extract.frozen_gc) and the seconds of check_images / file_stats before the fingerprint.
+# The timelines carry the GPU's own time per forward and the compute stream's wait between forwards (CUDA events),
+# the cyclic GC's pauses (gc_*) and the seconds of check_images / file_stats before the fingerprint.
 # DAN_DEVICE_SKIP="gpu-checks train-cli ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes
 # (checks the script, not the speed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DAN_DEVICE_BUDGET_DEFAULT=${DAN_DEVICE_BUDGET_DEFAULT:-420} DAN_DEVICE_LOG=extract.log
+DAN_DEVICE_BUDGET_DEFAULT=${DAN_DEVICE_BUDGET_DEFAULT:-450} DAN_DEVICE_LOG=extract.log
 source benchmarks/device_lib.sh
+if ls .whl-jpeg/*.whl >/dev/null 2>&1; then  # nvImageCodec and nvJPEG, carried (benchmarks/device_wheels.sh 3.12 jpeg)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dan-jpeg \
+        .whl-jpeg/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/dan-jpeg" || echo "[device] jpeg wheel install failed"
+fi
+nvimg=1
+python3 -c "from dan.jpeg import load_nvimgcodec; load_nvimgcodec()" || nvimg=0
+[ "$nvimg" = 1 ] || echo "[device] nvImageCodec not importable: its stages are skipped (carry .whl-jpeg)"
 
 if [ "$rehearsal" = 1 ]; then
     dev=cpu
@@ -53,7 +58,7 @@ fi
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
-want gpu-checks && stage gpu-checks 300 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
+want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_resize.json"
 eight_k() {  # NAME RESERVE_S FILE FLAGS...: one 8,192-image run (timeline, profile) with the store in /dev/shm
     local name=$1 reserve=$2 file=$3
     shift 3
@@ -61,14 +66,25 @@ eight_k() {  # NAME RESERVE_S FILE FLAGS...: one 8,192-image run (timeline, prof
         --workdir "$shm/8k" --out "$out/$file"
     rm -rf "$shm"
 }
-# most telling first: the package's defaults at 8k and at val2014's size, then what each change did
-eight_k extract-pil 240 extract_pil_8k.json
-want extract-val2014 && stage extract-val2014 150 "${eb[@]}" --num-images "$n_long" --workdir "$shm/b" \
-    --out "$out/extract_pil_val2014.json"
-rm -rf "$shm"
+long() {  # NAME RESERVE_S FILE FLAGS...: one 40,504-image run (timeline) with the store in /dev/shm
+    local name=$1 reserve=$2 file=$3
+    shift 3
+    want "$name" && stage "$name" "$reserve" "${eb[@]}" "$@" --num-images "$n_long" --workdir "$shm/b" \
+        --out "$out/$file"
+    rm -rf "$shm"
+}
+nv() {  # the nvImageCodec stages need its wheels
+    [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
+}
+# most telling first: the defaults and nvImageCodec at 8k and at val2014's size, then what each change did
+eight_k extract-pil 290 extract_pil_8k.json
+nv extract-nvimgcodec && eight_k extract-nvimgcodec 250 extract_nvimgcodec_8k.json --jpeg-decoder nvimgcodec
+long extract-val2014 200 extract_pil_val2014.json
+nv extract-nvimgcodec-val2014 && long extract-nvimgcodec-val2014 150 extract_nvimgcodec_val2014.json \
+    --jpeg-decoder nvimgcodec
 eight_k extract-pil-eager 110 extract_pil_eager_8k.json --no-fuse
-eight_k extract-antialias-eager 70 extract_antialias_eager_8k.json --no-fuse --device-resize antialias
-eight_k extract-pil-noprio 30 extract_pil_noprio_8k.json --no-prioritise-model
+eight_k extract-pil-noprio 70 extract_pil_noprio_8k.json --no-prioritise-model
+eight_k extract-antialias-eager 30 extract_antialias_eager_8k.json --no-fuse --device-resize antialias
 cli="${TMPDIR:-/tmp}/dan-cli" smoke="${TMPDIR:-/tmp}/dan-cli/data"  # data/generated/ is ignored: it does not travel
 train_cli() {  # the smoke data through the package's own commands on "$dev"
     set -eo pipefail

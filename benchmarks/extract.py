@@ -42,13 +42,11 @@ if str(ROOT) not in sys.path:
 from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/timeline.py)
 
 from dan.backbones import build_backbone  # noqa: E402
-from dan.bench import copy_consistency, steady_rate  # noqa: E402
+from dan.bench import COPY_TOLERANCE, copy_consistency, steady_rate  # noqa: E402
 from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 
 DISTINCT = 64  # distinct synthetic images; the rest are byte copies under other names
-COPY_TOLERANCE = 0.05  # copies of one image may differ by rounding only (bf16, another batch position); another
-# image's row differed by 1.0-1.6 x the spread between images (CPU, random ResNet-152; dan.bench.copy_consistency)
 
 
 def synthetic_jpegs(folder: Path, n: int, seed: int = 0) -> list[tuple[int, Path]]:
@@ -171,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device-resize", choices=["pil", "antialias"],
                    help="resize after device decoding (default: the package's, pil)")
+    p.add_argument("--jpeg-decoder", choices=["torchvision", "nvimgcodec"],
+                   help="device decoding (default: the package's, torchvision; nvimgcodec uses the GPU's JPEG "
+                        "engines: dan.jpeg)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="ResNet-152 with BatchNorm folded and bias/residual/ReLU fused (dan.fuse; default) or eager")
     p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction, default=True,
@@ -190,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
                         "device time by kernel group and name per batch (0: no profile)")
     p.add_argument("--out", help="JSON file for the results")
     args = p.parse_args(argv)
+    if args.num_images < 1 or args.profile_images < 0 or args.model_seconds <= 0:
+        p.error(f"--num-images must be >= 1 (got {args.num_images}), --profile-images >= 0 (got "
+                f"{args.profile_images}) and --model-seconds > 0 (got {args.model_seconds})")
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))
+    try:
+        return _run(args, argv, work)
+    finally:
+        if not args.workdir:  # also after an error
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
     try:
         device = resolve_device(args.device)
         lite = args.backbone.startswith("efficientnet-lite")
@@ -199,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
                       num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
                       device_resize=args.device_resize or base.device_resize,
+                      jpeg_decoder=args.jpeg_decoder or base.jpeg_decoder,
                       random_weights=args.random_weights, fuse=args.fuse, prioritise_model=args.prioritise_model,
                       freeze_gc=args.freeze_gc,
                       commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                       ).validate()
-        work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dan-bench-"))
         t0 = time.perf_counter()
         items = synthetic_jpegs(work / "images", args.num_images)
         gen_s = time.perf_counter() - t0
@@ -213,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         model = model.to(device, memory_format=torch.channels_last)
         ceiling = model_only_rate(model, device, cfg.batch_size, args.model_seconds)
         warm = items[: min(len(items), 2 * cfg.batch_size)]
+        shutil.rmtree(work / "warmup", ignore_errors=True)  # a kept --workdir's warm-up store would be reused as is
         extract_features(warm, work / "warmup", cfg, backbone=model, progress=False)
         shutil.rmtree(work / "store", ignore_errors=True)
         commits: list[tuple[float, int]] = []  # (seconds since start, images durable) at each commit
@@ -229,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e = len(items) / e2e_s
     steady = steady_rate(commits)
     check = copy_consistency(store, DISTINCT) if len(items) > DISTINCT else None
+    bad = check is not None and not check["rel_diff"] <= COPY_TOLERANCE
     result = {
         "device": device_name(device), "device_type": device.type, "backbone": cfg.backbone,
         "layer": store.meta["layer"], "image_size": cfg.image_size, "grid": store.meta["grid"], "dim": store.dim,
@@ -248,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "timeline_gc": [(round(t, 4), g, round(d, 4)) for t, g, d in tl.gc] if args.timeline else None,
         "kernel_profile": profiled,
         "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py", *sys.argv[1:]]),
+        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py",
+                                                                  *(sys.argv[1:] if argv is None else argv)]),
+        "copy_check_failed": bad,  # dan.bench.target_table does not judge such a run; collect.py skips it
     }
     print(f"device      {result['device']}\nbackbone    {cfg.backbone}/{result['layer']} @ {cfg.image_size} px -> "
           f"{result['grid'][0]}x{result['grid'][1]}x{store.dim}, batch {cfg.batch_size}, {len(items)} JPEGs 640x480 "
@@ -259,7 +276,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steady      {steady:9.1f} img/s  (ratio {steady / ceiling:.3f}; between the first and the last "
               f"intermediate commit of {len(commits)}; start-up, fill and final flush add "
               f"{result['fixed_overhead_s']:.2f} s)")
-    bad = check is not None and not check["rel_diff"] <= COPY_TOLERANCE
     if check is not None:
         print(f"check       {check['compared']} byte-identical copies vs their originals: largest difference "
               f"{check['rel_diff']:.3g} x the spread between images ({'FAILED' if bad else 'ok'})")
@@ -272,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json_atomic(args.out, result, indent=1)
         print(f"wrote {args.out}")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
     if bad:
         print(f"error: the store's copies of one image differ by more than {COPY_TOLERANCE} x the spread between "
               "images: rows were written to the wrong place or read before their copy finished", file=sys.stderr)

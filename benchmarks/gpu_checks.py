@@ -10,6 +10,7 @@ same weights on the same batches, and compares the weights after them. And it ch
 and times it against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
 batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). And the fused ResNet-152
 (``dan.fuse``, its Triton kernel) against the eager one in bf16, both measured against float32, and timed per batch.
+And it reports the JPEG decoders' (``dan.jpeg``) differences from Pillow and their rates (not a check).
 Writes a JSON result and exits with 1 if a check fails.
 
     python benchmarks/gpu_checks.py --device cuda --out gpu_checks.json
@@ -194,6 +195,55 @@ def fused_paths(device: str, size: int = 448, batch: int = 256, reps: int = 5) -
             "ms_per_batch": ms, "batch": batch, "image_size": size}
 
 
+def decode_paths(device: str, n: int = 256, reps: int = 10) -> dict:  # n >= 64
+    """The device path's JPEG decoders (:mod:`dan.jpeg`) on ``n`` synthetic 640 x 480 JPEGs (64 distinct, as the
+    extraction benchmark makes them): the share of decoded values that differ from Pillow's (libjpeg-turbo) and the
+    largest difference, and median milliseconds per ``n`` images (4 calls of n/4, as the loader hands them over).
+    nvImageCodec also runs with its hardware engines only (``hw_only``: None per image where the GPU has none or
+    they refuse the file) and with CUDA only (``cuda_only``), so that the result says which did the work. Reported,
+    not checked: a GPU decoder may round its IDCT or colour conversion differently from libjpeg."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from extract import synthetic_jpegs
+
+    from dan.jpeg import NvImageCodecJpeg, build_jpeg_decoder, plain_jpeg_bytes
+
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [p for _, p in synthetic_jpegs(Path(tmp), 64)]
+        data = [torch.from_numpy(plain_jpeg_bytes(p)) for p in paths]
+        ref = [np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in paths]
+    data = [data[k % len(data)] for k in range(n)]
+    if dev.type == "cuda":
+        data = [t.pin_memory() for t in data]
+    decoders: dict[str, object] = {"torchvision": build_jpeg_decoder("torchvision", dev)}
+    out: dict[str, dict] = {}
+    kinds = [("nvimgcodec", None)]
+    if dev.type == "cuda":  # which of its backends did the work: each alone (hardware engines: None without them)
+        kinds += [("nvimgcodec hw_only", ("hw",)), ("nvimgcodec cuda_only", ("cuda",))]
+    for name, backends in kinds:
+        try:
+            decoders[name] = NvImageCodecJpeg(dev, backends)
+        except Exception as exc:  # noqa: BLE001 - not installed, or nothing decodes on this device: say so
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    q = max(1, n // 4)
+    for name, dec in decoders.items():
+        imgs = dec(data[:len(ref)])  # the distinct images, once each (n >= 64)
+        ok = [(a, b) for a, b in zip(imgs, ref, strict=True) if a is not None]
+        differ = sum(int((a.cpu().numpy() != b).sum()) for a, b in ok)
+        total = sum(b.size for _, b in ok)
+        worst = max((int(np.abs(a.cpu().numpy().astype(int) - b).max()) for a, b in ok), default=None)
+        ms = median_ms(lambda dec=dec: [dec(data[i:i + q]) for i in range(0, n, q)], dev,
+                       reps if dev.type == "cuda" else 1)
+        out[name] = {"decoded": len(ok), "of": len(imgs), "values_differing_from_pillow": differ / max(total, 1),
+                     "max_abs_diff": worst, "ms_per_n": ms, "img_s": round(n / ms * 1e3) if ms else None}
+    return {"n": n, "image": "640x480 JPEG quality 90", "decoders": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -204,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     res = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
            "aligned_vs_packed_lstm": lstm_paths(a.device), "optimizer": optimizer_paths(a.device),
-           "resize": resize_paths(a.device), "fused_resnet": fused_paths(a.device), "tolerance": a.tolerance}
+           "resize": resize_paths(a.device), "fused_resnet": fused_paths(a.device),
+           "jpeg_decoders": decode_paths(a.device), "tolerance": a.tolerance}
     check, opt = res["aligned_vs_packed_lstm"], res["optimizer"]
     lstm_ok = max(check["rel_diff"].values()) <= a.tolerance and check["padding_max_abs"] == 0.0
     opt_ok = opt["rel_diff_max"] <= a.tolerance and (opt["built"] == "fused") == a.device.startswith("cuda")
@@ -227,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fused ResNet-152 on {res['device']}: relative error against float32 eager "
           f"{fused['rel_err_vs_fp32_eager']}, kernel ran: {fused['kernel_ran']}: " + ("ok" if fused_ok else "FAILED")
           + f"; ms per batch of {fused['batch']} at {fused['image_size']} px {fused['ms_per_batch']}")
+    for name, d in res["jpeg_decoders"]["decoders"].items():  # reported, not checked (see decode_paths)
+        print(f"JPEG decoder {name} on {res['device']}: " + (d["error"] if "error" in d else
+              f"{d['decoded']}/{d['of']} decoded, {d['values_differing_from_pillow']:.2%} of values differ from "
+              f"Pillow's (at most by {d['max_abs_diff']}), {d['img_s']} img/s"))
     if a.out:
         write_json_atomic(a.out, res, indent=1)
     return 0 if res["ok"] else 1

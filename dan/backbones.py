@@ -20,10 +20,8 @@ the same architecture with seeded random weights and records ``weights_sha256 = 
 from __future__ import annotations
 
 import importlib
-import io
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from torch import nn
 
 from dan.fuse import FUSED, fuse_resnet
 from dan.io import ConfigError, first_line, sha256_file
-from dan.resize import PilResize
+from dan.jpeg import decode_jpeg_batch, decode_jpegs, per_input, plain_jpeg_bytes  # noqa: F401 - re-exported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -354,70 +352,3 @@ def read_image(path: Path, size: int) -> np.ndarray:
         raise BadImage("not an image (format not recognised)") from exc
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise BadImage(f"cannot decode ({exc})") from exc
-
-
-def plain_jpeg_bytes(path: Path) -> np.ndarray | None:
-    """The file's bytes (uint8 [L]) if it is a complete RGB or gray JPEG (what nvJPEG decodes), else None."""
-    try:
-        data = Path(path).read_bytes()
-        if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
-            return None
-        with Image.open(io.BytesIO(data)) as im:  # header only
-            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-                return None
-    except (OSError, SyntaxError, ValueError):
-        return None
-    return np.frombuffer(bytearray(data), dtype=np.uint8)
-
-
-def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device,
-                      resize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None
-                      ) -> tuple[torch.Tensor | None, list[int]]:
-    """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) and resize each whole to ``size`` x ``size``.
-
-    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` for the inputs that decoded, in input order (None if none
-    did), and the positions of those that did not. ``resize`` maps same-size uint8 ``[3, H, W]`` images to float
-    ``[n, 3, S, S]``; the default, :class:`dan.resize.PilResize`, gives PIL's BILINEAR result exactly in whole
-    levels 0..255 (what :func:`read_image` gives for the same decoded pixels; the extraction's resize also
-    normalises). Inputs of one size are resized in one call; when all share a size ``x`` is that call's output (no
-    further copy).
-    """
-    resize = resize or PilResize(size, device)
-    with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        try:
-            imgs: list[torch.Tensor | None] = list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:  # find the culprit(s): one at a time
-            imgs = []
-            for data in jpegs:
-                try:
-                    imgs.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-                except RuntimeError:
-                    imgs.append(None)
-    good = [im for im in imgs if im is not None]
-    failed = [k for k, im in enumerate(imgs) if im is None]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for k, im in enumerate(good):
-        by_shape.setdefault(tuple(im.shape), []).append(k)
-    x = None
-    for ks in by_shape.values():  # one resize per distinct input size
-        g = resize([good[k] for k in ks])  # [n, 3, S, S]
-        if len(ks) == len(good):
-            return g, failed
-        if x is None:
-            x = torch.empty((len(good), *g.shape[1:]), dtype=g.dtype, device=g.device)
-        x[torch.tensor(ks, device=g.device)] = g
-    return x, failed
-
-
-def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:
-    """:func:`decode_jpeg_batch`, one float ``[3, S, S]`` (0..255) per input, None where decoding failed."""
-    return per_input(*decode_jpeg_batch(jpegs, size, device), len(jpegs))
-
-
-def per_input(x: torch.Tensor | None, failed: list[int], n: int) -> list[torch.Tensor | None]:
-    """:func:`decode_jpeg_batch`'s ``(x, failed)`` for ``n`` inputs -> one row of ``x`` per input, None where failed."""
-    rows, bad = iter(x) if x is not None else iter(()), set(failed)
-    return [None if k in bad else next(rows) for k in range(n)]

@@ -3,8 +3,9 @@
 Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
 ``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and
-``torchvision.io.decode_jpeg(device="cuda")`` decodes them in a batch (resized to PIL's result exactly and normalised
-by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is missing). With several workers
+the device decodes them in a batch (:mod:`dan.jpeg`: nvJPEG, or the GPU's JPEG engines; resized to PIL's result
+exactly and normalised by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is
+missing). With several workers
 a model batch is read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A
 prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream
 (non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``,
@@ -38,15 +39,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dan.backbones import (
-    BadImage,
-    GridBackbone,
-    decode_jpeg_batch,
-    per_input,
-    plain_jpeg_bytes,
-    read_image,
-)
+from dan.backbones import BadImage, GridBackbone, read_image
 from dan.io import ConfigError, DataError
+from dan.jpeg import build_jpeg_decoder, decode_jpeg_batch, per_input, plain_jpeg_bytes
 from dan.resize import PilResize, antialias_resize, normalise_
 from dan.store import PartialStore
 from dan.store_writer import StoreWriter
@@ -237,8 +232,9 @@ class _Stager:
     as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
 
     def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1,
-                 resize: str = "pil") -> None:
+                 resize: str = "pil", decoder=None) -> None:  # noqa: ANN001 - a dan.jpeg decoder (None: torchvision)
         self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
+        self.decoder = decoder
         self.size = model.image_size
         self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
         self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
@@ -260,7 +256,7 @@ class _Stager:
         decoded = None
         if batch["jpeg_sizes"]:
             jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize)  # normalised
+            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize, self.decoder)  # normalised
             if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
                 return index, x.contiguous(memory_format=torch.channels_last), bad  # (a copy only for mixed sizes)
             decoded = per_input(x, failed, len(jpegs))
@@ -390,8 +386,9 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         gh, gw = model.grid
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
+        decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode else None  # after the workers' fork
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
-                                              chunks, cfg.device_resize))
+                                              chunks, cfg.device_resize, decoder))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         compute = model_stream(device, cfg.prioritise_model)
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)

@@ -41,6 +41,7 @@ import numpy as np
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
 from dan.io import ConfigError, DanError, DataError
+from dan.jpeg import JPEG_DECODERS, decoder_label
 from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore, writer_lock
 
@@ -62,6 +63,7 @@ class FeatureConfig:
     on_bad_image: str = "error"  # or "skip": counted and reported in meta["skipped"]
     gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
     device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
+    jpeg_decoder: str = "torchvision"  # device decoding: "torchvision" (nvJPEG) or "nvimgcodec" (dan.jpeg)
     fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
     prioritise_model: bool = True  # CUDA: the model's stream outranks the decode/resize stream (same results)
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
@@ -72,6 +74,8 @@ class FeatureConfig:
         backbone_spec(self.backbone, self.layer)
         if self.device_resize not in RESIZE_MODES:
             raise ConfigError(f"device_resize must be one of {', '.join(RESIZE_MODES)}, got {self.device_resize!r}")
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            raise ConfigError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, got {self.jpeg_decoder!r}")
         if self.on_bad_image not in ("error", "skip"):
             raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
         if not 32 <= self.image_size <= 4096:
@@ -121,7 +125,7 @@ def processing(cfg: FeatureConfig) -> dict[str, str]:
     float32 with PIL decoding, which would mix rows of both)."""
     device = resolve_device(cfg.device)
     return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "decode": f"torchvision.io.decode_jpeg on the device, {cfg.device_resize} resize"
+            "decode": f"{decoder_label(cfg.jpeg_decoder)} on the device, {cfg.device_resize} resize"
             if decodes_on_device(cfg, device) else "PIL in DataLoader workers",
             "inference": inference_label(cfg.backbone, cfg.fuse)}
 
@@ -304,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device-resize", choices=RESIZE_MODES,
                    help="resize after device decoding: pil (PIL's BILINEAR result exactly; default) or antialias")
+    p.add_argument("--jpeg-decoder", choices=JPEG_DECODERS,
+                   help="device decoding: torchvision (nvJPEG; default) or nvimgcodec (the GPU's JPEG engines; "
+                        "pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
                    help="ResNet-152: fold BatchNorm and fuse bias/residual/ReLU (default) or run it eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -315,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, backbone=args.backbone, layer=None, image_size=size)
     overrides = {"layer": args.layer, "image_size": args.image_size, "batch_size": args.batch_size,
                  "num_workers": args.num_workers, "device": args.device, "weights": args.weights,
-                 "gpu_decode": args.gpu_decode, "device_resize": args.device_resize, "fuse": args.fuse}
+                 "gpu_decode": args.gpu_decode, "device_resize": args.device_resize, "fuse": args.fuse,
+                 "jpeg_decoder": args.jpeg_decoder}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = replace(cfg, random_weights=args.random_weights or cfg.random_weights,
                   on_bad_image="skip" if args.skip_bad_images else cfg.on_bad_image)

@@ -81,17 +81,21 @@ def study_seconds(rec: dict) -> dict[str, float]:
     A stage that an earlier call finished counts with that call's time (a later call only found its outputs); the
     stage a call was cut off in counts its cut-off seconds plus the time of the call that finished it."""
     counted: dict[str, float] = {}
+    finished: set[str] = set()  # stages some call finished: later calls only found their outputs
+
+    def add(stage: str, sec: float) -> None:
+        if stage not in finished:
+            counted[stage] = counted.get(stage, 0.0) + sec
+
     for call in rec.get("earlier_calls", []):
         for stage, sec in call["stage_seconds"].items():
-            counted.setdefault(stage, sec)
+            add(stage, sec)  # after the cut-off seconds an earlier call spent on it, if any
+            finished.add(stage)
         if call.get("interrupted"):
-            stage = call["interrupted"]["stage"]
-            counted[stage] = counted.get(stage, 0.0) + call["interrupted"]["seconds"]
-    finished_before = {s for call in rec.get("earlier_calls", []) for s in call["stage_seconds"]}
+            add(call["interrupted"]["stage"], call["interrupted"]["seconds"])
     last = {k: v for k, v in rec["stage_seconds"].items() if k != "total"}
     for stage, sec in last.items():
-        if stage not in finished_before:
-            counted[stage] = counted.get(stage, 0.0) + sec
+        add(stage, sec)
     # the last call's time outside its stages (start-up; the book build when it made one) counts too
     outside = max(rec["stage_seconds"].get("total", 0.0) - sum(last.values()), 0.0)
     counted["total"] = sum(counted.values()) + outside

@@ -40,11 +40,11 @@ HYPERPARAMETERS = {"K": 2, "hidden": 512, "optimizer": "SGD lr 0.1, momentum 0.9
 
 # What a run on the real data needs, for the rows this study cannot run offline.
 REAL_COMMANDS = {
-    "vqa": "python data/download.py vqa1 coco && python -m dan.features --data data/real --out results/real/features "
-           "--profile real && python -m dan.train --task vqa --profile real --data data/real "
-           "--train-split train2014 --val-split val2014",
-    "matching": "python data/download.py karpathy && (place Flickr30K images in data/real/images/flickr30k-images) && "
-                "python -m dan.features --data data/real --out results/real/features --profile real && "
-                "python -m dan.train --task matching --profile real --data data/real "
-                "--captions-file captions/dataset_flickr30k.json",
+    "vqa": "python data/download.py --only vqa1 coco && python -m dan.features --data data/real "
+           "--out results/real/features --profile real && python -m dan.train --task vqa --profile real "
+           "--data data/real --train-split train2014 --val-split val2014",
+    "matching": "python data/download.py --only karpathy flickr30k && (place Flickr30K images in "
+                "data/real/images/flickr30k-images) && python -m dan.features --data data/real "
+                "--out results/real/features --profile real && python -m dan.train --task matching --profile real "
+                "--data data/real --captions-file captions/dataset_flickr30k.json",
 }

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from dan import bench
@@ -36,14 +37,16 @@ def test_retrieval_throughput_times_a_full_scoring():
     assert r["n_captions"] == 100 and 0 < r["seconds_min"] <= r["seconds_median"]
 
 
+PAPER_ROW = {"batch_size": 128, "regions": 196, "dim": 2048, "hidden": 512, "device": "GPU"}
+
+
 def test_target_table_judges_each_measurement_against_its_target():
     extract = {"file": "e.json", "backbone": "resnet152", "image_size": 448, "batch_size": 256, "device": "GPU",
                "model_only_img_s": 2000.0, "end_to_end_img_s": 1850.0}
     train = {"file": "t.json", "train": [
-        {"task": "vqa", "batch_size": 128, "amp_bf16": True, "device": "GPU", "ceiling_samples_per_s": 16000.0,
+        {"task": "vqa", **PAPER_ROW, "amp_bf16": True, "ceiling_samples_per_s": 16000.0,
          "fed_samples_per_s": 15000.0},
-        {"task": "matching", "batch_size": 128, "device": "GPU", "ceiling_samples_per_s": 10000.0,
-         "fed_samples_per_s": 9000.0}],
+        {"task": "matching", **PAPER_ROW, "ceiling_samples_per_s": 10000.0, "fed_samples_per_s": 9000.0}],
         "retrieval": {"device": "GPU", "n_images": 1000, "n_captions": 5000, "seconds_median": 0.05}}
     rows = bench.target_table([extract, train])
     assert [r["met"] for r in rows] == [True, False, False, True]  # 0.9375 >= 0.95 fails for r-DAN; m-DAN 0.9
@@ -57,6 +60,60 @@ def test_target_table_judges_each_measurement_against_its_target():
     assert text.count("\n") == 3 and "misses the target >= 15,000 samples/s" in text
     assert "retrieval 1,000 x 5,000 on GPU: 0.05 s; meets the target < 1 s." in text
     assert bench.target_markdown(bench.target_table([lite])) == ""
+
+
+def test_target_table_judges_only_the_targets_setting_and_a_sound_run():
+    extract = {"file": "e.json", "backbone": "resnet152", "image_size": 448, "batch_size": 256, "device": "GPU",
+               "model_only_img_s": 2000.0, "end_to_end_img_s": 1850.0, "copy_check": {"rel_diff": 0.01}}
+    assert bench.target_table([extract])[0]["met"] is True
+    for other, why in [({"image_size": 224}, "setting"), ({"device": "cpu"}, "setting"),
+                       ({"copy_check": {"rel_diff": 0.4}}, "copy check"),  # rows in the wrong place
+                       ({"end_to_end_img_s": 2100.0}, "not a ceiling")]:  # 1.05 x the "ceiling"
+        row = bench.target_table([{**extract, **other}])[0]
+        assert row["met"] is None and why in row["note"], (other, row)
+    base = {"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 16000.0, "fed_samples_per_s": 15500.0}
+    assert bench.target_table([{"file": "t", "train": [base]}])[0]["met"] is True
+    for other in [{"dim": 112}, {"regions": 100}, {"device": "cpu"}, {"fed_samples_per_s": 17000.0}]:
+        row = bench.target_table([{"file": "t", "train": [{**base, **other}]}])[0]
+        assert row["met"] is None and row["note"], other
+    small = {"file": "r", "retrieval": {"device": "GPU", "n_images": 10, "n_captions": 50, "seconds_median": 0.01}}
+    assert bench.target_table([small])[0]["met"] is None
+
+
+def test_the_extraction_verdict_names_the_runs_that_meet_or_the_closest():
+    base = {"backbone": "resnet152", "image_size": 448, "batch_size": 256, "device": "NVIDIA H200",
+            "model_only_img_s": 2000.0}
+    slow = {**base, "file": "a.json", "end_to_end_img_s": 1700.0}
+    close = {**base, "file": "b.json", "end_to_end_img_s": 1750.0}
+    fast = {**base, "file": "c.json", "end_to_end_img_s": 1850.0}
+    text = bench.extraction_verdict(bench.target_table([slow, close]))
+    assert text.startswith("None of the 2 judged") and "b.json, ran at 1,750.0 img/s, 0.875 x" in text
+    text = bench.extraction_verdict(bench.target_table([slow, fast]))
+    assert text.startswith("1 of the 2 judged extractions meet") and "c.json (1,850.0 img/s, 0.925" in text
+    lite = {**fast, "backbone": "efficientnet-lite0"}
+    assert bench.extraction_verdict(bench.target_table([lite])).startswith("No extraction at the target's setting")
+
+
+def test_target_table_verdicts_agree_with_the_numbers_it_shows():
+    """15,000 / 15,790 = 0.94997 is shown as 0.95: it meets ">= 0.95"; 0.9996 s is shown as 1.0: not "< 1 s"."""
+    row = bench.target_table([{"file": "t", "train": [{"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 15790.0,
+                                                       "fed_samples_per_s": 15000.0}]}])[0]
+    assert row["ratio"] == 0.95 and row["met"] is True
+    ret = {"file": "r", "retrieval": {"device": "GPU", "n_images": 1000, "n_captions": 5000, "seconds_median": 0.9996}}
+    row = bench.target_table([ret])[0]
+    assert row["pipeline"] == 1.0 and row["met"] is False
+
+
+@pytest.mark.parametrize("bad", [{"model_only_img_s": None}, {"model_only_img_s": 0}, {"end_to_end_img_s": "fast"}])
+def test_a_result_missing_a_number_is_an_error_naming_the_file_and_field(bad):
+    from dan.io import DataError
+
+    extract = {"file": "e.json", "backbone": "resnet152", "image_size": 448, "device": "GPU",
+               "model_only_img_s": 2000.0, "end_to_end_img_s": 1850.0, **bad}
+    with pytest.raises(DataError, match=f"e.json: field '{next(iter(bad))}' is missing or not a positive number"):
+        bench.target_table([extract])
+    with pytest.raises(DataError, match="t.json: train\\[0\\] must be an object"):
+        bench.target_table([{"file": "t.json", "train": ["x"]}])
 
 
 def test_committed_gpu_results_have_the_fields_the_book_reads():

@@ -183,3 +183,38 @@ def test_real_processes_print_one_line_and_debug_the_traceback(tmp_path, module,
                               timeout=120, env=env, cwd=tmp_path)
         assert proc.returncode != 0 and "Traceback (most recent call last)" in proc.stderr and message in proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "f").exists()
+
+
+def test_the_real_data_commands_the_book_prints_are_accepted(tmp_path, monkeypatch):
+    """dan.reference.REAL_COMMANDS (the reproduction summary prints them): each `python ...` step parses and reaches
+    its work (the download, the extraction and the training are replaced by recorders here)."""
+    import importlib.util
+    import shlex
+
+    import dan.features
+    import dan.train
+    from dan.reference import REAL_COMMANDS
+
+    script = Path(__file__).parents[1] / "data" / "download.py"
+    spec = importlib.util.spec_from_file_location("dan_download_cmd", script)
+    dl = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "dan_download_cmd", dl)
+    spec.loader.exec_module(dl)
+    reached: list[str] = []
+    monkeypatch.setattr(dl, "fetch", lambda items, *a, **k: reached.append(f"download {len(items)}") or {})
+    monkeypatch.setattr(dan.features, "build_features", lambda *a, **k: reached.append("features") or {})
+    monkeypatch.setattr(dan.train, "train", lambda cfg, **k: reached.append(f"train {cfg.task}") or
+                        type("R", (), {"run_dir": tmp_path, "metrics": {}})())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    mains = {"data/download.py": dl.main, "-m dan.features": dan.features.main, "-m dan.train": dan.train.main}
+    for command in REAL_COMMANDS.values():
+        steps = [s.strip() for s in command.split("&&") if s.strip().startswith("python ")]
+        assert len(steps) == 3, command
+        for step in steps:
+            words = shlex.split(step)[1:]
+            key = words[0] if words[0] != "-m" else f"-m {words[1]}"
+            argv = words[1:] if words[0] != "-m" else words[2:]
+            assert mains[key](argv) == 0, step
+    assert [r.split()[0] for r in reached] == ["download", "features", "train"] * 2, reached
+    assert reached[2] == "train vqa" and reached[5] == "train matching" and reached[3] != "download 0"

@@ -122,6 +122,19 @@ def test_study_seconds_count_each_stage_once_over_calls():
                                          {"stage": "total", "counted seconds": 6.0}]
 
 
+def test_a_stage_cut_off_in_one_earlier_call_and_finished_in_the_next_counts_both():
+    """Three calls: the first is cut off 300 s into 03_rdan, the second finishes it (420 s) and is cut off in
+    04_mdan, the last finishes the study. 03_rdan took 720 s of device time, 04_mdan its cut plus its finish."""
+    calls = [{"stage_seconds": {"01_data": 5.0}, "wall_seconds": 310.0, "rc": 124,
+              "interrupted": {"stage": "03_rdan", "seconds": 300.0}},
+             {"stage_seconds": {"03_rdan": 420.0}, "wall_seconds": 600.0, "rc": 124,
+              "interrupted": {"stage": "04_mdan", "seconds": 180.0}}]
+    rec = {"stage_seconds": {"01_data": 1.0, "03_rdan": 1.0, "04_mdan": 50.0, "total": 52.0}, "earlier_calls": calls}
+    sec = record.study_seconds(rec)
+    assert sec["01_data"] == 5.0 and sec["03_rdan"] == 720.0 and sec["04_mdan"] == 230.0
+    assert sec["total"] == pytest.approx(5.0 + 720.0 + 230.0)
+
+
 def test_amend_sets_earlier_calls_and_headline_counts_them(tmp_path, vqa_run, matching_run, monkeypatch, capsys):
     fake_study(tmp_path, vqa_run, matching_run)
     monkeypatch.setenv("DAN_ROOT", str(tmp_path))

@@ -1,0 +1,249 @@
+"""JPEG decoding for the device-decode path: the files' bytes in, resized images out, on the extraction's device.
+
+Two decoders behind one call (:func:`build_jpeg_decoder`, ``FeatureConfig.jpeg_decoder``):
+
+- ``torchvision``: ``torchvision.io.decode_jpeg``. On CUDA that is nvJPEG's batched decoding: part of the work on
+  the host, the rest in CUDA kernels, which share the GPU's multiprocessors with the model.
+- ``nvimgcodec``: NVIDIA's nvImageCodec (``pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg``). On CUDA it uses
+  the GPU's hardware JPEG engines (NVJPG: A100, H100, H200), so decoding takes no multiprocessor time; whatever
+  the engines refuse goes to nvJPEG's CUDA path.
+- On the CPU (tests), both are libjpeg-turbo.
+
+Both give ``[3, H, W]`` uint8 RGB images, EXIF orientation ignored (as Pillow's ``Image.open`` and the CPU path
+ignore it). On the CPU both are libjpeg-turbo and equal Pillow's decoding pixel for pixel (tested); on a GPU their
+pixels may differ from libjpeg's by a level here and there (``benchmarks/gpu_checks.py`` counts them).
+:func:`decode_jpeg_batch` then resizes (PIL's result, :class:`dan.resize.PilResize`) by input size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import tempfile
+import warnings
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dan.io import ConfigError
+from dan.resize import PilResize
+
+JPEG_DECODERS = ("torchvision", "nvimgcodec")
+NVIMGCODEC_PIP = "nvidia-nvimgcodec-cu13 nvidia-nvjpeg"
+
+
+def plain_jpeg_bytes(path: Path) -> np.ndarray | None:
+    """The file's bytes (uint8 [L]) if it is a complete RGB or gray JPEG (what nvJPEG decodes), else None."""
+    try:
+        data = Path(path).read_bytes()
+        if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+            return None
+        with Image.open(io.BytesIO(data)) as im:  # header only
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return np.frombuffer(bytearray(data), dtype=np.uint8)
+
+
+class TorchvisionJpeg:
+    """``torchvision.io.decode_jpeg`` on ``device``: one batched call; if it fails, one call per file to find the
+    culprit(s)."""
+
+    name = "torchvision"
+    label = "torchvision.io.decode_jpeg"
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """uint8 ``[L]`` byte tensors (host) -> uint8 ``[3, H, W]`` RGB on the device, None where decoding failed."""
+        with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated in favour of TorchCodec
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            from torchvision.io import ImageReadMode, decode_jpeg  # looked up per call (tests replace it)
+
+            try:
+                return list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device))
+            except RuntimeError:
+                out: list[torch.Tensor | None] = []
+                for data in jpegs:
+                    try:
+                        out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+                    except RuntimeError:
+                        out.append(None)
+                return out
+
+
+_UNUSED_CODECS = ("nvjpeg2k", "nvjpeg2000", "nvtiff")  # extensions nvImageCodec loads at import that JPEGs never need
+
+
+def load_nvimgcodec():  # noqa: ANN201 - the module, an optional dependency
+    """``nvidia.nvimgcodec``, or a :class:`ConfigError` saying how to install it. Its import prints an error for each
+    codec library it lacks; those of codecs other than JPEG (JPEG 2000, TIFF) are left out, the rest passed on."""
+    import sys
+
+    if sys.modules.get("nvidia.nvimgcodec") is not None:  # imported already (None: known to be missing)
+        return sys.modules["nvidia.nvimgcodec"]
+    sys.stderr.flush()
+    saved, captured = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(captured.fileno(), 2)  # the messages come from C++ (fd 2), not from Python's sys.stderr
+    try:
+        nvimgcodec = importlib.import_module("nvidia.nvimgcodec")
+    except ImportError as exc:
+        raise ConfigError(f"jpeg_decoder 'nvimgcodec' needs NVIDIA's nvImageCodec: pip install {NVIMGCODEC_PIP} "
+                          f"(or pip install 'dan[gpu]'); the default decoder, 'torchvision', needs nothing more "
+                          f"({exc})") from exc
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+        captured.close()
+        keep = [line for line in lines if not any(c in line.lower() for c in _UNUSED_CODECS)]
+        if keep:
+            print("\n".join(keep), file=sys.stderr)
+    return nvimgcodec
+
+
+def probe_jpeg(width: int = 320, height: int = 240) -> bytes:
+    """A baseline 4:2:0 JPEG (Pillow, quality 90) of a colour gradient, the size of a small photo (a hardware
+    engine may refuse tiny images): a decoder's first check."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.stack(np.broadcast_arrays(x + 0 * y, y + 0 * x, (x + y) / 2), axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+class NvImageCodecJpeg:
+    """nvImageCodec on ``device``. On CUDA its backends are, in this order, the hardware engines and nvJPEG's CUDA
+    path (for what the engines do not take: e.g. progressive JPEGs, or a GPU without engines); on the CPU
+    libjpeg-turbo. Decoded images are ordered on the current CUDA stream (``cuda_stream``) and taken over without a
+    copy (DLPack); nvImageCodec allocates them stream-ordered, so freeing them does not stall the device. The
+    input bytes (pinned host memory the DataLoader may reuse) are kept alive until the stream has passed the
+    decoding: an event per call, dropped once it has completed."""
+
+    name = "nvimgcodec"
+
+    BACKENDS = {"hw": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "cpu": "CPU_ONLY"}
+
+    def __init__(self, device: torch.device, backends: tuple[str, ...] | None = None) -> None:
+        """``backends``: names from :attr:`BACKENDS`, in order of preference; default ``("hw", "cuda")`` on CUDA,
+        ``("cpu",)`` on the CPU (``benchmarks/gpu_checks.py`` tries each alone)."""
+        nv = load_nvimgcodec()
+        self.nv, self.device = nv, device
+        cuda = device.type == "cuda"
+        backends = backends or (("hw", "cuda") if cuda else ("cpu",))
+        if not set(backends) <= set(self.BACKENDS) or (cuda != ("cpu" not in backends)):
+            raise ConfigError(f"nvImageCodec backends on {device} must be from hw, cuda (CUDA) or be cpu (CPU), "
+                              f"got {backends}")
+        if cuda:
+            device_id = device.index if device.index is not None else torch.cuda.current_device()
+        else:
+            device_id = nv.NVIMGCODEC_DEVICE_CPU_ONLY
+        self.label = f"nvImageCodec {nv.__version__} ({', '.join(backends)})"
+        self.decoder = nv.Decoder(device_id=device_id,
+                                  backends=[nv.Backend(getattr(nv.BackendKind, self.BACKENDS[b])) for b in backends])
+        self.params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB,
+                                      sample_format=nv.SampleFormat.P_RGB)  # planar: [3, H, W]
+        self._inflight: deque[tuple[torch.cuda.Event, list, list]] = deque()  # (event, inputs, code streams)
+        probe = self([torch.frombuffer(bytearray(probe_jpeg()), dtype=torch.uint8)])[0]
+        if probe is None or tuple(probe.shape) != (3, 240, 320):
+            raise ConfigError(f"nvImageCodec {nv.__version__} cannot decode a plain JPEG on {device} (is "
+                              f"nvidia-nvjpeg installed? pip install {NVIMGCODEC_PIP}); use jpeg_decoder 'torchvision'")
+
+    def __call__(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """uint8 ``[L]`` byte tensors (host) -> uint8 ``[3, H, W]`` RGB on the device, None where decoding failed."""
+        nv = self.nv
+        streams = [nv.CodeStream(t.numpy()) for t in jpegs]
+        if self.device.type == "cuda":
+            while self._inflight and self._inflight[0][0].query():
+                self._inflight.popleft()
+            stream = torch.cuda.current_stream(self.device)
+            images = self.decoder.decode(streams, params=self.params, cuda_stream=stream.cuda_stream)
+            out = [None if im is None else self._on_device(im) for im in images]
+            done = torch.cuda.Event()
+            done.record(stream)
+            self._inflight.append((done, jpegs, streams))
+            return out
+        images = self.decoder.decode(streams, params=self.params)
+        return [None if im is None else torch.from_numpy(np.asarray(im)) for im in images]
+
+    def _on_device(self, im) -> torch.Tensor:  # noqa: ANN001 - an nvimgcodec.Image
+        return _take(im, self.device)
+
+
+def decoder_label(name: str) -> str:
+    """How a store's decoding is recorded (``meta.json`` "decode", part of its fingerprint): torchvision's as before
+    (its version is recorded with the store's other libraries), nvImageCodec's with its version."""
+    if name == "nvimgcodec":
+        return f"nvImageCodec {load_nvimgcodec().__version__}"
+    return "torchvision.io.decode_jpeg"
+
+
+def _take(im, device: torch.device) -> torch.Tensor:  # noqa: ANN001 - an nvimgcodec.Image in device memory
+    """A decoded image as a tensor without a copy: DLPack (which orders it on torch's current stream), else the CUDA
+    array interface (nvImageCodec already ordered it on the stream it was given)."""
+    try:
+        return torch.from_dlpack(im)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        return torch.as_tensor(im, device=device)
+
+
+def build_jpeg_decoder(name: str, device: torch.device) -> TorchvisionJpeg | NvImageCodecJpeg:
+    """The decoder called ``name`` (one of :data:`JPEG_DECODERS`) on ``device``."""
+    if name == "torchvision":
+        return TorchvisionJpeg(device)
+    if name == "nvimgcodec":
+        return NvImageCodecJpeg(device)
+    raise ConfigError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, got {name!r}")
+
+
+def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device,
+                      resize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
+                      decoder: Callable[[list[torch.Tensor]], list[torch.Tensor | None]] | None = None
+                      ) -> tuple[torch.Tensor | None, list[int]]:
+    """Decode JPEG byte tensors on ``device`` and resize each whole to ``size`` x ``size``.
+
+    Returns ``(x, failed)``: float ``x [n_ok, 3, S, S]`` for the inputs that decoded, in input order (None if none
+    did), and the positions of those that did not. ``decoder`` is a :func:`build_jpeg_decoder` (default:
+    torchvision's). ``resize`` maps same-size uint8 ``[3, H, W]`` images to float ``[n, 3, S, S]``; the default,
+    :class:`dan.resize.PilResize`, gives PIL's BILINEAR result exactly in whole levels 0..255 (what
+    :func:`dan.backbones.read_image` gives for the same decoded pixels; the extraction's resize also normalises).
+    Inputs of one size are resized in one call; when all share a size ``x`` is that call's output (no further copy).
+    """
+    resize = resize or PilResize(size, device)
+    imgs = (decoder or TorchvisionJpeg(device))(jpegs)
+    good = [im for im in imgs if im is not None]
+    failed = [k for k, im in enumerate(imgs) if im is None]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, im in enumerate(good):
+        by_shape.setdefault(tuple(im.shape), []).append(k)
+    x = None
+    for ks in by_shape.values():  # one resize per distinct input size
+        g = resize([good[k] for k in ks])  # [n, 3, S, S]
+        if len(ks) == len(good):
+            return g, failed
+        if x is None:
+            x = torch.empty((len(good), *g.shape[1:]), dtype=g.dtype, device=g.device)
+        x[torch.tensor(ks, device=g.device)] = g
+    return x, failed
+
+
+def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device,
+                 decoder: Callable[[list[torch.Tensor]], list[torch.Tensor | None]] | None = None
+                 ) -> list[torch.Tensor | None]:
+    """:func:`decode_jpeg_batch`, one float ``[3, S, S]`` (0..255) per input, None where decoding failed."""
+    return per_input(*decode_jpeg_batch(jpegs, size, device, decoder=decoder), len(jpegs))
+
+
+def per_input(x: torch.Tensor | None, failed: list[int], n: int) -> list[torch.Tensor | None]:
+    """:func:`decode_jpeg_batch`'s ``(x, failed)`` for ``n`` inputs -> one row of ``x`` per input, None where failed."""
+    rows, bad = iter(x) if x is not None else iter(()), set(failed)
+    return [None if k in bad else next(rows) for k in range(n)]
