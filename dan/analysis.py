@@ -55,7 +55,7 @@ class VQAOutputs:
     """The saved validation outputs of one r-DAN run, row-aligned."""
 
     run_dir: Path
-    predictions: pd.DataFrame  # one row per question (predictions.csv), + column "correct"
+    predictions: pd.DataFrame  # one row per question (predictions.csv), + column "correct" (full VQA credit)
     visual: np.ndarray  # float32 [Q, K, N]
     text: np.ndarray  # float32 [Q, K, T], 0 on padding
     lengths: np.ndarray  # int [Q]
@@ -114,7 +114,7 @@ def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQA
     preds = pd.read_csv(run_dir / "predictions.csv")
     if not np.array_equal(preds.question_id.to_numpy(), npz["question_ids"]):
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
-    preds["correct"] = preds.predicted.astype(str) == preds.multiple_choice_answer.astype(str)
+    preds["correct"] = preds.score >= 1.0 - 1e-6  # full credit under the VQA metric (>= 3 of 10 humans agree)
     return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
                       npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split)
 

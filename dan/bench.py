@@ -493,13 +493,16 @@ def profile_markdown(rows: list[dict], host_bound_below: float = 0.5) -> str:
 
 
 def target_markdown(rows: list[dict]) -> str:
-    """A sentence per measurement of :func:`target_table` with a target: met, or missed and by how much."""
+    """A sentence per measurement of :func:`target_table` with a target: met or missed, or why a run at the target's
+    setting carries no verdict (its ``note``)."""
     lines = []
     for r in rows:
-        if r["met"] is None:
+        unsound = r["met"] is None and r.get("note") and not r["note"].startswith("not the target's setting")
+        if r["met"] is None and not unsound:
             continue
         got = f"{r['pipeline']:,} {r['unit']}" + (f" ({r['ratio']} x the ceiling of {r['ceiling']:,})"
                                                  if r["ratio"] is not None else "")
-        verdict = "meets" if r["met"] else "misses"
-        lines.append(f"- {r['measurement']} on {r['card']}: {got}; {verdict} the target {r['target']}.")
+        verdict = f"no verdict: {r['note']}" if unsound else \
+            f"{'meets' if r['met'] else 'misses'} the target {r['target']}"
+        lines.append(f"- {r['measurement']} on {r['card']}: {got}; {verdict}.")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dan.io import DanError, DataError, atomic_path, first_line, read_json
-from dan.store import META
+from dan.store import IDS, META
 
 if TYPE_CHECKING:
     from dan.config import TrainConfig
@@ -78,22 +78,80 @@ def feature_summary(meta: dict) -> dict:
     return {k: meta.get(k) for k in FEATURE_KEYS}
 
 
-INPUTS = "inputs.json"  # per feature store the run trained on: feature_summary(meta)
+INPUTS = "inputs.json"  # per feature store the run trained on: feature_summary(meta); and what its data was
 
 
-def check_recorded_inputs(run_dir: Path, root: Path) -> None:
+def data_files(cfg: TrainConfig) -> dict[str, Path]:
+    """The data files a run of ``cfg`` reads, by their name under the data root: VQA's question and annotation
+    files of both splits, or the captions file; and ``grounding.json`` where the data set has one."""
+    from dan.data.vqa import vqa_files
+    from dan.prepare import data_root
+
+    root = data_root(cfg)
+    if cfg.task == "vqa":
+        paths = [f for split in (cfg.train_split, cfg.val_split) for f in vqa_files(root, split) if f is not None]
+    else:
+        paths = [root / cfg.captions_file]
+    paths += [root / "grounding.json"] if (root / "grounding.json").is_file() else []
+    return {str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p): Path(p) for p in paths}
+
+
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a sweep reuses dozens of runs on the same files
+
+
+def _digest(path: Path) -> str:
+    from dan.io import sha256_file
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def input_digests(cfg: TrainConfig, stores: list[str]) -> dict:
+    """What a run of ``cfg`` learns from, by content: sha256 of each of its data files (:func:`data_files`) and of
+    each feature store's image ids (``stores``: image folders under the features root). Recorded in
+    ``inputs.json``; a finished run is reused, or a run resumed, only on the same."""
+    from dan.prepare import features_root
+
+    root = features_root(cfg)
+    ids = {name: _digest(root / name / IDS) for name in sorted(stores) if (root / name / IDS).is_file()}
+    return {"data": {name: _digest(path) for name, path in data_files(cfg).items() if path.is_file()},
+            "feature_ids": ids}
+
+
+def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
     """Before a run is resumed or a finished one reused: the feature stores it recorded (``inputs.json``) that
-    exist under ``root`` must be the same features (a run kept without its stores, or from before the record,
-    passes as it is)."""
+    exist must be the same features, and its data files and the stores' image ids the same content (a run kept
+    without its stores, or from before the record, passes as it is). Otherwise a :class:`DataError` names the first
+    difference: reusing the run would report results of other data as this data's."""
+    from dan.prepare import data_root, features_root
+
     path = run_dir / INPUTS
     if not path.is_file():
         return
     recorded = read_json(path, "run inputs")
-    stores = recorded.get("features") if isinstance(recorded, dict) else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    root = features_root(cfg)
+    stores = recorded.get("features")
     for name, summary in (stores if isinstance(stores, dict) else {}).items():
         meta = root / name / META
         if meta.is_file() and isinstance(summary, dict):
             check_same_features(summary, feature_summary(read_json(meta, "feature store meta")), run_dir, root)
+    if not isinstance(recorded.get("data"), dict):
+        return  # recorded before data digests were
+    now = input_digests(cfg, list(recorded.get("feature_ids") or {}))
+    for kind, where in (("data", data_root(cfg)), ("feature_ids", root)):
+        saved = recorded.get(kind) or {}
+        for name in sorted(set(saved) | set(now[kind])):
+            if saved.get(name) != now[kind].get(name):
+                what = f"data file {where / name}" if kind == "data" else \
+                    f"the image ids of feature store {where / name}"
+                state = "is missing now" if name not in now[kind] else "was not there" if name not in saved \
+                    else "has other content now"
+                raise DataError(f"{run_dir} was trained on other data: {what} {state}; use the data it was "
+                                f"trained on, or another --out (or delete that folder) to train on this data")
 
 
 def check_same_features(saved: dict, current: dict, where: Path, root: Path) -> None:

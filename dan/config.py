@@ -106,6 +106,10 @@ class TrainConfig:
         for name, low in (("seed", 0), ("min_word_count", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if self.seed >= 2**32:  # epoch seeds derive from it (seed * 100_003 + epoch) and must fit 64 bits
+            raise ConfigError(f"seed must be below 2**32, got {self.seed}")
+        if self.task == "vqa" and self.train_split == self.val_split:  # validation accuracy would be training's
+            raise ConfigError(f"val_split must differ from train_split (both {self.train_split!r})")
         for name in ("threads", "max_train", "embed_dim"):  # None = automatic / all / hidden_dim
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
+from dan.cli import OneLineParser, guard
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
-from dan.io import ConfigError, DanError, DataError
+from dan.io import ConfigError, DataError
 from dan.jpeg import JPEG_DECODERS, decoder_label
 from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore, writer_lock
@@ -282,15 +283,9 @@ def build_features(data_root: str | os.PathLike, features_root: str | os.PathLik
     return stores
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI: build feature stores for every image folder of ``--data`` into ``--out``."""
-    p = _Parser(prog="python -m dan.features", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m dan.features", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="data root holding images/<split>/")
     p.add_argument("--out", required=True, help="features root; one store per split is written below it")
     p.add_argument("--profile", default="default", choices=sorted(FEATURE_PROFILES))
@@ -327,18 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = replace(cfg, random_weights=args.random_weights or cfg.random_weights,
                   on_bad_image="skip" if args.skip_bad_images else cfg.on_bad_image)
-    try:
+    stores: dict = {}
+
+    def go() -> int:
         if not Path(args.data).is_dir():
             raise DataError(f"--data folder not found: {args.data}")
-        stores = build_features(args.data, args.out, cfg, args.splits, progress=not args.quiet)
-    except DanError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        stores.update(build_features(args.data, args.out, cfg, args.splits, progress=not args.quiet))
+        return 0
+
+    rc = guard(go, args.debug, "python -m dan.features")  # one line for DanError and OS errors, 130 on Ctrl-C
+    if rc:
+        return rc
     for split, store in stores.items():
         m = store.meta
         print(f"{split}: {len(store)} images, grid {m['grid'][0]}x{m['grid'][1]}, dim {m['dim']} "

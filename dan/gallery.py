@@ -15,6 +15,7 @@ from dan.analysis import MDANOutputs, VQAOutputs
 from dan.data.grounding import Grounding
 from dan.data.text import tokenize
 from dan.data.vqa import vqa_image_path
+from dan.io import DataError
 from dan.viz import attention_overlay, shaded_words
 
 
@@ -72,6 +73,10 @@ def vqa_gallery(out: VQAOutputs, grounding: Grounding, question_ids: Sequence[in
     """r-DAN gallery: per question, the image with the referred objects (cyan; multi-hop: target cyan, anchor
     dashed lime), the visual attention of each step, and the question shaded by each step's textual attention."""
     pos = {int(q): i for i, q in enumerate(out.predictions.question_id)}
+    unknown = [int(q) for q in question_ids if int(q) not in pos]
+    if not len(question_ids) or unknown:
+        raise DataError(f"vqa_gallery needs question ids of {out.run_dir} ({len(pos)} questions); "
+                        + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
     steps = out.visual.shape[1]
     fig, spec = _figure(len(question_ids), steps)
     for r, qid in enumerate(question_ids):
@@ -92,7 +97,14 @@ def vqa_gallery(out: VQAOutputs, grounding: Grounding, question_ids: Sequence[in
 def mdan_gallery(out: MDANOutputs, grounding: Grounding, image_ids: Sequence[int], caption: int = 0) -> plt.Figure:
     """m-DAN gallery: per test image, the objects its captions name (cyan), the image attention of each step,
     and its ``caption``-th caption shaded by that caption's textual attention at each step."""
+    if not 0 <= caption < out.per_image:  # another row would be another image's caption
+        raise DataError(f"caption must be in [0, {out.per_image}) (each test image has {out.per_image}), "
+                        f"got {caption}")
     pos = {int(i): n for n, i in enumerate(out.image_ids)}
+    unknown = [int(i) for i in image_ids if int(i) not in pos]
+    if not len(image_ids) or unknown:
+        raise DataError(f"mdan_gallery needs test image ids of {out.run_dir} ({len(pos)} images); "
+                        + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
     steps = out.image_attention.shape[1]
     fig, spec = _figure(len(image_ids), steps)
     top = out.similarity.argmax(axis=1)  # [I] best caption row per image

@@ -96,8 +96,8 @@ def load_nvimgcodec():  # noqa: ANN201 - the module, an optional dependency
         nvimgcodec = importlib.import_module("nvidia.nvimgcodec")
     except ImportError as exc:
         raise ConfigError(f"jpeg_decoder 'nvimgcodec' needs NVIDIA's nvImageCodec: pip install {NVIMGCODEC_PIP} "
-                          f"(or pip install 'dan[gpu]'); the default decoder, 'torchvision', needs nothing more "
-                          f"({exc})") from exc
+                          f"(in this repository: pip install -e '.[gpu]'); the default decoder, 'torchvision', "
+                          f"needs nothing more ({exc})") from exc
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -49,7 +49,27 @@ def open_bank(cfg: TrainConfig, folders: set[str], device: torch.device) -> Feat
             raise DataError(f"no complete feature store for image folder {name!r} at {path}; run "
                             f"`python -m dan.features --data {data_root(cfg)} --out {root}` first")
         stores[name] = FeatureStore(path)
+    check_one_kind(stores)
     return FeatureBank(stores, device=device, resident=want_resident(cfg.resident_features, stores, device))
+
+
+def check_one_kind(stores: dict[str, FeatureStore]) -> None:
+    """The stores a run reads must hold the same kind of features (:data:`dan.checkpoint.FEATURE_KEYS`: backbone,
+    layer, size, grid, dim, weights) and have been computed the same way (precision, decoding, inference): one
+    split extracted with other weights, or on a GPU in bf16 while the other ran on the CPU in float32, would
+    otherwise be mixed in one run without a word."""
+    from dan.checkpoint import feature_summary
+
+    names = sorted(stores)
+    first = stores[names[0]].meta
+    kind = {**feature_summary(first), **{k: first.get(k) for k in ("precision", "decode", "inference")}}
+    for name in names[1:]:
+        meta = stores[name].meta
+        for k, a in kind.items():
+            if a != meta.get(k):
+                raise DataError(f"the feature stores disagree on {k}: {stores[names[0]].path} has {a!r}, "
+                                f"{stores[name].path} has {meta.get(k)!r}; extract every split the same way "
+                                f"(python -m dan.features with the same settings)")
 
 
 def want_resident(setting: str, stores: dict[str, FeatureStore], device: torch.device) -> bool:

@@ -94,7 +94,7 @@ def reproduction_vqa(ours: dict[str, dict]) -> pd.DataFrame:
     for label, m in ours.items():
         default = "embedded benchmark val" + (f" ({m['n']:,} questions)" if m.get("n") else "")
         rows.append({"source": "this study", "model": label, "data": m.get("data", default),
-                     **{c: round(m[c], 2) for c in VQA_COLUMNS}})
+                     **{c: round(m[c], 2) if m.get(c) is not None else None for c in VQA_COLUMNS}})
     return pd.DataFrame(rows)
 
 
@@ -177,6 +177,8 @@ def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     """A sentence on a single-run record (:func:`dan.record.collect_run`) of m-DAN beside another run's test
     ``metrics``: its command, wall time and machine, its validation R@1 both ways after ``at_epoch`` epochs and at
     the end, and both runs' test R@1."""
+    if not rec.get("history"):
+        raise DataError(f"the record of `{rec.get('command', '?')}` has no training history (an empty run?)")
     hist = {h["epoch"]: h for h in rec["history"]}
     last = rec["history"][-1]
 

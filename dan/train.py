@@ -32,6 +32,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
     check_recorded_inputs,
     check_same_features,
     feature_summary,
+    input_digests,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -210,7 +211,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")
         if cfg.same_identity(saved):
-            check_recorded_inputs(run_dir, features_root(cfg))
+            check_recorded_inputs(run_dir, cfg)
             return load_result(run_dir)
         raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
                           f"or delete that folder")
@@ -240,7 +241,6 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                             f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
                             f"use the features it was trained on or another --out")
         check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
-        check_recorded_inputs(run_dir, features_root(cfg))  # every store, not only the first one's meta
         for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
                                  ("answer list", state["answers"],
                                   prep.answers.to_dict() if prep.answers is not None else None)):
@@ -248,6 +248,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                 raise DataError(f"{ckpt_path} was trained with another {what} than the training data in "
                                 f"{data_root(cfg)} gives (the questions/captions or --max-train differ); use the "
                                 f"data it was trained on (--data) or another --out")
+        check_recorded_inputs(run_dir, cfg)  # every store, not only the first one's meta; and the data's content
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"], device)
         scheduler.load_state_dict(state["scheduler"])
@@ -262,7 +263,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         for stale in run_dir.glob(".*.tmp"):  # temp files of a killed run's atomic writes, never renamed
             stale.unlink(missing_ok=True)
         write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
-        write_json_atomic(run_dir / INPUTS, {"features": {name: feature_summary(store.meta)
+        write_json_atomic(run_dir / INPUTS, {**input_digests(cfg, list(prep.bank.stores)),
+                                             "features": {name: feature_summary(store.meta)
                                                           for name, store in prep.bank.stores.items()}}, indent=1)
         shrunk = deviations(cfg)
         if shrunk and progress and start == 0:

@@ -11,6 +11,8 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
+from dan.io import DataError
+
 
 def show_images(paths: Sequence[Path], titles: Sequence[str], ncols: int = 4, width: float = 3.2) -> plt.Figure:
     """A grid of images with a (wrapped) title under each."""
@@ -33,6 +35,11 @@ def plot_history(history: list[dict] | dict[str, list[dict]], metrics: Sequence[
     ``history`` is one run's list of per-epoch records, or {run label: records} for several runs.
     """
     runs = history if isinstance(history, dict) else {"": history}
+    have = {k for recs in runs.values() for r in recs for k in r}
+    missing = [m for m in metrics if m not in have]
+    if missing or not metrics:
+        raise DataError(f"no history record has the metric(s) {missing or '(none asked)'}; the records have "
+                        f"{sorted(have - {'epoch'}) or 'nothing (an empty history)'}")
     rows = [{"run": name, "epoch": r["epoch"], "metric": m, "value": r[m]}
             for name, recs in runs.items() for r in recs for m in metrics if m in r]
     df = pd.DataFrame(rows)

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 from dan import analysis, gallery, viz  # noqa: E402
 from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
+from dan.io import DataError  # noqa: E402
 
 
 def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
@@ -136,6 +137,24 @@ def test_galleries_draw_the_chosen_examples(vqa_run, matching_run) -> None:
     fig = gallery.mdan_gallery(mout, grounding, mout.image_ids[:1].tolist())
     assert len(fig.axes) == 2 * (mout.image_attention.shape[1] + 1)
     plt.close(fig)
+    assert out.predictions.correct.equals(out.predictions.score >= 1.0 - 1e-6)  # ✓ = full credit, as scored
+
+
+def test_galleries_refuse_what_is_not_in_the_run(vqa_run, matching_run) -> None:
+    out = analysis.load_vqa_outputs(vqa_run.run_dir)
+    grounding = load_grounding(out.data_root / "grounding.json")
+    with pytest.raises(DataError, match=r"vqa_gallery needs question ids of .* questions\); these are not among "
+                                        r"them: \[7\]"):
+        gallery.vqa_gallery(out, grounding, [7])
+    with pytest.raises(DataError, match="got none"):
+        gallery.vqa_gallery(out, grounding, [])
+    mout = analysis.load_mdan_outputs(matching_run.run_dir)
+    first = mout.image_ids[:1].tolist()
+    for caption in (-1, mout.per_image):  # another image's caption would be drawn as this one's
+        with pytest.raises(DataError, match=rf"caption must be in \[0, {mout.per_image}\)"):
+            gallery.mdan_gallery(mout, grounding, first, caption=caption)
+    with pytest.raises(DataError, match="mdan_gallery needs test image ids"):
+        gallery.mdan_gallery(mout, grounding, [-5])
 
 
 def _summary(groups: list[str] | None, steps: list[int], base: float) -> pd.DataFrame:
@@ -197,3 +216,14 @@ def test_plot_history_draws_one_curve_per_run_and_one_legend_below():
     single = viz.plot_history(a, ["loss"])
     assert not single.legends and single.axes[0].get_legend() is None
     plt.close(single)
+    with pytest.raises(DataError, match=r"no history record has the metric\(s\) \['val_rsum'\]; the records have "
+                                        r"\['acc', 'loss'\]"):
+        viz.plot_history(a, ["val_rsum"])
+
+
+def test_the_reproduction_table_shows_an_answer_type_without_questions_as_empty():
+    from dan import report
+
+    ours = {"r-DAN": {"yes/no": 70.0, "number": None, "other": 40.123, "overall": 55.555, "n": 10}}
+    row = report.reproduction_vqa(ours).iloc[-1]
+    assert pd.isna(row["number"]) and row["other"] == 40.12 and row["overall"] in (55.55, 55.56)

@@ -76,6 +76,8 @@ def test_target_table_judges_only_the_targets_setting_and_a_sound_run():
     for other in [{"dim": 112}, {"regions": 100}, {"device": "cpu"}, {"fed_samples_per_s": 17000.0}]:
         row = bench.target_table([{"file": "t", "train": [{**base, **other}]}])[0]
         assert row["met"] is None and row["note"], other
+    text = bench.target_markdown(bench.target_table([{**extract, "copy_check": {"rel_diff": 0.4}}]))
+    assert "no verdict: the store failed its copy check" in text
     small = {"file": "r", "retrieval": {"device": "GPU", "n_images": 10, "n_captions": 50, "seconds_median": 0.01}}
     assert bench.target_table([small])[0]["met"] is None
 

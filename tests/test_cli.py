@@ -139,7 +139,21 @@ def test_data_cli_misuse(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         data_main(["frobnicate"])
     assert exc.value.code == 2
-    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    assert "invalid choice: 'frobnicate'" in one_line_error(capsys, "python -m dan.data")
+    with pytest.raises(SystemExit):  # a subcommand's usage error is one line too
+        data_main(["generate", "--seed", "abc"])
+    assert "invalid int value: 'abc'" in one_line_error(capsys, "python -m dan.data generate")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", str(2**32)], "seed must be below 2**32, got 4294967296"),
+    (["--val-split", "train2014"], "val_split must differ from train_split (both 'train2014')"),
+])
+def test_train_cli_refuses_a_seed_or_split_that_would_mislead(train_argv, capsys, extra, message):
+    from dan.train import main as train_main
+
+    assert train_main([*train_argv, *extra]) == 2
+    assert message in one_line_error(capsys, "python -m dan.train")
 
 
 def test_study_cli_misuse(tmp_path, capsys, monkeypatch):

@@ -247,8 +247,8 @@ def test_a_resume_or_reuse_on_other_inputs_is_refused(make_cfg, smoke_data, smok
     shutil.copytree(smoke_features, val_only)
     meta = json.loads((val_only / "val2014" / "meta.json").read_text())
     (val_only / "val2014" / "meta.json").write_text(json.dumps({**meta, "image_size": 224}))
-    with pytest.raises(DataError, match=r"run was trained on features with image_size=\d+, but .*val_only have "
-                                        r"image_size=224"):
+    with pytest.raises(DataError, match=r"the feature stores disagree on image_size: .*val_only/train2014 has \d+, "
+                                        r".*val_only/val2014 has 224"):  # refused before the checkpoint is read
         train(make_cfg("vqa", tmp_path / "run", epochs=2, features=str(val_only)), progress=False)
     # other training questions: another vocabulary (the same size would only scramble the embedding rows)
     data = tmp_path / "data"
@@ -429,3 +429,36 @@ def test_gpu_optimizer_is_the_fused_kernel_with_the_same_updates_and_resumes_any
     opt = build_optimizer(cfg, params, torch.device("cpu"))
     load_optimizer_state(opt, finals["cuda"][1], torch.device("cpu"))  # a GPU checkpoint resumed on the CPU
     assert not opt.param_groups[0]["fused"] and opt.state[params[0]]["momentum_buffer"].shape == (7, 5)
+
+
+def test_a_finished_run_is_not_reused_on_other_data(vqa_run, make_cfg, smoke_data, tmp_path):
+    """Same configuration, same vocabulary, but one validation answer changed (e.g. the data regenerated with
+    another seed in place): reusing the run would report the old data's accuracy as this data's."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    ann = next((data / "vqa").glob("*val2014_annotations.json"))
+    content = json.loads(ann.read_text())
+    content["annotations"][0]["answers"][0]["answer"] = "zebra"
+    ann.write_text(json.dumps(content))
+    cfg = make_cfg("vqa", vqa_run.run_dir, data=str(data))  # the reference run's folder, other data
+    with pytest.raises(DataError, match=r"was trained on other data: data file .*val2014_annotations\.json has "
+                                        r"other content now; use the data it was trained on"):
+        train(cfg, progress=False)
+    recorded = json.loads((vqa_run.run_dir / "inputs.json").read_text())
+    assert set(recorded["feature_ids"]) == {"train2014", "val2014"} and len(recorded["data"]) >= 4
+    assert train(make_cfg("vqa", vqa_run.run_dir), progress=False).metrics == vqa_run.metrics  # its own data
+
+
+def test_feature_stores_of_different_kinds_are_not_mixed_in_one_run(make_cfg, smoke_features, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "features"
+    shutil.copytree(smoke_features, mixed)
+    meta = json.loads((mixed / "val2014" / "meta.json").read_text())
+    (mixed / "val2014" / "meta.json").write_text(json.dumps({**meta, "weights_sha256": "random"}))
+    with pytest.raises(DataError, match=r"the feature stores disagree on weights_sha256: .*train2014 has '[0-9a-f]+', "
+                                        r".*val2014 has 'random'"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=1, features=str(mixed)), progress=False)
+    assert not (tmp_path / "run").exists()

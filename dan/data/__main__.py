@@ -96,9 +96,11 @@ def _check(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Generate, summarise and check data sets.")
+    from dan.cli import OneLineParser
+
+    parser = OneLineParser(prog=PROG, description="Generate, summarise and check data sets.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     g = sub.add_parser("generate", help="generate the embedded benchmark of a profile")
     g.add_argument("--profile", default="default", help="smoke | default | full")
     g.add_argument("--out", default=None, help="target folder (default data/generated/<profile>)")
