@@ -207,6 +207,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
         if given and not Path(given).is_dir():  # checked before a finished run is reused, too
             raise DataError(f"{flag} folder not found: {given}")
     run_dir = run_dir_for(cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"the run folder (--out) {run_dir} is a file, not a folder; choose another --out")
     done = run_dir / "metrics.json"
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")

@@ -145,6 +145,15 @@ def test_data_cli_misuse(tmp_path, capsys):
     assert "invalid int value: 'abc'" in one_line_error(capsys, "python -m dan.data generate")
 
 
+def test_train_cli_out_naming_a_file_is_one_line(train_argv, tmp_path, capsys):
+    from dan.train import main as train_main
+
+    (tmp_path / "afile").write_text("not a folder")
+    assert train_main([*train_argv, "--out", str(tmp_path / "afile")]) == 2
+    assert "the run folder (--out) " in one_line_error(capsys, "python -m dan.train")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--seed", str(2**32)], "seed must be below 2**32, got 4294967296"),
     (["--val-split", "train2014"], "val_split must differ from train_split (both 'train2014')"),
