@@ -1,11 +1,17 @@
 """Evaluation metrics: the official VQA accuracy and image-text retrieval recall.
 
-VQA accuracy follows the official evaluation: both the prediction and the ten human answers are normalised
-(punctuation, periods not inside numbers, number words to digits, articles dropped, common contractions
-restored), then a prediction scores ``min(1, #matching annotators / 3)`` averaged over the ten
-leave-one-annotator-out subsets. (The official script skips normalising the human answers when all ten are
-identical; normalising them always only differs when those ten carry punctuation, and is the safer choice for
-generated or hand-made annotations.)
+VQA accuracy follows the official evaluation's scoring: a prediction scores ``min(1, #matching annotators / 3)``
+averaged over the ten leave-one-annotator-out subsets, after the official normalisation (punctuation, periods
+not inside numbers, lower case, number words to digits, articles dropped, common contractions restored). Here
+the prediction and all ten human answers are always normalised. The published versions of the official script
+(GT-Vision-Lab's ``vqaEval.py``) do less, and differ between themselves: the older one normalises the prediction
+fully but the human answers only for punctuation, and only when the ten are not all the same; the current one
+normalises both sides fully, but only when the ten are not all the same. So this scorer is more lenient in rare
+cases: a prediction "dog" matches a human "the dog", and "2" matches ten "two"s, where a version of the script
+would not count them. On the released VQA annotations, which are mostly normalised already, such cases are rare.
+The embedded data's human answers include unnormalised forms ("Yes", "two") on purpose, but no question has ten
+identical answers that normalisation changes, so the current script would score it as this one does (the book's
+deviations page says so).
 """
 
 from __future__ import annotations

@@ -97,10 +97,12 @@ class StepLoss(torch.nn.Module):
             else:
                 img = self.model.encode_image(regions)
                 txt = self.model.encode_text(tokens, lengths)
-                S = self.model.similarity(img.embedding, txt.embedding)  # [B, B], positives on the diagonal
         if self.cfg.task == "vqa":  # losses in fp32 whatever the autocast precision
             return vqa_loss(logits.float(), targets, soft)
-        return matching_loss(S.float(), margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
+        # the similarities too: in bf16 (8 bits of mantissa) a score near 1,700 would be off by up to ~4, a few
+        # per cent of the paper's margin of 100
+        S = self.model.similarity(img.embedding.float(), txt.embedding.float())  # [B, B] fp32, positives diagonal
+        return matching_loss(S, margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
 
 
 def use_amp(cfg: TrainConfig, device: torch.device) -> bool:

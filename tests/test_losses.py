@@ -116,3 +116,26 @@ def test_vqa_soft_targets():
         vqa_loss(logits, torch.tensor([2, 0, 1])).item(), rel=1e-6)
     with pytest.raises(DataError, match="soft_targets"):
         vqa_loss(logits, targets, soft[:, :2])
+
+
+def test_the_matching_step_scores_pairs_in_fp32_under_bf16_autocast():
+    """Under autocast (GPU training) the encoders run in bf16, but the similarities the hinge compares against the
+    margin are computed from fp32 embeddings: in bf16 they would be off by whole units at trained scales."""
+    from dan.config import preset
+    from dan.losses import matching_loss
+    from dan.models import build_model
+    from dan.train import StepLoss
+
+    torch.manual_seed(0)
+    cfg = preset("smoke", "matching", negatives="hardest", margin=100.0)
+    model = build_model("matching", 30, 16, hidden_dim=32, steps=2, dropout=0.0).eval()
+    regions = torch.randn(6, 9, 16) * 30  # large activations: large scores, where bf16 rounding shows
+    tokens = torch.randint(1, 30, (6, 5))
+    lengths = torch.tensor([5, 4, 3, 5, 2, 1])
+    loss = StepLoss(model, cfg, amp=True)(regions, tokens, lengths, None, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zi, zt = model.encode_image(regions).embedding, model.encode_text(tokens, lengths).embedding
+    want = matching_loss(model.similarity(zi.float(), zt.float()), margin=100.0, negatives="hardest")
+    rounded = matching_loss(model.similarity(zi, zt).float(), margin=100.0, negatives="hardest")
+    assert torch.equal(loss, want)
+    assert not torch.equal(want, rounded)  # the check can tell the two apart

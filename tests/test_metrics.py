@@ -127,3 +127,16 @@ def test_retrieval_is_fast():
     t0 = time.perf_counter()
     retrieval_metrics(sim)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_the_embedded_data_has_no_unanimous_answers_that_normalisation_changes(smoke_data):
+    """dan.metrics normalises both sides always; the current official script compares ten identical human answers
+    as they are. On the embedded data the two agree because of this property (the deviations page says so)."""
+    from dan.data.vqa import load_vqa_split
+    from dan.metrics import normalize_answer
+
+    for split in ("train2014", "val2014"):
+        examples = load_vqa_split(smoke_data, split)
+        unanimous = [e for e in examples if len({a.strip() for a in e.answers}) == 1]
+        assert unanimous and all(normalize_answer(e.answers[0]) == e.answers[0].strip() for e in unanimous)
+        assert any(normalize_answer(a) != a.strip() for e in examples for a in e.answers)  # noisy forms exist

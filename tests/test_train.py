@@ -462,3 +462,13 @@ def test_feature_stores_of_different_kinds_are_not_mixed_in_one_run(make_cfg, sm
                                         r".*val2014 has 'random'"):
         train(make_cfg("vqa", tmp_path / "run", epochs=1, features=str(mixed)), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_deviations_also_name_embeddings_negatives_and_soft_targets():
+    from dan.config import deviations
+
+    assert deviations(preset("paper", "vqa")) == {} and deviations(preset("paper", "matching")) == {}
+    assert deviations(preset("paper", "vqa", embed_dim=300, soft_targets=True)) == {
+        "embed_dim": (300, 512), "soft_targets": (True, False)}
+    assert deviations(preset("paper", "matching", negatives="hardest")) == {"negatives": ("hardest", "sampled")}
+    assert deviations(preset("paper", "vqa", hidden_dim=256))["embed_dim"] == (256, 512)  # unset: follows hidden
