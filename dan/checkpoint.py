@@ -89,7 +89,12 @@ def data_files(cfg: TrainConfig) -> dict[str, Path]:
 
     root = data_root(cfg)
     if cfg.task == "vqa":
-        paths = [f for split in (cfg.train_split, cfg.val_split) for f in vqa_files(root, split) if f is not None]
+        paths = []
+        for split in (cfg.train_split, cfg.val_split):
+            try:
+                paths += [f for f in vqa_files(root, split) if f is not None]
+            except DataError:  # not there (a run kept without its data): nothing to compare
+                continue
     else:
         paths = [root / cfg.captions_file]
     paths += [root / "grounding.json"] if (root / "grounding.json").is_file() else []
@@ -123,8 +128,9 @@ def input_digests(cfg: TrainConfig, stores: list[str]) -> dict:
 
 def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
     """Before a run is resumed or a finished one reused: the feature stores it recorded (``inputs.json``) that
-    exist must be the same features, and its data files and the stores' image ids the same content (a run kept
-    without its stores, or from before the record, passes as it is). Otherwise a :class:`DataError` names the first
+    exist must be the same features, the data files and stores' image ids that exist the same content, and no
+    other data file may be read now (a run kept without its data or stores, or from before the record, passes as
+    it is). Otherwise a :class:`DataError` names the first
     difference: reusing the run would report results of other data as this data's."""
     from dan.prepare import data_root, features_root
 
@@ -145,11 +151,12 @@ def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
     for kind, where in (("data", data_root(cfg)), ("feature_ids", root)):
         saved = recorded.get(kind) or {}
         for name in sorted(set(saved) | set(now[kind])):
-            if saved.get(name) != now[kind].get(name):
+            if name not in now[kind]:
+                continue  # gone now (a run kept without its data or stores): nothing to compare
+            if saved.get(name) != now[kind][name]:
                 what = f"data file {where / name}" if kind == "data" else \
                     f"the image ids of feature store {where / name}"
-                state = "is missing now" if name not in now[kind] else "was not there" if name not in saved \
-                    else "has other content now"
+                state = "was not read by it" if name not in saved else "has other content now"
                 raise DataError(f"{run_dir} was trained on other data: {what} {state}; use the data it was "
                                 f"trained on, or another --out (or delete that folder) to train on this data")
 

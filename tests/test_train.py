@@ -449,6 +449,9 @@ def test_a_finished_run_is_not_reused_on_other_data(vqa_run, make_cfg, smoke_dat
     recorded = json.loads((vqa_run.run_dir / "inputs.json").read_text())
     assert set(recorded["feature_ids"]) == {"train2014", "val2014"} and len(recorded["data"]) >= 4
     assert train(make_cfg("vqa", vqa_run.run_dir), progress=False).metrics == vqa_run.metrics  # its own data
+    (tmp_path / "elsewhere").mkdir()  # a run kept without its data: nothing to compare, reused as it is
+    kept = train(make_cfg("vqa", vqa_run.run_dir, data=str(tmp_path / "elsewhere")), progress=False)
+    assert kept.metrics == vqa_run.metrics
 
 
 def test_feature_stores_of_different_kinds_are_not_mixed_in_one_run(make_cfg, smoke_features, tmp_path):
