@@ -5,8 +5,9 @@ Two decoders behind one call (:func:`build_jpeg_decoder`, ``FeatureConfig.jpeg_d
 - ``torchvision``: ``torchvision.io.decode_jpeg``. On CUDA that is nvJPEG's batched decoding: part of the work on
   the host, the rest in CUDA kernels, which share the GPU's multiprocessors with the model.
 - ``nvimgcodec``: NVIDIA's nvImageCodec (``pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg``). On CUDA it uses
-  the GPU's hardware JPEG engines (NVJPG: A100, H100, H200), so decoding takes no multiprocessor time; whatever
-  the engines refuse goes to nvJPEG's CUDA path.
+  the GPU's hardware JPEG engines (NVJPG: A100, H100, H200) first, so that decoding need not take multiprocessor
+  time from the model (whether it does is for ``benchmarks/device_extract.sh`` to measure); whatever the engines
+  refuse goes to nvJPEG's CUDA path.
 - On the CPU (tests), both are libjpeg-turbo.
 
 Both give ``[3, H, W]`` uint8 RGB images, EXIF orientation ignored (as Pillow's ``Image.open`` and the CPU path
