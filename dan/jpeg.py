@@ -126,9 +126,10 @@ class NvImageCodecJpeg:
     """nvImageCodec on ``device``. On CUDA its backends are, in this order, the hardware engines and nvJPEG's CUDA
     path (for what the engines do not take: e.g. progressive JPEGs, or a GPU without engines); on the CPU
     libjpeg-turbo. Decoded images are ordered on the current CUDA stream (``cuda_stream``) and taken over without a
-    copy (DLPack); nvImageCodec allocates them stream-ordered, so freeing them does not stall the device. The
-    input bytes (pinned host memory the DataLoader may reuse) are kept alive until the stream has passed the
-    decoding: an event per call, dropped once it has completed."""
+    copy (DLPack); nvImageCodec allocates them stream-ordered, so freeing them does not stall the device. A call's
+    input bytes (pinned host memory the DataLoader may reuse) and its decoded images are kept alive until the
+    stream has passed both the decoding and what the caller queued on them (the resize): an event recorded at
+    the next call marks that point, and entries are dropped once it has completed."""
 
     name = "nvimgcodec"
 
@@ -153,26 +154,31 @@ class NvImageCodecJpeg:
                                   backends=[nv.Backend(getattr(nv.BackendKind, self.BACKENDS[b])) for b in backends])
         self.params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB,
                                       sample_format=nv.SampleFormat.P_RGB)  # planar: [3, H, W]
-        self._inflight: deque[tuple[torch.cuda.Event, list, list]] = deque()  # (event, inputs, code streams)
+        self._inflight: deque[list] = deque()  # [event or None, (inputs, code streams, images)] per CUDA call
         probe = self([torch.frombuffer(bytearray(probe_jpeg()), dtype=torch.uint8)])[0]
         if probe is None or tuple(probe.shape) != (3, 240, 320):
             raise ConfigError(f"nvImageCodec {nv.__version__} cannot decode a plain JPEG on {device} (is "
                               f"nvidia-nvjpeg installed? pip install {NVIMGCODEC_PIP}); use jpeg_decoder 'torchvision'")
+        if cuda:  # the probe ran on this thread's stream; later calls come on the extraction's side stream
+            torch.cuda.synchronize(device)
+            self._inflight.clear()
 
     def __call__(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """uint8 ``[L]`` byte tensors (host) -> uint8 ``[3, H, W]`` RGB on the device, None where decoding failed."""
         nv = self.nv
         streams = [nv.CodeStream(t.numpy()) for t in jpegs]
         if self.device.type == "cuda":
+            stream = torch.cuda.current_stream(self.device)
+            mark = torch.cuda.Event()
+            mark.record(stream)  # after everything queued so far: the earlier calls' decoding and their resizes
+            for entry in self._inflight:
+                if entry[0] is None:
+                    entry[0] = mark
             while self._inflight and self._inflight[0][0].query():
                 self._inflight.popleft()
-            stream = torch.cuda.current_stream(self.device)
             images = self.decoder.decode(streams, params=self.params, cuda_stream=stream.cuda_stream)
-            out = [None if im is None else self._on_device(im) for im in images]
-            done = torch.cuda.Event()
-            done.record(stream)
-            self._inflight.append((done, jpegs, streams))
-            return out
+            self._inflight.append([None, (jpegs, streams, images)])  # its event: set at the next call
+            return [None if im is None else self._on_device(im) for im in images]
         images = self.decoder.decode(streams, params=self.params)
         return [None if im is None else torch.from_numpy(np.asarray(im)) for im in images]
 

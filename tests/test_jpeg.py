@@ -22,6 +22,7 @@ from dan.jpeg import (
     decode_jpeg_batch,
     decoder_label,
     plain_jpeg_bytes,
+    probe_jpeg,
 )
 
 CPU = torch.device("cpu")
@@ -106,3 +107,41 @@ def test_importing_nvimgcodec_leaves_out_only_the_other_codecs_complaints():
     raw = subprocess.run([sys.executable, "-c", "from nvidia import nvimgcodec"], capture_output=True, text=True,
                          timeout=120, check=True)
     assert "nvjpeg2k" in raw.stderr.lower() or "nvtiff" in raw.stderr.lower()  # what is left out, unfiltered
+
+
+def test_on_cuda_each_calls_inputs_and_images_live_until_the_stream_has_passed_their_use(monkeypatch):
+    """The CUDA bookkeeping, simulated on the CPU (events whose completion the test decides): a call's bytes and
+    images are released only once an event recorded at a later call, i.e. after the caller's resize was queued on
+    the same stream, has completed."""
+    from unittest import mock
+
+    dec = build_jpeg_decoder("nvimgcodec", CPU)
+    events = []
+
+    class Event:
+        def __init__(self) -> None:
+            self.done = False
+            events.append(self)
+
+        def record(self, stream) -> None:  # noqa: ANN001
+            pass
+
+        def query(self) -> bool:
+            return self.done
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: mock.Mock(cuda_stream=0))
+    monkeypatch.setattr("dan.jpeg._take", lambda im, device: torch.from_numpy(np.asarray(im)))
+    dec.device = mock.Mock(type="cuda")
+    data = torch.frombuffer(bytearray(probe_jpeg()), dtype=torch.uint8)
+    held = []
+    for k in range(4):
+        out = dec([data, data])
+        assert [tuple(o.shape) for o in out] == [(3, 240, 320)] * 2
+        held.append([entry[1] for entry in dec._inflight])
+        if k == 1:
+            events[1].done = True  # the mark of call 1: call 0's decode and resize are done
+    assert len(held[0]) == 1 and held[0][0][2] is not None  # call 0: its inputs, code streams and images kept
+    assert len(held[1]) == 2  # call 1's mark is not done yet: both kept
+    assert len(held[2]) == 2 and held[2][0] is held[1][1]  # call 0 released at call 2, call 1 still held
+    assert len(held[3]) == 3  # call 2's mark has not completed: nothing more released
