@@ -254,6 +254,16 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+def family_t_note(n_seeds: int, comparisons: int = 3) -> str:
+    """How much a claim's family-wise (Bonferroni) intervals widen: the t quantile each of ``comparisons`` paired
+    intervals uses over ``n_seeds`` seeds, against the ordinary 95 % one; or that one seed gives no interval."""
+    if n_seeds < 2:
+        return "with one seed there is no interval to widen"
+    family = t_quantile(1.0 - 0.05 / (2 * comparisons), n_seeds - 1)
+    single = t_quantile(0.975, n_seeds - 1)
+    return (f"t = {family:.2f} instead of {single:.2f} for {comparisons} comparisons over {n_seeds} seeds")
+
+
 def t_quantile(p: float, df: float) -> float:
     """Quantile of Student's t (inverse of :func:`t_cdf`, by bisection to 1e-12)."""
     if not 0.0 < p < 1.0 or df <= 0:

@@ -147,3 +147,12 @@ def test_sweep_defaults_per_profile() -> None:
     assert ablation.sweep_defaults("smoke")["seeds"] == [0, 1]
     with pytest.raises(ConfigError, match=r"unknown profile 'huge'; accepted: smoke, default, full, real"):
         ablation.sweep_defaults("huge")
+
+
+def test_the_family_t_note_gives_the_bonferroni_quantile_beside_the_ordinary_one():
+    from dan.ablation import family_t_note, t_quantile
+
+    assert family_t_note(3) == "t = 7.65 instead of 4.30 for 3 comparisons over 3 seeds"
+    assert f"{t_quantile(1 - 0.05 / 4, 4):.2f} instead of {t_quantile(0.975, 4):.2f} for 2 comparisons" in \
+        family_t_note(5, comparisons=2)
+    assert family_t_note(1) == "with one seed there is no interval to widen"
