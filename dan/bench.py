@@ -314,15 +314,17 @@ def _on_gpu(name: object) -> bool:
 
 
 def _extract_verdict(src: dict) -> tuple[str, str]:
-    """(target, why not judged): the extraction target holds for ResNet-152 at 448 px on a GPU, with a store that
-    passed its own check (copies of one image agree: :func:`copy_consistency`)."""
+    """(target, why not judged): the extraction target holds for ResNet-152 at 448 px on a GPU (else no target);
+    a run there is judged only if its store passed its own check (copies of one image agree:
+    :func:`copy_consistency`)."""
     t = TARGETS
     if src.get("backbone") != "resnet152" or src.get("image_size") != 448 or not _on_gpu(src.get("device")):
         return "", "not the target's setting (ResNet-152, 448 px, a GPU)"
+    target = f">= {t['extract_img_s']:,.0f} img/s and >= {t['extract_ratio']} x model-only"
     check = src.get("copy_check") or {}
     if check.get("rel_diff") is not None and not check["rel_diff"] <= COPY_TOLERANCE:
-        return "", f"the store failed its copy check (rel_diff {check['rel_diff']:.3g} > {COPY_TOLERANCE})"
-    return f">= {t['extract_img_s']:,.0f} img/s and >= {t['extract_ratio']} x model-only", ""
+        return target, f"the store failed its copy check (rel_diff {check['rel_diff']:.3g} > {COPY_TOLERANCE})"
+    return target, ""
 
 
 def _train_verdict(r: dict) -> str:
@@ -336,10 +338,11 @@ def _train_verdict(r: dict) -> str:
 
 def target_table(recorded: list[dict]) -> list[dict]:
     """One row per GPU measurement in ``recorded`` (:func:`recorded_results`): what was measured, on which card,
-    the ceiling, the pipeline's rate, their ratio, the target and whether it is met (None where none is set, or
-    where the run cannot be judged: ``note`` says why). Verdicts use the numbers as shown (rates in whole units,
-    ratios to 3 places), so that a row never reads 0.95 and "misses >= 0.95". A result file missing a field the
-    table needs is a :class:`~dan.io.DataError` naming the file and the field."""
+    the ceiling, the pipeline's rate, their ratio, the target (empty outside the target's setting) and whether it
+    is met (None outside that setting, or where a run at it cannot be judged: ``note`` says why). Verdicts use the
+    numbers as shown (rates in whole units, ratios to 3 places), so that a row never reads 0.95 and "misses
+    >= 0.95". A result file missing a field the table needs is a :class:`~dan.io.DataError` naming the file and
+    the field."""
     from dan.io import DataError
 
     rows = []
@@ -354,7 +357,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
     def need(src: dict, keys: tuple[str, ...], where: str = "") -> None:
         for k in keys:
             v = src.get(k)
-            if v is None or (k != "device" and not (isinstance(v, int | float) and v > 0)):
+            if not (isinstance(v, int | float) and v > 0):
                 raise DataError(f"{src.get('file', '?')}: {where}field {k!r} is missing or not a positive number "
                                 f"({v!r})")
 
@@ -376,8 +379,8 @@ def target_table(recorded: list[dict]) -> list[dict]:
             what += _model_label(src)
             what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
             what += ", GC not frozen" if src.get("config", {}).get("freeze_gc") is False else ""
-            met = (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target else None
-            if target and ratio > CEILING_SLACK:
+            met = (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target and not why else None
+            if met is not None and ratio > CEILING_SLACK:
                 met, why = None, f"the end-to-end rate is {ratio} x its model-only ceiling: not a ceiling"
             row(src, what, src.get("device"), ceiling, e2e, "img/s", target, met, why)
             if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
@@ -399,7 +402,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
                                      f"ceiling" if vqa else f">= {t['train_ratio']} x ceiling")
             met = (ratio >= t["train_ratio"] and (fed >= t["train_vqa_samples_s"] if vqa else True)) if target \
                 else None
-            if target and ratio > CEILING_SLACK:
+            if met is not None and ratio > CEILING_SLACK:
                 met, why = None, f"the fed rate is {ratio} x its ceiling: the ceiling was not one (timing noise)"
             label = f"train {'r-DAN' if vqa else 'm-DAN'} step, batch {r.get('batch_size')}"
             label += (", bf16" if r.get("amp_bf16") else "") + (", fused SGD" if r.get("fused_sgd") else "")
@@ -497,7 +500,7 @@ def target_markdown(rows: list[dict]) -> str:
     setting carries no verdict (its ``note``)."""
     lines = []
     for r in rows:
-        unsound = r["met"] is None and r.get("note") and not r["note"].startswith("not the target's setting")
+        unsound = r["met"] is None and bool(r["target"])  # at the target's setting, but no verdict: note says why
         if r["met"] is None and not unsound:
             continue
         got = f"{r['pipeline']:,} {r['unit']}" + (f" ({r['ratio']} x the ceiling of {r['ceiling']:,})"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dan.io import DanError, DataError, atomic_path, first_line, read_json
+from dan.io import DanError, DataError, atomic_path, first_line, read_json, sha256_file
 from dan.store import IDS, META
 
 if TYPE_CHECKING:
@@ -105,8 +105,6 @@ _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a sweep reuses
 
 
 def _digest(path: Path) -> str:
-    from dan.io import sha256_file
-
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:

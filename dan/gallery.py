@@ -63,6 +63,13 @@ def _row(fig: plt.Figure, spec, r: int, img: Image.Image, grid, vis: np.ndarray,
         shaded_words(fig.add_subplot(spec[2 * r + 1, k + 1]), words, txt[k])
 
 
+def _check_ids(ids: Sequence[int], known: dict[int, int], need: str) -> None:
+    """A :class:`DataError` (``need``, then what is wrong) unless ``ids`` is non-empty and all in ``known``."""
+    unknown = [int(i) for i in ids if int(i) not in known]
+    if not len(ids) or unknown:
+        raise DataError(f"{need}; " + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
+
+
 def _figure(rows: int, steps: int) -> tuple[plt.Figure, object]:
     fig = plt.figure(figsize=(2.7 * (steps + 1), 3.3 * rows))
     spec = fig.add_gridspec(2 * rows, steps + 1, height_ratios=[4, 1.5] * rows, hspace=0.3, wspace=0.06)
@@ -73,10 +80,7 @@ def vqa_gallery(out: VQAOutputs, grounding: Grounding, question_ids: Sequence[in
     """r-DAN gallery: per question, the image with the referred objects (cyan; multi-hop: target cyan, anchor
     dashed lime), the visual attention of each step, and the question shaded by each step's textual attention."""
     pos = {int(q): i for i, q in enumerate(out.predictions.question_id)}
-    unknown = [int(q) for q in question_ids if int(q) not in pos]
-    if not len(question_ids) or unknown:
-        raise DataError(f"vqa_gallery needs question ids of {out.run_dir} ({len(pos)} questions); "
-                        + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
+    _check_ids(question_ids, pos, f"vqa_gallery needs question ids of {out.run_dir} ({len(pos)} questions)")
     steps = out.visual.shape[1]
     fig, spec = _figure(len(question_ids), steps)
     for r, qid in enumerate(question_ids):
@@ -101,10 +105,7 @@ def mdan_gallery(out: MDANOutputs, grounding: Grounding, image_ids: Sequence[int
         raise DataError(f"caption must be in [0, {out.per_image}) (each test image has {out.per_image}), "
                         f"got {caption}")
     pos = {int(i): n for n, i in enumerate(out.image_ids)}
-    unknown = [int(i) for i in image_ids if int(i) not in pos]
-    if not len(image_ids) or unknown:
-        raise DataError(f"mdan_gallery needs test image ids of {out.run_dir} ({len(pos)} images); "
-                        + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
+    _check_ids(image_ids, pos, f"mdan_gallery needs test image ids of {out.run_dir} ({len(pos)} images)")
     steps = out.image_attention.shape[1]
     fig, spec = _figure(len(image_ids), steps)
     top = out.similarity.argmax(axis=1)  # [I] best caption row per image

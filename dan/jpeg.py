@@ -56,9 +56,6 @@ class TorchvisionJpeg:
     """``torchvision.io.decode_jpeg`` on ``device``: one batched call; if it fails, one call per file to find the
     culprit(s)."""
 
-    name = "torchvision"
-    label = "torchvision.io.decode_jpeg"
-
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
@@ -131,8 +128,6 @@ class NvImageCodecJpeg:
     stream has passed both the decoding and what the caller queued on them (the resize): an event recorded at
     the next call marks that point, and entries are dropped once it has completed."""
 
-    name = "nvimgcodec"
-
     BACKENDS = {"hw": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "cpu": "CPU_ONLY"}
 
     def __init__(self, device: torch.device, backends: tuple[str, ...] | None = None) -> None:
@@ -149,7 +144,6 @@ class NvImageCodecJpeg:
             device_id = device.index if device.index is not None else torch.cuda.current_device()
         else:
             device_id = nv.NVIMGCODEC_DEVICE_CPU_ONLY
-        self.label = f"nvImageCodec {nv.__version__} ({', '.join(backends)})"
         self.decoder = nv.Decoder(device_id=device_id,
                                   backends=[nv.Backend(getattr(nv.BackendKind, self.BACKENDS[b])) for b in backends])
         self.params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB,
@@ -178,12 +172,9 @@ class NvImageCodecJpeg:
                 self._inflight.popleft()
             images = self.decoder.decode(streams, params=self.params, cuda_stream=stream.cuda_stream)
             self._inflight.append([None, (jpegs, streams, images)])  # its event: set at the next call
-            return [None if im is None else self._on_device(im) for im in images]
+            return [None if im is None else _take(im, self.device) for im in images]
         images = self.decoder.decode(streams, params=self.params)
         return [None if im is None else torch.from_numpy(np.asarray(im)) for im in images]
-
-    def _on_device(self, im) -> torch.Tensor:  # noqa: ANN001 - an nvimgcodec.Image
-        return _take(im, self.device)
 
 
 def decoder_label(name: str) -> str:
@@ -243,11 +234,9 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
     return x, failed
 
 
-def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device,
-                 decoder: Callable[[list[torch.Tensor]], list[torch.Tensor | None]] | None = None
-                 ) -> list[torch.Tensor | None]:
+def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:
     """:func:`decode_jpeg_batch`, one float ``[3, S, S]`` (0..255) per input, None where decoding failed."""
-    return per_input(*decode_jpeg_batch(jpegs, size, device, decoder=decoder), len(jpegs))
+    return per_input(*decode_jpeg_batch(jpegs, size, device), len(jpegs))
 
 
 def per_input(x: torch.Tensor | None, failed: list[int], n: int) -> list[torch.Tensor | None]:
