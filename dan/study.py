@@ -175,7 +175,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILES)} (default: default)")
+    parser.add_argument("--profile", help=f"one of {', '.join(PROFILES)} (default: default)")
     parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
     parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")
     parser.add_argument("--no-book", action="store_true", help="do not build the book")
@@ -184,12 +184,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --out: still write results/<profile>/study_times.json")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
+    if ns.book_only:  # the book is built from book/notebooks as they are: these options would be ignored
+        given = [f for f, v in (("--profile", ns.profile), ("--only", ns.only), ("--out", ns.out),
+                                ("--no-book", ns.no_book), ("--record-times", ns.record_times)) if v]
+        if given:
+            parser.error(f"--book-only builds the book from book/notebooks as they are; it takes no "
+                         f"{', '.join(given)} (run the study without --book-only to execute notebooks)")
+    if ns.record_times and ns.out is None:
+        parser.error("--record-times is for --out runs (a run without --out records its times anyway)")
 
     def go() -> int:
         if ns.book_only:
             print(f"[study] book built in {build_book(repo_root()):.1f} s")
             return 0
-        run_study(ns.profile, ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or None)
+        run_study(ns.profile or "default", ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or None)
         return 0
 
     return guard(go, ns.debug, parser.prog)

@@ -187,6 +187,19 @@ def test_study_cli_misuse(tmp_path, capsys, monkeypatch):
         study_main(["--profile", "huge", "--debug"])
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["--book-only", "--profile", "smoke"], "--profile"),
+    (["--book-only", "--only", "03"], "--only"),
+    (["--book-only", "--out", "x", "--no-book"], "--out, --no-book"),
+    (["--record-times"], "--record-times is for --out runs"),
+])
+def test_study_cli_refuses_options_it_would_ignore(argv, named, capsys):
+    with pytest.raises(SystemExit) as exc:
+        study_main(argv)
+    assert exc.value.code == 2
+    assert named in one_line_error(capsys, "python -m dan.study")
+
+
 @pytest.mark.parametrize("module, argv, message", [
     ("dan.train", ["--profile", "smoke", "--attention", "cross", "--out", "{tmp}/run"],
      "accepted: dual, visual, textual, none"),
