@@ -281,16 +281,37 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def mean_ci(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the t interval mean +- t_{(1+level)/2, n-1} * s / sqrt(n); NaN bounds when n < 2."""
+def mean_ci(values: np.ndarray | list[float], level: float = 0.95,
+            clusters: np.ndarray | list | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): the t interval mean +- t_{(1+level)/2, n-1} * s / sqrt(n); NaN bounds when n < 2.
+
+    With ``clusters`` (one label per value, e.g. the image a question is about), values in one cluster are not
+    taken as independent: the half width is the cluster-robust one, t_{(1+level)/2, G-1} * SE with
+    SE^2 = G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2 / n^2 over the G clusters (NaN when G < 2). With
+    one value per cluster it equals the plain interval.
+    """
     x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
+    keep = ~np.isnan(x)
+    x = x[keep]
     if len(x) == 0:
         return math.nan, math.nan, math.nan
     m = float(x.mean())
-    if len(x) < 2:
+    if clusters is None:
+        if len(x) < 2:
+            return m, math.nan, math.nan
+        half = t_quantile((1.0 + level) / 2.0, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+        return m, m - half, m + half
+    labels = np.asarray(clusters)
+    if labels.shape != keep.shape:
+        raise ValueError(f"mean_ci: {labels.shape[0] if labels.ndim else 0} cluster labels for {keep.shape[0]} "
+                         f"values")
+    _, group = np.unique(labels[keep], return_inverse=True)
+    g = int(group.max()) + 1
+    if g < 2:
         return m, math.nan, math.nan
-    half = t_quantile((1.0 + level) / 2.0, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    sums = np.bincount(group, weights=x - m, minlength=g)  # [G] residual sum per cluster
+    se = math.sqrt(g / (g - 1) * float(np.sum(sums**2))) / len(x)
+    half = t_quantile((1.0 + level) / 2.0, g - 1) * se
     return m, m - half, m + half
 
 

@@ -240,15 +240,21 @@ def mdan_grounding(out: MDANOutputs, grounding: Grounding | None = None) -> tupl
 
 
 def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: n, pointing hit rate (%) with 95 % CI half width and its chance, mass (%) with CI and chance,
-    and lift = mass / chance mass."""
+    """Per group: n (examples), images, pointing hit rate (%) with 95 % CI half width and its chance, mass (%)
+    with CI and chance, and lift = mass / chance mass.
+
+    Examples about one image share its features (and, in m-DAN, its visual attention), so they are not
+    independent: the intervals are cluster-robust over images (:func:`dan.ablation.mean_ci` with
+    ``clusters=image_id``; G - 1 degrees of freedom for G images)."""
     rows = []
     for key, grp in df.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        hit, hlo, _ = mean_ci(grp["hit"].to_numpy())
-        mass, mlo, _ = mean_ci(grp["mass"].to_numpy())
+        images = grp["image_id"].to_numpy()
+        hit, hlo, _ = mean_ci(grp["hit"].to_numpy(), clusters=images)
+        mass, mlo, _ = mean_ci(grp["mass"].to_numpy(), clusters=images)
         chance_mass = float(grp["chance_mass"].mean())
-        rows.append({**dict(zip(by, key, strict=True)), "n": len(grp), "pointing %": 100 * hit,
+        rows.append({**dict(zip(by, key, strict=True)), "n": len(grp), "images": len(np.unique(images)),
+                     "pointing %": 100 * hit,
                      "± ci": 100 * (hit - hlo), "chance pointing %": 100 * float(grp["chance_hit"].mean()),
                      "mass %": 100 * mass, "± ci ": 100 * (mass - mlo), "chance mass %": 100 * chance_mass,
                      "lift": mass / max(chance_mass, 1e-12)})
@@ -259,13 +265,14 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
     """Multi-hop questions: anchor vs target at each step, and the paired step-1 minus step-2 difference.
 
     Per question and step, the anchor share is mass(anchor) / (mass(anchor) + mass(target)); its chance value
-    uses the area fractions. Rows: step 1, step 2, ..., "1 − 2" (paired differences, mean with 95 % CI).
+    uses the area fractions. Rows: step 1, step 2, ..., "1 − 2" (paired differences, mean with 95 % CI);
+    the intervals are cluster-robust over images, as in :func:`grounding_summary`.
     Columns: anchor/target mass (%), anchor/target pointing (%), anchor share (%) and chance share (%).
     """
     mh = visual[(visual.family == "multi-hop") & visual.objects.isin(["anchor", "target"])]
     if mh.empty:
         return pd.DataFrame()
-    wide = mh.pivot_table(index=["question_id", "step"], columns="objects",
+    wide = mh.pivot_table(index=["image_id", "question_id", "step"], columns="objects",
                           values=["mass", "hit", "chance_mass"]).dropna()
     share = wide[("mass", "anchor")] / (wide[("mass", "anchor")] + wide[("mass", "target")]).clip(lower=1e-12)
     chance = wide[("chance_mass", "anchor")] / (wide[("chance_mass", "anchor")] + wide[("chance_mass", "target")])
@@ -276,7 +283,7 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
     for step, grp in flat.groupby(level="step"):
         row = {"step": str(step), "n": len(grp)}
         for col in flat.columns:
-            m, lo, _ = mean_ci(grp[col].to_numpy())
+            m, lo, _ = mean_ci(grp[col].to_numpy(), clusters=grp.index.get_level_values("image_id"))
             row[col], row[f"{col} ± ci"] = m, m - lo
         rows.append(row)
     steps = sorted(flat.index.get_level_values("step").unique())
@@ -286,7 +293,7 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
         diff = (a - b).dropna()
         row = {"step": f"{steps[0]} − {steps[1]}", "n": len(diff)}
         for col in flat.columns:
-            m, lo, _ = mean_ci(diff[col].to_numpy())
+            m, lo, _ = mean_ci(diff[col].to_numpy(), clusters=diff.index.get_level_values("image_id"))
             row[col], row[f"{col} ± ci"] = m, m - lo
         rows.append(row)
     return pd.DataFrame(rows).set_index("step").round(2)

@@ -42,6 +42,19 @@ def test_mean_ci_hand_made() -> None:
     assert m == 5.0 and math.isnan(lo) and math.isnan(hi)
 
 
+def test_mean_ci_clustered() -> None:
+    # clusters {1, 2} and {6}: mean 3, residual sums -3 and 3, SE^2 = 2 * 18 / 9 = 4, t with 1 df
+    m, lo, hi = mean_ci([1.0, 2.0, 6.0], clusters=["a", "a", "b"])
+    assert (m, hi - m) == pytest.approx((3.0, math.tan(math.pi * 0.475) * 2.0))
+    x = np.array([1.0, 4.0, 2.0, 8.0])
+    assert mean_ci(x, clusters=[3, 1, 2, 0]) == pytest.approx(mean_ci(x))  # one value per cluster: plain t
+    assert np.isnan(mean_ci(x, clusters=[7] * 4)[1])  # one cluster: no interval
+    m, lo, _ = mean_ci([1.0, np.nan, 3.0, 5.0], clusters=[0, 0, 1, 1])  # the NaN's label goes with it
+    assert m == 3.0 and 3.0 - lo == pytest.approx(t_quantile(0.975, 1) * math.sqrt(2 * 8) / 3)
+    with pytest.raises(ValueError, match="2 cluster labels for 3 values"):
+        mean_ci([1.0, 2.0, 3.0], clusters=[0, 1])
+
+
 def test_summarize_and_table() -> None:
     df = pd.DataFrame({"steps": [1, 1, 1, 2], "seed": [0, 1, 2, 0], "acc": [1.0, 2.0, 3.0, 7.0],
                        "rsum": [np.nan] * 4})

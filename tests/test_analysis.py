@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from dan import analysis, gallery, viz  # noqa: E402
+from dan.ablation import mean_ci  # noqa: E402
 from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
 from dan.io import DataError  # noqa: E402
 
@@ -75,7 +76,7 @@ def test_hop_analysis_detects_anchor_then_target() -> None:
     for q in range(6):
         for step, (a_mass, t_mass) in ((1, (0.6 + 0.02 * q, 0.1)), (2, (0.1, 0.5 + 0.03 * q))):
             for obj, mass in (("anchor", a_mass), ("target", t_mass)):
-                rows.append({"question_id": q, "family": "multi-hop", "step": step, "objects": obj,
+                rows.append({"question_id": q, "image_id": 100 + q, "family": "multi-hop", "step": step, "objects": obj,
                              "hit": float(mass > 0.3), "mass": mass, "chance_mass": 0.05, "chance_hit": 0.1})
     hop = analysis.hop_analysis(pd.DataFrame(rows))
     assert list(hop.index) == ["1", "2", "1 − 2"]
@@ -84,6 +85,22 @@ def test_hop_analysis_detects_anchor_then_target() -> None:
     assert hop.loc["1 − 2", "anchor share"] - hop.loc["1 − 2", "anchor share ± ci"] > 0
     assert "step 1 puts a larger share on the anchor than step 2" in analysis.hop_verdict(hop)
     assert analysis.hop_analysis(pd.DataFrame(rows).assign(family="single-hop")).empty
+    # the same questions about two images (three each): fewer independent units, a wider interval (1 df)
+    paired = analysis.hop_analysis(pd.DataFrame(rows).assign(image_id=lambda d: d.question_id // 3))
+    assert paired.loc["1 − 2", "anchor share"] == pytest.approx(hop.loc["1 − 2", "anchor share"])
+    assert paired.loc["1 − 2", "anchor share ± ci"] > 2 * hop.loc["1 − 2", "anchor share ± ci"]
+
+
+def test_grounding_summary_intervals_are_over_images() -> None:
+    rng = np.random.default_rng(0)
+    per_image = rng.uniform(size=20)  # 20 images, 4 examples each with the image's value: 20 units, not 80
+    df = pd.DataFrame({"image_id": np.repeat(np.arange(20), 4), "step": 1, "hit": np.repeat(per_image > 0.5, 4),
+                       "mass": np.repeat(per_image, 4), "chance_mass": 0.1, "chance_hit": 0.2})
+    row = analysis.grounding_summary(df, ["step"]).loc[1]
+    m, lo, _ = mean_ci(per_image)  # the interval of the 20 image values
+    assert (row["n"], row["images"]) == (80, 20)
+    assert row["mass %"] == pytest.approx(100 * m, abs=0.01)
+    assert row["± ci "] == pytest.approx(100 * (m - lo), abs=0.01)
 
 
 def test_vqa_grounding_on_saved_outputs(vqa_run) -> None:
