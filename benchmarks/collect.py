@@ -2,9 +2,11 @@
 
     python benchmarks/collect.py FOLDER [--force]     # e.g. the device tool's files_at folder
 
-``train_profile.json`` measured on an "NVIDIA H200" becomes ``benchmarks/results/train_profile_h200.json``. Files
-that are not benchmark results (no device recorded), extractions whose store failed its copy check, logs and
-anything else are left alone; an existing file is kept unless ``--force``. The performance page (notebook 08) shows
+``train_profile.json`` measured on an "NVIDIA H200" becomes ``benchmarks/results/train_profile_h200.json``;
+``benchmarks/gpu_checks.py``'s results (checks, not measurements: no ``command``) are copied too, also when a section
+failed or the run was cut off (``ok`` and ``complete`` say so). Files that are not benchmark results (no device
+recorded), extractions whose store failed its copy check, logs and anything else are left alone; an existing file
+is kept unless ``--force``. The performance page (notebook 08) shows
 whatever lies in ``benchmarks/results/``.
 """
 
@@ -45,7 +47,7 @@ def collect(folder: Path, dest: Path = RESULTS, force: bool = False) -> list[tup
             done.append((src, None, f"unreadable: {exc}"))
             continue
         card = card_of(result) if isinstance(result, dict) else None
-        if card is None or "command" not in result:
+        if card is None or ("command" not in result and "aligned_vs_packed_lstm" not in result):
             done.append((src, None, "not a GPU benchmark result"))
             continue
         if result.get("copy_check_failed"):  # benchmarks/extract.py exited 3: rows in the wrong place

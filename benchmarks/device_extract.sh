@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (sixth version; the H200 calls of
-# 2026-11-27 ran its earlier versions: benchmarks/results/*_h200.json).
+# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (seventh version; the H200 calls of
+# 2026-11-27 ran its earlier versions: benchmarks/results/*_h200.json). It leaves 8 files in $OUT, the most the
+# device tool brings back: keep it so when adding a stage.
 #
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=480,
@@ -26,12 +27,12 @@
 #   extract_nvimgcodec_val2014.json  the same with nvImageCodec
 #   extract_pil_eager_8k.json    the defaults with --no-fuse: what fusing changes
 #   extract_pil_noprio_8k.json   the defaults with the model on a stream of normal priority (--no-prioritise-model)
-#   extract_antialias_eager_8k.json  interpolate resize, eager model: the runs of 2026-11-27 as they ran
 #   train-cli (log only)         python -m dan.features / dan.train on the embedded smoke data on the GPU: ResNet-152
 #                                (random weights) stores, r-DAN with SGD eager and with compile=reduce-overhead, m-DAN
 #                                with reduce-overhead: training's own GPU path end to end, not a benchmark
 # The timelines carry the GPU's own time per forward and the compute stream's wait between forwards (CUDA events),
-# the cyclic GC's pauses (gc_*) and the seconds of check_images / file_stats before the fingerprint.
+# the cyclic GC's pauses (gc_*) and the seconds of check_images / file_stats before the fingerprint. Each extraction
+# JSON is written before its profile pass and again with the profile; gpu_checks' after each of its sections.
 # DAN_DEVICE_SKIP="gpu-checks train-cli ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy sizes
 # (checks the script, not the speed).
 set -uo pipefail
@@ -42,10 +43,6 @@ if ls .whl-jpeg/*.whl >/dev/null 2>&1; then  # nvImageCodec and nvJPEG, carried 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dan-jpeg \
         .whl-jpeg/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/dan-jpeg" || echo "[device] jpeg wheel install failed"
 fi
-nvimg=1
-python3 -c "from dan.jpeg import load_nvimgcodec; load_nvimgcodec()" || nvimg=0
-[ "$nvimg" = 1 ] || echo "[device] nvImageCodec not importable: its stages are skipped (carry .whl-jpeg)"
-
 if [ "$rehearsal" = 1 ]; then
     dev=cpu
     extract=(--backbone resnet152 --random-weights --batch-size 8 --image-size 224 --model-seconds 1 --gpu-decode)
@@ -55,6 +52,12 @@ else
     extract=(--backbone resnet152 --random-weights --batch-size 256 --model-seconds 3)
     n_short=8192 n_long=40504 n_prof=2048 shm=/dev/shm/dan-extract cli_size=448 cli_compile=reduce-overhead
 fi
+nvimg=1  # the import alone succeeds without a usable GPU decoder: build one (it decodes a probe JPEG) on "$dev"
+timeout 90 python3 -c "import torch; from dan.jpeg import NvImageCodecJpeg, hardware_engines; d = torch.device('$dev')
+NvImageCodecJpeg(d); print('[device] nvImageCodec decodes on', d, '- hardware engines alone:', hardware_engines(d))" \
+    || nvimg=0
+[ "$nvimg" = 1 ] || echo "[device] nvImageCodec cannot decode here: its stages are skipped (carry .whl-jpeg)"
+
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
@@ -77,14 +80,17 @@ nv() {  # the nvImageCodec stages need its wheels
     [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
 }
 # most telling first: the defaults and nvImageCodec at 8k and at val2014's size, then what each change did
-eight_k extract-pil 290 extract_pil_8k.json
-nv extract-nvimgcodec && eight_k extract-nvimgcodec 250 extract_nvimgcodec_8k.json --jpeg-decoder nvimgcodec
-long extract-val2014 200 extract_pil_val2014.json
-nv extract-nvimgcodec-val2014 && long extract-nvimgcodec-val2014 150 extract_nvimgcodec_val2014.json \
-    --jpeg-decoder nvimgcodec
-eight_k extract-pil-eager 110 extract_pil_eager_8k.json --no-fuse
-eight_k extract-pil-noprio 70 extract_pil_noprio_8k.json --no-prioritise-model
-eight_k extract-antialias-eager 30 extract_antialias_eager_8k.json --no-fuse --device-resize antialias
+eight_k extract-pil 280 extract_pil_8k.json
+nv8k=1
+nv extract-nvimgcodec && eight_k extract-nvimgcodec 230 extract_nvimgcodec_8k.json --jpeg-decoder nvimgcodec && nv8k=0
+long extract-val2014 170 extract_pil_val2014.json
+if [ "$nv8k" = 0 ]; then  # only after nvImageCodec's 8k run went through
+    long extract-nvimgcodec-val2014 115 extract_nvimgcodec_val2014.json --jpeg-decoder nvimgcodec
+else
+    echo "[device] extract-nvimgcodec-val2014 skipped: nvImageCodec's 8k run did not go through"
+fi
+eight_k extract-pil-eager 75 extract_pil_eager_8k.json --no-fuse
+eight_k extract-pil-noprio 40 extract_pil_noprio_8k.json --no-prioritise-model
 cli="${TMPDIR:-/tmp}/dan-cli" smoke="${TMPDIR:-/tmp}/dan-cli/data"  # data/generated/ is ignored: it does not travel
 train_cli() {  # the smoke data through the package's own commands on "$dev"
     set -eo pipefail
@@ -103,5 +109,6 @@ export -f train_cli
 export cli smoke dev cli_size cli_compile
 want train-cli && stage train-cli 5 bash -c train_cli
 rm -rf "$cli"
-echo "[device] done in $((SECONDS - t0)) s"
+n_files=$(find "$out" -type f | wc -l)
+echo "[device] done in $((SECONDS - t0)) s; $n_files files in \$OUT$( ((n_files > 8)) && echo ' (MORE THAN THE 8 THAT COME BACK)')"
 sleep 1

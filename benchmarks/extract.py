@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import shlex
 import shutil
@@ -45,6 +46,7 @@ from dan.backbones import build_backbone  # noqa: E402
 from dan.bench import COPY_TOLERANCE, copy_consistency, steady_rate  # noqa: E402
 from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
+from dan.jpeg import hardware_engines  # noqa: E402
 
 DISTINCT = 64  # distinct synthetic images; the rest are byte copies under other names
 
@@ -77,7 +79,9 @@ def synthetic_jpegs(folder: Path, n: int, seed: int = 0) -> list[tuple[int, Path
 
 
 def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> float:
-    """Images/s of forward passes on random tensors already on ``device`` (after warm-up)."""
+    """Images/s of forward passes on random tensors already on ``device`` (after warm-up), with cuDNN's kernel
+    search on as the extraction has it (``dan.extract.run_pipeline``): the ceiling and the pipeline use the same
+    kernels."""
     cuda = device.type == "cuda"
     x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -89,18 +93,28 @@ def model_only_rate(model, device: torch.device, batch: int, seconds: float) -> 
             return y.permute(0, 2, 3, 1).float().clamp_(-65504, 65504).to(torch.float16)
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda
     with keep_freed_memory():  # as extract_features does on the CPU
-        for _ in range(3):
-            step()
-        sync()
-        iters, start = 0, time.perf_counter()
-        while iters < 3 or time.perf_counter() - start < seconds:
-            step()
-            iters += 1
-            if not cuda or iters % 5 == 0:
-                sync()
-        sync()
-        return iters * batch / (time.perf_counter() - start)
+        try:
+            return _timed_steps(step, sync, cuda, batch, seconds)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+
+
+def _timed_steps(step, sync, cuda: bool, batch: int, seconds: float) -> float:  # noqa: ANN001
+    """Images/s of ``step()`` after 3 warm-up calls (cuDNN's search among them), synchronised every 5 on CUDA."""
+    for _ in range(3):
+        step()
+    sync()
+    iters, start = 0, time.perf_counter()
+    while iters < 3 or time.perf_counter() - start < seconds:
+        step()
+        iters += 1
+        if not cuda or iters % 5 == 0:
+            sync()
+    sync()
+    return iters * batch / (time.perf_counter() - start)
 
 
 KERNEL_GROUPS = (  # (group, name fragments): the first group whose fragment a kernel's name holds
@@ -236,7 +250,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
             store = extract_features(items, work / "store", cfg, backbone=model, progress=False,
                                      on_commit=lambda done: commits.append((time.perf_counter() - t0, done)))
             e2e_s = time.perf_counter() - t0
-        profiled = profile_extraction(items[: args.profile_images], work, cfg, model) if args.profile_images else None
     except DanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -250,6 +263,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
         "batch_size": cfg.batch_size, "num_images": len(items), "jpeg_size": "640x480",
         "jpeg_mean_kb": round(mean_kb, 1),
         "decode": store.meta["decode"], "precision": store.meta["precision"], "inference": store.meta["inference"],
+        "jpeg_hw_engines": hardware_engines(device) if cfg.jpeg_decoder == "nvimgcodec" else None,
         "model_only_img_s": round(ceiling, 1), "model_only_batch_s": round(cfg.batch_size / ceiling, 4),
         "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
         "end_to_end_s": round(e2e_s, 2), "generate_s": round(gen_s, 2),
@@ -261,8 +275,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
         "timeline": summarise(tl, e2e_s) if args.timeline else None,
         "timeline_events": [(round(t, 4), n) for t, n in tl.events] if args.timeline else None,
         "timeline_gc": [(round(t, 4), g, round(d, 4)) for t, g, d in tl.gc] if args.timeline else None,
-        "kernel_profile": profiled,
-        "config": asdict(cfg), "torch": torch.__version__, "cpu_count": torch.get_num_threads(),
+        "kernel_profile": None,  # filled in after the profile pass (--profile-images), if it finishes
+        "profile_images": args.profile_images,
+        "config": asdict(cfg), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/extract.py",
                                                                   *(sys.argv[1:] if argv is None else argv)]),
         "copy_check_failed": bad,  # dan.bench.target_table does not judge such a run; collect.py skips it
@@ -281,13 +297,23 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
               f"{check['rel_diff']:.3g} x the spread between images ({'FAILED' if bad else 'ok'})")
     if args.timeline:
         print("timeline    " + ", ".join(f"{k} {v}" for k, v in result["timeline"].items()))
+    if args.out:  # now, so that a run cut off during the profile pass still leaves its measurement
+        write_json_atomic(args.out, result, indent=1)
+        print(f"wrote {args.out}")
+    profiled = None
+    if args.profile_images:
+        try:
+            profiled = result["kernel_profile"] = profile_extraction(items[: args.profile_images], work, cfg, model)
+        except DanError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if profiled:
         print(f"profile     {profiled['images']} images, {profiled['wall_s']} s under the profiler; device ms per "
               f"batch by group {profiled['device_ms_per_batch_by_group']} (model-only batch "
               f"{1e3 * cfg.batch_size / ceiling:.1f} ms)")
-    if args.out:
-        write_json_atomic(args.out, result, indent=1)
-        print(f"wrote {args.out}")
+        if args.out:
+            write_json_atomic(args.out, result, indent=1)
+            print(f"wrote the profile into {args.out}")
     if bad:
         print(f"error: the store's copies of one image differ by more than {COPY_TOLERANCE} x the spread between "
               "images: rows were written to the wrong place or read before their copy finished", file=sys.stderr)

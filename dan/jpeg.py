@@ -119,6 +119,9 @@ def probe_jpeg(width: int = 320, height: int = 240) -> bytes:
     return buf.getvalue()
 
 
+_NV_DECODERS: dict[tuple, object] = {}  # (module, device id, backends, options) -> a checked nvimgcodec.Decoder
+
+
 class NvImageCodecJpeg:
     """nvImageCodec on ``device``. On CUDA its backends are, in this order, the hardware engines and nvJPEG's CUDA
     path (for what the engines do not take: e.g. progressive JPEGs, or a GPU without engines); on the CPU
@@ -130,13 +133,18 @@ class NvImageCodecJpeg:
 
     BACKENDS = {"hw": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "cpu": "CPU_ONLY"}
 
-    def __init__(self, device: torch.device, backends: tuple[str, ...] | None = None) -> None:
+    def __init__(self, device: torch.device, backends: tuple[str, ...] | None = None, options: str = "") -> None:
         """``backends``: names from :attr:`BACKENDS`, in order of preference; default ``("hw", "cuda")`` on CUDA,
-        ``("cpu",)`` on the CPU (``benchmarks/gpu_checks.py`` tries each alone)."""
+        ``("cpu",)`` on the CPU (``benchmarks/gpu_checks.py`` tries each alone). ``options``: nvImageCodec's decoder
+        options (e.g. ``":fancy_upsampling=1"``; default: each backend's own).
+
+        The library's decoder (its threads and the engines' state) is built and checked once per process and
+        configuration, as torchvision keeps one nvJPEG handle, so that an extraction after a warm-up pays no
+        second start-up."""
         nv = load_nvimgcodec()
         self.nv, self.device = nv, device
         cuda = device.type == "cuda"
-        backends = backends or (("hw", "cuda") if cuda else ("cpu",))
+        backends = tuple(backends or (("hw", "cuda") if cuda else ("cpu",)))
         if not set(backends) <= set(self.BACKENDS) or (cuda != ("cpu" not in backends)):
             raise ConfigError(f"nvImageCodec backends on {device} must be from hw, cuda (CUDA) or be cpu (CPU), "
                               f"got {backends}")
@@ -144,18 +152,24 @@ class NvImageCodecJpeg:
             device_id = device.index if device.index is not None else torch.cuda.current_device()
         else:
             device_id = nv.NVIMGCODEC_DEVICE_CPU_ONLY
-        self.decoder = nv.Decoder(device_id=device_id,
-                                  backends=[nv.Backend(getattr(nv.BackendKind, self.BACKENDS[b])) for b in backends])
         self.params = nv.DecodeParams(apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB,
                                       sample_format=nv.SampleFormat.P_RGB)  # planar: [3, H, W]
         self._inflight: deque[list] = deque()  # [event or None, (inputs, code streams, images)] per CUDA call
+        key = (id(nv), device_id, backends, options)
+        if key in _NV_DECODERS:
+            self.decoder = _NV_DECODERS[key]
+            return
+        self.decoder = nv.Decoder(device_id=device_id, options=options,
+                                  backends=[nv.Backend(getattr(nv.BackendKind, self.BACKENDS[b])) for b in backends])
         probe = self([torch.frombuffer(bytearray(probe_jpeg()), dtype=torch.uint8)])[0]
         if probe is None or tuple(probe.shape) != (3, 240, 320):
-            raise ConfigError(f"nvImageCodec {nv.__version__} cannot decode a plain JPEG on {device} (is "
-                              f"nvidia-nvjpeg installed? pip install {NVIMGCODEC_PIP}); use jpeg_decoder 'torchvision'")
+            raise ConfigError(f"nvImageCodec {nv.__version__} cannot decode a plain JPEG on {device} with backends "
+                              f"{', '.join(backends)} (is nvidia-nvjpeg installed? pip install {NVIMGCODEC_PIP}); use "
+                              f"jpeg_decoder 'torchvision'")
         if cuda:  # the probe ran on this thread's stream; later calls come on the extraction's side stream
             torch.cuda.synchronize(device)
             self._inflight.clear()
+        _NV_DECODERS[key] = self.decoder  # only a decoder that passed its probe is kept
 
     def __call__(self, jpegs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """uint8 ``[L]`` byte tensors (host) -> uint8 ``[3, H, W]`` RGB on the device, None where decoding failed."""
@@ -175,6 +189,20 @@ class NvImageCodecJpeg:
             return [None if im is None else _take(im, self.device) for im in images]
         images = self.decoder.decode(streams, params=self.params)
         return [None if im is None else torch.from_numpy(np.asarray(im)) for im in images]
+
+
+def hardware_engines(device: torch.device) -> bool | None:
+    """Whether nvImageCodec decodes a plain JPEG on ``device``'s hardware JPEG engines alone (None off CUDA or
+    without nvImageCodec): what a benchmark records beside the decoder, which falls back to CUDA silently."""
+    if device.type != "cuda":
+        return None
+    try:
+        NvImageCodecJpeg(device, ("hw",))
+    except ConfigError as exc:
+        return None if "needs NVIDIA's nvImageCodec" in str(exc) else False
+    except RuntimeError:  # the library refused to build a decoder with that backend alone
+        return False
+    return True
 
 
 def decoder_label(name: str) -> str:

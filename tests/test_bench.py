@@ -200,13 +200,19 @@ def test_collect_names_device_results_after_their_card(tmp_path):
     (src / "cpu.json").write_text(json.dumps({"command": "x", "device": "x86_64 CPU, 2 torch threads",
                                               "device_type": "cpu"}))
     (src / "broken.json").write_text("{")
+    (src / "gpu_checks_resize.json").write_text(json.dumps({"device": "NVIDIA H200", "complete": False,
+                                                            "aligned_vs_packed_lstm": {}}))
+    (src / "notes.json").write_text(json.dumps({"device": "NVIDIA H200"}))  # neither a measurement nor the checks
     rows = {s.name: (t.name if t else None, why) for s, t, why in collect.collect(src, dest)}
+    assert rows["gpu_checks_resize.json"] == ("gpu_checks_resize_h200.json", "copied")
+    assert rows["notes.json"] == (None, "not a GPU benchmark result")
     assert rows["train_profile.json"] == ("train_profile_h200.json", "copied")
     assert rows["extract_long.json"] == ("extract_long_geforce-rtx-4090.json", "copied")
     assert rows["cpu.json"] == (None, "not a GPU benchmark result") and rows["broken.json"][1].startswith("unreadable")
     again = {s.name: why for s, t, why in collect.collect(src, dest)}
     assert again["train_profile.json"] == "train_profile_h200.json exists (--force replaces it)"
-    assert sorted(p.name for p in dest.iterdir()) == ["extract_long_geforce-rtx-4090.json", "train_profile_h200.json"]
+    assert sorted(p.name for p in dest.iterdir()) == ["extract_long_geforce-rtx-4090.json",
+                                                      "gpu_checks_resize_h200.json", "train_profile_h200.json"]
 
 
 def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tmp_path):
@@ -240,6 +246,49 @@ def test_gpu_checks_compares_the_lstm_paths(tmp_path):
     spec.loader.exec_module(gpu_checks)
     res = gpu_checks.lstm_paths("cpu", batch=6, width=5, dim=8)
     assert len(res["rel_diff"]) == 10 and max(res["rel_diff"].values()) < 1e-4 and res["padding_max_abs"] == 0.0
+
+
+def test_gpu_checks_keeps_each_sections_result_when_a_later_one_fails(tmp_path, monkeypatch):
+    """A section that raises is recorded as failed without losing the others, and the JSON is written after each
+    section, so a crash (here an interrupt) in the decoders' section still leaves the checks before it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "gpu_checks.py")
+    gpu_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_checks)
+    lstm = {"rel_diff": {"h": 0.0}, "padding_max_abs": 0.0}
+    monkeypatch.setattr(gpu_checks, "lstm_paths", lambda device: lstm)
+    monkeypatch.setattr(gpu_checks, "optimizer_paths", lambda device: {"rel_diff_max": 0.0, "built": "foreach",
+                                                                       "against": "for-loop", "steps": 1})
+    monkeypatch.setattr(gpu_checks, "resize_paths", lambda device: {"mismatched_pixels": {"640x480": 0},
+                                                                    "normalised_max_abs_diff": {"640x480": 0.0},
+                                                                    "ms_per_256_images": {}})
+
+    def broken(device):
+        raise RuntimeError("no kernel image is available")
+
+    monkeypatch.setattr(gpu_checks, "fused_paths", broken)
+    monkeypatch.setattr(gpu_checks, "decode_paths", lambda device: {"decoders": {}})
+    out = tmp_path / "checks.json"
+    assert gpu_checks.main(["--device", "cpu", "--out", str(out)]) == 1  # the failed section fails the checks
+    res = json.loads(out.read_text())
+    assert res["fused_resnet"] == {"error": "RuntimeError: no kernel image is available"}
+    assert res["aligned_vs_packed_lstm"] == lstm and res["complete"] and not res["ok"]
+
+    def interrupted(device):
+        raise KeyboardInterrupt  # what the device script's timeout sends
+
+    monkeypatch.setattr(gpu_checks, "fused_paths", lambda device: {"rel_err_vs_fp32_eager": {"fused": 0, "eager": 0},
+                                                                   "kernel_ran": False, "batch": 1, "image_size": 8,
+                                                                   "ms_per_batch": {}})
+    monkeypatch.setattr(gpu_checks, "decode_paths", interrupted)
+    out.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        gpu_checks.main(["--device", "cpu", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert not res["complete"] and res["resize"]["mismatched_pixels"] == {"640x480": 0}
+    assert res["fused_resnet"]["kernel_ran"] is False and "jpeg_decoders" not in res
 
 
 def test_timeline_table_reads_the_committed_timelines():

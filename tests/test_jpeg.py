@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import dan.jpeg
 from dan.features import FeatureConfig, extract_features, processing
 from dan.io import ConfigError
 from dan.jpeg import (
@@ -93,9 +94,17 @@ def test_decoder_names_are_checked_and_a_missing_package_says_how_to_install_it(
 
 
 def test_a_decoder_that_cannot_decode_the_probe_is_refused_at_once(monkeypatch):
+    monkeypatch.setattr("dan.jpeg._NV_DECODERS", {})
+    real_call = NvImageCodecJpeg.__call__
     monkeypatch.setattr(NvImageCodecJpeg, "__call__", lambda self, jpegs: [None] * len(jpegs))
-    with pytest.raises(ConfigError, match="cannot decode a plain JPEG on cpu"):
+    with pytest.raises(ConfigError, match="cannot decode a plain JPEG on cpu with backends cpu"):
         build_jpeg_decoder("nvimgcodec", CPU)
+    assert not dan.jpeg._NV_DECODERS  # a decoder that failed its probe is not kept for the next extraction
+    monkeypatch.setattr(NvImageCodecJpeg, "__call__", real_call)
+    first, second = build_jpeg_decoder("nvimgcodec", CPU), build_jpeg_decoder("nvimgcodec", CPU)
+    assert first.decoder is second.decoder and first is not second  # built and checked once per process
+    assert NvImageCodecJpeg(CPU, options=":fancy_upsampling=1").decoder is not first.decoder  # other options
+    assert dan.jpeg.hardware_engines(CPU) is None  # a CUDA-only question
 
 
 def test_importing_nvimgcodec_leaves_out_only_the_other_codecs_complaints():
