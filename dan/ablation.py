@@ -76,6 +76,14 @@ class SweepSpec:
         return out
 
 
+def as_list(value) -> list:  # noqa: ANN001 - a notebook parameter: a list, or one value given on its own
+    """A notebook's list parameter as a list: papermill's ``-p tasks vqa`` or ``-p seeds 0`` pass one value, not
+    a list of one (``list("vqa")`` would be three letters)."""
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    return list(value)
+
+
 # Seeds and parallel runs of each profile's sweep. smoke: notebook CI. default: 2 single-threaded CPU runs side by
 # side (the 30-minute CPU budget). full: one seed and 4 runs sharing one GPU, so that the whole full study fits
 # its 10-minute GPU budget; its ablation intervals are therefore not computed (one seed). real: 3 seeds, 1 run.

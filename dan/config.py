@@ -25,7 +25,7 @@ class TrainConfig:
 
     task: str = "vqa"  # "vqa" (r-DAN) or "matching" (m-DAN)
     profile: str = "default"  # selects default data/feature/run folders (dan.io.study_paths)
-    data: str | None = None  # data root (images/, vqa/, captions/); default: data/generated/<profile>
+    data: str | None = None  # data root (images/, vqa/, captions/); default: data/generated/<profile>, data/real
     features: str | None = None  # feature stores root; default: results/<profile>/features
     out: str | None = None  # run folder; default: results/<profile>/runs/<name>
     captions_file: str = "captions/dataset_synth.json"  # Karpathy JSON, relative to data
@@ -166,7 +166,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
     # a one-seed ablation sweep of 14 runs) fits 10 minutes on one H100/H200 (benchmarks/device_session.sh).
     # Measured on an H100 (records/full_profile.json): 9.5 min in all, ~9 s per r-DAN epoch (training and validation).
     "full": {"vqa": dict(epochs=8, lr_decay_epochs=[6]), "matching": dict(epochs=8, lr_decay_epochs=[6])},
-    "real": {"vqa": {}, "matching": {}},
+    # real: the paper's setting on data/real (data/download.py); m-DAN on Flickr30K's Karpathy split, as in the paper
+    "real": {"vqa": {}, "matching": dict(captions_file="captions/dataset_flickr30k.json")},
 }
 
 

@@ -146,8 +146,10 @@ class StudyPaths:
 
 
 def study_paths(profile: str, root: str | os.PathLike | None = None) -> StudyPaths:
-    """Default locations for ``profile``: ``data/generated/<profile>`` and ``results/<profile>/...``."""
+    """Default locations for ``profile``: ``data/generated/<profile>`` (``data/real`` for ``real``, where
+    ``data/download.py`` puts the real data sets) and ``results/<profile>/...``."""
     base = Path(root) if root is not None else repo_root()
     res = base / "results" / profile
-    return StudyPaths(profile=profile, data=base / "data" / "generated" / profile, features=res / "features",
+    data = base / "data" / "real" if profile == "real" else base / "data" / "generated" / profile
+    return StudyPaths(profile=profile, data=data, features=res / "features",
                       runs=res / "runs", results=res)

@@ -34,6 +34,8 @@ from dan.io import (
     write_json_atomic,
 )
 
+STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
+
 
 def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
     """The study's notebooks in run order (``notebooks/NN_name.ipynb``); with ``only``, those whose name has one."""
@@ -130,6 +132,12 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         record_times = out is None
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    if profile not in STUDY_PROFILES:
+        raise ConfigError(f"the study's notebooks run on the embedded benchmark, which profile {profile!r} is not: "
+                          f"they generate it, analyse its grounding annotations and sweep 42 training runs; on the "
+                          f"real data sets run the commands of book/real_data.md (python -m dan.features ... "
+                          f"--profile real, python -m dan.train ... --profile real); study profiles: "
+                          f"{', '.join(STUDY_PROFILES)}")
     root = repo_root()
     os.environ.setdefault("DAN_ROOT", str(root))
     nbs = notebook_list(root, only)
@@ -175,7 +183,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", help=f"one of {', '.join(PROFILES)} (default: default)")
+    parser.add_argument("--profile", help=f"one of {', '.join(STUDY_PROFILES)} (default: default)")
     parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
     parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")
     parser.add_argument("--no-book", action="store_true", help="do not build the book")

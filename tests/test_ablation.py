@@ -169,3 +169,11 @@ def test_the_family_t_note_gives_the_bonferroni_quantile_beside_the_ordinary_one
     assert f"{t_quantile(1 - 0.05 / 4, 4):.2f} instead of {t_quantile(0.975, 4):.2f} for 2 comparisons" in \
         family_t_note(5, comparisons=2)
     assert family_t_note(1) == "with one seed there is no interval to widen"
+
+
+def test_as_list_takes_one_value_as_a_list_of_one() -> None:
+    assert ablation.as_list("vqa") == ["vqa"] and ablation.as_list(0) == [0] and ablation.as_list(2.5) == [2.5]
+    assert ablation.as_list(["vqa", "matching"]) == ["vqa", "matching"] and ablation.as_list((1, 2)) == [1, 2]
+    spec = SweepSpec(tasks=ablation.as_list("vqa"), steps=ablation.as_list(3), attentions=[], seeds=ablation.as_list(0),
+                     profile="smoke")
+    assert [(c.task, c.steps, c.seed) for c in spec.configs()] == [("vqa", 3, 0)]

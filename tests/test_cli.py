@@ -173,6 +173,9 @@ def test_study_cli_misuse(tmp_path, capsys, monkeypatch):
     assert study_main(["--profile", "huge"]) == 2
     err = one_line_error(capsys, "python -m dan.study")
     assert "unknown profile 'huge'; accepted: smoke, default, full, real" in err
+    assert study_main(["--profile", "real"]) == 2
+    err = one_line_error(capsys, "python -m dan.study")
+    assert "run the commands of book/real_data.md" in err and "study profiles: smoke, default, full" in err
     assert study_main(["--profile", "smoke", "--only", "99_nothing"]) == 2
     assert "no notebook matches ['99_nothing']; have: 01_data" in one_line_error(capsys, "python -m dan.study")
     blocker = tmp_path / "a_file"
@@ -254,3 +257,18 @@ def test_the_real_data_commands_the_book_prints_are_accepted(tmp_path, monkeypat
             assert mains[key](argv) == 0, step
     assert [r.split()[0] for r in reached] == ["download", "features", "train"] * 2, reached
     assert reached[2] == "train vqa" and reached[5] == "train matching" and reached[3] != "download 0"
+
+
+def test_the_real_profile_reads_data_real_and_flickr30k(tmp_path, capsys, monkeypatch):
+    """Every command's real profile reads where data/download.py writes (data/real), and m-DAN's preset reads
+    Flickr30K's Karpathy split, the paper's matching data set."""
+    from dan.config import preset
+    from dan.io import study_paths
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    assert study_paths("real").data == tmp_path / "data" / "real"
+    assert study_paths("smoke").data == tmp_path / "data" / "generated" / "smoke"
+    assert preset("real", "matching").captions_file == "captions/dataset_flickr30k.json"
+    assert preset("default", "matching").captions_file == "captions/dataset_synth.json"
+    assert train_main(["--task", "vqa", "--profile", "real"]) == 2
+    assert str(tmp_path / "data" / "real" / "vqa") in one_line_error(capsys, "python -m dan.train")

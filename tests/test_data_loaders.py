@@ -208,6 +208,9 @@ def test_karpathy_round_trip(tmp_path):
      r"image 42 .*sentence #0: 'tokens' must be a list of strings, got \[1, 2\]"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens="a dog"), r"'tokens' must be a list"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=5), r"sentence #0: 'raw' must be a string, got 5"),
+    (lambda d: d["images"][0].update(sentences={"raw": "A dog."}), r"image 42 .*'sentences' must be a list, got dict"),
+    (lambda d: (d.pop("dataset"), d.update(annotations=[{"image_id": 42, "id": 1, "caption": "A dog."}])),
+     r"COCO's own captions file .*Karpathy's split files"),
 ])
 def test_karpathy_bad_input(tmp_path, mutate, pattern):
     data = _karpathy()
@@ -271,3 +274,35 @@ def test_grounding_bad_input(tmp_path, mutate, pattern):
     mutate(data)
     with pytest.raises(DataError, match=pattern):
         load_grounding(_write(tmp_path / "grounding.json", data))
+
+
+def test_check_verifies_real_layouts_and_lists_folders_not_downloaded(tmp_path, capsys):
+    """`python -m dan.data check --verify-images` on the real layout: test-dev2015's questions are about
+    images/test2015/COCO_test2015_*.jpg, Flickr30K entries (no filepath) lie in images/flickr30k-images/; an image
+    folder that was not downloaded is listed as not verified, a missing file in a folder that is there is an error."""
+    from dan.data.__main__ import main
+    from dan.data.vqa import image_folder, vqa_image_path
+
+    root = tmp_path / "real"
+    _write(root / "vqa" / "v2_OpenEnded_mscoco_test-dev2015_questions.json", _questions("test-dev2015"))
+    _write(root / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json", _questions())
+    _write(root / "vqa" / "v2_mscoco_val2014_annotations.json", _annotations())
+    for image_id in (10, 11):
+        _write(root / "images" / "test2015" / f"COCO_test2015_{image_id:012d}.jpg", "jpeg bytes")
+    karpathy = _karpathy()
+    karpathy["images"] = karpathy["images"][1:]  # the two Flickr-style entries, without filepath
+    _write(root / "captions" / "dataset_flickr30k.json", karpathy)
+    for name in ("1000092795.jpg", "img_b.jpg"):
+        _write(root / "images" / "flickr30k-images" / name, "jpeg bytes")
+    assert image_folder("test-dev") == "test2015"
+    assert vqa_image_path(root, "test-dev2015", 10) == root / "images/test2015/COCO_test2015_000000000010.jpg"
+    assert main(["check", "--root", str(root), "--verify-images"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["vqa"]["test-dev2015"]["questions"] == 3 and report["captions"]["dataset_flickr30k.json"]
+    assert report["images_not_verified"] == [f"{root / 'images' / 'val2014'} (VQA val2014)"]
+    assert "no image folder" in captured.err and "val2014" in captured.err
+    (root / "images" / "flickr30k-images" / "img_b.jpg").unlink()
+    assert main(["check", "--root", str(root), "--verify-images"]) == 2
+    err = capsys.readouterr().err
+    assert "image id 7 not found" in err and "flickr30k-images/img_b.jpg" in err

@@ -63,29 +63,44 @@ def _info(ns: argparse.Namespace) -> int:
 def _check(ns: argparse.Namespace) -> int:
     from dan.data.captions import image_file, load_karpathy
     from dan.data.grounding import load_grounding
-    from dan.data.vqa import load_vqa_split, vqa_files
+    from dan.data.vqa import image_folder, load_vqa_split, vqa_files
 
     root = _root(ns)
     if not root.is_dir():
         raise DataError(f"data root not found: {root}")
     report: dict = {"root": str(root), "vqa": {}, "captions": {}}
+    unchecked: list[str] = []  # image folders that are not there: their images are not verified (not downloaded)
     for split in ("train2014", "val2014", "test-dev2015", "test2015"):
         try:
             vqa_files(root, split)
         except DataError:
             continue
-        ex = load_vqa_split(root, split, check_images=ns.verify_images)
+        folder = root / "images" / image_folder(split)
+        verify = ns.verify_images and folder.is_dir()
+        if ns.verify_images and not verify:
+            unchecked.append(f"{folder} (VQA {split})")
+        ex = load_vqa_split(root, split, check_images=verify)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
     for path in sorted((root / "captions").glob("dataset_*.json")):
         images = load_karpathy(path)
         if ns.verify_images:
+            missing = set()
             for img in images:
-                image_file(root / "images", img, check=True)
+                folder = root / "images" / (img.filepath or ns.caption_image_folder)
+                if not folder.is_dir():
+                    missing.add(folder)
+                    continue
+                image_file(root / "images", img, check=True, default_folder=ns.caption_image_folder)
+            unchecked += [f"{f} ({path.name})" for f in sorted(missing)]
         splits: dict[str, int] = {}
         for img in images:
             splits[img.split] = splits.get(img.split, 0) + 1
         report["captions"][path.name] = dict(sorted(splits.items()))
+    if unchecked:
+        report["images_not_verified"] = unchecked
+        print(f"{PROG} check: warning: no image folder {', '.join(unchecked)}: those images were not verified "
+              f"(not downloaded?)", file=sys.stderr)
     if (root / "grounding.json").is_file():
         g = load_grounding(root / "grounding.json")
         report["grounding"] = {"images": len(g.images), "questions": len(g.questions), "captions": len(g.captions)}
@@ -115,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="load every split of a data root and report counts")
     c.add_argument("--profile", default="default", help="smoke | default | full | real (data/real)")
     c.add_argument("--root", default=None, help="any data root (overrides --profile)")
-    c.add_argument("--verify-images", action="store_true", help="also require every image file (non-empty)")
+    c.add_argument("--verify-images", action="store_true",
+                   help="also require every image file (non-empty); image folders that are not there are listed "
+                        "as not verified")
+    c.add_argument("--caption-image-folder", default="flickr30k-images",
+                   help="image folder of Karpathy entries without a filepath (Flickr30K; default flickr30k-images)")
     for p in (g, i, c):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -68,6 +68,10 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
     """
     path = Path(path)
     data = read_json(path, "caption file")
+    if isinstance(data, dict) and "annotations" in data and "images" in data and "dataset" not in data:
+        raise DataError(f"{path}: this is COCO's own captions file (images + annotations); the loaders read Karpathy's "
+                        f"split files (dataset_coco.json, dataset_flickr30k.json: python data/download.py --only "
+                        f"karpathy)")
     require_keys(data, ["images"], str(path))
     if not isinstance(data["images"], list):
         raise DataError(f"{path}: 'images' must be a list")
@@ -86,7 +90,9 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
                             f"{rec['filename']})")
         seen_images[image_id] = rec["filename"]
         sents = rec["sentences"]
-        if not isinstance(sents, list) or not sents:
+        if not isinstance(sents, list):
+            raise DataError(f"{where}: 'sentences' must be a list, got {type(sents).__name__}")
+        if not sents:
             raise DataError(f"{where}: no sentences")
         raws, sids = [], []
         sentids = rec["sentids"] if isinstance(rec.get("sentids"), list) else []
@@ -183,12 +189,13 @@ def load_flickr8k_txt(path: str | Path,
     return list(images.values())
 
 
-def image_file(images_root: str | Path, img: CaptionImage, check: bool = False) -> Path:
-    """Path of ``img``: ``images_root/filepath/filename`` (or ``images_root/filename`` without filepath).
+def image_file(images_root: str | Path, img: CaptionImage, check: bool = False, default_folder: str = "") -> Path:
+    """Path of ``img``: ``images_root/filepath/filename``, or ``images_root/default_folder/filename`` for entries
+    without a filepath (Flickr30K's and Flickr8K's Karpathy files; training uses ``caption_image_folder``).
 
     With ``check`` a missing or empty file is a :class:`DataError` naming the path and image id.
     """
-    path = Path(images_root, img.filepath, img.filename)  # an empty filepath adds no folder
+    path = Path(images_root, img.filepath or default_folder, img.filename)  # an empty folder adds none
     if check:
         check_image_file(path, img.image_id)
     return path

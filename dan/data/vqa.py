@@ -18,6 +18,14 @@ from dan.data.images import coco_image_name, list_images
 from dan.io import ConfigError, DataError, read_json, require_keys
 
 SPLIT_ALIASES = {"train": "train2014", "val": "val2014", "test": "test2015", "test-dev": "test-dev2015"}
+IMAGE_FOLDERS = {"test-dev2015": "test2015"}  # test-dev's questions are about a subset of the test2015 images
+
+
+def image_folder(split: str) -> str:
+    """The image folder (``images/<folder>/``, and feature store) of a VQA question split: the split's own name,
+    except test-dev2015, whose images are COCO's test2015 ones (``COCO_test2015_<id>.jpg``)."""
+    split = SPLIT_ALIASES.get(split, split)
+    return IMAGE_FOLDERS.get(split, split)
 ON_ERROR = ("raise", "skip")
 
 
@@ -203,9 +211,9 @@ def _answers(value: Any, where: str) -> list[str]:
 
 
 def vqa_image_path(data_root: str | Path, split: str, image_id: int) -> Path:
-    """``<data_root>/images/<split>/COCO_<split>_<id>.jpg``."""
-    split = SPLIT_ALIASES.get(split, split)
-    return Path(data_root) / "images" / split / coco_image_name(split, image_id)
+    """``<data_root>/images/<folder>/COCO_<folder>_<id>.jpg`` with ``folder =`` :func:`image_folder` ``(split)``."""
+    folder = image_folder(split)
+    return Path(data_root) / "images" / folder / coco_image_name(folder, image_id)
 
 
 def check_image_file(path: str | Path, image_id: int | None = None, verify: bool = False) -> Path:
@@ -232,13 +240,14 @@ def load_vqa_split(data_root: str | Path, split: str, version: str = "auto", che
                    on_error: str = "raise", stats: dict | None = None) -> list[VQAExample]:
     """Questions (+ annotations when present) of ``split`` under ``data_root``.
 
-    With ``check_images`` every question must have a non-empty image file in ``images/<split>/``.
+    With ``check_images`` every question must have a non-empty image file in ``images/<folder>/``
+    (:func:`image_folder`).
     """
     split = SPLIT_ALIASES.get(split, split)
     qpath, apath = vqa_files(data_root, split, version)
     image_ids = None
     if check_images:
-        found = list_images(Path(data_root) / "images" / split)
+        found = list_images(Path(data_root) / "images" / image_folder(split))
         for image_id, path in found:
             check_image_file(path, image_id)
         image_ids = {i for i, _ in found}
