@@ -130,6 +130,10 @@ def test_vqa_bad_files_and_annotations(tmp_path):
         anns["annotations"][1][key] = value
         with pytest.raises(DataError, match=rf"a\.json: annotation of question 2: {message}"):
             load_vqa(q, _write(tmp_path / "a.json", anns))
+    anns = _annotations()
+    anns["annotations"][1]["image_id"] = 11  # question 2 is about image 10
+    with pytest.raises(DataError, match=r"a\.json: question 2 has image_id 11 here"):
+        load_vqa(q, _write(tmp_path / "a.json", anns))
     with pytest.raises(ConfigError, match="on_error"):
         load_vqa(q, on_error="ignore")
     with warnings.catch_warnings():

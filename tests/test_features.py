@@ -77,8 +77,10 @@ def test_store_shapes_ids_and_region_layout(tmp_path, model):
     with torch.no_grad():
         ref = model((x - 0.5) / 0.5)[0]  # [D, gh, gw]
     got = torch.from_numpy(store[13].astype(np.float32))  # [N, D]
-    for n in (0, 5, 15):
-        torch.testing.assert_close(got[n], ref[:, n // 4, n % 4], atol=0.05, rtol=0.01)
+    rows = torch.stack([ref[:, n // 4, n % 4] for n in range(16)])  # [N, D], every cell, off the diagonal too
+    torch.testing.assert_close(got, rows, atol=0.05, rtol=0.01)
+    transposed = torch.stack([ref[:, n % 4, n // 4] for n in range(16)])  # what a row/column swap would store
+    assert (got - transposed).abs().max() > 0.5  # so the comparison above tells the two layouts apart
     np.testing.assert_array_equal(store.gather(store.positions([16, 10])), feats[[6, 0]])
     with pytest.raises(DataError, match=r"2 image id\(s\) not in feature store .*feat.*e\.g\. 9, 99"):
         store.positions([9, 10, 99])
@@ -542,3 +544,45 @@ def test_batches_read_in_chunks_by_several_workers_give_the_same_store(tmp_path,
     assert seen[:-1] == [batch_size] * (len(seen) - 1) and sum(seen) == 17  # whole model batches, then the rest
     assert got.ids.tolist() == ref.ids.tolist() and got.meta["skipped"] == ref.meta["skipped"]
     np.testing.assert_array_equal(got.load_all(), ref.load_all())
+
+
+def test_a_rewritten_image_or_other_weights_make_the_store_stale(tmp_path, model, capsys):
+    """The fingerprint covers each image file (size, mtime) and the weights' checksum: a store is not reused after
+    an image was replaced, and its row is extracted again from the new pixels; other weights are another store."""
+    from dan.features import store_is_current
+
+    items = make_images(tmp_path / "img", 3)
+    out = tmp_path / "f"
+    before = extract_features(items, out, CFG, backbone=model, progress=False).load_all()
+    assert store_is_current(items, out, CFG)
+    replacement = make_images(tmp_path / "other", 1, start_id=2, seed=7)[0][1]
+    items[1][1].write_bytes(replacement.read_bytes())  # other pixels, a new mtime (and size)
+    os.utime(items[1][1], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert not store_is_current(items, out, CFG)
+    capsys.readouterr()
+    after = extract_features(items, out, CFG, backbone=model, progress=False).load_all()
+    assert "up to date" not in capsys.readouterr().err
+    np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
+    assert np.abs(after[1].astype(np.float32) - before[1].astype(np.float32)).max() > 0.1
+    weights = tmp_path / "other_weights.pt"  # the fingerprint reads the file's checksum, not the model
+    torch.save({k: v + 1e-3 if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
+    assert store_is_current(items, out, CFG) and not store_is_current(items, out, replace(CFG, weights=str(weights)))
+
+
+def test_a_resumed_run_keeps_the_skips_it_committed_before_the_crash(tmp_path, model):
+    """Bad images that sort before the crash point (ids 800.., good ones from 1000): the resumed run must still
+    leave them out and report them, byte-identical to an uninterrupted run."""
+    items = make_images(tmp_path / "img", 6, start_id=1000)
+    bad = list(_bad_files(tmp_path / "img").values())
+    cfg = replace(CFG, on_bad_image="skip")
+    clean = extract_features(items + bad, tmp_path / "clean", cfg, backbone=model, progress=False)
+    assert clean.ids.tolist() == list(range(1000, 1006)) and clean.meta["num_skipped"] == 4
+
+    def crash(done: int) -> None:
+        raise RuntimeError(f"simulated crash after {done} images")
+
+    with pytest.raises(RuntimeError, match="simulated crash after 4 images"):  # the 4 bad ones: committed, skipped
+        extract_features(items + bad, tmp_path / "cut", cfg, backbone=model, on_commit=crash, progress=False)
+    resumed = extract_features(items + bad, tmp_path / "cut", cfg, backbone=model, progress=False)
+    assert sorted(s["image_id"] for s in resumed.meta["skipped"]) == [800, 801, 802, 850]
+    assert files_of(tmp_path / "cut") == files_of(tmp_path / "clean")

@@ -104,6 +104,7 @@ def test_retrieval_matches_reference_and_torch():
     m = retrieval_metrics(sim)
     for key, ranks in (("i2t", i2t), ("t2i", t2i)):
         assert m[key]["r1"] == pytest.approx(100 * np.mean(ranks <= 1))
+        assert m[key]["r5"] == pytest.approx(100 * np.mean(ranks <= 5))
         assert m[key]["r10"] == pytest.approx(100 * np.mean(ranks <= 10))
         assert m[key]["medr"] == np.floor(np.median(ranks - 1)) + 1
     assert retrieval_metrics(torch.from_numpy(sim).float()) == retrieval_metrics(sim.astype(np.float32))

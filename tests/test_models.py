@@ -179,6 +179,14 @@ def test_eval_is_deterministic_and_train_uses_dropout():
     model.classifier.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
     memory = model(regions, tokens, lengths).memory
     assert torch.all((seen[0] == 0) | torch.isclose(seen[0], 2 * memory)) and torch.any(seen[0] == 0)
+    fed = []  # and on the regions the visual attention reads: units zeroed, the rest scaled by 2 (eval(): unchanged)
+    original_begin = model.visual.begin
+    model.visual.begin = lambda x: (fed.append(x), original_begin(x))[1]
+    model(regions, tokens, lengths)
+    assert torch.all((fed[0] == 0) | torch.isclose(fed[0], 2 * regions)) and torch.any(fed[0] == 0)
+    model.eval()
+    model(regions, tokens, lengths)
+    assert torch.equal(fed[1], regions)
     m = mdan().train()  # dropout on the regions (image side) and on the word embeddings (text side)
     assert not torch.equal(m.encode_image(regions).embedding, m.encode_image(regions).embedding)
     assert not torch.equal(m.encode_text(tokens, lengths).embedding, m.encode_text(tokens, lengths).embedding)
@@ -187,10 +195,14 @@ def test_eval_is_deterministic_and_train_uses_dropout():
 
 
 def test_half_precision_regions_are_accepted():
+    """Feature stores are fp16: the model takes them as they are, computes in float32 and matches float32 input
+    up to fp16's rounding of the regions."""
     regions, tokens, lengths = make_batch(12)
     model = rdan()
-    torch.testing.assert_close(model(regions.half(), tokens, lengths).logits,
-                               model(regions.half().float(), tokens, lengths).logits)
+    half = model(regions.half(), tokens, lengths).logits
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, model(regions.half().float(), tokens, lengths).logits)
+    torch.testing.assert_close(half, model(regions, tokens, lengths).logits, atol=5e-3, rtol=5e-3)
 
 
 class _CountRegionOps(TorchDispatchMode):

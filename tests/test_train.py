@@ -454,6 +454,25 @@ def test_a_finished_run_is_not_reused_on_other_data(vqa_run, make_cfg, smoke_dat
     assert kept.metrics == vqa_run.metrics
 
 
+def test_a_finished_run_is_not_reused_on_feature_stores_with_other_image_ids(vqa_run, make_cfg, smoke_features,
+                                                                             tmp_path):
+    """Stores of the same kind and size but another image list (the last id replaced by one no question is
+    about): rows would no longer belong to the images the run was trained on."""
+    import shutil
+
+    import numpy as np
+
+    features = tmp_path / "features"
+    shutil.copytree(smoke_features, features)
+    ids_file = features / "val2014" / "ids.npy"
+    ids = np.load(ids_file)
+    ids[-1] = ids.max() + 1000  # still sorted and unique: the store opens as before
+    np.save(ids_file, ids)
+    with pytest.raises(DataError, match=r"was trained on other data: the image ids of feature store .*val2014 has "
+                                        r"other content now"):
+        train(make_cfg("vqa", vqa_run.run_dir, features=str(features)), progress=False)
+
+
 def test_feature_stores_of_different_kinds_are_not_mixed_in_one_run(make_cfg, smoke_features, tmp_path):
     import shutil
 
