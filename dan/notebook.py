@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import random
 import warnings
 
 import numpy as np
 
+from dan.io import ConfigError
+
 
 def setup(seed: int = 0, threads: int = 2) -> None:
-    """Seed Python/NumPy/PyTorch, make CPU kernels deterministic, fix the thread count, style figures/tables."""
+    """Seed Python/NumPy/PyTorch, make CPU kernels deterministic, fix the thread count, style figures/tables; under
+    papermill, refuse parameters the notebook does not take (:func:`check_parameters`)."""
+    check_parameters()
     import matplotlib
     import pandas as pd
     import seaborn as sns
@@ -31,6 +36,37 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     pd.set_option("display.max_columns", 30)
     pd.set_option("display.width", 160)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def _assigned(source: str) -> list[str]:
+    """Names a cell assigns at its top level (``name = ...``), in order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [t.id for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+
+
+def check_parameters(history: list[str] | None = None) -> None:
+    """Raise :class:`ConfigError` when papermill injected a parameter that the notebook's parameters cell does not
+    define: papermill itself only warns and runs on with the default (``-p stepz 3`` would train K = 2 and say
+    nothing). ``history``: the executed cells' sources in order (default: IPython's ``In``); papermill's injected
+    cell starts with ``# Parameters`` and follows the parameters cell. Outside papermill: nothing to check."""
+    if history is None:
+        try:
+            history = get_ipython().user_ns.get("In", [])  # type: ignore[name-defined]  # noqa: F821
+        except NameError:  # not in IPython
+            return
+    injected = [k for k, cell in enumerate(history) if k and cell.lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+    k = injected[-1]
+    taken = _assigned(history[k - 1])
+    unknown = [name for name in _assigned(history[k]) if name not in taken]
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)}: this notebook takes "
+                          f"{', '.join(taken)} (its first code cell)")
 
 
 def show_json(obj: dict, digits: int = 2) -> None:

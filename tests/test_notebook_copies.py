@@ -30,3 +30,30 @@ def test_executed_copies_hold_the_sources_cells(copies):
         assert len(want) == len(got) and not differ, (
             f"{copies}/{src.name} differs from notebooks/{src.name} (cells {differ or 'count'}): re-execute it "
             f"({'make refresh-nbval' if copies.startswith('tests') else 'python -m dan.study --only ...'})")
+
+
+def test_an_unknown_papermill_parameter_is_an_error_naming_what_the_notebook_takes(tmp_path):
+    """papermill only warns about a parameter the notebook does not define and runs on with the default;
+    dan.notebook.setup refuses it."""
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from dan.io import ConfigError
+    from dan.notebook import check_parameters
+
+    check_parameters(["", "profile = 'default'\nseed = 0", "# Parameters\nprofile = 'smoke'\n", "setup()"])
+    with pytest.raises(ConfigError, match="parameter\\(s\\) stepz: this notebook takes profile, seed"):
+        check_parameters(["", "profile = 'default'\nseed = 0", "# Parameters\nprofile = 'smoke'\nstepz = 3\n"])
+    check_parameters(["", "profile = 'default'", "x = 1"])  # not run by papermill: nothing to check
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    params = nbformat.v4.new_code_cell("steps = 2\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("from dan import notebook\nnotebook.setup(seed)\nprint(steps)")]
+    src, out = tmp_path / "nb.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, src)
+    pm.execute_notebook(str(src), str(out), parameters={"steps": 3}, kernel_name="python3", progress_bar=False)
+    assert "3" in nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
+    with pytest.raises(PapermillExecutionError, match="unknown notebook parameter\\(s\\) stepz"):
+        pm.execute_notebook(str(src), str(out), parameters={"stepz": 3}, kernel_name="python3", progress_bar=False)
