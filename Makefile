@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-## The whole study on the embedded data (PROFILE=smoke|default|full|real), then the book.
+## The whole study on the embedded data (PROFILE=smoke|default|full), then the book.
 study: $(STAMP)
 	$(PY) -m dan.study --profile $(PROFILE)
 

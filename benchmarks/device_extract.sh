@@ -65,16 +65,22 @@ want gpu-checks && stage gpu-checks 330 python3 benchmarks/gpu_checks.py --devic
 eight_k() {  # NAME RESERVE_S FILE FLAGS...: one 8,192-image run (timeline, profile) with the store in /dev/shm
     local name=$1 reserve=$2 file=$3
     shift 3
+    local rc=1
     want "$name" && stage "$name" "$reserve" "${eb[@]}" "$@" --num-images "$n_short" --profile-images "$n_prof" \
         --workdir "$shm/8k" --out "$out/$file"
+    rc=$?
     rm -rf "$shm"
+    return $rc  # the stage's status (skipped: 1), not rm's
 }
 long() {  # NAME RESERVE_S FILE FLAGS...: one 40,504-image run (timeline) with the store in /dev/shm
     local name=$1 reserve=$2 file=$3
     shift 3
+    local rc=1
     want "$name" && stage "$name" "$reserve" "${eb[@]}" "$@" --num-images "$n_long" --workdir "$shm/b" \
         --out "$out/$file"
+    rc=$?
     rm -rf "$shm"
+    return $rc
 }
 nv() {  # the nvImageCodec stages need its wheels
     [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }

@@ -281,7 +281,7 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
                          "anchor share": share, "chance share": chance}) * 100
     rows = []
     for step, grp in flat.groupby(level="step"):
-        row = {"step": str(step), "n": len(grp)}
+        row = {"step": str(step), "n": len(grp), "images": grp.index.get_level_values("image_id").nunique()}
         for col in flat.columns:
             m, lo, _ = mean_ci(grp[col].to_numpy(), clusters=grp.index.get_level_values("image_id"))
             row[col], row[f"{col} ± ci"] = m, m - lo
@@ -291,7 +291,8 @@ def hop_analysis(visual: pd.DataFrame) -> pd.DataFrame:
         a = flat.xs(steps[0], level="step")
         b = flat.xs(steps[1], level="step").reindex(a.index)
         diff = (a - b).dropna()
-        row = {"step": f"{steps[0]} − {steps[1]}", "n": len(diff)}
+        row = {"step": f"{steps[0]} − {steps[1]}", "n": len(diff),
+               "images": diff.index.get_level_values("image_id").nunique()}
         for col in flat.columns:
             m, lo, _ = mean_ci(diff[col].to_numpy(), clusters=diff.index.get_level_values("image_id"))
             row[col], row[f"{col} ± ci"] = m, m - lo

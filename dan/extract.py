@@ -386,7 +386,9 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         gh, gw = model.grid
         batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
-        decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode else None  # after the workers' fork
+        # after the workers' fork (an nvImageCodec decoder kept from an earlier extraction in this process has its
+        # threads alive at this fork: the workers only read files and never call into it)
+        decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode else None
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
                                               chunks, cfg.device_resize, decoder))
         copy_stream = torch.cuda.Stream(device) if cuda else None

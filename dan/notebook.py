@@ -34,37 +34,43 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     matplotlib.rcParams["figure.dpi"] = 90
     pd.set_option("display.precision", 2)
     pd.set_option("display.max_columns", 30)
+    pd.set_option("display.max_colwidth", 200)  # whole labels (e.g. the performance page's measurements)
     pd.set_option("display.width", 160)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
 def _assigned(source: str) -> list[str]:
-    """Names a cell assigns at its top level (``name = ...``), in order."""
+    """Names a cell assigns at its top level (``name = ...``, ``a, b = ...``, ``name: T = ...``), in order."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    return [t.id for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
-            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    names: list[str] = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
 
 
 def check_parameters(history: list[str] | None = None) -> None:
     """Raise :class:`ConfigError` when papermill injected a parameter that the notebook's parameters cell does not
     define: papermill itself only warns and runs on with the default (``-p stepz 3`` would train K = 2 and say
-    nothing). ``history``: the executed cells' sources in order (default: IPython's ``In``); papermill's injected
-    cell starts with ``# Parameters`` and follows the parameters cell. Outside papermill: nothing to check."""
+    nothing). ``history``: the executed cells' sources in order (default: IPython's ``In``, whose entry 0 is
+    empty). Checked only in a batch run, where the parameters cell ran first and papermill's injected cell
+    (``# Parameters``) second; an interactive session that runs cells in another order is left alone, as are
+    papermill's own ``PAPERMILL_*`` names (``--inject-paths``)."""
     if history is None:
         try:
             history = get_ipython().user_ns.get("In", [])  # type: ignore[name-defined]  # noqa: F821
         except NameError:  # not in IPython
             return
-    injected = [k for k, cell in enumerate(history) if k and cell.lstrip().startswith("# Parameters")]
-    if not injected:
+    if len(history) < 3 or not history[2].lstrip().startswith("# Parameters"):
         return
-    k = injected[-1]
-    taken = _assigned(history[k - 1])
-    unknown = [name for name in _assigned(history[k]) if name not in taken]
-    if unknown:
+    taken = _assigned(history[1])
+    unknown = [n for n in _assigned(history[2]) if n not in taken and not n.startswith("PAPERMILL_")]
+    if taken and unknown:
         raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)}: this notebook takes "
                           f"{', '.join(taken)} (its first code cell)")
 

@@ -29,7 +29,8 @@ FLICKR30K = [
     {"model": "m-DAN (VGG-19)", "i2t": {"r1": 41.4, "r5": 73.5, "r10": 82.5, "medr": None},
      "t2i": {"r1": 31.8, "r5": 61.7, "r10": 72.5, "medr": None}, "uncertain": True},
     {"model": "independent TensorFlow re-implementation", "i2t": {"r1": 54.4, "r5": 82.4, "r10": 89.9, "medr": None},
-     "t2i": {"r1": 39.8, "r5": 71.4, "r10": 80.9, "medr": None}, "uncertain": False},
+     "t2i": {"r1": 39.8, "r5": 71.4, "r10": 80.9, "medr": None}, "uncertain": False,
+     "source": "re-implementation (not the paper)"},
 ]
 
 # The paper's hyperparameters (one setting for both models); dan.config.PAPER uses these.

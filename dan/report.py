@@ -104,7 +104,7 @@ def reproduction_retrieval(ours: dict[str, dict]) -> pd.DataFrame:
         return {f"{d} {k.upper() if k != 'medr' else 'MR'}": m[d][k] for d in ("i2t", "t2i")
                 for k in ("r1", "r5", "r10", "medr")}
 
-    rows = [{"source": "paper" + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
+    rows = [{"source": r.get("source", "paper") + (" (uncertain)" if r["uncertain"] else ""), "model": r["model"],
              "data": "Flickr30K 1k test", **flat(r)} for r in reference.FLICKR30K]
     for label, m in ours.items():
         default = "embedded benchmark test" + (f" ({m['n_images']:,} images)" if m.get("n_images") else "")
@@ -124,7 +124,8 @@ def real_runs_markdown() -> str:
 
 def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame, mtxt: pd.DataFrame,
                        hop_sentence: str) -> str:
-    """The attention chapter's findings as Markdown, from :func:`dan.analysis.grounding_summary` tables.
+    """The attention chapter's findings as Markdown, from :func:`dan.analysis.grounding_summary` tables: each value
+    with its 95 % half width, its chance value, and whether the interval lies above, below or across it.
 
     ``vis``/``txt``: r-DAN indexed by (family, step); ``mvis``: m-DAN by (objects, step); ``mtxt``: by step.
     Works for any number of attention steps: per-step values are joined with " / " in step order. Chance
@@ -145,6 +146,19 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
     def chance(summary: pd.DataFrame, col: str, group: str | None = None) -> str:
         return f"{rows(summary, group).sort_index()[col].iloc[0]:.1f}"
 
+    def against(summary: pd.DataFrame, col: str, chance_col: str, group: str | None = None) -> str:
+        """Where each step's 95 % interval lies against its chance value: above, below, or not distinguishable
+        (no interval in the table: nothing to say)."""
+        table = rows(summary, group).sort_index()
+        half = {"pointing %": "± ci", "mass %": "± ci "}[col]
+        if half not in table.columns:
+            return ""
+        said = ["above" if v - h > c else "below" if v + h < c else "not distinguishable from"
+                for v, h, c in zip(table[col], table[half], table[chance_col], strict=True)]
+        if len(set(said)) == 1:
+            return f"; {said[0]} it" + (" at every step" if len(said) > 1 else "")
+        return "; " + " / ".join(said) + " it"
+
     steps = sorted({int(s) for s in vis.index.get_level_values("step")})
     where = f"step {steps[0]}" if len(steps) == 1 else "steps " + "/".join(map(str, steps))
     def order(names) -> list[str]:  # single-hop before multi-hop, as in the text of the chapter
@@ -152,12 +166,14 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
 
     families = order(vis.index.get_level_values(0))
     point = "; ".join(f"{per_step(vis, 'pointing %', f)} % of {f} questions (uniform "
-                      f"{chance(vis, 'chance pointing %', f)} %)" for f in families)
+                      f"{chance(vis, 'chance pointing %', f)} %{against(vis, 'pointing %', 'chance pointing %', f)})"
+                      for f in families)
     mass = "; ".join(f"{per_step(vis, 'mass %', f)} % on {f} questions (area fraction "
-                     f"{chance(vis, 'chance mass %', f)} %)" for f in families)
+                     f"{chance(vis, 'chance mass %', f)} %{against(vis, 'mass %', 'chance mass %', f)})"
+                     for f in families)
     tfam = order(txt.index.get_level_values(0))
-    words = "; ".join(f"{per_step(txt, 'mass %', f)} % on {f} questions (uniform {chance(txt, 'chance mass %', f)} %)"
-                      for f in tfam)
+    words = "; ".join(f"{per_step(txt, 'mass %', f)} % on {f} questions (uniform {chance(txt, 'chance mass %', f)} %"
+                      f"{against(txt, 'mass %', 'chance mass %', f)})" for f in tfam)
     lines = [f"Per-step values are for {where}.",
              "",
              f"- **r-DAN, visual attention** (objects the question names): the most attended region touches one "
@@ -166,10 +182,13 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
              f"- **Multi-hop steps**: {hop_sentence}"]
     if "named" in set(mvis.index.get_level_values(0)):
         lines.append(f"- **m-DAN**: image attention puts {per_step(mvis, 'mass %', 'named')} % of its mass on the "
-                     f"objects the captions name (area fraction {chance(mvis, 'chance mass %', 'named')} %); the "
-                     f"most attended region touches one of them in {per_step(mvis, 'pointing %', 'named')} % of "
-                     f"the images (uniform {chance(mvis, 'chance pointing %', 'named')} %). Caption attention puts "
-                     f"{per_step(mtxt, 'mass %')} % on the key words (uniform {chance(mtxt, 'chance mass %')} %).")
+                     f"objects the captions name (area fraction {chance(mvis, 'chance mass %', 'named')} %"
+                     f"{against(mvis, 'mass %', 'chance mass %', 'named')}); the most attended region touches one "
+                     f"of them in {per_step(mvis, 'pointing %', 'named')} % of the images (uniform "
+                     f"{chance(mvis, 'chance pointing %', 'named')} %"
+                     f"{against(mvis, 'pointing %', 'chance pointing %', 'named')}). Caption attention puts "
+                     f"{per_step(mtxt, 'mass %')} % on the key words (uniform {chance(mtxt, 'chance mass %')} %"
+                     f"{against(mtxt, 'mass %', 'chance mass %')}).")
     return "\n".join(lines)
 
 

@@ -127,11 +127,13 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     """Run the study for ``profile``; return the wall time of each stage in seconds.
 
     ``record_times`` (default: when ``out`` is None) writes them to ``results/<profile>/study_times.json``.
+    ``extra``: parameters passed to every notebook beside ``profile``; each notebook must take them (a name a
+    notebook's parameters cell lacks is an error: :func:`dan.notebook.check_parameters`).
     """
     if record_times is None:
         record_times = out is None
     if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(STUDY_PROFILES)}")
     if profile not in STUDY_PROFILES:
         raise ConfigError(f"the study's notebooks run on the embedded benchmark, which profile {profile!r} is not: "
                           f"they generate it, analyse its grounding annotations and sweep 42 training runs; on the "

@@ -215,9 +215,15 @@ def test_attention_findings_give_each_value_its_interval_where_the_table_has_one
     vis = _summary(["single-hop"], [1, 2], 20.0).assign(**{"± ci": 1.25, "± ci ": 0.5})
     text = report.attention_findings(vis, _summary(["single-hop"], [1, 2], 30.0), _summary(["named"], [1, 2], 40.0),
                                      _summary(None, [1, 2], 50.0), "no split.")
-    assert "touches one of them in 30.0 ± 1.2 / 40.0 ± 1.2 % of single-hop questions" in text
+    assert "touches one of them in 30.0 ± 1.2 / 40.0 ± 1.2 % of single-hop questions (uniform 5.0 %; above it at " \
+           "every step)" in text
     assert "mass on these objects is 21.0 ± 0.5 / 22.0 ± 0.5 % on single-hop questions" in text
-    assert "key words receive 31.0 / 32.0 %" in text  # a table without intervals: values alone
+    assert "key words receive 31.0 / 32.0 % on single-hop questions (uniform 2.0 %)" in text  # no intervals: values
+    low = vis.assign(**{"mass %": [1.0, 2.2], "chance mass %": 2.0})  # below, then across its chance value
+    text = report.attention_findings(low, _summary(["single-hop"], [1, 2], 30.0), _summary(["named"], [1, 2], 40.0),
+                                     _summary(None, [1, 2], 50.0), "no split.")
+    assert "1.0 ± 0.5 / 2.2 ± 0.5 % on single-hop questions (area fraction 2.0 %; below / not distinguishable " \
+           "from it)" in text
 
 
 def test_plot_history_draws_one_curve_per_run_and_one_legend_below():

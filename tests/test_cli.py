@@ -172,7 +172,7 @@ def test_study_cli_misuse(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DAN_ROOT", str(root))
     assert study_main(["--profile", "huge"]) == 2
     err = one_line_error(capsys, "python -m dan.study")
-    assert "unknown profile 'huge'; accepted: smoke, default, full, real" in err
+    assert "unknown profile 'huge'; accepted: smoke, default, full" in err
     assert study_main(["--profile", "real"]) == 2
     err = one_line_error(capsys, "python -m dan.study")
     assert "run the commands of book/real_data.md" in err and "study profiles: smoke, default, full" in err
@@ -207,7 +207,7 @@ def test_study_cli_refuses_options_it_would_ignore(argv, named, capsys):
     ("dan.train", ["--profile", "smoke", "--attention", "cross", "--out", "{tmp}/run"],
      "accepted: dual, visual, textual, none"),
     ("dan.features", ["--data", "{tmp}/nope", "--out", "{tmp}/f"], "--data folder not found"),
-    ("dan.study", ["--profile", "huge"], "accepted: smoke, default, full, real"),
+    ("dan.study", ["--profile", "huge"], "accepted: smoke, default, full"),
     ("dan.data", ["check", "--root", "{tmp}/nope"], "data root not found"),
 ])
 def test_real_processes_print_one_line_and_debug_the_traceback(tmp_path, module, argv, message):

@@ -149,7 +149,8 @@ def test_a_kernel_that_cannot_run_warns_once_and_the_torch_ops_take_over(monkeyp
         got = bias_act_(y.clone(), bias)
     assert dan.fuse._kernel_failed
     torch.testing.assert_close(got, torch.relu(y + bias.view(1, -1, 1, 1)))
-    with pytest.raises(RuntimeError, match="active drivers"):  # asked for explicitly: Triton's own error, not hidden
+    # asked for explicitly: Triton's own error, not hidden (no driver here; a CUDA host refuses the CPU tensor)
+    with pytest.raises((RuntimeError, ValueError)):
         bias_act_(y.clone(), bias, kernel=True)
 
 

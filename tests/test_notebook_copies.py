@@ -46,6 +46,11 @@ def test_an_unknown_papermill_parameter_is_an_error_naming_what_the_notebook_tak
     with pytest.raises(ConfigError, match="parameter\\(s\\) stepz: this notebook takes profile, seed"):
         check_parameters(["", "profile = 'default'\nseed = 0", "# Parameters\nprofile = 'smoke'\nstepz = 3\n"])
     check_parameters(["", "profile = 'default'", "x = 1"])  # not run by papermill: nothing to check
+    check_parameters(["", "steps, seed = 2, 0", "# Parameters\nsteps = 3\n"])  # tuple targets are parameters
+    check_parameters(["", "seed: int = 0", "# Parameters\nseed = 1\nPAPERMILL_INPUT_PATH = 'a'\n"])
+    # an interactive session re-running the injected cell later, after other cells: not a batch run, left alone
+    check_parameters(["", "profile = 'default'", "# Parameters\nprofile = 'smoke'\n", "setup()", "x = 1",
+                      "# Parameters\nprofile = 'smoke'\n", "setup()"])
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
     params = nbformat.v4.new_code_cell("steps = 2\nseed = 0")

@@ -77,8 +77,8 @@ def _check(ns: argparse.Namespace) -> int:
             continue
         folder = root / "images" / image_folder(split)
         verify = ns.verify_images and folder.is_dir()
-        if ns.verify_images and not verify:
-            unchecked.append(f"{folder} (VQA {split})")
+        if ns.verify_images and not verify and not any(u.startswith(f"{folder} ") for u in unchecked):
+            unchecked.append(f"{folder} (VQA {split})")  # test-dev2015 and test2015 share one folder: listed once
         ex = load_vqa_split(root, split, check_images=verify)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
