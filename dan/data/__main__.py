@@ -69,7 +69,7 @@ def _check(ns: argparse.Namespace) -> int:
     if not root.is_dir():
         raise DataError(f"data root not found: {root}")
     report: dict = {"root": str(root), "vqa": {}, "captions": {}}
-    unchecked: list[str] = []  # image folders that are not there: their images are not verified (not downloaded)
+    unchecked: dict[Path, str] = {}  # image folder not there -> what needed it (not downloaded: not verified)
     for split in ("train2014", "val2014", "test-dev2015", "test2015"):
         try:
             vqa_files(root, split)
@@ -77,8 +77,8 @@ def _check(ns: argparse.Namespace) -> int:
             continue
         folder = root / "images" / image_folder(split)
         verify = ns.verify_images and folder.is_dir()
-        if ns.verify_images and not verify and not any(u.startswith(f"{folder} ") for u in unchecked):
-            unchecked.append(f"{folder} (VQA {split})")  # test-dev2015 and test2015 share one folder: listed once
+        if ns.verify_images and not verify:
+            unchecked.setdefault(folder, f"VQA {split}")  # test-dev2015 and test2015 share one folder: listed once
         ex = load_vqa_split(root, split, check_images=verify)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
@@ -92,15 +92,16 @@ def _check(ns: argparse.Namespace) -> int:
                     missing.add(folder)
                     continue
                 image_file(root / "images", img, check=True, default_folder=ns.caption_image_folder)
-            unchecked += [f"{f} ({path.name})" for f in sorted(missing)]
+            for folder in sorted(missing):
+                unchecked.setdefault(folder, path.name)
         splits: dict[str, int] = {}
         for img in images:
             splits[img.split] = splits.get(img.split, 0) + 1
         report["captions"][path.name] = dict(sorted(splits.items()))
     if unchecked:
-        report["images_not_verified"] = unchecked
-        print(f"{PROG} check: warning: no image folder {', '.join(unchecked)}: those images were not verified "
-              f"(not downloaded?)", file=sys.stderr)
+        report["images_not_verified"] = [f"{folder} ({what})" for folder, what in unchecked.items()]
+        print(f"{PROG} check: warning: no image folder {', '.join(report['images_not_verified'])}: those images "
+              f"were not verified (not downloaded?)", file=sys.stderr)
     if (root / "grounding.json").is_file():
         g = load_grounding(root / "grounding.json")
         report["grounding"] = {"images": len(g.images), "questions": len(g.questions), "captions": len(g.captions)}
