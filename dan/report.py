@@ -192,6 +192,19 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
     return "\n".join(lines)
 
 
+def recorded_checks(names: dict[str, str], root: Path | None = None) -> dict[str, dict]:
+    """``{label: record}`` for those of the single-run records ``records/<name>.json`` (``names``: name -> label;
+    :func:`dan.record.collect_run`) that exist, in the given order; a label gets the run's epochs and wall time."""
+    from dan import record
+
+    out = {}
+    for name, label in names.items():
+        rec = record.load_run(name, root)
+        if rec is not None:
+            out[f"{label} ({rec['config']['epochs']} epochs, {rec['wall_seconds'] / 60:.0f} min)"] = rec
+    return out
+
+
 def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     """A sentence on a single-run record (:func:`dan.record.collect_run`) of m-DAN beside another run's test
     ``metrics``: its command, wall time and machine, its validation R@1 both ways after ``at_epoch`` epochs and at

@@ -183,3 +183,17 @@ def test_run_record_summary_names_the_command_and_both_runs_recalls(tmp_path, ma
     assert f"after {last['epoch']} {last['val_i2t_r1']:.1f} / {last['val_t2i_r1']:.1f}" in text
     assert text.endswith("against 12.3 / 5.0.")
     assert "n/a (shorter run)" in report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=99)
+
+
+def test_recorded_checks_label_the_records_that_exist_in_order(tmp_path, matching_run):
+    from dan import report
+
+    for name in ("b_check", "a_check"):
+        assert record.main(["--run", str(matching_run.run_dir), "--out", str(tmp_path / "records" / f"{name}.json"),
+                            "--command", f"python -m dan.train # {name}"]) == 0
+    checks = report.recorded_checks({"b_check": "second", "missing": "absent", "a_check": "first"}, tmp_path)
+    epochs = matching_run.config.epochs
+    assert [label.split(" (")[0] for label in checks] == ["second", "first"]  # the given order; no record, no row
+    assert all(f"({epochs} epochs, " in label for label in checks)
+    assert [rec["command"] for rec in checks.values()] == ["python -m dan.train # b_check",
+                                                           "python -m dan.train # a_check"]
