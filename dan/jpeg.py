@@ -197,10 +197,12 @@ def hardware_engines(device: torch.device) -> bool | None:
     if device.type != "cuda":
         return None
     try:
+        load_nvimgcodec()
+    except ConfigError:  # not installed
+        return None
+    try:
         NvImageCodecJpeg(device, ("hw",))
-    except ConfigError as exc:
-        return None if "needs NVIDIA's nvImageCodec" in str(exc) else False
-    except RuntimeError:  # the library refused to build a decoder with that backend alone
+    except (ConfigError, RuntimeError):  # the probe failed, or the library refused that backend alone
         return False
     return True
 
