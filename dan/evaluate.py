@@ -5,19 +5,27 @@ r-DAN: VQA accuracy (official per-question score) overall, by answer type and by
 attention [Q, K, N] and textual attention [Q, K, T], fp16).
 m-DAN: every image and caption is embedded once; S = Z_img Z_txt^T is one matrix product; R@1/5/10 and median
 rank both ways. With ``save_to`` it writes ``embeddings.npz`` (embeddings, attention maps, ids, ranks).
+
+A finished (or checkpointed) run is evaluated on another split without retraining by :func:`evaluate_run`, or
+``python -m dan.evaluate RUN_DIR --split test-dev2015``: for VQA it writes the evaluation server's results file
+(``[{"question_id": int, "answer": str}, ...]``) and scores the split when it has annotations; for matching it
+gives the retrieval metrics of a Karpathy split.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dan.batches import CaptionTensors, batch_text
-from dan.io import atomic_path, write_bytes_atomic
+from dan.batches import CaptionTensors, FeatureBank, VQATensors, batch_text, caption_tensors, vqa_tensors
+from dan.io import ConfigError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
 from dan.metrics import retrieval_metrics, vqa_accuracy, vqa_score
 
 
@@ -115,3 +123,159 @@ def evaluate_matching(model, prep, batch_size: int, device: torch.device, save_t
               lengths=prep.test.lengths, grid=np.array(prep.bank.meta.get("grid", [0, 0])),
               **{k: (v.astype(np.float16) if k.endswith("embedding") else v) for k, v in emb.items()})
     return test
+
+
+@dataclass
+class TrainedRun:
+    """A run's model rebuilt from its checkpoint, in eval mode, with what it was trained with."""
+
+    run_dir: Path
+    cfg: object  # dan.config.TrainConfig
+    model: torch.nn.Module
+    vocab: object  # dan.data.text.Vocab
+    answers: object | None  # dan.data.text.AnswerVocab (r-DAN) or None (m-DAN)
+    visual_dim: int
+    feature_meta: dict
+
+
+def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedRun:
+    """Rebuild the model of ``run_dir`` from its ``checkpoint.pt`` (config, vocabularies and weights it carries)."""
+    from dan.checkpoint import load_checkpoint
+    from dan.config import TrainConfig
+    from dan.data.text import AnswerVocab, Vocab
+    from dan.models import build_model
+
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir, map_location=str(device))
+    cfg = TrainConfig.from_dict(state["config"])
+    vocab = Vocab.from_dict(state["vocab"], where=f"{run_dir}/checkpoint.pt vocabulary")
+    answers = (AnswerVocab.from_dict(state["answers"], where=f"{run_dir}/checkpoint.pt answers")
+               if state["answers"] is not None else None)
+    model = build_model(cfg.task, len(vocab), state["visual_dim"],
+                        num_answers=len(answers) if answers is not None else None, hidden_dim=cfg.hidden_dim,
+                        steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout, embed_dim=cfg.embed_dim)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return TrainedRun(run_dir, cfg, model, vocab, answers, int(state["visual_dim"]), state["feature_meta"] or {})
+
+
+def _open_run_bank(run: TrainedRun, features: Path, folders: set[str], device: torch.device) -> FeatureBank:
+    """The feature stores of ``folders`` under ``features``, checked to be the kind the run was trained on."""
+    from dan.checkpoint import check_same_features
+    from dan.prepare import check_one_kind
+    from dan.store import FeatureStore
+
+    stores = {}
+    for name in sorted(folders):
+        if not FeatureStore.exists(features / name):
+            raise DataError(f"no complete feature store for image folder {name!r} at {features / name}; run "
+                            f"`python -m dan.features --out {features} --splits {name} ...` first")
+        stores[name] = FeatureStore(features / name)
+    check_one_kind(stores)
+    bank = FeatureBank(stores, device=device)
+    if bank.dim != run.visual_dim:
+        raise DataError(f"{run.run_dir} expects {run.visual_dim}-d regions, the feature stores in {features} have "
+                        f"{bank.dim}-d ({bank.meta.get('backbone')}); use the features it was trained on (--features)")
+    check_same_features(run.feature_meta, bank.meta, run.run_dir, features)
+    return bank
+
+
+def _predict_vqa(run: TrainedRun, data: VQATensors, bank: FeatureBank, batch_size: int,
+                 device: torch.device) -> list[str]:
+    preds = []
+    for lo in range(0, len(data), batch_size):
+        idx = np.arange(lo, min(lo + batch_size, len(data)))
+        tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
+        preds.append(run.model(bank.fetch(data.rows[idx]), tokens, lengths).logits.argmax(-1).cpu().numpy())
+    return [run.answers.answers[i] for i in np.concatenate(preds)]
+
+
+@torch.no_grad()
+def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None, features: str | Path | None = None,
+                 out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> dict:
+    """Evaluate the checkpoint of ``run_dir`` on ``split`` (``data``/``features``: roots, if not the run's own).
+
+    r-DAN: ``split`` is a VQA split (``val2014``, ``test-dev2015``, ``test2015``, or an alias such as
+    ``test-dev``); the answers go to ``out`` (default ``RUN_DIR/vqa_OpenEnded_mscoco_<split>_dan_results.json``,
+    the evaluation server's format) and, where the split has annotations, the accuracy (percent) is returned.
+    m-DAN: ``split`` is ``train``, ``val`` or ``test`` of the run's Karpathy file; returns R@1/5/10 (percent),
+    median ranks and rsum, also written to ``out`` (default ``RUN_DIR/eval_<split>.json``).
+    """
+    from dan.data.vqa import SPLIT_ALIASES, image_folder, load_vqa_split, vqa_files
+    from dan.extract import resolve_device
+    from dan.prepare import data_root, features_root
+
+    dev = resolve_device(device)
+    run = load_trained_run(run_dir, dev)
+    cfg = run.cfg
+    if data is not None:
+        cfg.data = str(data)
+    if features is not None:
+        cfg.features = str(features)
+    root, feat_root = data_root(cfg), features_root(cfg)
+    bs = batch_size or cfg.eval_batch_size
+    if cfg.task == "vqa":
+        split = SPLIT_ALIASES.get(split, split)
+        examples = load_vqa_split(root, split)
+        folder = image_folder(split)
+        bank = _open_run_bank(run, feat_root, {folder}, dev)
+        where = str(vqa_files(root, split)[0])
+        tensors = vqa_tensors(examples, run.vocab, run.answers, bank, folder, where=where)
+        answers = _predict_vqa(run, tensors, bank, bs, dev)
+        path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}_dan_results.json"
+        write_json_atomic(path, [{"answer": a, "question_id": int(q)}
+                                 for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
+        result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path)}
+        if any(e.answers for e in examples):
+            result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples)
+        return result
+    from dan.data.captions import load_karpathy
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split for a matching run is train, val or test (of {cfg.captions_file}); got {split!r}")
+    images = [im for im in load_karpathy(root / cfg.captions_file)
+              if (im.split == "restval" and split == "train") or im.split == split]
+    if not images:
+        raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
+    bank = _open_run_bank(run, feat_root, {im.filepath or cfg.caption_image_folder for im in images}, dev)
+    tensors = caption_tensors(images, run.vocab, bank, where=f"{cfg.captions_file} split {split!r}",
+                              per_image=cfg.captions_per_image, default_folder=cfg.caption_image_folder)
+    metrics, _ = _retrieval(run.model, tensors, bank, bs, dev)
+    path = Path(out) if out else run.run_dir / f"eval_{split}.json"
+    result = {"task": "matching", "split": split, "images": len(tensors), "metrics": metrics,
+              "results_file": str(path)}
+    write_json_atomic(path, result, indent=1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dan.cli import OneLineParser, guard
+
+    p = OneLineParser(prog="python -m dan.evaluate",
+                      description="Evaluate a trained run's checkpoint on a split, without retraining. r-DAN: writes "
+                                  "the VQA evaluation server's results file and scores annotated splits; m-DAN: "
+                                  "retrieval metrics of a Karpathy split.")
+    p.add_argument("run_dir", help="a run folder of dan.train (holds checkpoint.pt)")
+    p.add_argument("--split", required=True,
+                   help="VQA: val2014, test-dev2015, test2015 (or val, test-dev, test); matching: train, val, test")
+    p.add_argument("--data", help="data root (default: the one the run was trained on)")
+    p.add_argument("--features", help="feature stores' root (default: the run's)")
+    p.add_argument("--out", help="output file (default: in the run folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    ns = p.parse_args(argv)
+    if ns.batch_size is not None and ns.batch_size < 1:
+        p.error(f"--batch-size must be a positive integer, got {ns.batch_size}")
+
+    def go() -> int:
+        result = evaluate_run(ns.run_dir, ns.split, data=ns.data, features=ns.features, out=ns.out,
+                              device=ns.device, batch_size=ns.batch_size)
+        print(json.dumps(result, indent=1))
+        return 0
+
+    return guard(go, ns.debug, p.prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``python -m dan.evaluate``: a trained run's checkpoint evaluated on a split without retraining.
+
+The smoke runs of conftest are the references: evaluating their checkpoint on the split they were validated on
+must give back the answers of ``predictions.csv`` and the metrics of ``metrics.json``; an unannotated test-dev
+split gives the evaluation server's results file and no score.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dan.evaluate import evaluate_run, load_trained_run, main
+from tests.test_cli import one_line_error
+
+
+def _predictions(run_dir: Path) -> dict[int, str]:
+    with open(run_dir / "predictions.csv", encoding="utf-8") as fh:
+        return {int(r["question_id"]): r["predicted"] for r in csv.DictReader(fh)}
+
+
+def test_vqa_val_reproduces_the_run(vqa_run, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "val_results.json"
+    assert main([str(vqa_run.run_dir), "--split", "val", "--device", "cpu", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert all(set(r) == {"question_id", "answer"} and isinstance(r["question_id"], int) for r in results)
+    assert {r["question_id"]: r["answer"] for r in results} == _predictions(vqa_run.run_dir)
+    assert printed["split"] == "val2014" and printed["questions"] == len(results)
+    assert printed["metrics"]["overall"] == pytest.approx(vqa_run.metrics["overall"], abs=1e-9)
+
+
+def test_vqa_test_dev_writes_the_server_file(vqa_run, smoke_data: Path, smoke_features: Path,
+                                            tmp_path: Path) -> None:
+    """A test-dev split (questions only, about images/test2015) is answered, not scored. Its questions and
+    features are the val ones under test-dev's names, so the answers must be the run's val predictions."""
+    root, feats = tmp_path / "data", tmp_path / "features"
+    shutil.copytree(smoke_data / "vqa", root / "vqa")
+    for f in (root / "vqa").iterdir():
+        if "val2014" not in f.name:
+            f.unlink()
+    (root / "vqa" / "v2_mscoco_val2014_annotations.json").unlink()
+    (root / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").rename(
+        root / "vqa" / "v2_OpenEnded_mscoco_test-dev2015_questions.json")
+    shutil.copytree(smoke_features / "val2014", feats / "test2015")
+    result = evaluate_run(vqa_run.run_dir, "test-dev", data=root, features=feats, device="cpu")
+    assert "metrics" not in result and result["split"] == "test-dev2015"
+    path = Path(result["results_file"])
+    assert path == vqa_run.run_dir / "vqa_OpenEnded_mscoco_test-dev2015_dan_results.json"
+    answers = {r["question_id"]: r["answer"] for r in json.loads(path.read_text(encoding="utf-8"))}
+    assert answers == _predictions(vqa_run.run_dir)
+    path.unlink()  # the run folder is shared by the session's tests
+
+
+def test_matching_test_reproduces_the_run(matching_run, tmp_path: Path) -> None:
+    result = evaluate_run(matching_run.run_dir, "test", device="cpu", out=tmp_path / "eval.json")
+    for d in ("i2t", "t2i"):
+        for k in ("r1", "r5", "r10", "medr"):
+            assert result["metrics"][d][k] == pytest.approx(matching_run.metrics[d][k], abs=1e-9), (d, k)
+    assert json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))["metrics"] == result["metrics"]
+
+
+def test_rebuilt_model_is_in_eval_mode_with_the_run_weights(vqa_run) -> None:
+    import torch
+
+    run = load_trained_run(vqa_run.run_dir)
+    saved = torch.load(vqa_run.run_dir / "checkpoint.pt", weights_only=False)["model"]
+    assert not run.model.training
+    assert all(torch.equal(v, saved[k]) for k, v in run.model.state_dict().items())
+
+
+def test_errors_are_one_line(vqa_run, matching_run, smoke_features: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path), "--split", "val"]) == 2
+    assert "no checkpoint at" in one_line_error(capsys, "python -m dan.evaluate")
+    assert main([str(matching_run.run_dir), "--split", "val2014", "--device", "cpu"]) == 2
+    assert "train, val or test" in one_line_error(capsys, "python -m dan.evaluate")
+    assert main([str(vqa_run.run_dir), "--split", "test-dev", "--device", "cpu"]) == 2
+    assert "test-dev2015" in one_line_error(capsys, "python -m dan.evaluate")
+    feats = tmp_path / "features"  # val2014's store missing
+    shutil.copytree(smoke_features / "train2014", feats / "train2014")
+    assert main([str(vqa_run.run_dir), "--split", "val", "--device", "cpu", "--features", str(feats)]) == 2
+    assert "no complete feature store for image folder 'val2014'" in one_line_error(capsys, "python -m dan.evaluate")
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse's own
+        main([str(vqa_run.run_dir), "--split", "val", "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "--batch-size must be a positive integer" in one_line_error(capsys, "python -m dan.evaluate")
