@@ -17,6 +17,7 @@ from dan.io import DataError
     ("It costs 1,000 dollars, 2.5 each.", ["it", "costs", "1000", "dollars", "2.5", "each"]),
     ("Don\u2019t   stop", ["don't", "stop"]),
     ("", []),
+    ("Is the cafe\u0301 open?", ["is", "the", "caf\u00e9", "open"]),  # combining accent -> precomposed (NFC)
 ])
 def test_tokenize(text, tokens):
     assert tokenize(text) == tokens

@@ -1,12 +1,14 @@
 """Tokenisation and vocabularies for questions, captions and answers (all saved as JSON).
 
 ``tokenize`` does the usual VQA preprocessing: lower case, possessive ``'s`` split off, every other
-punctuation mark dropped (``"t-shirt"`` -> ``t shirt``), digit groups ``1,000`` joined, decimals kept.
+punctuation mark dropped (``"t-shirt"`` -> ``t shirt``), digit groups ``1,000`` joined, decimals kept. Text is
+put in Unicode NFC first, so a letter typed with a combining accent is the same token as the precomposed one.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +25,7 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W_]+(?:'[^\W_]+)*")
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into lower-case word tokens: ``"What's the man's T-shirt?"`` ->
     ``["what's", "the", "man", "'s", "t", "shirt"]``."""
-    text = _DIGIT_GROUP.sub("", text.lower().translate(_QUOTES))
+    text = _DIGIT_GROUP.sub("", unicodedata.normalize("NFC", text).lower().translate(_QUOTES))
     tokens: list[str] = []
     for tok in _TOKEN.findall(text):
         if tok.endswith("'s") and len(tok) > 2 and tok not in ("it's", "what's", "that's", "there's", "who's",
