@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,15 +16,18 @@ from dan.io import DataError
 
 
 def show_images(paths: Sequence[Path], titles: Sequence[str], ncols: int = 4, width: float = 3.2) -> plt.Figure:
-    """A grid of images with a (wrapped) title under each."""
+    """A grid of images, each under its title, which is wrapped to the image's width (``width``: inches per image)
+    so that neighbouring titles never run into each other."""
     n = len(paths)
+    chars = max(12, int(width * 72 / (8 * 0.62)))  # characters of a 8 pt line that fit ``width`` inches
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 1.05 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, path, title in zip(axes.ravel(), paths, titles, strict=False):
         ax.imshow(Image.open(path).convert("RGB"))
-        ax.set_title(title, fontsize=8, wrap=True)
+        lines = [textwrap.fill(line, chars) for line in str(title).split("\n")]
+        ax.set_title("\n".join(lines), fontsize=8)
     fig.tight_layout()
     return fig
 

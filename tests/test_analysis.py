@@ -250,3 +250,22 @@ def test_the_reproduction_table_shows_an_answer_type_without_questions_as_empty(
     ours = {"r-DAN": {"yes/no": 70.0, "number": None, "other": 40.123, "overall": 55.555, "n": 10}}
     row = report.reproduction_vqa(ours).iloc[-1]
     assert pd.isna(row["number"]) and row["other"] == 40.12 and row["overall"] in (55.55, 55.56)
+
+
+def test_show_images_titles_stay_within_their_column(tmp_path) -> None:
+    """Long question/caption titles are wrapped to their image's width: no title's box overlaps a neighbour's."""
+    from PIL import Image
+
+    path = tmp_path / "im.png"
+    Image.new("RGB", (64, 48), "gray").save(path)
+    long = ("Q: what color is the object right of the large orange cross? [green]\n"
+            "C: there is a small star right of a purple star and a large orange cross above the brown cross")
+    fig = viz.show_images([path] * 8, [long] * 8, ncols=4)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(boxes) == 8
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)
