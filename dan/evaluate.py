@@ -136,6 +136,7 @@ class TrainedRun:
     answers: object | None  # dan.data.text.AnswerVocab (r-DAN) or None (m-DAN)
     visual_dim: int
     feature_meta: dict
+    epochs_done: int  # epochs the checkpoint's weights were trained for (cfg.epochs when the run finished)
 
 
 def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedRun:
@@ -156,7 +157,8 @@ def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") ->
                         steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout, embed_dim=cfg.embed_dim)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    return TrainedRun(run_dir, cfg, model, vocab, answers, int(state["visual_dim"]), state["feature_meta"] or {})
+    return TrainedRun(run_dir, cfg, model, vocab, answers, int(state["visual_dim"]), state["feature_meta"] or {},
+                      int(state["epoch"]) + 1)
 
 
 def _open_run_bank(run: TrainedRun, features: Path, folders: set[str], device: torch.device) -> FeatureBank:
@@ -214,6 +216,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         cfg.features = str(features)
     root, feat_root = data_root(cfg), features_root(cfg)
     bs = batch_size or cfg.eval_batch_size
+    trained = {"epochs_trained": run.epochs_done, "epochs": cfg.epochs}  # a run still training: fewer than epochs
     if cfg.task == "vqa":
         split = SPLIT_ALIASES.get(split, split)
         examples = load_vqa_split(root, split)
@@ -225,7 +228,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}_dan_results.json"
         write_json_atomic(path, [{"answer": a, "question_id": int(q)}
                                  for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
-        result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path)}
+        result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained}
         if any(e.answers for e in examples):
             result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples)
         return result
@@ -243,7 +246,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     metrics, _ = _retrieval(run.model, tensors, bank, bs, dev)
     path = Path(out) if out else run.run_dir / f"eval_{split}.json"
     result = {"task": "matching", "split": split, "images": len(tensors), "metrics": metrics,
-              "results_file": str(path)}
+              "results_file": str(path), **trained}
     write_json_atomic(path, result, indent=1)
     return result
 

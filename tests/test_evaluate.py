@@ -31,6 +31,7 @@ def test_vqa_val_reproduces_the_run(vqa_run, tmp_path: Path, capsys) -> None:
     assert all(set(r) == {"question_id", "answer"} and isinstance(r["question_id"], int) for r in results)
     assert {r["question_id"]: r["answer"] for r in results} == _predictions(vqa_run.run_dir)
     assert printed["split"] == "val2014" and printed["questions"] == len(results)
+    assert printed["epochs_trained"] == printed["epochs"] == vqa_run.config.epochs
     assert printed["metrics"]["overall"] == pytest.approx(vqa_run.metrics["overall"], abs=1e-9)
 
 
