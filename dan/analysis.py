@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dan.ablation import mean_ci
 from dan.data.grounding import Grounding, load_grounding, object_mask
 from dan.data.text import tokenize
 from dan.io import DataError
+from dan.stats import mean_ci
 
 INSIDE = "coverage > 0"  # definition of "the argmax region falls inside an object", see the module docstring
 
@@ -244,7 +244,7 @@ def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     with CI and chance, and lift = mass / chance mass.
 
     Examples about one image share its features (and, in m-DAN, its visual attention), so they are not
-    independent: the intervals are cluster-robust over images (:func:`dan.ablation.mean_ci` with
+    independent: the intervals are cluster-robust over images (:func:`dan.stats.mean_ci` with
     ``clusters=image_id``; G - 1 degrees of freedom for G images)."""
     rows = []
     for key, grp in df.groupby(by, sort=True):

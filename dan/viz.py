@@ -102,7 +102,7 @@ def bar_with_ci(df: pd.DataFrame, x: str, y: str, hue: str | None = None, title:
 
 def _t_interval(values: np.ndarray) -> tuple[float, float]:
     """95 % Student-t interval of the mean (seaborn ``errorbar`` callable); a single value gives no bar."""
-    from dan.ablation import mean_ci
+    from dan.stats import mean_ci
 
     m, lo, hi = mean_ci(values)
     return (m, m) if np.isnan(lo) else (lo, hi)
