@@ -6,7 +6,8 @@
 * retrieval: embeddings of ``n_images`` images and ``5 n_images`` captions -> S (one matrix product) -> R@K and
   median rank both ways.
 
-``benchmarks/train.py`` is the command-line front end; the performance notebook calls these functions.
+``benchmarks/train.py`` is the command-line front end; the performance notebook calls these functions. The
+recorded results' tables and verdicts are in :mod:`dan.bench_records` (re-exported here).
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ import torch
 
 from dan.attention import host_to_device
 from dan.batches import FeatureBank, batch_text
+from dan.bench_records import (  # noqa: F401 (re-exported: the book and the tests read them from dan.bench)
+    CEILING_SLACK,
+    COPY_TOLERANCE,
+    GC_TIMELINE_KEYS,
+    GPU_TIMELINE_KEYS,
+    PAPER_SIZES,
+    TARGET_CARD,
+    TARGETS,
+    TIMELINE_KEYS,
+    command_of,
+    extraction_verdict,
+    kernel_profile_table,
+    profile_markdown,
+    profile_table,
+    recorded_results,
+    target_markdown,
+    target_table,
+    timeline_table,
+)
 from dan.config import TrainConfig
 from dan.io import write_json_atomic
 from dan.metrics import retrieval_metrics
@@ -28,9 +48,6 @@ from dan.models import build_model
 from dan.store import FeatureStore
 from dan.train import StepLoss, configure_device
 
-# The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128.
-PAPER_SIZES = dict(batch_size=128, grid=(14, 14), dim=2048, hidden=512, num_answers=2000, vocab_size=10000, steps=2,
-                   seq_len=14)
 # The default CPU profile's sizes (dan.config / dan.features presets).
 DEFAULT_SIZES = dict(batch_size=128, grid=(10, 10), dim=112, hidden=64, num_answers=24, vocab_size=60, steps=2,
                      seq_len=12)
@@ -280,241 +297,3 @@ def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> 
         err = max(err, float(np.linalg.norm(delta, axis=1).max()))
     rel = err / spread if spread > 0 else (0.0 if err == 0 else float("inf"))
     return {"compared": int(len(copies)), "max_abs_diff": diff, "rel_diff": rel}
-
-
-def command_of(src: dict) -> str:
-    """The command that produced a recorded result, with the device machine's output folder (``/root/out/``,
-    where ``$OUT`` pointed) written as ``$OUT/``: a reader reruns it with their own folder."""
-    return str(src.get("command", "")).replace("/root/out/", "$OUT/")
-
-
-def recorded_results(folder: Path) -> list[dict]:
-    """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name. Files without the
-    ``command`` that made them (e.g. ``benchmarks/gpu_checks.py`` results, checks rather than measurements) are left
-    out."""
-    from dan.io import read_json
-
-    found = [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
-    return [r for r in found if "command" in r]
-
-
-# The speed targets of the feature and training issues, set for one H200 (an H100 runs these models more slowly).
-TARGETS = {"extract_img_s": 1800.0, "extract_ratio": 0.9, "train_vqa_samples_s": 15000.0, "train_ratio": 0.95,
-           "retrieval_s": 1.0}
-
-
-def _model_label(src: dict) -> str:
-    """", fused ResNet" / ", eager ResNet" for extractions that record how the model ran (``dan.fuse``; runs before
-    it ran the eager model and say nothing)."""
-    how = src.get("inference")
-    return "" if how is None else ", eager ResNet" if how == "eager" else ", fused ResNet"
-
-
-COPY_TOLERANCE = 0.05  # copies of one image may differ by rounding only (bf16, another batch position); another
-# image's row differed by 1.0-1.6 x the spread between images (CPU, random ResNet-152; copy_consistency)
-CEILING_SLACK = 1.02  # a pipeline more than 2 % above its "ceiling" says the ceiling was not one: no verdict
-
-
-TARGET_CARD = "H200"  # the issues set every speed target for one H200; other cards' rows are shown, not judged
-
-
-def _on_target_card(name: object) -> bool:
-    return TARGET_CARD.lower() in str(name or "").lower()
-
-
-def _extract_verdict(src: dict) -> tuple[str, str]:
-    """(target, why not judged): the extraction target holds for ResNet-152 at 448 px on one H200 (else no target);
-    a run there is judged only if its store passed its own check (copies of one image agree:
-    :func:`copy_consistency`)."""
-    t = TARGETS
-    if src.get("backbone") != "resnet152" or src.get("image_size") != 448 or not _on_target_card(src.get("device")):
-        return "", f"not the target's setting (ResNet-152, 448 px, one {TARGET_CARD})"
-    target = f">= {t['extract_img_s']:,.0f} img/s and >= {t['extract_ratio']} x model-only"
-    check = src.get("copy_check") or {}
-    if check.get("rel_diff") is not None and not check["rel_diff"] <= COPY_TOLERANCE:
-        return target, f"the store failed its copy check (rel_diff {check['rel_diff']:.3g} > {COPY_TOLERANCE})"
-    return target, ""
-
-
-def _train_verdict(r: dict) -> str:
-    """Why a training row is not judged ('' if it is): the targets hold at the paper's sizes on one H200."""
-    paper = {"batch_size": PAPER_SIZES["batch_size"], "regions": PAPER_SIZES["grid"][0] * PAPER_SIZES["grid"][1],
-             "dim": PAPER_SIZES["dim"], "hidden": PAPER_SIZES["hidden"]}
-    if any(r.get(k) != v for k, v in paper.items()) or not _on_target_card(r.get("device")):
-        return f"not the target's setting (the paper's sizes on one {TARGET_CARD})"
-    return ""
-
-
-def target_table(recorded: list[dict]) -> list[dict]:
-    """One row per GPU measurement in ``recorded`` (:func:`recorded_results`): what was measured, on which card,
-    the ceiling, the pipeline's rate, their ratio, the target (empty outside the target's setting) and whether it
-    is met (None outside that setting, or where a run at it cannot be judged: ``note`` says why). Verdicts use the
-    numbers as shown (rates in whole units, ratios to 3 places), so that a row never reads 0.95 and "misses
-    >= 0.95". A result file missing a field the table needs is a :class:`~dan.io.DataError` naming the file and
-    the field."""
-    from dan.io import DataError
-
-    rows = []
-
-    def row(src: dict, what: str, card: str, ceiling, pipeline, unit: str, target: str, met,  # noqa: ANN001
-            note: str = "") -> None:
-        rows.append({"file": src["file"], "measurement": what, "card": card, "ceiling": ceiling,
-                     "pipeline": pipeline, "unit": unit,
-                     "ratio": round(pipeline / ceiling, 3) if ceiling and pipeline is not None else None,
-                     "target": target, "met": met, "note": note})
-
-    def need(src: dict, keys: tuple[str, ...], where: str = "") -> None:
-        for k in keys:
-            v = src.get(k)
-            if not (isinstance(v, int | float) and v > 0):
-                raise DataError(f"{src.get('file', '?')}: {where}field {k!r} is missing or not a positive number "
-                                f"({v!r})")
-
-    t = TARGETS
-    for src in recorded:
-        if "end_to_end_img_s" in src:  # benchmarks/extract.py
-            need(src, ("end_to_end_img_s", "model_only_img_s"))
-            e2e, ceiling = round(src["end_to_end_img_s"], 1), round(src["model_only_img_s"], 1)
-            ratio = round(e2e / ceiling, 3)
-            target, why = _extract_verdict(src)
-            what = f"extract {src.get('backbone')} {src.get('image_size')} px, batch {src.get('batch_size')}"
-            what += f", {src['num_images']:,} images" if "num_images" in src else ""
-            what += ", CPU decode" if str(src.get("decode", "")).startswith("PIL") else ""
-            what += ", nvImageCodec decode" if str(src.get("decode", "")).startswith("nvImageCodec") else ""
-            what += ", store in /dev/shm" if "/dev/shm" in src.get("command", "") else ""
-            resize = src.get("config", {}).get("device_resize") if not str(src.get("decode", "")).startswith("PIL") \
-                else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
-            what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
-            what += _model_label(src)
-            what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
-            what += ", GC not frozen" if src.get("config", {}).get("freeze_gc") is False else ""
-            met = (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target and not why else None
-            if met is not None and ratio > CEILING_SLACK:
-                met, why = None, f"the end-to-end rate is {ratio} x its model-only ceiling: not a ceiling"
-            row(src, what, src.get("device"), ceiling, e2e, "img/s", target, met, why)
-            if src.get("steady_img_s"):  # the same run without start-up and final flush: shown, not judged
-                row(src, what + ", steady state", src.get("device"), ceiling, round(src["steady_img_s"], 1),
-                    "img/s", "", None)
-        train = src.get("train") or []
-        if not isinstance(train, list):
-            raise DataError(f"{src.get('file', '?')}: field 'train' must be a list of results, "
-                            f"got {type(train).__name__}")
-        for k, r in enumerate(train):  # benchmarks/train.py
-            if not isinstance(r, dict):
-                raise DataError(f"{src.get('file', '?')}: train[{k}] must be an object, got {r!r}")
-            need({"file": src.get("file"), **r}, ("fed_samples_per_s", "ceiling_samples_per_s"), f"train[{k}] ")
-            vqa = r.get("task") == "vqa"
-            fed, ceiling = round(r["fed_samples_per_s"]), round(r["ceiling_samples_per_s"])
-            ratio = round(fed / ceiling, 3)
-            why = _train_verdict(r)
-            target = "" if why else (f">= {t['train_vqa_samples_s']:,.0f} samples/s and >= {t['train_ratio']} x "
-                                     f"ceiling" if vqa else f">= {t['train_ratio']} x ceiling")
-            met = (ratio >= t["train_ratio"] and (fed >= t["train_vqa_samples_s"] if vqa else True)) if target \
-                else None
-            if met is not None and ratio > CEILING_SLACK:
-                met, why = None, f"the fed rate is {ratio} x its ceiling: the ceiling was not one (timing noise)"
-            label = f"train {'r-DAN' if vqa else 'm-DAN'} step, batch {r.get('batch_size')}"
-            label += (", bf16" if r.get("amp_bf16") else "") + (", fused SGD" if r.get("fused_sgd") else "")
-            label += f", compiled ({r.get('compile_mode') or 'default'})" if r.get("compile") else ""
-            row(src, label, r.get("device"), ceiling, fed, "samples/s", target, met, why)
-        if src.get("retrieval"):
-            r = src["retrieval"]
-            need({"file": src.get("file"), **r}, ("seconds_median",), "retrieval ")
-            sec = round(r["seconds_median"], 3)
-            judged = r.get("n_images") == 1000 and r.get("n_captions") == 5000 and _on_target_card(r.get("device"))
-            row(src, f"retrieval {r.get('n_images', 0):,} x {r.get('n_captions', 0):,}", r.get("device"), None, sec,
-                "s", f"< {t['retrieval_s']:g} s" if judged else "", sec < t["retrieval_s"] if judged else None,
-                "" if judged else f"not the target's setting (1,000 x 5,000 on one {TARGET_CARD})")
-    return rows
-
-
-def extraction_verdict(rows: list[dict]) -> str:
-    """One sentence over the extraction rows of :func:`target_table` that carry a verdict: which meet both targets
-    end to end, or that none does and how close the best came (by rate, then ratio)."""
-    judged = [r for r in rows if r["measurement"].startswith("extract") and r["met"] is not None]
-    if not judged:
-        return f"No extraction at the target's setting (ResNet-152, 448 px, one {TARGET_CARD}) is recorded yet."
-    met = [r for r in judged if r["met"]]
-    if met:
-        return (f"{len(met)} of the {len(judged)} judged extractions meet both targets end to end: "
-                + "; ".join(f"{r['file']} ({r['pipeline']:,} img/s, {r['ratio']} x model-only, {r['card']})"
-                            for r in met) + ".")
-    best = max(judged, key=lambda r: (r["pipeline"], r["ratio"]))
-    return (f"None of the {len(judged)} judged extractions meets both targets end to end; the fastest, "
-            f"{best['file']}, ran at {best['pipeline']:,} img/s, {best['ratio']} x its model-only rate, on "
-            f"{best['card']}.")
-
-
-TIMELINE_KEYS = ("total_s", "pipeline_entered_s", "first_batch_in_s", "first_forward_s", "steady_forward_period_s",
-                 "last_forward_s", "last_write_done_s", "put_wait_s")
-GPU_TIMELINE_KEYS = ("gpu_forward_s_median", "gpu_gap_s_median")  # CUDA events around each forward
-GC_TIMELINE_KEYS = ("gc_full_collections", "gc_s_max")  # the cyclic GC's pauses (all threads stop)
-
-
-def timeline_table(recorded: list[dict]) -> list[dict]:
-    """One row per extraction recorded with ``benchmarks/extract.py --timeline``: host seconds since the start at
-    which the pipeline was entered, the first batch (chunk) arrived from the loader, the first and last forward were
-    called and the last rows written; the median period between forwards; and how long the GPU loop waited on the
-    store writer (``put_wait_s``: the writer waits for each batch's copy off the GPU, so this grows when the GPU is
-    what is slow). Where any timeline has them, also the GPU's own median time per forward (against the model-only
-    batch time) and the compute stream's median wait between forwards, and the garbage collector's full
-    collections and longest pause (benchmarks/timeline.py)."""
-    rows = [src for src in recorded if src.get("timeline")]
-    gpu = [k for k in GPU_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # CUDA runs only
-    gc = [k for k in GC_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # timelines since 2026-11-27
-    return [{"file": src["file"], "images": src.get("num_images"),
-             **{k: src["timeline"].get(k) for k in TIMELINE_KEYS},
-             **({"model_only_batch_s": src.get("model_only_batch_s")} if gpu else {}),
-             **{k: src["timeline"].get(k) for k in gpu + gc}} for src in rows]
-
-
-def kernel_profile_table(recorded: list[dict]) -> list[dict]:
-    """One row per extraction profiled with ``benchmarks/extract.py --profile-images``: GPU milliseconds per model
-    batch by kernel group (model, resize, decode, copies, elementwise, other), beside the model-only batch time."""
-    def batch_ms(src: dict) -> float | None:
-        return round(1e3 * src["model_only_batch_s"], 1) if src.get("model_only_batch_s") else None
-
-    return [{"file": src["file"], "resize": src.get("config", {}).get("device_resize"),
-             "model": "eager" if src.get("inference", "eager") == "eager" else "fused", "model_only_batch_ms":
-             batch_ms(src), **src["kernel_profile"]["device_ms_per_batch_by_group"]}
-            for src in recorded if src.get("kernel_profile")]
-
-
-def profile_table(recorded: list[dict]) -> list[dict]:
-    """One row per profiled training step in ``recorded`` (``benchmarks/train.py --profile``): wall time, ops and,
-    on a GPU, kernels per step and ``device_busy`` (summed kernel time / wall time; see :func:`profile_step`)."""
-    keys = ("wall_ms_per_step", "top_level_ops_per_step", "aten_ops_per_step", "backward_nodes_per_step",
-            "kernels_per_step", "kernel_ms_per_step", "device_busy")
-    return [{"file": src["file"], "task": "r-DAN" if p["task"] == "vqa" else "m-DAN", "device": p["device"],
-             **{k: (round(p[k], 3) if isinstance(p.get(k), float) else p.get(k)) for k in keys}}
-            for src in recorded for p in src.get("profile", [])]
-
-
-def profile_markdown(rows: list[dict], host_bound_below: float = 0.5) -> str:
-    """A sentence per GPU row of :func:`profile_table`: how busy the GPU was, and so what sets the step's pace."""
-    lines = []
-    for r in rows:
-        if r.get("device_busy") is None:
-            continue
-        pace = ("the host (op dispatch and launches) sets the pace" if r["device_busy"] < host_bound_below
-                else "the GPU's own work sets the pace")
-        lines.append(f"- {r['task']} on {r['device']} ({r['file']}): kernels run {r['device_busy']:.0%} of the "
-                     f"{r['wall_ms_per_step']:.2f} ms step ({r['kernels_per_step']:.0f} kernels, "
-                     f"{r['top_level_ops_per_step']:.0f} ops dispatched per step), so {pace}.")
-    return "\n".join(lines)
-
-
-def target_markdown(rows: list[dict]) -> str:
-    """A sentence per measurement of :func:`target_table` with a target: met or missed, or why a run at the target's
-    setting carries no verdict (its ``note``)."""
-    lines = []
-    for r in rows:
-        unsound = r["met"] is None and bool(r["target"])  # at the target's setting, but no verdict: note says why
-        if r["met"] is None and not unsound:
-            continue
-        got = f"{r['pipeline']:,} {r['unit']}" + (f" ({r['ratio']} x the ceiling of {r['ceiling']:,})"
-                                                 if r["ratio"] is not None else "")
-        verdict = f"no verdict: {r['note']}" if unsound else \
-            f"{'meets' if r['met'] else 'misses'} the target {r['target']}"
-        lines.append(f"- {r['measurement']} on {r['card']}: {got}; {verdict}.")
-    return "\n".join(lines)
