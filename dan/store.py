@@ -55,6 +55,11 @@ def _read_header(fh, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     return shape, dtype, fh.tell()
 
 
+def _count(value, least: int = 1) -> bool:
+    """An integer (not a bool) >= ``least``: a meta.json field that sizes the arrays."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """Which file this is (device, inode) and which version of it (size, modification time)."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
@@ -78,7 +83,20 @@ class FeatureStore:
                             f"build it with `python -m dan.features --data DIR --out DIR`")
         self.meta: dict = read_json(self.path / META, "feature store meta")
         require_keys(self.meta, META_KEYS, f"{self.path / META}")
-        self.ids: np.ndarray = np.load(self.path / IDS, allow_pickle=False).astype(np.int64, copy=False)
+        grid, dim, num = self.meta["grid"], self.meta["dim"], self.meta["num_images"]
+        if not (isinstance(grid, list) and len(grid) == 2 and all(_count(g) for g in grid) and _count(dim)
+                and _count(num, 0)):
+            raise DataError(f"{self.path / META}: grid {grid!r}, dim {dim!r} and num_images {num!r} must be "
+                            f"[rows, cols], a count and a count; delete the store and re-extract")
+        try:
+            ids = np.load(self.path / IDS, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # truncated, empty, not an .npy file, object array
+            raise DataError(f"feature store {self.path}: cannot read {IDS}: {exc}; delete it and re-extract") \
+                from exc
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise DataError(f"feature store {self.path}: {IDS} holds {ids.dtype}, not integer image ids; delete it "
+                            f"and re-extract")
+        self.ids: np.ndarray = ids.astype(np.int64, copy=False)
         try:
             with open(self.path / FEATURES, "rb") as fh:
                 shape, dtype, offset = _read_header(fh, self.path / FEATURES)

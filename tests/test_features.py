@@ -282,7 +282,8 @@ def test_an_open_store_refuses_to_read_a_replaced_file(tmp_path, model):
     assert ahead.gather([1]).shape == (1, 16, 112)
 
 
-@pytest.mark.parametrize("damage", ["truncated features", "meta not an object", "meta not JSON"])
+@pytest.mark.parametrize("damage", ["truncated features", "meta not an object", "meta not JSON", "truncated ids",
+                                    "empty ids", "ids not integers", "meta grid not a pair"])
 def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, damage):
     items = make_images(tmp_path / "img", 5)
     clean = files_of(extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False).path)
@@ -292,6 +293,19 @@ def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, dam
         with open(out / FEATURES, "r+b") as fh:
             fh.truncate((out / FEATURES).stat().st_size - 100)
         with pytest.raises(DataError, match=f"{FEATURES} is truncated"):
+            FeatureStore(out)
+    elif "ids" in damage:  # an interrupted copy of the store, or another program's file: named, then rebuilt
+        ids = out / "ids.npy"
+        if damage == "ids not integers":
+            np.save(ids, np.load(ids).astype(np.float64) + 0.5)
+        else:
+            ids.write_bytes(ids.read_bytes()[:100 if damage == "truncated ids" else 0])
+        with pytest.raises(DataError, match=f"{out}.*ids.npy"):
+            FeatureStore(out)
+    elif damage == "meta grid not a pair":
+        meta = json.loads((out / META).read_text())
+        (out / META).write_text(json.dumps({**meta, "grid": [4]}))
+        with pytest.raises(DataError, match="meta.json: grid"):
             FeatureStore(out)
     else:
         (out / META).write_text("[1, 2]" if damage == "meta not an object" else '{"backbone": ')
