@@ -93,6 +93,10 @@ def test_reuse_force_and_interrupted_runs(smoke, tmp_path, monkeypatch):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="refusing to replace"):
         synth.generate("smoke", out=tmp_path / "mine", force=True)
+    (tmp_path / "mine" / "manifest.json").write_text('{"name": "another program\'s manifest"}')
+    with pytest.raises(ConfigError, match="refusing to replace"):
+        synth.generate("smoke", out=tmp_path / "mine", force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(ConfigError, match="accepted: smoke, default, full"):
         synth.generate("tiny", out=tmp_path / "x")
     (tmp_path / "afile").write_text("")

@@ -169,9 +169,19 @@ def _is_complete(out: Path, profile: str, seed: int, cfg: SynthConfig) -> bool:
 
 def _check_target(out: Path) -> None:
     """Never replace a folder that is not a generated data set (a mistyped --out must not delete anything)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _ours(out / "manifest.json"))):
         raise ConfigError(f"refusing to replace {out}: it exists and is not a generated data set "
-                          f"(no manifest.json); choose a new or empty folder")
+                          f"(no manifest.json of {GENERATOR}); choose a new or empty folder")
+
+
+def _ours(manifest: Path) -> bool:
+    """Whether ``manifest`` is one this generator wrote (any other program's manifest.json is no licence to delete
+    the folder it lies in)."""
+    try:
+        m = read_json(manifest)
+    except DanError:
+        return False
+    return isinstance(m, dict) and m.get("generator") == GENERATOR
 
 
 def _remove_stale(out: Path) -> None:
