@@ -178,6 +178,9 @@ def load(path: str | Path, fmt: str = FORMAT) -> dict | None:
     if not path.is_file():
         return None
     rec = read_json(path, "study record" if fmt == FORMAT else "run record")
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}: expected a record (a JSON object with 'format' {fmt!r}), got a "
+                        f"{type(rec).__name__}")
     if rec.get("format") != fmt:
         raise DataError(f"{path}: field 'format' is {rec.get('format')!r}, expected {fmt!r}")
     return rec

@@ -56,6 +56,9 @@ def test_load_refuses_another_format_and_allows_none(tmp_path):
     (tmp_path / "r.json").write_text('{"format": "something/2"}')
     with pytest.raises(DataError, match=r"r\.json: field 'format' is 'something/2', expected 'dan-study-record/1'"):
         record.load(tmp_path / "r.json")
+    (tmp_path / "r.json").write_text("[1, 2]")  # e.g. --amend given another JSON file
+    with pytest.raises(DataError, match=r"r\.json: expected a record .* got a list"):
+        record.load(tmp_path / "r.json")
 
 
 def test_status_markdown_says_how_to_make_a_missing_record_and_summarises_one(tmp_path, vqa_run, matching_run,
