@@ -76,7 +76,11 @@ def sha256_file(path: Path) -> str:
 def read_checksums(path: str | Path) -> dict[str, str]:
     """``<sha256>  <name>`` lines (the sha256sum format) -> {name: sha256}."""
     out = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is dropped
+    except UnicodeDecodeError as exc:  # e.g. a UTF-16 file (PowerShell's '>'), or an archive given by mistake
+        raise DownloadError(f"{path}: not a UTF-8 text file of '<sha256>  <file name>' lines ({exc})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split()

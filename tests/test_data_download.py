@@ -117,6 +117,9 @@ def test_checksums(server, tmp_path):
     sums.write_text("not a checksum line\n")
     with pytest.raises(dl.DownloadError, match="line 1"):
         dl.read_checksums(sums)
+    sums.write_text(f"{good}  data.bin\n", encoding="utf-16")  # PowerShell's `Get-FileHash ... > SUMS`
+    with pytest.raises(dl.DownloadError, match="SHA256SUMS: not a UTF-8 text file"):
+        dl.read_checksums(sums)
 
 
 def test_fetch_unpacks_into_the_layout(server, tmp_path):
