@@ -272,6 +272,13 @@ def test_grounding_round_trip_and_masks(tmp_path):
     (lambda d: d["questions"]["5000"].update(target_ids=[7]), r"question 5000: object ids \[7\]"),
     (lambda d: d["captions"]["0"].update(image_id=6), r"caption 0: refers to image 6"),
     (lambda d: d["questions"]["5000"].pop("family"), r"question 5000: missing key\(s\) 'family'"),
+    (lambda d: d["images"]["5"].update(width="100"), r"image 5: width must be an integer > 0, got '100'"),
+    (lambda d: d["images"]["5"].update(height=0), r"image 5: height must be an integer > 0, got 0"),
+    (lambda d: d["images"]["5"].update(objects=None), r"image 5: 'objects' must be a list, got None"),
+    (lambda d: d["images"]["5"]["objects"][0].update(id="0"), r"image 5, object #0: id must be an integer"),
+    (lambda d: d["questions"]["5000"].update(key_words="red"), r"question 5000, key_words: expected a list of words"),
+    (lambda d: d["captions"]["0"].update(key_words=[1]), r"caption 0, key_words: expected a list of words"),
+    (lambda d: d["questions"]["5000"].update(family="2-hop"), r"question 5000: family must be one of single-hop"),
 ])
 def test_grounding_bad_input(tmp_path, mutate, pattern):
     data = _grounding()

@@ -71,6 +71,20 @@ def _ids(value: Any, where: str) -> list[int]:
     return list(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _words(value: Any, where: str) -> list[str]:
+    """``key_words``: a list of strings (a bare string would be split into letters)."""
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise DataError(f"{where}: expected a list of words, got {value!r}")
+    return list(value)
+
+
+FAMILIES = ("single-hop", "multi-hop")
+
+
 def _key(k: str, where: str) -> int:
     try:
         return int(k)
@@ -96,9 +110,16 @@ def load_grounding(path: str | Path) -> Grounding:
         where = f"{path}: image {k}"
         image_id = _key(k, where)
         require_keys(rec, ["width", "height", "objects"], where)
+        for key in ("width", "height"):  # a 0 would make every grid cell's coverage NaN
+            if not _is_int(rec[key]) or rec[key] <= 0:
+                raise DataError(f"{where}: {key} must be an integer > 0, got {rec[key]!r}")
+        if not isinstance(rec["objects"], list):
+            raise DataError(f"{where}: 'objects' must be a list, got {rec['objects']!r}")
         objs = []
         for j, o in enumerate(rec["objects"]):
             require_keys(o, ["id", "shape", "color", "size", "bbox"], f"{where}, object #{j}")
+            if not _is_int(o["id"]):
+                raise DataError(f"{where}, object #{j}: id must be an integer, got {o['id']!r}")
             box = o["bbox"]
             numeric = isinstance(box, list) and all(isinstance(v, (int, float)) for v in box)
             if not numeric or len(box) != 4 or box[2] <= 0 or box[3] <= 0:
@@ -108,7 +129,7 @@ def load_grounding(path: str | Path) -> Grounding:
                                  bbox=[float(v) for v in box]))
         if len({o.id for o in objs}) != len(objs):
             raise DataError(f"{where}: duplicate object ids")
-        images[image_id] = ImageGT(width=int(rec["width"]), height=int(rec["height"]), objects=objs)
+        images[image_id] = ImageGT(width=rec["width"], height=rec["height"], objects=objs)
 
     def check_refs(where: str, image_id: Any, ids: list[int]) -> int | None:
         if image_id is None:
@@ -125,16 +146,19 @@ def load_grounding(path: str | Path) -> Grounding:
     for k, rec in _section(data, "questions", path).items():
         where = f"{path}: question {k}"
         require_keys(rec, ["family", "object_ids", "anchor_ids", "target_ids", "key_words"], where)
+        if rec["family"] not in FAMILIES:
+            raise DataError(f"{where}: family must be one of {', '.join(FAMILIES)}, got {rec['family']!r}")
         ids = {f: _ids(rec[f], f"{where}, {f}") for f in ("object_ids", "anchor_ids", "target_ids")}
         image_id = check_refs(where, rec.get("image_id"), [i for v in ids.values() for i in v])
-        questions[_key(k, where)] = QuestionGT(family=rec["family"], key_words=list(rec["key_words"]),
+        questions[_key(k, where)] = QuestionGT(family=rec["family"], key_words=_words(rec["key_words"], f"{where}, "
+                                                                                      f"key_words"),
                                                image_id=image_id, **ids)
     captions: dict[int, CaptionGT] = {}
     for k, rec in _section(data, "captions", path).items():
         where = f"{path}: caption {k}"
         require_keys(rec, ["object_ids", "key_words"], where)
         ids = _ids(rec["object_ids"], f"{where}, object_ids")
-        captions[_key(k, where)] = CaptionGT(object_ids=ids, key_words=list(rec["key_words"]),
+        captions[_key(k, where)] = CaptionGT(object_ids=ids, key_words=_words(rec["key_words"], f"{where}, key_words"),
                                              image_id=check_refs(where, rec.get("image_id"), ids))
     return Grounding(images=images, questions=questions, captions=captions)
 
