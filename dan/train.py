@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     done = run_dir / "metrics.json"
     if done.is_file():
         saved = read_json(run_dir / "config.json", "run config")
-        if cfg.same_identity(saved):
+        if isinstance(saved, dict) and cfg.same_identity(saved):
             check_recorded_inputs(run_dir, cfg)
             return load_result(run_dir)
         raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
@@ -236,7 +236,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.is_file():
         state = read_checkpoint(ckpt_path, device)
-        if not cfg.same_identity(TrainConfig.from_dict(state["config"]).identity()):
+        if not _same_config(cfg, state["config"]):
             raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
                               f"delete it")
         if state["visual_dim"] != prep.bank.dim:
@@ -339,6 +339,15 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if world > 1:
         dist.barrier()
     return load_result(run_dir) if rank == 0 else RunResult(run_dir, cfg, {}, history)
+
+
+def _same_config(cfg: TrainConfig, saved) -> bool:  # noqa: ANN001 - a checkpoint's config, whatever it holds
+    """Whether a checkpoint's saved config is ``cfg``'s identity; a field this version does not know (a checkpoint
+    of another version) or no config object at all is another configuration, not an error about the user's flags."""
+    try:
+        return cfg.same_identity(TrainConfig.from_dict(saved).identity())
+    except (ConfigError, TypeError):
+        return False
 
 
 def _headline(cfg: TrainConfig, m: dict) -> dict:

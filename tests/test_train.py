@@ -283,6 +283,16 @@ def test_a_damaged_checkpoint_is_a_one_line_error(make_cfg, tmp_path):
     torch.save({"model": {}}, ckpt)
     with pytest.raises(DataError, match=r"checkpoint\.pt is not a checkpoint of dan\.train \(missing optimizer"):
         train(cfg, progress=False)
+    ckpt.write_bytes(good)
+    state = torch.load(ckpt, weights_only=False)
+    for config in ({**state["config"], "warmup_epochs": 3}, ["task"]):  # another version's field; no object at all
+        torch.save({**state, "config": config}, ckpt)
+        with pytest.raises(ConfigError, match=r"checkpoint\.pt is a checkpoint of another configuration"):
+            train(cfg, progress=False)
+    (tmp_path / "run" / "metrics.json").write_text("{}")  # a finished run whose config.json is not an object
+    (tmp_path / "run" / "config.json").write_text("[]")
+    with pytest.raises(ConfigError, match="finished run of another configuration"):
+        train(cfg, progress=False)
 
 
 def test_runs_that_cannot_train_or_validate_are_refused_before_writing(make_cfg, smoke_data, tmp_path):
