@@ -317,3 +317,31 @@ def test_check_verifies_real_layouts_and_lists_folders_not_downloaded(tmp_path, 
     assert main(["check", "--root", str(root), "--verify-images"]) == 2
     err = capsys.readouterr().err
     assert "image id 7 not found" in err and "flickr30k-images/img_b.jpg" in err
+
+
+def test_check_decode_images_finds_truncated_and_fake_jpegs(tmp_path, capsys):
+    """`--verify-images` only requires the files; `--decode-images` decodes each one the data refers to and names
+    those that do not decode (a truncated JPEG, bytes that are no image), with their count."""
+    import io
+
+    from PIL import Image
+
+    from dan.data.__main__ import main
+
+    root = tmp_path / "real"
+    _write(root / "vqa" / "v2_OpenEnded_mscoco_test-dev2015_questions.json", _questions("test-dev2015"))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="JPEG")
+    good = buf.getvalue()
+    folder = root / "images" / "test2015"
+    folder.mkdir(parents=True)
+    (folder / "COCO_test2015_000000000010.jpg").write_bytes(good)
+    (folder / "COCO_test2015_000000000011.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    assert main(["check", "--root", str(root), "--verify-images"]) == 0  # present and non-empty: passes
+    capsys.readouterr()
+    assert main(["check", "--root", str(root), "--decode-images"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 images do not decode" in err and "COCO_test2015_000000000011.jpg" in err and "image id 11" in err
+    (folder / "COCO_test2015_000000000011.jpg").write_bytes(good)
+    assert main(["check", "--root", str(root), "--decode-images"]) == 0
+    assert json.loads(capsys.readouterr().out)["images_decoded"] == 2

@@ -2,7 +2,8 @@
 
   python -m dan.data generate --profile default [--out DIR] [--seed 0] [--force] [--workers N]
   python -m dan.data info     [--profile default | --root DIR]      summary of a generated data set
-  python -m dan.data check    [--profile real | --root DIR] [--verify-images]   load every split of a data root
+  python -m dan.data check    [--profile real | --root DIR] [--verify-images | --decode-images]
+                                                                     load every split of a data root
 
 A user's mistake (unknown profile, missing or malformed file) ends in one line on stderr and exit code 2;
 ``--debug`` shows the traceback.
@@ -63,13 +64,16 @@ def _info(ns: argparse.Namespace) -> int:
 def _check(ns: argparse.Namespace) -> int:
     from dan.data.captions import image_file, load_karpathy
     from dan.data.grounding import load_grounding
-    from dan.data.vqa import image_folder, load_vqa_split, vqa_files
+    from dan.data.vqa import image_folder, load_vqa_split, vqa_files, vqa_image_path
 
+    if ns.decode_images:
+        ns.verify_images = True
     root = _root(ns)
     if not root.is_dir():
         raise DataError(f"data root not found: {root}")
     report: dict = {"root": str(root), "vqa": {}, "captions": {}}
     unchecked: dict[Path, str] = {}  # image folder not there -> what needed it (not downloaded: not verified)
+    decode: dict[Path, int] = {}  # with --decode-images: every image a question or caption refers to, once
     for split in ("train2014", "val2014", "test-dev2015", "test2015"):
         try:
             vqa_files(root, split)
@@ -80,6 +84,8 @@ def _check(ns: argparse.Namespace) -> int:
         if ns.verify_images and not verify:
             unchecked.setdefault(folder, f"VQA {split}")  # test-dev2015 and test2015 share one folder: listed once
         ex = load_vqa_split(root, split, check_images=verify)
+        if ns.decode_images and verify:
+            decode.update((vqa_image_path(root, split, e.image_id), e.image_id) for e in ex)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
     for path in sorted((root / "captions").glob("dataset_*.json")):
@@ -91,7 +97,9 @@ def _check(ns: argparse.Namespace) -> int:
                 if not folder.is_dir():
                     missing.add(folder)
                     continue
-                image_file(root / "images", img, check=True, default_folder=ns.caption_image_folder)
+                image = image_file(root / "images", img, check=True, default_folder=ns.caption_image_folder)
+                if ns.decode_images:
+                    decode[image] = img.image_id
             for folder in sorted(missing):
                 unchecked.setdefault(folder, path.name)
         splits: dict[str, int] = {}
@@ -102,6 +110,8 @@ def _check(ns: argparse.Namespace) -> int:
         report["images_not_verified"] = [f"{folder} ({what})" for folder, what in unchecked.items()]
         print(f"{PROG} check: warning: no image folder {', '.join(report['images_not_verified'])}: those images "
               f"were not verified (not downloaded?)", file=sys.stderr)
+    if decode:
+        report["images_decoded"] = _decode_all(decode)
     if (root / "grounding.json").is_file():
         g = load_grounding(root / "grounding.json")
         report["grounding"] = {"images": len(g.images), "questions": len(g.questions), "captions": len(g.captions)}
@@ -109,6 +119,24 @@ def _check(ns: argparse.Namespace) -> int:
         raise DataError(f"{root}: no VQA files (vqa/*questions.json) and no captions/dataset_*.json found")
     print(json.dumps(report, indent=1))
     return 0
+
+
+def _decode_all(images: dict[Path, int]) -> int:
+    """Decode every image (Pillow, in full); a :class:`DataError` lists how many failed and the first ones."""
+    from tqdm import tqdm
+
+    from dan.data.vqa import check_image_file
+
+    bad = []
+    for path, image_id in tqdm(sorted(images.items()), desc="decoding images", unit="img", file=sys.stderr,
+                               disable=len(images) < 100):
+        try:
+            check_image_file(path, image_id, verify=True)
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise DataError(f"{len(bad)} of {len(images)} images do not decode; first: " + "; ".join(bad[:3]))
+    return len(images)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="default", help="smoke | default | full | real (data/real)")
     c.add_argument("--root", default=None, help="any data root (overrides --profile)")
     c.add_argument("--verify-images", action="store_true",
-                   help="also require every image file (non-empty); image folders that are not there are listed "
-                        "as not verified")
+                   help="also require every image file (present and non-empty; not decoded); image folders that are "
+                        "not there are listed as not verified")
+    c.add_argument("--decode-images", action="store_true",
+                   help="--verify-images, and decode every image the questions and captions refer to (truncated or "
+                        "corrupt files are listed; slower: a full decode of each image)")
     c.add_argument("--caption-image-folder", default="flickr30k-images",
                    help="image folder of Karpathy entries without a filepath (Flickr30K; default flickr30k-images)")
     for p in (g, i, c):
