@@ -87,6 +87,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read a JSON file; a missing or malformed file raises :class:`DataError` naming the file and position."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:

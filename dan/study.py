@@ -169,8 +169,8 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     if out is None:
         dest = root / "book" / "notebooks"
         dest.mkdir(parents=True, exist_ok=True)
-        for nb in nbs:
-            shutil.copyfile(staging / nb.name, dest / nb.name)
+        for nb in nbs:  # each one whole (temp file + rename): a kill mid-copy leaves no half-written notebook
+            write_bytes_atomic(dest / nb.name, (staging / nb.name).read_bytes())
     if book and out is None:
         print("[study] building the book ...", flush=True)
         times["book"] = build_book(root)

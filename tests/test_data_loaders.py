@@ -345,3 +345,17 @@ def test_check_decode_images_finds_truncated_and_fake_jpegs(tmp_path, capsys):
     (folder / "COCO_test2015_000000000011.jpg").write_bytes(good)
     assert main(["check", "--root", str(root), "--decode-images"]) == 0
     assert json.loads(capsys.readouterr().out)["images_decoded"] == 2
+
+
+def test_a_folder_where_a_json_file_belongs_and_a_bad_image_name_name_their_folder(tmp_path):
+    from dan.data.images import list_images
+    from dan.io import read_json
+
+    (tmp_path / "vqa.json").mkdir()
+    with pytest.raises(DataError, match=r"vqa\.json is a folder, not a file"):
+        read_json(tmp_path / "vqa.json")
+    images = tmp_path / "images" / "val2014"
+    images.mkdir(parents=True)
+    (images / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(DataError, match=rf"{images}: cannot read an image id from file name 'holiday\.jpg'"):
+        list_images(images)

@@ -44,7 +44,10 @@ def list_images(images_dir: str | Path) -> list[tuple[int, Path]]:
     for path in listing:
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
-        image_id = image_id_from_filename(path.name)
+        try:
+            image_id = image_id_from_filename(path.name)
+        except DataError as exc:
+            raise DataError(f"{images_dir}: {exc}") from None
         if image_id in found:
             raise DataError(f"duplicate image id {image_id} in {images_dir}: {found[image_id].name} and {path.name}")
         found[image_id] = path
