@@ -148,7 +148,11 @@ def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") ->
 
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir, map_location=str(device))
-    cfg = TrainConfig.from_dict(state["config"])
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+    except (ConfigError, TypeError) as exc:  # another version's fields, or no config object at all
+        raise DataError(f"{run_dir / 'checkpoint.pt'}: its config is not one this version of dan reads ({exc})") \
+            from None
     vocab = Vocab.from_dict(state["vocab"], where=f"{run_dir}/checkpoint.pt vocabulary")
     answers = (AnswerVocab.from_dict(state["answers"], where=f"{run_dir}/checkpoint.pt answers")
                if state["answers"] is not None else None)

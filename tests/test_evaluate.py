@@ -89,3 +89,15 @@ def test_errors_are_one_line(vqa_run, matching_run, smoke_features: Path, tmp_pa
         main([str(vqa_run.run_dir), "--split", "val", "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "--batch-size must be a positive integer" in one_line_error(capsys, "python -m dan.evaluate")
+
+
+def test_a_checkpoint_of_another_version_is_named(vqa_run, tmp_path: Path, capsys) -> None:
+    import torch
+
+    state = torch.load(vqa_run.run_dir / "checkpoint.pt", weights_only=False)
+    state["config"]["warmup_epochs"] = 3  # a field this version does not know
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert main([str(tmp_path), "--split", "val", "--device", "cpu"]) == 2
+    err = one_line_error(capsys, "python -m dan.evaluate")
+    assert f"{tmp_path / 'checkpoint.pt'}: its config is not one this version of dan reads" in err
+    assert "warmup_epochs" in err
