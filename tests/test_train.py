@@ -105,6 +105,20 @@ def test_stop_and_resume_gives_the_uninterrupted_result(vqa_run, make_cfg, tmp_p
     assert_same_run(vqa_run.run_dir, full.run_dir)
 
 
+def test_resume_with_dropout_and_a_later_lr_drop_gives_the_uninterrupted_result(make_cfg, tmp_path):
+    """The smoke preset has no dropout and no learning-rate drop, so the test above cannot see a resume that loses
+    the scheduler's state or the epoch's dropout seed; the paper's recipe (SGD, dropout, a drop after the stop) can."""
+    recipe = dict(epochs=4, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, dropout=0.5,
+                  lr_decay_epochs=[3])
+    whole = train(make_cfg("vqa", tmp_path / "whole", **recipe), progress=False)
+    assert whole.history[3]["lr"] == pytest.approx(0.005)  # the drop comes after the stop below
+    cfg = make_cfg("vqa", tmp_path / "resumed", **recipe)
+    train(cfg, stop_after_epoch=2, progress=False)
+    assert load_checkpoint(cfg.out)["epoch"] == 1
+    resumed = train(cfg, progress=False)
+    assert_same_run(whole.run_dir, resumed.run_dir)
+
+
 def test_kill_9_during_training_then_rerun_gives_the_same_metrics(matching_run, smoke_data, smoke_features,
                                                                     tmp_path, capsys):
     out = tmp_path / "killed"
