@@ -29,6 +29,8 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     # deterministic, and some CUDA kernels have no deterministic version: those warn instead of failing.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+    # A running interpreter's string hashing is fixed at its start (dan.study starts kernels with PYTHONHASHSEED
+    # set); here it only reaches the processes this kernel starts, e.g. the ablation sweep's workers.
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     sns.set_theme(style="whitegrid", context="notebook")
     matplotlib.rcParams["figure.dpi"] = 90

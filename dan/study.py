@@ -58,6 +58,7 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    os.environ.setdefault("PYTHONHASHSEED", "0")  # the kernel inherits it: string hashing fixed from its start
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
