@@ -347,6 +347,25 @@ def test_check_decode_images_finds_truncated_and_fake_jpegs(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images_decoded"] == 2
 
 
+def test_check_decode_images_decodes_the_files_verify_found(tmp_path, capsys):
+    """VQA images named otherwise than COCO_<split>_<id>.jpg (``<id>.jpg``, ``.png``) pass --verify-images and
+    dan.features (both read ids with list_images); --decode-images decodes those files, not missing COCO names."""
+    from PIL import Image
+
+    from dan.data.__main__ import main
+
+    root = tmp_path / "real"
+    _write(root / "vqa" / "v2_OpenEnded_mscoco_test-dev2015_questions.json", _questions("test-dev2015"))
+    folder = root / "images" / "test2015"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "000000000010.jpg")
+    Image.new("RGB", (64, 48), (20, 30, 200)).save(folder / "COCO_test2015_000000000011.png")
+    assert main(["check", "--root", str(root), "--verify-images"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--root", str(root), "--decode-images"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["images_decoded"] == 2
+
+
 def test_a_folder_where_a_json_file_belongs_and_a_bad_image_name_name_their_folder(tmp_path):
     from dan.data.images import list_images
     from dan.io import read_json

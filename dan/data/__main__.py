@@ -64,7 +64,8 @@ def _info(ns: argparse.Namespace) -> int:
 def _check(ns: argparse.Namespace) -> int:
     from dan.data.captions import image_file, load_karpathy
     from dan.data.grounding import load_grounding
-    from dan.data.vqa import image_folder, load_vqa_split, vqa_files, vqa_image_path
+    from dan.data.images import list_images
+    from dan.data.vqa import image_folder, load_vqa_split, vqa_files
 
     if ns.decode_images:
         ns.verify_images = True
@@ -84,8 +85,9 @@ def _check(ns: argparse.Namespace) -> int:
         if ns.verify_images and not verify:
             unchecked.setdefault(folder, f"VQA {split}")  # test-dev2015 and test2015 share one folder: listed once
         ex = load_vqa_split(root, split, check_images=verify)
-        if ns.decode_images and verify:
-            decode.update((vqa_image_path(root, split, e.image_id), e.image_id) for e in ex)
+        if ns.decode_images and verify:  # the files the check found (any name list_images reads, as dan.features)
+            found = dict(list_images(folder))
+            decode.update((found[e.image_id], e.image_id) for e in ex)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
     for path in sorted((root / "captions").glob("dataset_*.json")):
