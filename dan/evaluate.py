@@ -159,7 +159,12 @@ def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") ->
     model = build_model(cfg.task, len(vocab), state["visual_dim"],
                         num_answers=len(answers) if answers is not None else None, hidden_dim=cfg.hidden_dim,
                         steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout, embed_dim=cfg.embed_dim)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # weights of another version's model (or no state dict)
+        first = str(exc).strip().splitlines()
+        raise DataError(f"{run_dir / 'checkpoint.pt'}: its weights do not fit the model this version of dan builds "
+                        f"from its config ({' '.join(line.strip() for line in first[:3])})") from None
     model.to(device).eval()
     return TrainedRun(run_dir, cfg, model, vocab, answers, int(state["visual_dim"]), state["feature_meta"] or {},
                       int(state["epoch"]) + 1)

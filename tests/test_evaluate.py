@@ -101,3 +101,17 @@ def test_a_checkpoint_of_another_version_is_named(vqa_run, tmp_path: Path, capsy
     err = one_line_error(capsys, "python -m dan.evaluate")
     assert f"{tmp_path / 'checkpoint.pt'}: its config is not one this version of dan reads" in err
     assert "warmup_epochs" in err
+
+
+def test_weights_of_another_model_are_named(vqa_run, tmp_path: Path, capsys) -> None:
+    """A checkpoint whose config this version reads but whose weights are another version's model (a renamed or
+    reshaped parameter) is one line naming the file, not load_state_dict's RuntimeError traceback."""
+    import torch
+
+    state = torch.load(vqa_run.run_dir / "checkpoint.pt", weights_only=False)
+    name = next(iter(state["model"]))
+    state["model"]["old_" + name] = state["model"].pop(name)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert main([str(tmp_path), "--split", "val", "--device", "cpu"]) == 2
+    err = one_line_error(capsys, "python -m dan.evaluate")
+    assert f"{tmp_path / 'checkpoint.pt'}: its weights do not fit the model" in err and name in err
