@@ -115,3 +115,40 @@ def test_weights_of_another_model_are_named(vqa_run, tmp_path: Path, capsys) -> 
     assert main([str(tmp_path), "--split", "val", "--device", "cpu"]) == 2
     err = one_line_error(capsys, "python -m dan.evaluate")
     assert f"{tmp_path / 'checkpoint.pt'}: its weights do not fit the model" in err and name in err
+
+
+def test_an_unfinished_run_is_evaluated_at_its_checkpoint_in_eval_mode(make_cfg, tmp_path: Path) -> None:
+    """A run stopped after epoch 1 of 2 (checkpoint, no metrics.json), with dropout: the evaluation reports 1 of 2
+    epochs and reproduces that epoch's validation accuracy, which training computed in eval mode."""
+    from dan.train import train
+
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2, dropout=0.5)
+    train(cfg, stop_after_epoch=1, progress=False)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    import torch
+
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["history"]
+    result = evaluate_run(tmp_path / "run", "val", device="cpu", out=tmp_path / "results.json")
+    assert (result["epochs_trained"], result["epochs"]) == (1, 2)
+    assert result["metrics"]["overall"] == pytest.approx(saved[0]["val_acc"], abs=1e-9)
+
+
+def test_matching_other_captions_per_image_and_restval(make_cfg, smoke_data: Path, tmp_path: Path) -> None:
+    """A run trained on 3 captions per image is scored on 3 per image (its metrics.json's test numbers); the
+    train split is Karpathy's train and restval together, as in training."""
+    from dan.train import train
+
+    run = train(make_cfg("matching", tmp_path / "run", epochs=1, captions_per_image=3), progress=False)
+    result = evaluate_run(run.run_dir, "test", device="cpu", out=tmp_path / "test.json")
+    for d in ("i2t", "t2i"):
+        for k in ("r1", "r5", "r10", "medr"):
+            assert result["metrics"][d][k] == pytest.approx(run.metrics[d][k], abs=1e-9), (d, k)
+    root = tmp_path / "data"
+    shutil.copytree(smoke_data, root)
+    karpathy = json.loads((root / run.config.captions_file).read_text(encoding="utf-8"))
+    train_images = [im for im in karpathy["images"] if im["split"] == "train"]
+    for im in train_images[: len(train_images) // 2]:
+        im["split"] = "restval"
+    (root / run.config.captions_file).write_text(json.dumps(karpathy), encoding="utf-8")
+    result = evaluate_run(run.run_dir, "train", data=root, device="cpu", out=tmp_path / "train.json")
+    assert result["images"] == len(train_images)
