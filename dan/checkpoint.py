@@ -159,10 +159,10 @@ def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
                                 f"trained on, or another --out (or delete that folder) to train on this data")
 
 
-def check_same_features(saved: dict, current: dict, where: Path, root: Path) -> None:
+def check_same_features(saved: dict, current: dict, where: Path, root: Path,
+                        advice: str = "use the features it was trained on (--features) or another --out") -> None:
     """Raise :class:`DataError` naming the first field in which the features ``where`` was trained on differ."""
     for k in FEATURE_KEYS:
         if k in saved and k in current and saved[k] != current[k]:
             raise DataError(f"{where} was trained on features with {k}={saved[k]!r}, but the feature stores in "
-                            f"{root} have {k}={current[k]!r}; use the features it was trained on (--features) or "
-                            f"another --out")
+                            f"{root} have {k}={current[k]!r}; {advice}")

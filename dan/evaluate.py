@@ -187,7 +187,8 @@ def _open_run_bank(run: TrainedRun, features: Path, folders: set[str], device: t
     if bank.dim != run.visual_dim:
         raise DataError(f"{run.run_dir} expects {run.visual_dim}-d regions, the feature stores in {features} have "
                         f"{bank.dim}-d ({bank.meta.get('backbone')}); use the features it was trained on (--features)")
-    check_same_features(run.feature_meta, bank.meta, run.run_dir, features)
+    check_same_features(run.feature_meta, bank.meta, run.run_dir, features,  # (--out is the results file here)
+                        advice="use the features it was trained on (--features)")
     return bank
 
 

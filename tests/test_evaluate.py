@@ -152,3 +152,16 @@ def test_matching_other_captions_per_image_and_restval(make_cfg, smoke_data: Pat
     (root / run.config.captions_file).write_text(json.dumps(karpathy), encoding="utf-8")
     result = evaluate_run(run.run_dir, "train", data=root, device="cpu", out=tmp_path / "train.json")
     assert result["images"] == len(train_images)
+
+
+def test_features_of_another_kind_are_refused(vqa_run, smoke_features: Path, tmp_path: Path, capsys) -> None:
+    """Stores of another kind than the run's (here another image size in meta.json) are refused, and the advice
+    is dan.evaluate's (--features), not training's 'another --out' (dan.evaluate's --out is the results file)."""
+    feats = tmp_path / "features"
+    shutil.copytree(smoke_features / "val2014", feats / "val2014")
+    meta = json.loads((feats / "val2014" / "meta.json").read_text(encoding="utf-8"))
+    (feats / "val2014" / "meta.json").write_text(json.dumps({**meta, "image_size": meta["image_size"] + 32}))
+    assert main([str(vqa_run.run_dir), "--split", "val", "--device", "cpu", "--features", str(feats)]) == 2
+    err = one_line_error(capsys, "python -m dan.evaluate")
+    assert "was trained on features with image_size=" in err and "(--features)" in err
+    assert "another --out" not in err
