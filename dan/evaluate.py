@@ -240,7 +240,10 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
                                  for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
         result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained}
         if any(e.answers for e in examples):
-            result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples)
+            from dan.prepare import question_families  # the embedded benchmark's single-/multi-hop families
+
+            result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples,
+                                             group_by=question_families(root) or None)
         return result
     from dan.data.captions import load_karpathy
 
