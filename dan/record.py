@@ -130,6 +130,11 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     paths = study_paths(profile, root or repo_root())
     times = read_json(paths.results / "study_times.json", "study times")
+    bad = ([repr(times)] if not isinstance(times, dict) else
+           [f"{k}: {v!r}" for k, v in times.items() if isinstance(v, bool) or not isinstance(v, (int, float))])
+    if bad:
+        raise DataError(f"{paths.results / 'study_times.json'}: expected seconds per stage (an object of numbers), "
+                        f"got {', '.join(bad[:3])}; rerun the study to rewrite it")
     if "total" not in times:
         raise DataError(f"{paths.results / 'study_times.json'} has no total: the {profile} study did not run "
                         f"through (stages recorded: {', '.join(times) or 'none'})")

@@ -200,3 +200,13 @@ def test_recorded_checks_label_the_records_that_exist_in_order(tmp_path, matchin
     assert all(f"({epochs} epochs, " in label for label in checks)
     assert [rec["command"] for rec in checks.values()] == ["python -m dan.train # b_check",
                                                            "python -m dan.train # a_check"]
+
+
+def test_study_times_that_are_not_seconds_are_named(tmp_path, vqa_run, matching_run, capsys, monkeypatch):
+    fake_study(tmp_path, vqa_run, matching_run)
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    (study_paths("smoke", tmp_path).results / "study_times.json").write_text('{"01_data": 2.0, "total": "x"}')
+    assert record.main(["--profile", "smoke"]) != 0
+    err = capsys.readouterr().err
+    assert "study_times.json: expected seconds per stage (an object of numbers), got total: 'x'" in err
+    assert not record.record_path("smoke", tmp_path).exists()
