@@ -30,8 +30,9 @@ def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
-                     history: list[dict]) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
+                    history: list[dict]) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(), "vocab": prep.vocab.to_dict(),
              "answers": prep.answers.to_dict() if prep.answers is not None else None,

@@ -20,6 +20,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ import torch
 from dan.batches import CaptionTensors, FeatureBank, VQATensors, batch_text, caption_tensors, vqa_tensors
 from dan.io import ConfigError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
 from dan.metrics import retrieval_metrics, vqa_accuracy, vqa_score
+
+if TYPE_CHECKING:
+    from dan.prepare import Prepared
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -42,7 +46,8 @@ def _pad_stack(chunks: list[np.ndarray], width: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_vqa(model, prep, batch_size: int, device: torch.device, save_to: Path | None = None) -> dict:
+def evaluate_vqa(model: torch.nn.Module, prep: Prepared, batch_size: int, device: torch.device,
+                 save_to: Path | None = None) -> dict:
     """Accuracy (percent) of ``model`` on ``prep.val``; see the module docstring for what ``save_to`` receives."""
     model.eval()
     data = prep.val
@@ -84,7 +89,8 @@ def evaluate_vqa(model, prep, batch_size: int, device: torch.device, save_to: Pa
 
 
 @torch.no_grad()
-def embed_split(model, data: CaptionTensors, bank, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+def embed_split(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
+                device: torch.device) -> dict[str, np.ndarray]:
     """Embeddings and attention of every image [I, (K+1)H] and caption [5I, (K+1)H] of one split."""
     model.eval()
     img_e, img_a, txt_e, txt_a = [], [], [], []
@@ -103,7 +109,8 @@ def embed_split(model, data: CaptionTensors, bank, batch_size: int, device: torc
             "image_attention": np.concatenate(img_a), "text_attention": _pad_stack(txt_a, data.tokens.shape[1])}
 
 
-def _retrieval(model, data: CaptionTensors, bank, batch_size: int, device: torch.device) -> tuple[dict, dict]:
+def _retrieval(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
+               device: torch.device) -> tuple[dict, dict]:
     emb = embed_split(model, data, bank, batch_size, device)
     S = torch.from_numpy(emb["image_embedding"]) @ torch.from_numpy(emb["text_embedding"]).T  # [I, 5I]
     m = retrieval_metrics(S, captions_per_image=data.per_image)
@@ -111,7 +118,8 @@ def _retrieval(model, data: CaptionTensors, bank, batch_size: int, device: torch
     return m, emb
 
 
-def evaluate_matching(model, prep, batch_size: int, device: torch.device, save_to: Path | None = None) -> dict:
+def evaluate_matching(model: torch.nn.Module, prep: Prepared, batch_size: int, device: torch.device,
+                      save_to: Path | None = None) -> dict:
     """Retrieval metrics on ``prep.val`` (per epoch) or, with ``save_to``, on test with val nested under "val"."""
     val, _ = _retrieval(model, prep.val, prep.bank, batch_size, device)
     if save_to is None:

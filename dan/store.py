@@ -165,7 +165,7 @@ class FeatureStore:
         state["_array"], state["_pid"] = None, -1
         return state
 
-    def positions(self, ids) -> np.ndarray:
+    def positions(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Row positions (int64 [B]) of image ``ids``; unknown ids raise :class:`DataError` naming them."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         pos = np.searchsorted(self.ids, ids)
@@ -178,7 +178,7 @@ class FeatureStore:
                             f"another image folder or were skipped as unreadable")
         return pos.astype(np.int64)
 
-    def gather(self, positions) -> np.ndarray:
+    def gather(self, positions: np.ndarray | list[int]) -> np.ndarray:
         """Features of rows ``positions`` (int [B]) as a new ``np.float16`` array ``[B, N, D]``."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if positions.size and (positions.min() < 0 or positions.max() >= len(self)):

@@ -356,7 +356,8 @@ def _headline(cfg: TrainConfig, m: dict) -> dict:
     return {"val_rsum": m["rsum"], "val_i2t_r1": m["i2t"]["r1"], "val_t2i_r1": m["t2i"]["r1"]}
 
 
-def _evaluate(model, cfg: TrainConfig, prep: Prepared, device: torch.device, save_to: Path | None) -> dict:
+def _evaluate(model: torch.nn.Module, cfg: TrainConfig, prep: Prepared, device: torch.device,
+              save_to: Path | None) -> dict:
     if cfg.task == "vqa":
         return evaluate_vqa(model, prep, cfg.eval_batch_size, device, save_to=save_to)
     return evaluate_matching(model, prep, cfg.eval_batch_size, device, save_to=save_to)
