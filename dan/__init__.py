@@ -1,2 +1,22 @@
-"""Dual Attention Networks: a reproducible study."""
+"""Dual Attention Networks (Nam, Ha & Kim, CVPR 2017): a reproducible study.
+
+The stages, one module each, in the order a study runs them (``python -m dan`` lists the command lines):
+
+- data: :mod:`dan.data` (``python -m dan.data generate|info|check``): loaders for VQA v1/v2, Karpathy splits and
+  Flickr8k in their real formats, and the embedded benchmark generated in those formats (:mod:`dan.data.synth`).
+- features: :mod:`dan.features` (``python -m dan.features``) with :mod:`dan.backbones`, :mod:`dan.extract`,
+  :mod:`dan.jpeg`, :mod:`dan.resize` and :mod:`dan.fuse`: frozen-CNN grid features into fp16 stores
+  (:mod:`dan.store`, :mod:`dan.store_writer`), opened lazily by image id.
+- models: :mod:`dan.attention` and :mod:`dan.models` (r-DAN for VQA, m-DAN for image-text matching;
+  :func:`dan.models.build_model`), :mod:`dan.losses`.
+- training: :mod:`dan.config` (presets as dataclasses), :mod:`dan.prepare`, :mod:`dan.batches`, :mod:`dan.train`
+  (``python -m dan.train``; checkpoints in :mod:`dan.checkpoint`, resumable).
+- evaluation: :mod:`dan.metrics` (official VQA accuracy, retrieval recall), :mod:`dan.evaluate`
+  (``python -m dan.evaluate RUN --split ...``: any split from a checkpoint, e.g. the VQA server's results file).
+- analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.stats` (t intervals),
+  :mod:`dan.analysis` and :mod:`dan.gallery` (does attention look where it should), :mod:`dan.viz`,
+  :mod:`dan.report` (tables from files on disk), :mod:`dan.reference` (the paper's numbers).
+- the study and its records: :mod:`dan.study` (``make study``), :mod:`dan.notebook`, :mod:`dan.record`,
+  :mod:`dan.bench` and :mod:`dan.bench_records` (speed benchmarks and their committed results).
+"""
 __version__ = "0.1.0"
