@@ -209,6 +209,7 @@ def test_study_cli_refuses_options_it_would_ignore(argv, named, capsys):
     ("dan.features", ["--data", "{tmp}/nope", "--out", "{tmp}/f"], "--data folder not found"),
     ("dan.study", ["--profile", "huge"], "accepted: smoke, default, full"),
     ("dan.data", ["check", "--root", "{tmp}/nope"], "data root not found"),
+    ("dan.evaluate", ["{tmp}/nope", "--split", "val"], "no checkpoint at"),
 ])
 def test_real_processes_print_one_line_and_debug_the_traceback(tmp_path, module, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
