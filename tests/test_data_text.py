@@ -15,6 +15,7 @@ from dan.io import DataError
     ("Is there a RED circle?!", ["is", "there", "a", "red", "circle"]),
     ("What's on the man's T-shirt?", ["what's", "on", "the", "man", "'s", "t", "shirt"]),
     ("It costs 1,000 dollars, 2.5 each.", ["it", "costs", "1000", "dollars", "2.5", "each"]),
+    ("Is it 3,4 or 1,000,000?", ["is", "it", "3", "4", "or", "1000000"]),  # only groups of three digits join
     ("Don\u2019t   stop", ["don't", "stop"]),
     ("", []),
     ("Is the cafe\u0301 open?", ["is", "the", "caf\u00e9", "open"]),  # combining accent -> precomposed (NFC)
@@ -63,6 +64,20 @@ def test_answer_vocab_build_normalises_and_ranks():
 def test_answer_vocab_from_human_answers_uses_the_majority():
     humans = [["red"] * 6 + ["orange"] * 4, ["orange"] * 7 + ["red"] * 3, ["orange"] * 10]
     assert AnswerVocab.build(humans).answers == ["orange", "red"]
+
+
+def test_answer_vocab_majority_ties_go_to_the_answer_given_first():
+    # 2 votes each after normalisation; "Blue" comes first in the first list, "red" in the second
+    assert AnswerVocab.build([["Blue", "red", "red", "blue"]]).answers == ["blue"]
+    assert AnswerVocab.build([["red", "Blue", "blue", "red"]]).answers == ["red"]
+
+
+def test_answer_vocab_from_examples_prefers_the_multiple_choice_answer():
+    from dan.data.vqa import VQAExample
+
+    with_mc = VQAExample(1, 1, "q?", ["cat"] * 10, "Dog", "other", None)  # the annotators' pick wins
+    without_mc = VQAExample(2, 1, "q?", ["bird"] * 6 + ["cat"] * 4, None, "other", None)  # else the majority
+    assert AnswerVocab.build([with_mc, without_mc]).answers == ["bird", "dog"]
 
 
 def test_soft_target_leave_one_out():

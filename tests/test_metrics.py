@@ -16,7 +16,9 @@ from dan.metrics import normalize_answer, retrieval_metrics, vqa_accuracy, vqa_s
 @pytest.mark.parametrize("raw, norm", [
     ("Two", "2"), ("2.", "2"), ("the dog", "dog"), ("dont", "don't"), ("yes!", "yes"), ("Yes", "yes"),
     ("A Dog.", "dog"), ("an apple", "apple"), ("none", "0"), ("ten", "10"), ("2.5", "2.5"), ("1,000", "1000"),
-    ("black-and-white", "black and white"), ("red, white", "red white"), ("  yes \n", "yes"),
+    ("black-and-white", "black and white"), ("red, white", "red white"),
+    # a mark touching a space on either side is deleted everywhere, also inside words (official rule): " -" here
+    ("x-ray -", "xray"), ("x-ray -left", "xray left"), ("  yes \n", "yes"),
     ("isnt", "isn't"), ("don't", "don't"), ("what?", "what"), ("(left)", "left"), ("shed", "shed"),
     # the official table as it acts on lowercased words: these keys match ...
     ("hed", "he'd"), ("twas", "'twas"), ("whyre", "why're"), ("somebodys", "somebody's"), ("Whereve", "where've"),
