@@ -141,6 +141,18 @@ def test_vqa_bad_files_and_annotations(tmp_path):
         assert len(load_vqa(q, on_error="skip")) == 3
 
 
+def test_vqa_skip_drops_mismatched_and_unannotated_questions(tmp_path):
+    q = _write(tmp_path / "q.json", _questions())
+    anns = _annotations()
+    anns["annotations"][1]["image_id"] = 11  # question 2 is about image 10
+    del anns["annotations"][2]  # question 3 has no annotation
+    stats: dict = {}
+    with pytest.warns(DataWarning, match="skipped 2 of 5"):
+        ex = load_vqa(q, _write(tmp_path / "a.json", anns), on_error="skip", stats=stats)
+    assert [e.question_id for e in ex] == [1] and ex[0].answers == ["red"] * 10
+    assert stats["reasons"] == {"image mismatch": 1, "question without annotation": 1}
+
+
 def test_image_file_checks(tmp_path):
     _write(tmp_path / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json", _questions())
     img_dir = tmp_path / "images" / "val2014"
@@ -189,6 +201,12 @@ def test_karpathy_round_trip(tmp_path):
     assert imgs[0] == CaptionImage(42, "COCO_val2014_000000000042.jpg", "val2014", "test", ["A dog.", "A cat."],
                                    [0, 1])
     assert imgs[2].sentences == ["a bird"] and imgs[1].filepath == ""
+    assert [i.sentence_ids for i in imgs] == [[0, 1], [2], [3]]
+    data = _karpathy()
+    for s in data["images"][0]["sentences"]:
+        del s["sentid"]  # no id on the sentences: the image's "sentids" list gives them
+    data["images"][0]["sentids"] = [10, 11]
+    assert load_karpathy(_write(tmp_path / "sentids.json", data))[0].sentence_ids == [10, 11]
     assert [i.image_id for i in load_karpathy(path, splits={"train", "restval"})] == [1000092795, 7]
     assert image_file(tmp_path, imgs[0]) == tmp_path / "val2014" / "COCO_val2014_000000000042.jpg"
     assert image_file(tmp_path, imgs[1]) == tmp_path / "1000092795.jpg"
@@ -227,11 +245,13 @@ def test_flickr8k_txt(tmp_path):
     text = ("image,caption\n"
             "1000268201_693b08cb0e.jpg,A child in a pink dress , climbing stairs .\n"
             '1000268201_693b08cb0e.jpg,"A girl, going into a building."\n'
+            '1000268201_693b08cb0e.jpg,"A sign reads ""stop"" ."\n'
             "1001773457_577c3a7d70.jpg,Two dogs playing .\n")
     imgs = load_flickr8k_txt(_write(tmp_path / "captions.txt", text), split_map={1001773457: "test"})
-    assert [(i.image_id, i.split, i.sentence_ids) for i in imgs] == [(1000268201, "train", [0, 1]),
-                                                                     (1001773457, "test", [2])]
+    assert [(i.image_id, i.split, i.sentence_ids) for i in imgs] == [(1000268201, "train", [0, 1, 2]),
+                                                                     (1001773457, "test", [3])]
     assert imgs[0].sentences[1] == "A girl, going into a building."
+    assert imgs[0].sentences[2] == 'A sign reads "stop" .'  # CSV quoting: "" inside quotes is one "
     tokens = load_flickr8k_txt(_write(tmp_path / "Flickr8k.token.txt", "1001773457_577c3a7d70.jpg#0\tA dog .\n"))
     assert tokens[0].sentences == ["A dog ."] and tokens[0].filename == "1001773457_577c3a7d70.jpg"
     bom = load_flickr8k_txt(_write(tmp_path / "bom.txt",
