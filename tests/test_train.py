@@ -518,3 +518,77 @@ def test_deviations_also_name_embeddings_negatives_and_soft_targets():
         "embed_dim": (300, 512), "soft_targets": (True, False)}
     assert deviations(preset("paper", "matching", negatives="hardest")) == {"negatives": ("hardest", "sampled")}
     assert deviations(preset("paper", "vqa", hidden_dim=256))["embed_dim"] == (256, 512)  # unset: follows hidden
+
+
+def test_vqa_tensors_hold_every_soft_score_and_batches_trim_to_their_longest_question(tmp_path):
+    from dan.batches import batch_text, vqa_tensors
+    from dan.bench import write_random_store
+    from dan.data.vqa import VQAExample
+
+    bank = FeatureBank({"val2014": write_random_store(tmp_path / "s", num_images=3, grid=(1, 2), dim=4)})
+    answers = AnswerVocab(["red", "blue", "green", "gray", "pink"])
+    vocab = Vocab(["<pad>", "<unk>", "what", "is", "it", "why"])
+    four = ["red"] + ["blue"] * 2 + ["green"] * 3 + ["gray"] * 4  # 1, 2, 3, 4 of 10: 0.3, 0.6, 0.9, 1.0
+    examples = [VQAExample(7, 2, "what is it", four, "gray", "other", None),
+                VQAExample(8, 0, "why", ["zz"] * 10, "zz", "other", None)]  # no answer in the vocabulary
+    t = vqa_tensors(examples, vocab, answers, bank, "val2014", "test")
+    assert t.rows.tolist() == [2, 0] and t.targets.tolist() == [3, -1]
+    soft = t.soft_targets(np.array([0, 1]), len(answers))
+    assert torch.allclose(soft, torch.tensor([[0.3, 0.6, 0.9, 1.0, 0.0], [0.0] * 5]))
+    tokens, lengths = batch_text(t.tokens, t.lengths, np.array([1]), torch.device("cpu"))
+    assert tokens.tolist() == [[5]] and lengths.tolist() == [1]  # 1 column, not the 3 of the longest question
+    tokens, _ = batch_text(t.tokens, t.lengths, np.array([1, 0]), torch.device("cpu"))
+    assert tokens.tolist() == [[5, 0, 0], [2, 3, 4]]
+
+
+def test_epoch_batches_cover_the_data_once_in_a_new_order_each_epoch():
+    from types import SimpleNamespace
+
+    from dan.train import _epoch_batches
+
+    cfg = preset("smoke", "vqa", batch_size=4)
+    epochs = [np.concatenate(_epoch_batches(10, cfg, e, None)) for e in range(3)]
+    assert all(sorted(order.tolist()) == list(range(10)) for order in epochs)
+    assert [len(b) for b in _epoch_batches(10, cfg, 0, None)] == [4, 4, 2]
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    assert np.array_equal(epochs[1], np.concatenate(_epoch_batches(10, cfg, 1, None)))  # a function of the epoch
+    prep = SimpleNamespace(train=SimpleNamespace(per_image=3))
+    cfg = preset("smoke", "matching", batch_size=3)
+    batches = _epoch_batches(8, cfg, 0, prep)  # 3 rounds of 8 images in batches of 3, 3, 2
+    images = np.concatenate([b[0] for b in batches])
+    captions = np.concatenate([b[1] for b in batches])
+    assert sorted(captions.tolist()) == list(range(24))  # every caption once per epoch
+    assert np.array_equal(captions // 3, images)  # each with its own image
+    assert all(len(set(b[0].tolist())) == b.shape[1] for b in batches)  # never two captions of one image
+    assert all(b.shape[1] > 1 for b in _epoch_batches(7, cfg, 0, prep))  # a one-pair tail has no negative
+
+
+@pytest.mark.parametrize("clip_mode", ["value", "norm"])
+def test_a_step_uses_the_soft_targets_and_the_clip_mode_asked_for(make_cfg, tmp_path, monkeypatch, clip_mode):
+    import dan.train as train_module
+
+    calls: dict[str, list] = {"loss": [], "value": [], "norm": []}
+
+    def spy_loss(logits, targets, soft=None):
+        loss = vqa_loss(logits, targets, soft)
+        calls["loss"].append((soft, tuple(logits.shape), loss.item()))
+        return loss
+
+    from dan.losses import vqa_loss
+
+    real_value, real_norm = torch.nn.utils.clip_grad_value_, torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(train_module, "vqa_loss", spy_loss)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_value_",
+                        lambda p, v, **kw: calls["value"].append(v) or real_value(p, v, **kw))
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda p, v, **kw: calls["norm"].append(v) or real_norm(p, v, **kw))
+    cfg = make_cfg("vqa", tmp_path / clip_mode, epochs=1, max_train=70, soft_targets=True, clip_mode=clip_mode,
+                   grad_clip=0.5)
+    run = train(cfg, progress=False)
+    sizes = [shape[0] for _, shape, _ in calls["loss"]]
+    assert sizes == [32, 32, 6]
+    assert all(s is not None and s.shape == shape and bool((s.sum(1) > 0).any()) for s, shape, _ in calls["loss"])
+    assert calls[clip_mode] == [0.5] * 3 and calls["norm" if clip_mode == "value" else "value"] == []
+    # the epoch's loss is the mean over questions, so the 6-question tail weighs 6/70, not 1/3
+    per_question = sum(shape[0] * loss for _, shape, loss in calls["loss"]) / sum(sizes)
+    assert run.history[0]["loss"] == pytest.approx(per_question, rel=1e-6)
