@@ -600,3 +600,54 @@ def test_a_resumed_run_keeps_the_skips_it_committed_before_the_crash(tmp_path, m
     resumed = extract_features(items + bad, tmp_path / "cut", cfg, backbone=model, progress=False)
     assert sorted(s["image_id"] for s in resumed.meta["skipped"]) == [800, 801, 802, 850]
     assert files_of(tmp_path / "cut") == files_of(tmp_path / "clean")
+
+
+def test_store_writer_commits_the_last_rows_at_close():
+    from dan.store_writer import StoreWriter
+
+    part = _SlowFlushStore()
+    part.release.set()
+    writer = StoreWriter(part, 0, [], every_bytes=1e18, every_s=1e9)  # no chunk ever full: only close commits
+    writer.put(2, np.array([0, 1]), _rows(2), None, [])
+    writer.put(4, np.array([2, 3]), _rows(2), None, [{"image_id": 9, "reason": "x"}])
+    assert writer.close() == [{"image_id": 9, "reason": "x"}]
+    assert part.written == [0, 1, 2, 3] and part.commits == [4] and writer.committed == 4
+
+
+def test_partial_store_writes_each_run_of_rows_at_its_own_position(tmp_path):
+    from dan.store import PartialStore
+
+    part = PartialStore(tmp_path / "s", "fp", num_images=6, row_shape=(1, 2))
+    assert part.open() == (0, [])
+    rows = np.arange(10, dtype=np.float16).reshape(5, 1, 2)
+    part.write_rows(np.array([0, 1, 3, 4, 5]), rows)  # a gap at 2 (a skipped image): two runs
+    part.close()
+    data = np.load(tmp_path / "s" / PARTIAL / FEATURES)
+    assert data[:, 0].tolist() == [[0, 1], [2, 3], [0, 0], [4, 5], [6, 7], [8, 9]]
+
+
+def test_a_store_with_repeated_ids_is_refused(tmp_path):
+    from dan.bench import write_random_store
+
+    write_random_store(tmp_path / "s", num_images=4, grid=(1, 2), dim=3)
+    np.save(tmp_path / "s" / "ids.npy", np.array([0, 1, 1, 3], dtype=np.int64))
+    with pytest.raises(DataError, match="not sorted and unique"):
+        FeatureStore(tmp_path / "s")
+
+
+def test_an_open_store_refuses_a_file_rewritten_in_place(tmp_path):
+    """``cp other/features.npy`` over a store rewrites the same file (same inode); at the same size only the
+    modification time tells."""
+    from dan.bench import write_random_store
+
+    write_random_store(tmp_path / "s", num_images=4, grid=(1, 2), dim=3)
+    store = FeatureStore(tmp_path / "s")  # not mapped yet
+    path = tmp_path / "s" / FEATURES
+    with open(path, "r+b") as fh:
+        fh.seek(-2, os.SEEK_END)
+        fh.write(np.float16(7.0).tobytes())
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match="replaced or changed after it was opened"):
+        store.gather([3])
+    assert FeatureStore(tmp_path / "s").gather([3])[0, -1, -1] == 7.0  # opened again: the new rows
