@@ -31,6 +31,8 @@ def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
     area = 30 * 30 / (100 * 100)
     assert analysis.attention_mass(uniform, cover) == pytest.approx(area)
     assert analysis.chance_scores(cover) == pytest.approx((inside.mean(), area))
+    # a map that does not sum to 1 is normalised: 3 of its 4 units on the object
+    assert analysis.attention_mass(np.array([3.0, 1.0]), np.array([1.0, 0.0])) == pytest.approx(0.75)
 
 
 
@@ -101,6 +103,27 @@ def test_grounding_summary_intervals_are_over_images() -> None:
     assert (row["n"], row["images"]) == (80, 20)
     assert row["mass %"] == pytest.approx(100 * m, abs=0.01)
     assert row["± ci "] == pytest.approx(100 * (m - lo), abs=0.01)
+
+
+def test_vqa_grounding_scores_anchor_and_target_objects_separately(tmp_path) -> None:
+    from dan.data.grounding import Grounding, QuestionGT
+
+    # 2 x 2 grid of 50 px cells: the anchor fills cell 0, the target cell 3; all attention on cell 0
+    image = ImageGT(100, 100, [ObjectGT(0, "circle", "red", "small", [0.0, 0.0, 50.0, 50.0]),
+                               ObjectGT(1, "square", "blue", "small", [50.0, 50.0, 50.0, 50.0])])
+    g = Grounding({5: image}, {1: QuestionGT("multi-hop", [0, 1], [0], [1], ["red"], 5)}, {})
+    preds = pd.DataFrame({"question_id": [1], "image_id": [5], "answer_type": ["other"], "correct": [True],
+                          "question": ["what is right of the red circle"]})
+    visual = np.array([[[1.0, 0.0, 0.0, 0.0]]], dtype=np.float32)  # [Q, K, N]
+    text = np.zeros((1, 1, 7), dtype=np.float32)
+    text[0, 0, 5] = 1.0  # on "red" (tokens: what is right of the red circle)
+    out = analysis.VQAOutputs(tmp_path, preds, visual, text, np.array([7]), (2, 2), tmp_path, "val2014")
+    vis, txt = analysis.vqa_grounding(out, g)
+    got = vis.set_index("objects")[["hit", "mass", "chance_hit", "chance_mass"]].T.to_dict()
+    assert got == {"referred": {"hit": 1.0, "mass": 1.0, "chance_hit": 0.5, "chance_mass": 0.5},
+                   "anchor": {"hit": 1.0, "mass": 1.0, "chance_hit": 0.25, "chance_mass": 0.25},
+                   "target": {"hit": 0.0, "mass": 0.0, "chance_hit": 0.25, "chance_mass": 0.25}}
+    assert txt[["hit", "mass", "chance_mass"]].iloc[0].tolist() == pytest.approx([1.0, 1.0, 1 / 7])
 
 
 def test_vqa_grounding_on_saved_outputs(vqa_run) -> None:
