@@ -177,3 +177,23 @@ def test_as_list_takes_one_value_as_a_list_of_one() -> None:
     spec = SweepSpec(tasks=ablation.as_list("vqa"), steps=ablation.as_list(3), attentions=[], seeds=ablation.as_list(0),
                      profile="smoke")
     assert [(c.task, c.steps, c.seed) for c in spec.configs()] == [("vqa", 3, 0)]
+
+
+def test_paired_differences_pair_by_seed_not_by_row_order() -> None:
+    # reference K = 2 over seeds 0, 1, 2; K = 1 has seeds 2 and 0 only, listed in that order
+    df = pd.DataFrame({"steps": [2, 2, 2, 1, 1], "seed": [0, 1, 2, 2, 0], "acc": [10.0, 20.0, 30.0, 27.0, 9.0]})
+    row = ablation.paired_differences(df, "steps", 2, "acc").iloc[0]
+    # pairs: seed 0 -> 10 - 9 = 1, seed 2 -> 30 - 27 = 3: mean 2, s = sqrt(2), SE = 1, t(0.975, 1 df) = tan(0.475 pi)
+    assert (row.steps, row.n, row.difference) == (1, 2, pytest.approx(2.0))
+    assert (row.low, row.high) == pytest.approx((2.0 - math.tan(math.pi * 0.475), 2.0 + math.tan(math.pi * 0.475)))
+
+
+def test_axis_selects_the_rows_of_each_ablation() -> None:
+    df = pd.DataFrame({"steps": [0, 1, 2, 3, 2, 2, 1], "attention": ["dual"] * 4 + ["none", "visual", "none"]})
+    assert ablation.axis(df, "steps").steps.tolist() == [0, 1, 2, 3]
+    assert ablation.axis(df, "attention").attention.tolist() == ["dual", "none", "visual"]
+    spec = SweepSpec(steps_attention="none", attention_steps=1)
+    assert ablation.axis(df, "steps", spec).steps.tolist() == [2, 1]
+    assert ablation.axis(df, "attention", spec).attention.tolist() == ["dual", "none"]
+    with pytest.raises(ConfigError, match="unknown axis"):
+        ablation.axis(df, "seeds")
