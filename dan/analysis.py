@@ -114,7 +114,7 @@ def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQA
     preds = pd.read_csv(run_dir / "predictions.csv")
     if not np.array_equal(preds.question_id.to_numpy(), npz["question_ids"]):
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
-    preds["correct"] = preds.score >= 1.0 - 1e-6  # full credit under the VQA metric (>= 3 of 10 humans agree)
+    preds["correct"] = preds.score >= 1.0 - 1e-6  # full credit under the VQA metric (>= 4 of 10 humans agree)
     return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
                       npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split)
 
