@@ -4,7 +4,8 @@ r-DAN: VQA accuracy (official per-question score) overall, by answer type and by
 ``save_to`` it writes ``predictions.csv`` (one row per question) and ``attention.npz`` (per-step visual
 attention [Q, K, N] and textual attention [Q, K, T], fp16).
 m-DAN: every image and caption is embedded once; S = Z_img Z_txt^T is one matrix product; R@1/5/10 and median
-rank both ways. With ``save_to`` it writes ``embeddings.npz`` (embeddings, attention maps, ids, ranks).
+rank both ways. With ``save_to`` it writes ``embeddings.npz`` (image and caption embeddings and attention
+maps, fp16; image and sentence ids, caption lengths, grid; no ranks).
 
 A finished (or checkpointed) run is evaluated on another split without retraining by :func:`evaluate_run`, or
 ``python -m dan.evaluate RUN_DIR --split test-dev2015``: for VQA it writes the evaluation server's results file
@@ -91,7 +92,7 @@ def evaluate_vqa(model: torch.nn.Module, prep: Prepared, batch_size: int, device
 @torch.no_grad()
 def embed_split(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
                 device: torch.device) -> dict[str, np.ndarray]:
-    """Embeddings and attention of every image [I, (K+1)H] and caption [5I, (K+1)H] of one split."""
+    """Embeddings and attention of every image [I, (K+1)H] and caption [per_image * I, (K+1)H] of one split."""
     model.eval()
     img_e, img_a, txt_e, txt_a = [], [], [], []
     for lo in range(0, len(data), batch_size):
@@ -112,7 +113,7 @@ def embed_split(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank,
 def _retrieval(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
                device: torch.device) -> tuple[dict, dict]:
     emb = embed_split(model, data, bank, batch_size, device)
-    S = torch.from_numpy(emb["image_embedding"]) @ torch.from_numpy(emb["text_embedding"]).T  # [I, 5I]
+    S = torch.from_numpy(emb["image_embedding"]) @ torch.from_numpy(emb["text_embedding"]).T  # [I, per_image * I]
     m = retrieval_metrics(S, captions_per_image=data.per_image)
     m["rsum"] = sum(m[d][k] for d in ("i2t", "t2i") for k in ("r1", "r5", "r10"))
     return m, emb
