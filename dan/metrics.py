@@ -191,7 +191,8 @@ def retrieval_metrics(similarity: Any, captions_per_image: int = 5) -> dict[str,
 
     ``similarity``: [n_images, captions_per_image * n_images] (numpy or torch); caption j belongs to image
     ``j // captions_per_image``. Image->text ranks the best of an image's captions. Ties count against the
-    model (a wrong item with the same score ranks first), so a constant matrix scores at chance, not 100 %.
+    model (a wrong item with the same score ranks first), so a constant matrix gets the worst possible ranks
+    (R@1 = 0 with two or more images), not 100 % and not chance.
     """
     sim = _as_numpy(similarity)
     if sim.ndim != 2 or sim.shape[1] != captions_per_image * sim.shape[0] or sim.shape[0] == 0:
