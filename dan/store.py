@@ -193,7 +193,8 @@ class FeatureStore:
         return np.array(self._features())
 
     def check_compatible(self, expected: dict, what: str = "the checkpoint") -> None:
-        """Raise :class:`DataError` if ``expected`` (e.g. a checkpoint's feature meta) differs in dim/grid/backbone."""
+        """Raise :class:`DataError` if ``expected`` (e.g. a checkpoint's feature meta) differs in dim, grid, backbone,
+        layer or image_size (keys missing from ``expected`` are not compared)."""
         for key in ("dim", "grid", "backbone", "layer", "image_size"):
             if key in expected and list(np.atleast_1d(expected[key])) != list(np.atleast_1d(self.meta[key])):
                 raise DataError(
