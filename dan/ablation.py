@@ -5,8 +5,9 @@ type in ``attentions`` at K = ``attention_steps`` (2). The configuration shared 
 trained once. Every run goes through :func:`dan.train.train` into its default run folder (or under
 ``runs_root``), so finished runs are reused and an interrupted sweep resumes where it stopped.
 
-``run_sweep`` trains ``workers`` runs side by side in separate processes (spawn context; each run is
-single-threaded through the preset's ``threads=1``) and returns one row per run with its metrics flattened.
+``run_sweep`` trains ``workers`` runs side by side in separate processes (spawn context; each run uses the
+preset's ``threads``, 1 in ``smoke`` and ``default``, else the CPU count divided by ``workers``) and returns one
+row per run with its metrics flattened.
 ``summarize`` gives mean and 95 % confidence intervals over seeds from Student's t distribution, whose
 quantiles :mod:`dan.stats` computes without SciPy.
 """
