@@ -332,8 +332,9 @@ def _wrong(rng, answer: str, kind: str) -> str:
 
 
 def human_answers(rng: np.random.Generator, q: Question, n: int = 10) -> list[tuple[str, str]]:
-    """``n`` (answer, answer_confidence) pairs; the canonical answer is always the strict majority after
-    normalisation (re-drawn until it is), so ``multiple_choice_answer`` is the ground truth."""
+    """``n`` (answer, answer_confidence) pairs; after normalisation the canonical answer is always the most
+    frequent one, strictly more frequent than any other (a plurality, not necessarily more than n/2; re-drawn
+    until it is), so ``multiple_choice_answer`` is the ground truth."""
     # Per-question error rate of an annotator: mostly easy (mean ~0.16), a tail of hard questions; relational
     # questions are harder, yes/no ones easier.
     err = float(rng.beta(1.3, 7.0)) * (1.3 if q.family == "multi-hop" else 1.0) * (0.5 if q.kind == "yesno" else 1.0)
