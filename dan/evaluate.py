@@ -253,6 +253,9 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
 
             result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples,
                                              group_by=question_families(root) or None)
+            majority = run.answers.answers[0]  # the most frequent training answer, as dan.prepare takes it
+            result["metrics"]["majority_baseline"] = vqa_accuracy({e.question_id: majority for e in examples},
+                                                                  examples)["overall"]
         return result
     from dan.data.captions import load_karpathy
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +125,7 @@ def _prepare_vqa(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared
     bank = open_bank(cfg, {cfg.train_split, cfg.val_split}, device)
     train = vqa_tensors(train_ex, vocab, answers, bank, cfg.train_split, where=str(vqa_files(root, cfg.train_split)[0]))
     val = vqa_tensors(val_ex, vocab, answers, bank, cfg.val_split, where=str(vqa_files(root, cfg.val_split)[0]))
-    majority = Counter(answers.answers[t] for t in train.targets if t >= 0).most_common(1)[0][0]
+    majority = answers.answers[0]  # the most frequent training answer (ties: alphabetical, as the list's order)
     return Prepared(vocab, answers, bank, train, val, families=question_families(root), majority_answer=majority)
 
 

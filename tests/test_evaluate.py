@@ -33,6 +33,7 @@ def test_vqa_val_reproduces_the_run(vqa_run, tmp_path: Path, capsys) -> None:
     assert printed["split"] == "val2014" and printed["questions"] == len(results)
     assert printed["epochs_trained"] == printed["epochs"] == vqa_run.config.epochs
     assert printed["metrics"]["overall"] == pytest.approx(vqa_run.metrics["overall"], abs=1e-9)
+    assert printed["metrics"]["majority_baseline"] == pytest.approx(vqa_run.metrics["majority_baseline"], abs=1e-9)
     for family, table in vqa_run.metrics["groups"].items():  # single-/multi-hop, as the run's own metrics
         assert printed["metrics"]["groups"][family]["overall"] == pytest.approx(table["overall"], abs=1e-9)
 
