@@ -651,3 +651,95 @@ def test_an_open_store_refuses_a_file_rewritten_in_place(tmp_path):
     with pytest.raises(DataError, match="replaced or changed after it was opened"):
         store.gather([3])
     assert FeatureStore(tmp_path / "s").gather([3])[0, -1, -1] == 7.0  # opened again: the new rows
+
+
+def test_duplicate_image_ids_are_refused_before_any_work(tmp_path, model):
+    items = make_images(tmp_path / "img", 3)
+    other = make_images(tmp_path / "other", 1, start_id=2, seed=5)[0]  # a second file under id 2
+    with pytest.raises(DataError, match="duplicate image id 2 in the image list"):
+        extract_features(items + [other], tmp_path / "feat", CFG, backbone=model, progress=False)
+    assert not (tmp_path / "feat").exists()
+
+
+@pytest.mark.parametrize("gpu_decode", [False, True])
+def test_pixels_are_normalised_per_channel_with_the_backbones_own_mean_and_std(tmp_path, gpu_decode):
+    """Both CPU paths (PIL pixels, decoded-on-the-device JPEGs) feed ``(pixel / 255 - mean[c]) / std[c]`` in RGB
+    order. The Lite backbones' mean and std are both 0.5 in every channel, which cannot tell mean from std or one
+    channel from another: here the model is given ImageNet's (distinct per channel, mean != std) and its input is
+    computed by hand from the decoded pixels."""
+    model = build_backbone("efficientnet-lite0", None, SIZE)
+    model.mean, model.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    items = make_images(tmp_path / "img", 2)
+    store = extract_features(items, tmp_path / "feat", replace(CFG, gpu_decode=gpu_decode), backbone=model,
+                             progress=False)
+    assert store.meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    for image_id, path in items:
+        rgb = torch.from_numpy(read_image(path, SIZE)).permute(2, 0, 1).double()[None] / 255  # [1, 3, S, S]
+        mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+        with torch.no_grad():
+            ref = model(((rgb - mean) / std).float())[0]  # [D, gh, gw]
+        rows = ref.permute(1, 2, 0).reshape(16, -1)
+        got = torch.from_numpy(store[image_id].astype(np.float32))
+        torch.testing.assert_close(got, rows, atol=0.05, rtol=0.01)
+
+
+def test_the_fingerprint_covers_the_bad_image_mode_and_each_files_modification_time(tmp_path, model):
+    """A store made while skipping unreadable images is not current for a run that asks for an error on them; an
+    image rewritten with the same size (only its modification time tells) makes the store stale."""
+    from dan.features import store_is_current
+
+    items = make_images(tmp_path / "img", 3)
+    bad = (800, tmp_path / "img" / "COCO_train2014_000000000800.jpg")
+    bad[1].write_bytes(b"")
+    skip = replace(CFG, on_bad_image="skip")
+    store = extract_features(items + [bad], tmp_path / "f", skip, backbone=model, progress=False)
+    assert store.meta["num_skipped"] == 1 and store_is_current(items + [bad], tmp_path / "f", skip)
+    assert not store_is_current(items + [bad], tmp_path / "f", CFG)
+    with pytest.raises(DataError, match=r"image id 800\): empty file"):
+        extract_features(items + [bad], tmp_path / "f", CFG, backbone=model, progress=False)
+
+    extract_features(items, tmp_path / "g", CFG, backbone=model, progress=False)
+    assert store_is_current(items, tmp_path / "g", CFG)
+    path = items[0][1]
+    size, data = path.stat().st_size, path.read_bytes()
+    path.write_bytes(data)  # same bytes, same size: only the modification time changes
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert path.stat().st_size == size and not store_is_current(items, tmp_path / "g", CFG)
+
+
+@pytest.mark.parametrize("backbone, size, layer", [("resnet152", 448, None), ("vgg19", 448, None),
+                                                   ("efficientnet-lite1", 160, None)])
+def test_cli_backbone_of_another_family_takes_its_own_input_size_and_default_layer(tmp_path, monkeypatch, backbone,
+                                                                                   size, layer):
+    """``--backbone`` resnet152 / vgg19 without ``--image-size``: 448 px (the paper's); another Lite keeps the
+    profile's 160 px; the layer goes back to the backbone's default either way."""
+    import dan.features as features
+
+    seen = {}
+
+    def capture(data_root, features_root, cfg, splits=None, progress=True):
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(features, "build_features", capture)
+    (tmp_path / "data").mkdir()
+    assert main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "f"), "--backbone", backbone]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.backbone, cfg.image_size, cfg.layer) == (backbone, size, layer)
+    assert main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "f"), "--backbone", backbone,
+                 "--image-size", "96"]) == 0
+    assert seen["cfg"].image_size == 96
+    assert main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "f"), "--profile", "full",
+                 "--backbone", backbone]) == 0  # full's layer (stride32) is not carried over to another family
+    assert (seen["cfg"].layer, seen["cfg"].image_size) == (None, 448)  # (full's own size is 448 too)
+
+
+def test_a_batch_is_split_into_chunks_while_each_keeps_min_chunk_images():
+    from dan.extract import MIN_CHUNK, loader_chunks
+
+    assert MIN_CHUNK == 16
+    assert loader_chunks(64, 4) == 4  # 4 chunks of exactly 16: allowed
+    assert loader_chunks(60, 4) == 2  # 4 of 15 would be too small; 2 of 30 are not
+    assert loader_chunks(32, 2) == 2 and loader_chunks(30, 2) == 1 and loader_chunks(64, 1) == 1
