@@ -228,3 +228,72 @@ def test_a_jpeg_batch_of_mixed_sizes_comes_back_in_input_order(tmp_path):
         assert none_failed == [] and torch.equal(row, alone[0])
         assert abs(float(row[0].mean()) - 40 * k) < 3
 
+
+
+def test_sixteen_bit_gray_is_scaled_by_257_to_exact_levels(tmp_path):
+    """0..65535 -> 0..255 divides by 257 (65535 / 255): 200 * 257 = 51400 is level 200 exactly (dividing by 256
+    would give 200.8, i.e. 201); 257 * 100 + 128 = 25828 is 100.498 -> 100 (by 256: 100.9 -> 101)."""
+    for value, level in ((51400, 200), (25828, 100), (65535, 255), (0, 0)):
+        path = tmp_path / f"deep{value}.png"
+        Image.fromarray(np.full((30, 40), value, dtype=np.uint16)).save(path)
+        pixels = read_image(path, 32)
+        assert pixels.shape == (32, 32, 3) and (pixels == level).all(), (value, np.unique(pixels))
+
+
+def test_efficientnet_stride16_is_the_input_of_the_first_stride32_block():
+    """Lite0 has 16 MBConv blocks; the stride-16 cut keeps blocks 0-10, so blocks 11-15 and the head applied to it
+    give the stride-32 layer exactly (a cut one block early keeps the shape, 112 channels at stride 16)."""
+    net, _ = load_efficientnet_lite("efficientnet-lite0", 64)
+    strides = [b._depthwise_conv.stride[0] for b in net._blocks]
+    assert len(strides) == 16 and [k for k, s in enumerate(strides) if s == 2] == [1, 3, 5, 11]
+    s16 = build_backbone("efficientnet-lite0", "stride16", 64)
+    s32 = build_backbone("efficientnet-lite0", "stride32", 64)
+    assert len(s16.trunk) == 3 + 11 and s16.dim == 112 and s16.grid == (4, 4)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = s16(x)
+        for block in net._blocks[11:]:
+            y = block(y)
+        y = net._swish(net._bn1(net._conv_head(y)))
+        torch.testing.assert_close(y, s32(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_stride16_layers_of_resnet_and_vgg():
+    """ResNet-152 ``res4``: the output of layer3 (1024 channels, stride 16); VGG-19 ``conv5_4``: conv5_4 after its
+    ReLU, so that pool5 is its 2 x 2 max pool."""
+    res4 = build_backbone("resnet152", "res4", 64, random_weights=True, fuse=False)
+    assert res4.dim == 1024 and res4.grid == (4, 4)
+    with torch.no_grad():
+        assert tuple(res4(torch.zeros(1, 3, 64, 64)).shape) == (1, 1024, 4, 4)
+    conv = build_backbone("vgg19", "conv5_4", 64, random_weights=True)
+    pool = build_backbone("vgg19", "pool5", 64, random_weights=True)  # same seed: the same weights
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y16, y32 = conv(x), pool(x)
+    assert y16.shape == (1, 512, 4, 4) and y32.shape == (1, 512, 2, 2) and (y16 >= 0).all() and (y16 == 0).any()
+    torch.testing.assert_close(torch.nn.functional.max_pool2d(y16, 2), y32)
+
+
+def test_random_weights_batchnorm_holds_the_statistics_of_its_calibration_batch():
+    """``_calibrate_batchnorm``: after its one seeded batch of N(0, 1) inputs, every BatchNorm's running mean and
+    variance are that batch's (a cumulative average of one batch; with the default momentum 0.1 they would stay
+    90 % at the fresh layer's 0 and 1, and ResNet-152's random-weight activations would grow block after block)."""
+    from dan.backbones import _calibrate_batchnorm
+
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 5, 3), torch.nn.BatchNorm2d(5))
+    torch.manual_seed(1)
+    _calibrate_batchnorm(trunk, batch=4, size=16)
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 16, 16)  # the batch it drew
+    assert not trunk.training and all(m.momentum == 0.1 for m in trunk.modules()
+                                      if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        z1 = trunk[0](x)
+        bn1 = trunk[1]  # in training mode it normalised z1 by the batch's own (biased) variance
+        z2 = trunk[3](torch.relu(torch.nn.functional.batch_norm(z1, None, None, bn1.weight, bn1.bias, True,
+                                                                eps=bn1.eps)))
+    for bn, z in ((trunk[1], z1), (trunk[4], z2)):
+        torch.testing.assert_close(bn.running_mean, z.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, z.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
