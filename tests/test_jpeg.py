@@ -154,3 +154,26 @@ def test_on_cuda_each_calls_inputs_and_images_live_until_the_stream_has_passed_t
     assert len(held[1]) == 2  # call 1's mark is not done yet: both kept
     assert len(held[2]) == 2 and held[2][0] is held[1][1]  # call 0 released at call 2, call 1 still held
     assert len(held[3]) == 3  # call 2's mark has not completed: nothing more released
+
+
+def test_only_complete_rgb_or_gray_jpegs_go_to_the_device_decoder(tmp_path):
+    """``plain_jpeg_bytes``: the file's bytes for a whole JPEG (SOI ... EOI, zero padding after EOI allowed); None
+    for a file cut short (no EOI), another format, or a JPEG in another colour mode (CMYK): those take the CPU
+    path, so that reading them is judged as for every other file (PIL: decoded or reported unreadable)."""
+    good = jpegs(tmp_path / "img")[0]
+    data = good.read_bytes()
+    assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+    got = plain_jpeg_bytes(good)
+    assert got is not None and got.dtype == np.uint8 and got.tobytes() == data
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(data + b"\0" * 7)
+    assert plain_jpeg_bytes(padded) is not None
+    for name, content in [("cut.jpg", data[:-2]), ("half.jpg", data[: len(data) // 2]), ("text.jpg", b"hello")]:
+        (tmp_path / name).write_bytes(content)
+        assert plain_jpeg_bytes(tmp_path / name) is None, name
+    png = tmp_path / "p.png"
+    Image.new("RGB", (8, 8)).save(png)
+    cmyk = tmp_path / "c.jpg"
+    Image.new("CMYK", (8, 8)).save(cmyk)
+    assert plain_jpeg_bytes(png) is None and plain_jpeg_bytes(cmyk) is None
+    assert plain_jpeg_bytes(tmp_path / "missing.jpg") is None
