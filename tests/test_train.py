@@ -211,6 +211,7 @@ def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run, s
     (dict(max_train=-5), r"max_train must be an integer >= 1 \(or unset\), got -5"),
     (dict(epochs="two"), r"epochs must be an integer > 0, got 'two'"),
     (dict(hidden_dim=16.5), r"hidden_dim must be an integer > 0, got 16.5"),
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
 ])
 def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
@@ -592,3 +593,61 @@ def test_a_step_uses_the_soft_targets_and_the_clip_mode_asked_for(make_cfg, tmp_
     # the epoch's loss is the mean over questions, so the 6-question tail weighs 6/70, not 1/3
     per_question = sum(shape[0] * loss for _, shape, loss in calls["loss"]) / sum(sizes)
     assert run.history[0]["loss"] == pytest.approx(per_question, rel=1e-6)
+
+
+def test_identity_leaves_out_only_the_settings_that_do_not_change_the_result():
+    """Every field of TrainConfig defines a run's result except where it runs and how fast (device, threads,
+    resident features, evaluation batch, compile) and where its folders are: a field dropped from the identity
+    (e.g. ``max_train``) would let a finished run be reused for another setting."""
+    import dataclasses
+
+    from dan.config import TrainConfig
+
+    cfg = preset("smoke", "vqa")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields - set(cfg.identity()) == {"device", "threads", "resident_features", "eval_batch_size", "out",
+                                            "data", "features", "compile"}
+    assert not cfg.same_identity(preset("smoke", "vqa", max_train=10).identity())
+
+
+def test_the_paper_preset_runs_on_the_real_profiles_folders_and_its_deviations_follow_the_task():
+    from dan.config import deviations
+
+    assert preset("paper", "vqa").profile == "real" and preset("paper", "matching").profile == "real"
+    assert deviations(preset("paper", "vqa", negatives="hardest")) == {}  # r-DAN draws no negatives
+    assert deviations(preset("paper", "matching", soft_targets=True)) == {}  # m-DAN has no answer targets
+
+
+def test_a_data_file_the_run_did_not_read_or_one_rewritten_in_place_is_a_difference(make_cfg, smoke_data, tmp_path):
+    """``check_recorded_inputs``: a data file that exists now but is not in the run's record (here the grounding
+    file, which the run would now read) is refused; and a file rewritten with the same size is seen by its
+    content, also within one process (the digest cache is keyed by modification time too)."""
+    import hashlib
+    import shutil
+
+    from dan.checkpoint import INPUTS, _digest, check_recorded_inputs, data_files, input_digests
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    cfg = make_cfg("vqa", tmp_path / "run", data=str(data))
+    assert "grounding.json" in data_files(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = input_digests(cfg, [])
+    (run / INPUTS).write_text(json.dumps(recorded))
+    check_recorded_inputs(run, cfg)  # the same inputs: passes
+    del recorded["data"]["grounding.json"]
+    (run / INPUTS).write_text(json.dumps(recorded))
+    with pytest.raises(DataError, match=r"other data: data file .*grounding\.json was not read by it"):
+        check_recorded_inputs(run, cfg)
+
+    path = data / "grounding.json"
+    before = _digest(path)
+    assert before == hashlib.sha256(path.read_bytes()).hexdigest()
+    content = path.read_bytes()
+    k = content.index(b'"width"')
+    path.write_bytes(content[:k] + b'"w1dth"' + content[k + 7:])  # same size, other content
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert path.stat().st_size == len(content)
+    assert _digest(path) == hashlib.sha256(path.read_bytes()).hexdigest() != before
