@@ -251,3 +251,25 @@ def test_cli_generate_info_check(smoke, capsys, tmp_path):
     assert main(["check", "--root", str(smoke), "--verify-images"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["vqa"]["val2014"]["images"] == 24 and report["captions"]["dataset_synth.json"]["test"] == 16
+
+
+def test_a_bbox_is_the_whole_pixels_around_the_drawing_and_relations_leave_a_band_undecided():
+    """``_bbox``: floor of the smallest and ceil of the largest coordinate (a circle at (10.5, 20.5) with r = 3.2
+    spans 7.3..13.7 x 17.3..23.7 -> [7, 17, 7, 7]). ``relation_sets``: with a 200 px wide scene the tolerance
+    is 7 px: an object 20 px to the anchor's left is clearly left of it, one 3 px to its left or 3 px to its right
+    is too close to call, one 20 px to its right is neither."""
+    from dan.data.render import Scene, SceneObject, _bbox, relation_sets
+
+    assert _bbox("circle", 10.5, 20.5, 3.2) == [7, 17, 7, 7]
+    assert _bbox("circle", 10.0, 20.0, 3.0) == [7, 17, 6, 6]  # on whole pixels: nothing added
+
+    def obj(k: int, cx: float) -> SceneObject:
+        return SceneObject(k, "circle", "red", "small", cx, 50.0, 5.0, (255, 0, 0), _bbox("circle", cx, 50.0, 5.0))
+
+    anchor = obj(0, 100.0)
+    scene = Scene(200, 100, [anchor, obj(1, 80.0), obj(2, 97.0), obj(3, 103.0), obj(4, 120.0)])
+    assert scene.tol_x == pytest.approx(7.0)
+    clear, unsure = relation_sets(scene, anchor, "left")
+    assert [o.id for o in clear] == [1] and [o.id for o in unsure] == [2, 3]
+    clear, unsure = relation_sets(scene, anchor, "right")
+    assert [o.id for o in clear] == [4] and [o.id for o in unsure] == [2, 3]
