@@ -289,6 +289,7 @@ def test_grounding_round_trip_and_masks(tmp_path):
 @pytest.mark.parametrize("mutate, pattern", [
     (lambda d: d.pop("captions"), r"grounding\.json: missing key\(s\) 'captions'"),
     (lambda d: d["images"]["5"]["objects"][1].update(bbox=[1, 2, 0, 3]), r"image 5, object 1: bbox"),
+    (lambda d: d["images"]["5"]["objects"][1].update(bbox=[1, 2, 3, 0]), r"image 5, object 1: bbox"),
     (lambda d: d["questions"]["5000"].update(target_ids=[7]), r"question 5000: object ids \[7\]"),
     (lambda d: d["captions"]["0"].update(image_id=6), r"caption 0: refers to image 6"),
     (lambda d: d["questions"]["5000"].pop("family"), r"question 5000: missing key\(s\) 'family'"),
