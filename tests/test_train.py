@@ -651,3 +651,19 @@ def test_a_data_file_the_run_did_not_read_or_one_rewritten_in_place_is_a_differe
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert path.stat().st_size == len(content)
     assert _digest(path) == hashlib.sha256(path.read_bytes()).hexdigest() != before
+
+
+def test_feature_stores_decoded_another_way_are_not_mixed_in_one_run(make_cfg, smoke_features, tmp_path):
+    """One split decoded on the device (torchvision), the other by PIL: same backbone, size and weights, but not
+    the same pixels; ``check_one_kind`` names the difference."""
+    import shutil
+
+    mixed = tmp_path / "features"
+    shutil.copytree(smoke_features, mixed)
+    meta = json.loads((mixed / "val2014" / "meta.json").read_text())
+    other = "torchvision.io.decode_jpeg on the device, pil resize"
+    assert meta["decode"] != other
+    (mixed / "val2014" / "meta.json").write_text(json.dumps({**meta, "decode": other}))
+    with pytest.raises(DataError, match=r"the feature stores disagree on decode: .*val2014 has 'torchvision"):
+        train(make_cfg("vqa", tmp_path / "run", epochs=1, features=str(mixed)), progress=False)
+    assert not (tmp_path / "run").exists()
