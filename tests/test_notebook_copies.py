@@ -62,3 +62,11 @@ def test_an_unknown_papermill_parameter_is_an_error_naming_what_the_notebook_tak
     assert "3" in nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
     with pytest.raises(PapermillExecutionError, match="unknown notebook parameter\\(s\\) stepz"):
         pm.execute_notebook(str(src), str(out), parameters={"stepz": 3}, kernel_name="python3", progress_bar=False)
+
+
+def test_a_notebook_whose_first_cell_assigns_nothing_takes_no_parameter_check():
+    """Only a first cell that assigns names is a parameters cell; without one (e.g. imports only) papermill's
+    injected cell is not checked against it."""
+    from dan.notebook import check_parameters
+
+    check_parameters(["", "import os", "# Parameters\nprofile = 'smoke'\n"])
