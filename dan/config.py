@@ -173,10 +173,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
 
 def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainConfig:
     """The configuration of ``profile`` for ``task``: the paper's setting, shrunk for CPU profiles, then overrides."""
-    if profile == "paper":
-        profile_fields: dict = {}
+    if profile == "paper":  # the paper's setting on the real data: the real profile (m-DAN on Flickr30K)
         profile = "real"
-    elif profile in PROFILE_OVERRIDES:
+    if profile in PROFILE_OVERRIDES:
         if task not in PROFILE_OVERRIDES[profile]:
             raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
         profile_fields = PROFILE_OVERRIDES[profile][task]

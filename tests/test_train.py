@@ -614,6 +614,9 @@ def test_the_paper_preset_runs_on_the_real_profiles_folders_and_its_deviations_f
     from dan.config import deviations
 
     assert preset("paper", "vqa").profile == "real" and preset("paper", "matching").profile == "real"
+    for task in ("vqa", "matching"):  # the paper's data too: m-DAN on Flickr30K's Karpathy split
+        assert preset("paper", task) == preset("real", task)
+    assert preset("paper", "matching").captions_file == "captions/dataset_flickr30k.json"
     assert deviations(preset("paper", "vqa", negatives="hardest")) == {}  # r-DAN draws no negatives
     assert deviations(preset("paper", "matching", soft_targets=True)) == {}  # m-DAN has no answer targets
 
