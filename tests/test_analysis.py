@@ -292,3 +292,38 @@ def test_show_images_titles_stay_within_their_column(tmp_path) -> None:
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (a, b)
     plt.close(fig)
+
+
+def test_retrieval_tables_keep_each_direction_in_its_own_columns():
+    from dan import report
+
+    m = {"i2t": {"r1": 1.0, "r5": 2.0, "r10": 3.0, "medr": 4.0}, "t2i": {"r1": 10.0, "r5": 20.0, "r10": 30.0,
+                                                                           "medr": 40.0}}
+    row = report.retrieval_table({"run": m}).loc["run"]
+    assert [row[f"image→text {k}"] for k in ("R1", "R5", "R10", "MR")] == [1.0, 2.0, 3.0, 4.0]
+    assert [row[f"text→image {k}"] for k in ("R1", "R5", "R10", "MR")] == [10.0, 20.0, 30.0, 40.0]
+    ours = report.reproduction_retrieval({"m-DAN": m}).iloc[-1]
+    assert (ours["i2t R1"], ours["i2t MR"], ours["t2i R1"], ours["t2i MR"]) == (1.0, 4.0, 10.0, 40.0)
+
+
+def test_the_reproduction_table_shows_a_zero_accuracy_as_zero_not_empty():
+    from dan import report
+
+    row = report.reproduction_vqa({"r-DAN": {"yes/no": 0.0, "number": 0.0, "other": 0.0, "overall": 0.0}}).iloc[-1]
+    assert [row[c] for c in report.VQA_COLUMNS] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_answer_distribution_shares_are_percent_of_the_split(smoke_data):
+    from collections import Counter
+
+    from dan import report
+    from dan.data.vqa import load_vqa_split
+
+    ex = load_vqa_split(smoke_data, "train2014")
+    counts = Counter(e.multiple_choice_answer for e in ex)
+    table = report.answer_distribution(smoke_data, top=3)
+    assert len(table) == 3 and list(table.questions) == sorted(table.questions, reverse=True)
+    for _, r in table.iterrows():
+        assert r["questions"] == counts[r["answer"]]
+        assert r["share %"] == pytest.approx(100 * r["questions"] / len(ex), abs=0.05)
+    assert table["share %"].sum() <= 100

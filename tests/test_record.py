@@ -210,3 +210,12 @@ def test_study_times_that_are_not_seconds_are_named(tmp_path, vqa_run, matching_
     err = capsys.readouterr().err
     assert "study_times.json: expected seconds per stage (an object of numbers), got total: 'x'" in err
     assert not record.record_path("smoke", tmp_path).exists()
+
+
+def test_recorded_checks_give_the_wall_time_in_minutes(tmp_path):
+    from dan import report
+
+    (tmp_path / "records").mkdir()
+    rec = {"format": record.RUN_FORMAT, "config": {"epochs": 6}, "wall_seconds": 5400.0}
+    (tmp_path / "records" / "long.json").write_text(json.dumps(rec))
+    assert list(report.recorded_checks({"long": "m-DAN"}, tmp_path)) == ["m-DAN (6 epochs, 90 min)"]
