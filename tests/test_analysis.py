@@ -327,3 +327,45 @@ def test_answer_distribution_shares_are_percent_of_the_split(smoke_data):
         assert r["questions"] == counts[r["answer"]]
         assert r["share %"] == pytest.approx(100 * r["questions"] / len(ex), abs=0.05)
     assert table["share %"].sum() <= 100
+
+
+def test_pick_examples_gives_each_id_once_correct_and_failed_per_group():
+    table = pd.DataFrame({"question_id": [1, 1, 2, 3, 4, 5, 6], "family": ["a", "a", "a", "a", "b", "b", "b"],
+                          "correct": [True, True, False, True, True, False, False]})
+    every = gallery.pick_examples(table, "question_id", "family", per_group=5)
+    assert list(every.itertuples(index=False, name=None)) == [(1, "a", True), (3, "a", True), (2, "a", False),
+                                                              (4, "b", True), (5, "b", False), (6, "b", False)]
+    one = gallery.pick_examples(table, "question_id", "family", per_group=1, seed=3)
+    assert list(one.family) == ["a", "a", "b", "b"] and list(one.correct) == [True, False, True, False]
+    assert one.question_id.is_unique
+
+
+def _texts(fig) -> list:
+    return [t for ax in fig.axes for t in ax.texts]
+
+
+def test_mdan_gallery_marks_the_top_caption_and_shades_the_chosen_caption(matching_run) -> None:
+    import dataclasses
+
+    mout = analysis.load_mdan_outputs(matching_run.run_dir)
+    grounding = load_grounding(mout.data_root / "grounding.json")
+    per = mout.per_image
+    sim = np.zeros_like(mout.similarity)
+    sim[0, 1] = sim[1, 1] = 1.0  # image 0's best caption is its own second one; image 1's is image 0's
+    txt = np.zeros_like(mout.text_attention)
+    n_words = int(mout.lengths[per + 2])
+    txt[per + 2, :, n_words - 1] = 1.0  # image 1's third caption: all attention on its last word
+    out = dataclasses.replace(mout, similarity=sim, text_attention=txt)
+    for n, mark in ((0, "✓"), (1, "✗")):
+        assert grounding.captions[int(out.sentence_ids[1])].image_id == int(out.image_ids[0])
+        fig = gallery.mdan_gallery(out, grounding, [int(out.image_ids[n])])
+        said = [t.get_text().replace("\n", " ") for t in _texts(fig) if t.get_text().startswith("top-ranked")]
+        assert said == [f"top-ranked caption {mark}: {out.sentences[int(out.sentence_ids[1])]}"]
+        plt.close(fig)
+    fig = gallery.mdan_gallery(out, grounding, [int(out.image_ids[1])], caption=2)
+    from dan.data.text import tokenize
+
+    white = [t.get_text() for t in _texts(fig) if t.get_color() == "white"]  # the most attended word, per step
+    last_word = tokenize(out.sentences[int(out.sentence_ids[per + 2])])[-1]
+    assert white == [last_word] * out.image_attention.shape[1]
+    plt.close(fig)
