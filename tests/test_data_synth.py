@@ -273,3 +273,57 @@ def test_a_bbox_is_the_whole_pixels_around_the_drawing_and_relations_leave_a_ban
     assert [o.id for o in clear] == [1] and [o.id for o in unsure] == [2, 3]
     clear, unsure = relation_sets(scene, anchor, "right")
     assert [o.id for o in clear] == [4] and [o.id for o in unsure] == [2, 3]
+
+
+def _obj(i: int, shape: str, color: str, cx: float, cy: float):
+    from dan.data.render import SceneObject
+
+    return SceneObject(i, shape, color, "small", cx, cy, 30.0, PALETTE[color], [int(cx) - 30, int(cy) - 30, 60, 60])
+
+
+def test_caption_positions_use_the_image_width_for_columns_and_height_for_rows():
+    from dan.data.render import Scene
+    from dan.data.synth_captions import _where
+
+    scene = Scene(640, 480, [])
+    # column = which third of 640 px, row = which third of 480 px
+    assert _where(scene, _obj(0, "circle", "red", 400, 50)) == "at the top"
+    assert _where(scene, _obj(0, "circle", "red", 50, 400)) == "in the bottom left corner"
+    assert _where(scene, _obj(0, "circle", "red", 500, 300)) == "on the right"
+    assert _where(scene, _obj(0, "circle", "red", 320, 240)) == "in the center"
+
+
+def test_relation_captions_state_true_relations_and_ground_every_object_they_name():
+    from dan.data.render import Scene, relation_sets
+    from dan.data.synth_captions import c_chain, c_relation
+
+    # a row, left to right: red circle, green square, blue star (same height: only left/right hold)
+    objs = [_obj(0, "circle", "red", 100, 240), _obj(1, "square", "green", 320, 240),
+            _obj(2, "star", "blue", 540, 240)]
+    scene = Scene(640, 480, objs)
+    phrases = [("to the left of", "left"), ("to the right of", "right"), ("left of", "left"),
+               ("right of", "right")]
+
+    def rel_of(text: str) -> str:
+        return next(rel for p, rel in phrases if text.startswith(p))
+
+    for seed in range(20):
+        cap = c_relation(scene, np.random.default_rng(seed))
+        assert len(cap.object_ids) == 2 and len(set(cap.object_ids)) == 2
+        chain = c_chain(scene, np.random.default_rng(seed))
+        a, b, c = (objs[i] for i in chain.object_ids)
+        first, second = chain.raw.split(", which is ")
+        rel1 = rel_of(first.split(" is ", 1)[1])
+        rel2 = rel_of(second)
+        assert a in relation_sets(scene, b, rel1)[0], chain.raw  # "the a is rel1 the b"
+        assert b in relation_sets(scene, c, rel2)[0], chain.raw  # "the b, which is rel2 the c"
+
+
+def test_count_captions_only_count_what_appears_at_least_twice():
+    from dan.data.render import Scene
+    from dan.data.synth_captions import c_count
+
+    distinct = Scene(640, 480, [_obj(0, "circle", "red", 100, 240), _obj(1, "square", "green", 320, 240)])
+    assert all(c_count(distinct, np.random.default_rng(seed)) is None for seed in range(10))
+    pair = Scene(640, 480, [_obj(0, "circle", "red", 100, 240), _obj(1, "circle", "green", 320, 240)])
+    assert all(c_count(pair, np.random.default_rng(seed)).raw.startswith("two circles") for seed in range(10))
