@@ -71,6 +71,17 @@ def read_checkpoint(path: Path, map_location) -> dict:  # noqa: ANN001 - str or 
     return state
 
 
+def saved_config(state: dict, path: Path) -> TrainConfig:
+    """The :class:`~dan.config.TrainConfig` a checkpoint was saved with; a config this version cannot read (another
+    version's fields, or no config object) is a :class:`DataError` naming ``path``."""
+    from dan.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(state["config"])
+    except (DanError, TypeError) as exc:  # ConfigError: unknown fields; TypeError: not a mapping
+        raise DataError(f"{path}: its config is not one this version of dan reads ({exc})") from None
+
+
 FEATURE_KEYS = ("backbone", "layer", "image_size", "grid", "dim", "weights_sha256")  # what a model was fitted to
 
 

@@ -31,6 +31,7 @@ from dan.io import ConfigError, DataError, atomic_path, write_bytes_atomic, writ
 from dan.metrics import retrieval_metrics, vqa_accuracy, vqa_score
 
 if TYPE_CHECKING:
+    from dan.data.text import AnswerVocab
     from dan.prepare import Prepared
 
 
@@ -47,38 +48,49 @@ def _pad_stack(chunks: list[np.ndarray], width: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def predict_vqa(model: torch.nn.Module, data: VQATensors, bank: FeatureBank, answers: AnswerVocab, batch_size: int,
+                device: torch.device, attention: bool = False) -> tuple[list[str], np.ndarray, list, list]:
+    """The answer ``model`` gives to every question of ``data`` [Q] (strings), its softmax confidence [Q], and with
+    ``attention`` the per-batch visual [b, K, N] and textual [b, K, T_b] maps (fp16; empty lists without)."""
+    model.eval()
+    preds, confs, vis, txt = [], [], [], []
+    for lo in range(0, len(data), batch_size):
+        idx = np.arange(lo, min(lo + batch_size, len(data)))
+        tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
+        out = model(bank.fetch(data.rows[idx]), tokens, lengths)
+        conf, top = torch.softmax(out.logits.float(), dim=-1).max(dim=-1)
+        preds.append(top.cpu().numpy())
+        confs.append(conf.cpu().numpy())
+        if attention:
+            vis.append(out.visual_attention.half().cpu().numpy())
+            txt.append(out.text_attention.half().cpu().numpy())
+    return [answers.answers[i] for i in np.concatenate(preds)], np.concatenate(confs), vis, txt
+
+
+def score_vqa(data: VQATensors, predicted: list[str], families: dict[int, str] | None = None,
+              majority_answer: str | None = None) -> dict:
+    """VQA accuracy (percent) of ``predicted`` (one answer per question of ``data``), by answer type and, with
+    ``families``, by family; with ``majority_answer`` also the baseline of always giving it."""
+    by_qid = dict(zip(data.question_ids.tolist(), predicted, strict=True))
+    metrics = vqa_accuracy(by_qid, data.examples, group_by=families or None)
+    if majority_answer is not None:
+        metrics["majority_baseline"] = vqa_accuracy({q: majority_answer for q in by_qid}, data.examples)["overall"]
+    return metrics
+
+
 def evaluate_vqa(model: torch.nn.Module, prep: Prepared, batch_size: int, device: torch.device,
                  save_to: Path | None = None) -> dict:
     """Accuracy (percent) of ``model`` on ``prep.val``; see the module docstring for what ``save_to`` receives."""
-    model.eval()
     data = prep.val
-    n = len(data)
-    preds, confs, vis, txt = [], [], [], []
-    for lo in range(0, n, batch_size):
-        idx = np.arange(lo, min(lo + batch_size, n))
-        regions = prep.bank.fetch(data.rows[idx])
-        tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
-        out = model(regions, tokens, lengths)
-        prob = torch.softmax(out.logits.float(), dim=-1)
-        conf, top = prob.max(dim=-1)
-        preds.append(top.cpu().numpy())
-        confs.append(conf.cpu().numpy())
-        if save_to is not None:
-            vis.append(out.visual_attention.half().cpu().numpy())
-            txt.append(out.text_attention.half().cpu().numpy())
-    pred_idx = np.concatenate(preds)
-    answers = [prep.answers.answers[i] for i in pred_idx]
-    by_qid = dict(zip(data.question_ids.tolist(), answers, strict=True))
-    metrics = vqa_accuracy(by_qid, data.examples, group_by=prep.families or None)
-    if prep.majority_answer is not None:
-        base = vqa_accuracy({q: prep.majority_answer for q in by_qid}, data.examples)
-        metrics["majority_baseline"] = base["overall"]
+    answers, confs, vis, txt = predict_vqa(model, data, prep.bank, prep.answers, batch_size, device,
+                                           attention=save_to is not None)
+    metrics = score_vqa(data, answers, prep.families, prep.majority_answer)
     if save_to is not None:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["question_id", "image_id", "question", "predicted", "confidence", "score",
                     "multiple_choice_answer", "answer_type", "family"])
-        for e, a, c in zip(data.examples, answers, np.concatenate(confs), strict=True):
+        for e, a, c in zip(data.examples, answers, confs, strict=True):
             w.writerow([e.question_id, e.image_id, e.question, a, f"{c:.4f}", f"{vqa_score(a, e.answers):.4f}",
                         e.multiple_choice_answer, e.answer_type, prep.families.get(e.question_id, "")])
         write_bytes_atomic(save_to / "predictions.csv", buf.getvalue().encode("utf-8"))
@@ -150,18 +162,13 @@ class TrainedRun:
 
 def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedRun:
     """Rebuild the model of ``run_dir`` from its ``checkpoint.pt`` (config, vocabularies and weights it carries)."""
-    from dan.checkpoint import load_checkpoint
-    from dan.config import TrainConfig
+    from dan.checkpoint import load_checkpoint, saved_config
     from dan.data.text import AnswerVocab, Vocab
     from dan.models import build_model
 
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir, map_location=str(device))
-    try:
-        cfg = TrainConfig.from_dict(state["config"])
-    except (ConfigError, TypeError) as exc:  # another version's fields, or no config object at all
-        raise DataError(f"{run_dir / 'checkpoint.pt'}: its config is not one this version of dan reads ({exc})") \
-            from None
+    cfg = saved_config(state, run_dir / "checkpoint.pt")
     vocab = Vocab.from_dict(state["vocab"], where=f"{run_dir}/checkpoint.pt vocabulary")
     answers = (AnswerVocab.from_dict(state["answers"], where=f"{run_dir}/checkpoint.pt answers")
                if state["answers"] is not None else None)
@@ -179,36 +186,20 @@ def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") ->
                       int(state["epoch"]) + 1)
 
 
-def _open_run_bank(run: TrainedRun, features: Path, folders: set[str], device: torch.device) -> FeatureBank:
-    """The feature stores of ``folders`` under ``features``, checked to be the kind the run was trained on."""
+def _open_run_bank(run: TrainedRun, folders: set[str], device: torch.device) -> FeatureBank:
+    """The feature stores of ``folders`` (under the run's, or the given, features root), checked to be the kind the
+    run was trained on."""
     from dan.checkpoint import check_same_features
-    from dan.prepare import check_one_kind
-    from dan.store import FeatureStore
+    from dan.prepare import features_root, open_bank
 
-    stores = {}
-    for name in sorted(folders):
-        if not FeatureStore.exists(features / name):
-            raise DataError(f"no complete feature store for image folder {name!r} at {features / name}; run "
-                            f"`python -m dan.features --out {features} --splits {name} ...` first")
-        stores[name] = FeatureStore(features / name)
-    check_one_kind(stores)
-    bank = FeatureBank(stores, device=device)
+    features = features_root(run.cfg)
+    bank = open_bank(run.cfg, folders, device)
     if bank.dim != run.visual_dim:
         raise DataError(f"{run.run_dir} expects {run.visual_dim}-d regions, the feature stores in {features} have "
                         f"{bank.dim}-d ({bank.meta.get('backbone')}); use the features it was trained on (--features)")
     check_same_features(run.feature_meta, bank.meta, run.run_dir, features,  # (--out is the results file here)
                         advice="use the features it was trained on (--features)")
     return bank
-
-
-def _predict_vqa(run: TrainedRun, data: VQATensors, bank: FeatureBank, batch_size: int,
-                 device: torch.device) -> list[str]:
-    preds = []
-    for lo in range(0, len(data), batch_size):
-        idx = np.arange(lo, min(lo + batch_size, len(data)))
-        tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
-        preds.append(run.model(bank.fetch(data.rows[idx]), tokens, lengths).logits.argmax(-1).cpu().numpy())
-    return [run.answers.answers[i] for i in np.concatenate(preds)]
 
 
 @torch.no_grad()
@@ -224,7 +215,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     """
     from dan.data.vqa import SPLIT_ALIASES, image_folder, load_vqa_split, vqa_files
     from dan.extract import resolve_device
-    from dan.prepare import data_root, features_root
+    from dan.prepare import data_root, question_families
 
     dev = resolve_device(device)
     run = load_trained_run(run_dir, dev)
@@ -233,29 +224,23 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         cfg.data = str(data)
     if features is not None:
         cfg.features = str(features)
-    root, feat_root = data_root(cfg), features_root(cfg)
+    root = data_root(cfg)
     bs = batch_size or cfg.eval_batch_size
     trained = {"epochs_trained": run.epochs_done, "epochs": cfg.epochs}  # a run still training: fewer than epochs
     if cfg.task == "vqa":
         split = SPLIT_ALIASES.get(split, split)
         examples = load_vqa_split(root, split)
         folder = image_folder(split)
-        bank = _open_run_bank(run, feat_root, {folder}, dev)
+        bank = _open_run_bank(run, {folder}, dev)
         where = str(vqa_files(root, split)[0])
         tensors = vqa_tensors(examples, run.vocab, run.answers, bank, folder, where=where)
-        answers = _predict_vqa(run, tensors, bank, bs, dev)
+        answers, _, _, _ = predict_vqa(run.model, tensors, bank, run.answers, bs, dev)
         path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}_dan_results.json"
         write_json_atomic(path, [{"answer": a, "question_id": int(q)}
                                  for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
         result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained}
-        if any(e.answers for e in examples):
-            from dan.prepare import question_families  # the embedded benchmark's single-/multi-hop families
-
-            result["metrics"] = vqa_accuracy(dict(zip(tensors.question_ids.tolist(), answers, strict=True)), examples,
-                                             group_by=question_families(root) or None)
-            majority = run.answers.answers[0]  # the most frequent training answer, as dan.prepare takes it
-            result["metrics"]["majority_baseline"] = vqa_accuracy({e.question_id: majority for e in examples},
-                                                                  examples)["overall"]
+        if any(e.answers for e in examples):  # families: the embedded benchmark's; majority: as dan.prepare takes it
+            result["metrics"] = score_vqa(tensors, answers, question_families(root), run.answers.answers[0])
         return result
     from dan.data.captions import load_karpathy
 
@@ -265,7 +250,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
               if (im.split == "restval" and split == "train") or im.split == split]
     if not images:
         raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
-    bank = _open_run_bank(run, feat_root, {im.filepath or cfg.caption_image_folder for im in images}, dev)
+    bank = _open_run_bank(run, {im.filepath or cfg.caption_image_folder for im in images}, dev)
     tensors = caption_tensors(images, run.vocab, bank, where=f"{cfg.captions_file} split {split!r}",
                               per_image=cfg.captions_per_image, default_folder=cfg.caption_image_folder)
     metrics, _ = _retrieval(run.model, tensors, bank, bs, dev)

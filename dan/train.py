@@ -36,6 +36,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    saved_config,
 )
 from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_matching, evaluate_vqa
@@ -236,7 +237,11 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.is_file():
         state = read_checkpoint(ckpt_path, device)
-        if not _same_config(cfg, state["config"]):
+        try:
+            same = cfg.same_identity(saved_config(state, ckpt_path).identity())
+        except DataError:  # a config another version wrote is another configuration, not a mistake in the flags
+            same = False
+        if not same:
             raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
                               f"delete it")
         if state["visual_dim"] != prep.bank.dim:
@@ -339,15 +344,6 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
     if world > 1:
         dist.barrier()
     return load_result(run_dir) if rank == 0 else RunResult(run_dir, cfg, {}, history)
-
-
-def _same_config(cfg: TrainConfig, saved) -> bool:  # noqa: ANN001 - a checkpoint's config, whatever it holds
-    """Whether a checkpoint's saved config is ``cfg``'s identity; a field this version does not know (a checkpoint
-    of another version) or no config object at all is another configuration, not an error about the user's flags."""
-    try:
-        return cfg.same_identity(TrainConfig.from_dict(saved).identity())
-    except (ConfigError, TypeError):
-        return False
 
 
 def _headline(cfg: TrainConfig, m: dict) -> dict:
