@@ -35,9 +35,9 @@ def data_overview(root: str | Path, captions_file: str = "captions/dataset_synth
     df = pd.DataFrame(rows).set_index("split")
     cap_path = root / captions_file
     if cap_path.is_file():
-        caps = Counter(im.split for im in load_karpathy(cap_path))
-        sents = Counter()
+        caps, sents = Counter(), Counter()
         for im in load_karpathy(cap_path):
+            caps[im.split] += 1
             sents[im.split] += len(im.sentences)
         cap = pd.DataFrame({"caption images": caps, "captions": sents})
         cap.index = [f"captions {s}" for s in cap.index]
@@ -114,11 +114,20 @@ def reproduction_retrieval(ours: dict[str, dict]) -> pd.DataFrame:
 
 
 def real_runs_markdown() -> str:
-    """The commands that fill the paper's rows (real data, ResNet-152, GPU), as Markdown code blocks."""
+    """The commands that fill the paper's rows (real data, ResNet-152, GPU), as Markdown ``bash`` blocks. Steps of a
+    command run as one ``&&`` chain; a step done by hand (written ``(...)`` in the command) ends the chain and
+    becomes a comment, so that a pasted block stops there instead of running on without the files."""
     blocks = []
     for task, cmd in reference.REAL_COMMANDS.items():
-        lines = " &&\n  ".join(part.strip() for part in cmd.split("&&"))
-        blocks.append(f"**{task}**\n\n```bash\n{lines}\n```")
+        chains: list[list[str]] = [[]]
+        for part in (p.strip() for p in cmd.split("&&")):
+            if part.startswith("(") and part.endswith(")"):
+                chains.append([f"# {part[1:-1]}; then:"])
+                chains.append([])
+            else:
+                chains[-1].append(part)
+        text = "\n".join(" &&\n  ".join(c) for c in chains if c)
+        blocks.append(f"**{task}**\n\n```bash\n{text}\n```")
     return "\n\n".join(blocks)
 
 
