@@ -202,6 +202,23 @@ def _open_run_bank(run: TrainedRun, folders: set[str], device: torch.device) -> 
     return bank
 
 
+EXTRACTION_KEYS = ("precision", "decode", "inference", "preprocessing")  # how, not what, the features were computed
+
+
+def extraction_differences(trained: dict, now: dict) -> dict[str, dict]:
+    """The ways (:data:`EXTRACTION_KEYS`) in which the stores a run is evaluated on were computed differently from
+    the ones it was trained on: ``{key: {"trained": value, "now": value}}``, empty when they agree. Such features
+    are the same kind (same backbone, weights, size, grid), so evaluating on them is allowed; the small numeric
+    differences (bf16 vs float32, another JPEG decoder) can still move a score, so the result says so."""
+    return {k: {"trained": trained.get(k), "now": now.get(k)} for k in EXTRACTION_KEYS
+            if k in trained and trained.get(k) != now.get(k)}
+
+
+def _differences(run: TrainedRun, bank: FeatureBank) -> dict:
+    diff = extraction_differences(run.feature_meta, bank.meta)
+    return {"features_computed_differently": diff} if diff else {}
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None, features: str | Path | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> dict:
@@ -212,6 +229,8 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     the evaluation server's format) and, where the split has annotations, the accuracy (percent) is returned.
     m-DAN: ``split`` is ``train``, ``val`` or ``test`` of the run's Karpathy file; returns R@1/5/10 (percent),
     median ranks and rsum, also written to ``out`` (default ``RUN_DIR/eval_<split>.json``).
+    Stores of the run's kind that were computed another way (:func:`extraction_differences`) are evaluated, and the
+    result names the differences under ``features_computed_differently``.
     """
     from dan.data.vqa import SPLIT_ALIASES, image_folder, load_vqa_split, vqa_files
     from dan.extract import resolve_device
@@ -238,7 +257,8 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}_dan_results.json"
         write_json_atomic(path, [{"answer": a, "question_id": int(q)}
                                  for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
-        result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained}
+        result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained,
+                  **_differences(run, bank)}
         if any(e.answers for e in examples):  # families: the embedded benchmark's; majority: as dan.prepare takes it
             result["metrics"] = score_vqa(tensors, answers, question_families(root), run.answers.answers[0])
         return result
@@ -256,7 +276,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     metrics, _ = _retrieval(run.model, tensors, bank, bs, dev)
     path = Path(out) if out else run.run_dir / f"eval_{split}.json"
     result = {"task": "matching", "split": split, "images": len(tensors), "metrics": metrics,
-              "results_file": str(path), **trained}
+              "results_file": str(path), **trained, **_differences(run, bank)}
     write_json_atomic(path, result, indent=1)
     return result
 
@@ -285,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_run(ns.run_dir, ns.split, data=ns.data, features=ns.features, out=ns.out,
                               device=ns.device, batch_size=ns.batch_size)
         print(json.dumps(result, indent=1))
+        for key, d in result.get("features_computed_differently", {}).items():
+            print(f"note: the features were computed with {key}={d['now']!r}, the run trained on {key}="
+                  f"{d['trained']!r}", file=sys.stderr)
         return 0
 
     return guard(go, ns.debug, p.prog)

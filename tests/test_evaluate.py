@@ -168,3 +168,28 @@ def test_features_of_another_kind_are_refused(vqa_run, smoke_features: Path, tmp
     err = one_line_error(capsys, "python -m dan.evaluate")
     assert "was trained on features with image_size=" in err and "(--features)" in err
     assert "another --out" not in err
+
+
+def test_features_computed_another_way_are_evaluated_and_the_difference_reported(vqa_run, smoke_features: Path,
+                                                                                 tmp_path: Path, capsys) -> None:
+    """Stores of the same kind but computed another way (here: bf16 and another decoder, as on a GPU) are allowed;
+    the result names each difference and the CLI prints a note, while the same stores report none."""
+    same = evaluate_run(vqa_run.run_dir, "val", features=smoke_features, out=tmp_path / "a.json", device="cpu")
+    assert "features_computed_differently" not in same
+    feats = tmp_path / "features"
+    shutil.copytree(smoke_features / "val2014", feats / "val2014")
+    meta_path = feats / "val2014" / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    trained = (meta["precision"], meta["decode"])
+    meta.update(precision="bfloat16", decode="nvjpeg on cuda")
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    assert main([str(vqa_run.run_dir), "--split", "val", "--device", "cpu", "--features", str(feats),
+                 "--out", str(tmp_path / "b.json")]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["features_computed_differently"] == {
+        "precision": {"trained": trained[0], "now": "bfloat16"}, "decode": {"trained": trained[1],
+                                                                            "now": "nvjpeg on cuda"}}
+    notes = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2 and "precision='bfloat16'" in notes[0] and f"precision={trained[0]!r}" in notes[0]
+    assert printed["metrics"]["overall"] == pytest.approx(same["metrics"]["overall"], abs=1e-9)  # same numbers
