@@ -20,16 +20,12 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from dan.data.vqa import ANSWER_TYPES, VQAExample
 from dan.io import DataError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dan.data.vqa import VQAExample
-
-ANSWER_TYPES = ("yes/no", "number", "other")
 
 # Characters the official evaluation treats as punctuation (apostrophes are kept: "don't" stays one word).
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",

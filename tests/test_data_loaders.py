@@ -141,6 +141,31 @@ def test_vqa_bad_files_and_annotations(tmp_path):
         assert len(load_vqa(q, on_error="skip")) == 3
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("answers", 9, r"'answers' has 9 entries, expected 10"),
+    ("answers", 11, r"'answers' has 11 entries, expected 10"),
+    ("answers", 1, r"'answers' has 1 entries, expected 10"),
+    ("answer_type", "Yes/No", r"'answer_type' must be one of 'yes/no', 'number', 'other', got 'Yes/No'"),
+    ("answer_type", "unanswerable", r"'answer_type' must be one of .*, got 'unanswerable'"),
+])
+def test_vqa_annotations_need_ten_answers_and_a_known_answer_type(tmp_path, key, value, message):
+    """The official accuracy averages min(#matching/3, 1) over the ten leave-one-out subsets of ten human answers
+    (every VQA v1/v2 annotation has ten): another count changes what the score means (3 answers cap a perfect
+    prediction at 2/3), and an unknown answer type would drop out of the per-type tables. Both are errors naming
+    the file, the question and the value; on_error="skip" drops and counts them."""
+    q = _write(tmp_path / "q.json", _questions())
+    anns = _annotations()
+    ann = anns["annotations"][1]
+    ann[key] = ann["answers"][:1] * value if key == "answers" else value
+    a = _write(tmp_path / "a.json", anns)
+    with pytest.raises(DataError, match=rf"a\.json: annotation of question 2: {message}"):
+        load_vqa(q, a)
+    stats: dict = {}
+    with pytest.warns(DataWarning, match=r"skipped 2 of 6 record\(s\): 1 bad annotation, 1 question without"):
+        ex = load_vqa(q, a, on_error="skip", stats=stats)
+    assert [e.question_id for e in ex] == [1, 3] and stats["reasons"]["bad annotation"] == 1
+
+
 def test_vqa_skip_drops_mismatched_and_unannotated_questions(tmp_path):
     q = _write(tmp_path / "q.json", _questions())
     anns = _annotations()

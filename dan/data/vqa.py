@@ -27,6 +27,14 @@ def image_folder(split: str) -> str:
     split = SPLIT_ALIASES.get(split, split)
     return IMAGE_FOLDERS.get(split, split)
 ON_ERROR = ("raise", "skip")
+ANSWER_TYPES = ("yes/no", "number", "other")  # the only ones in VQA v1 and v2; others would drop out of per-type tables
+# Human answers per annotated question: every VQA v1/v2 annotation has ten. The official accuracy,
+# min(#matching humans / 3, 1) averaged over the ten leave-one-out subsets of nine, is defined on ten: with n != 10
+# dan.metrics.vqa_score averages over n subsets of n - 1 instead, another measure (3 answers cap a perfect
+# prediction at 2/3, 1 answer is exact match, 9 score one match 0.296 and 20 score it 0.317, not 0.3). So another
+# count is an error, not a warning: what is reported as VQA accuracy must be VQA accuracy. on_error="skip" drops
+# such questions and counts them by reason.
+HUMAN_ANSWERS = 10
 
 
 class DataWarning(UserWarning):
@@ -120,8 +128,10 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
 
     Checked: malformed JSON, missing keys, non-integer ids, duplicate question ids, empty questions,
     questions whose image is not in ``image_ids`` (when given), annotations without a question and questions
-    without an annotation. ``on_error="raise"`` stops at the first with a :class:`DataError` naming the file
-    and id; ``"skip"`` drops the record, counts it (into ``stats`` if given) and warns once with the counts.
+    without an annotation, annotations without exactly ten answers (:data:`HUMAN_ANSWERS`) or with an
+    ``answer_type`` other than :data:`ANSWER_TYPES`. ``on_error="raise"`` stops at the first with a
+    :class:`DataError` naming the file and id; ``"skip"`` drops the record, counts it (into ``stats`` if given)
+    and warns once with the counts.
     """
     qpath = Path(questions_path)
     problems = _Problems(on_error, qpath)
@@ -169,6 +179,9 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
                     if ann.get(key) is not None and not isinstance(ann[key], str):
                         raise DataError(f"{apath}: annotation of question {qid}: {key!r} must be a string, got "
                                         f"{ann[key]!r}")
+                if ann.get("answer_type") not in (None, *ANSWER_TYPES):  # else it drops out of per-type tables
+                    raise DataError(f"{apath}: annotation of question {qid}: 'answer_type' must be one of "
+                                    f"{', '.join(map(repr, ANSWER_TYPES))}, got {ann['answer_type']!r}")
             except DataError as exc:
                 problems("bad annotation", str(exc))
                 continue
@@ -207,6 +220,9 @@ def _answers(value: Any, where: str) -> list[str]:
         if not isinstance(a["answer"], str):
             raise DataError(f"{where}, answer #{j}: 'answer' must be a string, got {a['answer']!r}")
         out.append(a["answer"])
+    if len(out) != HUMAN_ANSWERS:
+        raise DataError(f"{where}: 'answers' has {len(out)} entries, expected {HUMAN_ANSWERS} (VQA accuracy is "
+                        f"defined on ten human answers)")
     return out
 
 
