@@ -4,7 +4,7 @@ On disk (one folder per split, e.g. ``results/default/features/train2014/``)::
 
     features.npy   float16 [num_images, N, D]; row i belongs to ids[i]; region n = grid cell (n // gw, n % gw)
     ids.npy        int64 [num_images], sorted ascending
-    meta.json      backbone, layer, weights_sha256, image_size, grid, dim, preprocessing, skipped, fingerprint...
+    meta.json      backbone, layer, weights_sha256, image_size, grid, dim, skipped, fingerprint, ids_sha256...
     .partial/      only while extracting (see below)
     .lock          empty; an extraction holds it (flock) while it writes the folder: a second one is refused
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import os
 import shutil
@@ -63,6 +64,11 @@ def _count(value, least: int = 1) -> bool:
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """Which file this is (device, inode) and which version of it (size, modification time)."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """meta.json's ``ids_sha256``: sha256 of the ids as little-endian int64 values (not of the .npy file's bytes)."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()).hexdigest()
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -114,6 +120,11 @@ class FeatureStore:
         self._offset, self._opened = offset, _identity(st)  # every later map must be of this very file
         if expected[0] > 1 and not np.all(np.diff(self.ids) > 0):
             raise DataError(f"feature store {self.path}: {IDS} is not sorted and unique; delete it and re-extract")
+        digest = self.meta.get("ids_sha256")  # stores written before it have none: nothing to compare
+        if digest is not None and ids_digest(self.ids) != digest:  # e.g. ids 1..5 swapped for 100..104
+            span = f"ids {self.ids[0]}..{self.ids[-1]}" if len(self.ids) else "no ids"
+            raise DataError(f"feature store {self.path}: {IDS} ({span}) does not match {META}'s ids_sha256 "
+                            f"{str(digest)[:12]}...: replaced by another store's?; delete the store and re-extract")
         self._array: np.ndarray | None = None
         self._pid = -1
 
@@ -304,8 +315,9 @@ class PartialStore:
             keep = np.isin(ids, [s["image_id"] for s in meta["skipped"]], invert=True)
             if not keep.all():
                 self._compact(keep)
-            write_bytes_atomic(self.dir / IDS, _npy_bytes(np.asarray(ids[keep], dtype=np.int64)))
-            write_json_atomic(self.dir / META, meta, indent=1)
+            kept = np.asarray(ids[keep], dtype=np.int64)
+            write_bytes_atomic(self.dir / IDS, _npy_bytes(kept))
+            write_json_atomic(self.dir / META, {**meta, "ids_sha256": ids_digest(kept)}, indent=1)
         return publish(self.out)
 
     def _compact(self, keep: np.ndarray) -> None:

@@ -283,7 +283,7 @@ def test_an_open_store_refuses_to_read_a_replaced_file(tmp_path, model):
 
 
 @pytest.mark.parametrize("damage", ["truncated features", "meta not an object", "meta not JSON", "truncated ids",
-                                    "empty ids", "ids not integers", "meta grid not a pair"])
+                                    "empty ids", "ids not integers", "ids of another store", "meta grid not a pair"])
 def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, damage):
     items = make_images(tmp_path / "img", 5)
     clean = files_of(extract_features(items, tmp_path / "clean", CFG, backbone=model, progress=False).path)
@@ -298,6 +298,10 @@ def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, dam
         ids = out / "ids.npy"
         if damage == "ids not integers":
             np.save(ids, np.load(ids).astype(np.float64) + 0.5)
+        elif damage == "ids of another store":  # same length, dtype and order: only the ids' digest tells
+            other = make_images(tmp_path / "other", 5, start_id=100)
+            ids.write_bytes((extract_features(other, tmp_path / "o", CFG, backbone=model, progress=False).path
+                             / "ids.npy").read_bytes())
         else:
             ids.write_bytes(ids.read_bytes()[:100 if damage == "truncated ids" else 0])
         with pytest.raises(DataError, match=f"{out}.*ids.npy"):
@@ -313,6 +317,24 @@ def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path, model, dam
             FeatureStore(out)
     store = extract_features(items, out, CFG, backbone=model, progress=False)
     assert files_of(store.path) == clean
+
+
+def test_ids_swapped_for_another_stores_are_detected_and_stores_without_a_digest_still_open(tmp_path, model):
+    """ids.npy of another store with as many images (valid dtype, shape, sorted) would attach every row to the wrong
+    image: meta.json records the ids' sha256 and opening compares it. Stores written before it (no ids_sha256)
+    still open."""
+    a = extract_features(make_images(tmp_path / "a", 3), tmp_path / "fa", CFG, backbone=model, progress=False)
+    b = extract_features(make_images(tmp_path / "b", 3, start_id=50), tmp_path / "fb", CFG, backbone=model,
+                         progress=False)
+    (a.path / "ids.npy").write_bytes((b.path / "ids.npy").read_bytes())
+    with pytest.raises(DataError, match=rf"feature store {a.path}: ids\.npy \(ids 50\.\.52\) does not match "
+                                        r"meta\.json's ids_sha256 [0-9a-f]{12}\.\.\.: replaced by another store's"):
+        FeatureStore(a.path)
+    assert a.meta["ids_sha256"] != b.meta["ids_sha256"] and len(b.meta["ids_sha256"]) == 64
+    meta = json.loads((a.path / META).read_text())
+    del meta["ids_sha256"]  # a store from before the digest: nothing to compare, it opens as it did
+    (a.path / META).write_text(json.dumps(meta))
+    assert FeatureStore(a.path).ids.tolist() == [50, 51, 52]
 
 
 def test_a_second_extraction_into_the_same_folder_is_refused_while_one_runs(tmp_path, model):
