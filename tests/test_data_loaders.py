@@ -412,6 +412,37 @@ def test_check_decode_images_decodes_the_files_verify_found(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images_decoded"] == 2
 
 
+def test_check_decode_images_lists_each_image_folder_once(tmp_path, capsys, monkeypatch):
+    """The check lists a VQA image folder once, for the files it requires and decodes alike (a COCO folder holds
+    ~80,000 files), also when two splits share it (test-dev2015's images are test2015's)."""
+    from PIL import Image
+
+    import dan.data.images
+    import dan.data.vqa
+    from dan.data.__main__ import main
+
+    root = tmp_path / "real"
+    for split in ("test-dev2015", "test2015"):
+        _write(root / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json", _questions(split))
+    folder = root / "images" / "test2015"
+    folder.mkdir(parents=True)
+    for image_id in (10, 11):
+        Image.new("RGB", (16, 12), (200, 30, 30)).save(folder / f"COCO_test2015_{image_id:012d}.jpg")
+    listed: list[Path] = []
+    real = dan.data.images.list_images
+
+    def counting(images_dir):
+        listed.append(Path(images_dir))
+        return real(images_dir)
+
+    for module in (dan.data.images, dan.data.vqa):
+        monkeypatch.setattr(module, "list_images", counting)
+    assert main(["check", "--root", str(root), "--decode-images"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["images_decoded"] == 2 and report["vqa"]["test2015"]["images"] == 2
+    assert listed == [folder]
+
+
 def test_a_folder_where_a_json_file_belongs_and_a_bad_image_name_name_their_folder(tmp_path):
     from dan.data.images import list_images
     from dan.io import read_json

@@ -64,8 +64,7 @@ def _info(ns: argparse.Namespace) -> int:
 def _check(ns: argparse.Namespace) -> int:
     from dan.data.captions import image_file, load_karpathy
     from dan.data.grounding import load_grounding
-    from dan.data.images import list_images
-    from dan.data.vqa import image_folder, load_vqa_split, vqa_files
+    from dan.data.vqa import image_folder, load_vqa_split, split_images, vqa_files
 
     if ns.decode_images:
         ns.verify_images = True
@@ -75,6 +74,7 @@ def _check(ns: argparse.Namespace) -> int:
     report: dict = {"root": str(root), "vqa": {}, "captions": {}}
     unchecked: dict[Path, str] = {}  # image folder not there -> what needed it (not downloaded: not verified)
     decode: dict[Path, int] = {}  # with --decode-images: every image a question or caption refers to, once
+    listed: dict[Path, dict[int, Path]] = {}  # VQA image folder -> its files by id, listed once (test splits share)
     for split in ("train2014", "val2014", "test-dev2015", "test2015"):
         try:
             vqa_files(root, split)
@@ -84,10 +84,11 @@ def _check(ns: argparse.Namespace) -> int:
         verify = ns.verify_images and folder.is_dir()
         if ns.verify_images and not verify:
             unchecked.setdefault(folder, f"VQA {split}")  # test-dev2015 and test2015 share one folder: listed once
-        ex = load_vqa_split(root, split, check_images=verify)
+        if verify and folder not in listed:
+            listed[folder] = split_images(root, split)
+        ex = load_vqa_split(root, split, images=listed[folder] if verify else None)
         if ns.decode_images and verify:  # the files the check found (any name list_images reads, as dan.features)
-            found = dict(list_images(folder))
-            decode.update((found[e.image_id], e.image_id) for e in ex)
+            decode.update((listed[folder][e.image_id], e.image_id) for e in ex)
         report["vqa"][split] = {"questions": len(ex), "images": len({e.image_id for e in ex}),
                                 "annotated": sum(1 for e in ex if e.answers)}
     for path in sorted((root / "captions").glob("dataset_*.json")):

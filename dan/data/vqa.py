@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,19 +253,27 @@ def check_image_file(path: str | Path, image_id: int | None = None, verify: bool
     return path
 
 
+def split_images(data_root: str | Path, split: str) -> dict[int, Path]:
+    """Every image file of ``split``'s folder ``images/<folder>/`` (:func:`image_folder`) by id, each checked
+    present and non-empty (:func:`check_image_file`)."""
+    found = list_images(Path(data_root) / "images" / image_folder(split))
+    for image_id, path in found:
+        check_image_file(path, image_id)
+    return dict(found)
+
+
 def load_vqa_split(data_root: str | Path, split: str, version: str = "auto", check_images: bool = False,
-                   on_error: str = "raise", stats: dict | None = None) -> list[VQAExample]:
+                   on_error: str = "raise", stats: dict | None = None,
+                   images: Mapping[int, Path] | None = None) -> list[VQAExample]:
     """Questions (+ annotations when present) of ``split`` under ``data_root``.
 
     With ``check_images`` every question must have a non-empty image file in ``images/<folder>/``
-    (:func:`image_folder`).
+    (:func:`split_images`); ``images``, that function's result for the split's folder, does the same without
+    listing the folder again.
     """
     split = SPLIT_ALIASES.get(split, split)
     qpath, apath = vqa_files(data_root, split, version)
-    image_ids = None
-    if check_images:
-        found = list_images(Path(data_root) / "images" / image_folder(split))
-        for image_id, path in found:
-            check_image_file(path, image_id)
-        image_ids = {i for i, _ in found}
+    if check_images and images is None:
+        images = split_images(data_root, split)
+    image_ids = None if images is None else set(images)
     return load_vqa(qpath, apath, image_ids=image_ids, on_error=on_error, stats=stats)
