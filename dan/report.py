@@ -214,6 +214,18 @@ def recorded_checks(names: dict[str, str], root: Path | None = None) -> dict[str
     return out
 
 
+def paper_deviations(config: dict) -> str:
+    """What a recorded run's configuration (a run's ``config.json``) changes from the paper's setting, one line:
+    ``name ours (paper theirs)`` per field of :func:`dan.config.deviations`, or that it changes nothing. Read from
+    the configuration itself, so that a label typed beside a record cannot claim more of the paper than it ran."""
+    from dan.config import TrainConfig, deviations
+
+    changed = deviations(TrainConfig.from_dict(config))
+    if not changed:
+        return "nothing (the paper's setting)"
+    return ", ".join(f"{name} {ours} (paper {paper})" for name, (ours, paper) in sorted(changed.items()))
+
+
 def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     """A sentence on a single-run record (:func:`dan.record.collect_run`) of m-DAN beside another run's test
     ``metrics``: its command, wall time and machine, its validation R@1 both ways after ``at_epoch`` epochs and at

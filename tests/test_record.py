@@ -219,3 +219,14 @@ def test_recorded_checks_give_the_wall_time_in_minutes(tmp_path):
     rec = {"format": record.RUN_FORMAT, "config": {"epochs": 6}, "wall_seconds": 5400.0}
     (tmp_path / "records" / "long.json").write_text(json.dumps(rec))
     assert list(report.recorded_checks({"long": "m-DAN"}, tmp_path)) == ["m-DAN (6 epochs, 90 min)"]
+
+
+def test_paper_deviations_name_every_changed_setting_of_a_record():
+    """The r-DAN SGD check ran without the paper's weight decay: its line must say so."""
+    from dan import report
+    from dan.config import preset
+
+    sgd = preset("default", "vqa", hidden_dim=512, optimizer="sgd", lr=0.1, dropout=0.5, grad_clip=0.1).to_dict()
+    assert report.paper_deviations(sgd) == "epochs 8 (paper 60), lr_decay_epochs [6] (paper [30]), weight_decay 0.0 " \
+                                           "(paper 0.0005)"
+    assert report.paper_deviations(preset("real", "matching").to_dict()) == "nothing (the paper's setting)"
