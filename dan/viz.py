@@ -114,7 +114,7 @@ def ablation_panels(df: pd.DataFrame, x: str, metrics: Sequence[str], labels: di
     """One panel per metric: mean over the rows (seeds) per ``x`` with 95 % t-interval error bars.
 
     ``kind``: "line" joins the means (an ordered axis such as K), "point" leaves them apart (categories such
-    as the attention type), "bar" draws bars from 0. Individual seeds are overlaid as small grey dots.
+    as the attention type), "bar" draws bars from 0. Individual seeds are overlaid as grey dots.
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.3), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
@@ -125,7 +125,9 @@ def ablation_panels(df: pd.DataFrame, x: str, metrics: Sequence[str], labels: di
         else:
             sns.pointplot(data=sub, x=x, y=m, hue=hue, order=order, errorbar=_t_interval, capsize=0.15, ax=ax,
                           dodge=0.3 if hue else False, linestyle="-" if kind == "line" else "none")
-        sns.stripplot(data=sub, x=x, y=m, order=order, color="0.35", size=3, ax=ax, jitter=0.08, legend=False)
+        # the seeds on top of the means, beside them (jitter) and outlined, so that a seed on its mean still shows
+        sns.stripplot(data=sub, x=x, y=m, order=order, color="0.55", size=5, linewidth=0.8, edgecolor="0.1",
+                      ax=ax, jitter=0.12, legend=False, zorder=4)
         ax.set_title((labels or {}).get(m, m), fontsize=10)
         ax.set_ylabel("")
         ax.set_xlabel((labels or {}).get(x, x))
@@ -162,28 +164,46 @@ def shaded_words(ax: plt.Axes, words: Sequence[str], weights: np.ndarray, fontsi
 def grounding_bars(df: pd.DataFrame, x: str = "step", hue: str | None = "family", title: str = "",
                    what: str = "objects") -> plt.Figure:
     """Pointing-game hit rate and attention mass on ``what`` (the objects, or the key words) in %, per ``x``
-    (and ``hue``), with 95 % t intervals over the examples; black ticks mark uniform attention (chance).
+    (and ``hue``), with the 95 % intervals of :func:`dan.analysis.grounding_summary`: cluster-robust over images
+    where ``df`` has an ``image_id`` column (the examples about one image are not independent), else plain t
+    intervals over the examples; black ticks mark uniform attention (chance).
     ``df``: a tidy table of :mod:`dan.analysis` (columns hit, chance_hit, mass, chance_mass)."""
-    n_hue = df[hue].nunique() if hue else 1
+    from dan.stats import mean_ci
+
+    xs = sorted(df[x].unique())
+    hues = sorted(df[hue].unique()) if hue else [None]
+    colours = sns.color_palette(n_colors=len(hues))
+    width = 0.8 / len(hues)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-    for ax, (score, chance, name) in zip(axes, (("hit", "chance_hit", "pointing game (%)"),
+    pointing = "most attended word is a key word (%)" if what == "key words" else "pointing game (%)"
+    for ax, (score, chance, name) in zip(axes, (("hit", "chance_hit", pointing),
                                                 ("mass", "chance_mass", f"attention mass on {what} (%)")),
                                          strict=True):
-        data = df.assign(value=100 * df[score], chance=100 * df[chance])
-        sns.barplot(data=data, x=x, y="value", hue=hue, errorbar=_t_interval, capsize=0.1, ax=ax, alpha=0.85)
-        sns.pointplot(data=data, x=x, y="chance", hue=hue, errorbar=None, markers="_", markersize=22,
-                      linestyle="none", dodge=0.8 * (n_hue - 1) / n_hue if hue else False, palette=["black"] * n_hue,
-                      ax=ax, legend=False)
+        for j, (level, colour) in enumerate(zip(hues, colours, strict=True)):
+            for i, xv in enumerate(xs):
+                grp = df[(df[x] == xv) & ((df[hue] == level) if hue else True)]
+                if grp.empty:
+                    continue
+                clusters = grp["image_id"].to_numpy() if "image_id" in grp else None
+                m, lo, hi = (100 * v for v in mean_ci(grp[score].to_numpy(), clusters=clusters))
+                centre = i - 0.4 + width * (j + 0.5)
+                ax.bar(centre, m, width=width, color=colour, alpha=0.85, edgecolor="white",
+                       label=str(level) if i == 0 and hue else None)
+                if np.isfinite(lo):
+                    ax.errorbar(centre, m, yerr=[[m - lo], [hi - m]], color="0.25", capsize=4, linewidth=1.5)
+                ax.hlines(100 * float(grp[chance].mean()), centre - 0.35 * width, centre + 0.35 * width,
+                          color="black", linewidth=2.5, zorder=3)
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+        ax.grid(axis="x", visible=False)  # a tick line would run between the bars of one step
+        ax.set_xlabel(x)
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("")
+        ax.set_ylim(bottom=0)
     handles, labels = axes[0].get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], color="black", marker="_", markersize=12, linestyle="none"))
-    for ax in axes:
-        if ax.get_legend():
-            ax.get_legend().remove()
+    handles.append(plt.Line2D([], [], color="black", linewidth=2.5))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.legend(handles, [*labels, "uniform attention"], loc="upper center", ncol=len(handles), fontsize=8,
+    fig.legend(handles, [*labels, "uniform attention (chance)"], loc="upper center", ncol=len(handles), fontsize=9,
                bbox_to_anchor=(0.5, 0.0), frameon=False)
     return fig

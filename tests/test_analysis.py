@@ -105,6 +105,32 @@ def test_grounding_summary_intervals_are_over_images() -> None:
     assert row["± ci "] == pytest.approx(100 * (m - lo), abs=0.01)
 
 
+def test_grounding_bars_draw_the_summary_tables_intervals_over_images() -> None:
+    """The figure's error bars are the table's (cluster-robust over images), not t intervals over examples,
+    which would be narrower when several examples share an image."""
+    rng = np.random.default_rng(1)
+    per_image = rng.uniform(size=(30, 2))  # 30 images x 2 families, 5 examples each with the image's value
+    df = pd.DataFrame({"image_id": np.repeat(np.arange(30), 10), "step": 1,
+                       "family": np.tile(np.repeat(["multi-hop", "single-hop"], 5), 30),
+                       "mass": np.repeat(per_image.ravel(), 5), "chance_mass": 0.1, "chance_hit": 0.2})
+    df["hit"] = df["mass"] > 0.5
+    table = analysis.grounding_summary(df, ["family", "step"])
+    fig = viz.grounding_bars(df, x="step", hue="family")
+    mass_ax = fig.axes[1]
+    bars = sorted(mass_ax.patches, key=lambda p: p.get_x())
+    assert [round(b.get_height(), 2) for b in bars] == list(table["mass %"])
+    from matplotlib.container import ErrorbarContainer
+
+    segments = [c.lines[2][0].get_segments()[0] for c in mass_ax.containers if isinstance(c, ErrorbarContainer)]
+    got = [(seg[1][1] - seg[0][1]) / 2 for seg in sorted(segments, key=lambda seg: seg[0][0])]
+    assert got == pytest.approx(list(table["± ci "]), abs=0.01)
+    naive = [100 * (m - lo) for m, lo, _ in (mean_ci(g["mass"].to_numpy()) for _, g in df.groupby("family"))]
+    assert all(h > 1.5 * n for h, n in zip(got, naive, strict=True))  # 5 examples per image: about sqrt(5) wider
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["multi-hop", "single-hop",
+                                                                  "uniform attention (chance)"]
+    plt.close(fig)
+
+
 def test_vqa_grounding_scores_anchor_and_target_objects_separately(tmp_path) -> None:
     from dan.data.grounding import Grounding, QuestionGT
 
