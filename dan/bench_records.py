@@ -191,12 +191,27 @@ def timeline_table(recorded: list[dict]) -> list[dict]:
     store writer (``put_wait_s``: the writer waits for each batch's copy off the GPU, so this grows when the GPU is
     what is slow). Where any timeline has them, also the GPU's own median time per forward (against the model-only
     batch time) and the compute stream's median wait between forwards, and the garbage collector's full
-    collections and longest pause (benchmarks/timeline.py)."""
+    collections and longest pause (benchmarks/timeline.py).
+
+    Beside the period between forwards, ``batch_at_ceiling_s`` is what one batch takes at the run's model-only rate
+    (batch size / ``model_only_img_s``): a longer period means the forwards came slower than the model alone runs."""
     rows = [src for src in recorded if src.get("timeline")]
     gpu = [k for k in GPU_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # CUDA runs only
     gc = [k for k in GC_TIMELINE_KEYS if any(k in src["timeline"] for src in rows)]  # timelines since 2026-11-27
-    return [{"file": src["file"], "images": src.get("num_images"),
-             **{k: src["timeline"].get(k) for k in TIMELINE_KEYS},
+
+    def at_ceiling(src: dict) -> float | None:
+        batch, rate = src.get("batch_size"), src.get("model_only_img_s")
+        return round(batch / rate, 4) if batch and rate else None
+
+    def timeline(src: dict) -> dict:
+        out = {}
+        for k in TIMELINE_KEYS:
+            out[k] = src["timeline"].get(k)
+            if k == "steady_forward_period_s":
+                out["batch_at_ceiling_s"] = at_ceiling(src)
+        return out
+
+    return [{"file": src["file"], "images": src.get("num_images"), **timeline(src),
              **({"model_only_batch_s": src.get("model_only_batch_s")} if gpu else {}),
              **{k: src["timeline"].get(k) for k in gpu + gc}} for src in rows]
 

@@ -306,6 +306,9 @@ def test_timeline_table_reads_the_committed_timelines():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     rows = bench.timeline_table(bench.recorded_results(folder))
     assert rows and all(r["first_forward_s"] < r["last_forward_s"] < r["total_s"] for r in rows)
+    # the forward period beside the batch time at the model-only rate (the performance page compares the two)
+    assert all(0.03 < r["batch_at_ceiling_s"] < r["steady_forward_period_s"] for r in rows)
+    assert list(rows[0])[list(rows[0]).index("steady_forward_period_s") + 1] == "batch_at_ceiling_s"
 
 
 def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
@@ -314,6 +317,9 @@ def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
     new = {"file": "b.json", "num_images": 8, "model_only_batch_s": 0.128,
            "timeline": {**tl, "gpu_forward_s_median": 0.131, "gpu_gap_s_median": 0.002}}
     assert "gpu_forward_s_median" not in bench.timeline_table([old])[0]
+    assert bench.timeline_table([old])[0]["batch_at_ceiling_s"] is None  # no batch size or model-only rate
+    assert bench.timeline_table([{**old, "batch_size": 256, "model_only_img_s": 2000.0}])[0]["batch_at_ceiling_s"] \
+        == 0.128
     rows = bench.timeline_table([old, new])
     assert rows[0]["gpu_forward_s_median"] is None and rows[1]["gpu_forward_s_median"] == 0.131
     assert rows[1]["model_only_batch_s"] == 0.128 and rows[1]["gpu_gap_s_median"] == 0.002
