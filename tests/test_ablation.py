@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,3 +204,56 @@ def test_axis_selects_the_rows_of_each_ablation() -> None:
     assert ablation.axis(df, "attention", spec).attention.tolist() == ["dual", "none"]
     with pytest.raises(ConfigError, match="unknown axis"):
         ablation.axis(df, "seeds")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # (state, ppid, ...) after the command name
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sweep_workers_end_when_the_sweep_process_is_killed(smoke_data, smoke_features, tmp_path) -> None:
+    """kill -9 of the process running a sweep (dan.study, a notebook's kernel) must not leave its workers behind:
+    they used to finish their runs beside the rerun's and then wait forever on the dead pool's queue (~0.7 GB
+    each)."""
+    runs = tmp_path / "runs"
+    code = ("import sys\nfrom dan.ablation import SweepSpec, run_sweep\n"
+            f"over = dict(data={str(smoke_data)!r}, features={str(smoke_features)!r}, device='cpu', epochs=40)\n"
+            "run_sweep(SweepSpec(tasks=['vqa'], steps=[1], attentions=['dual'], seeds=[0], profile='smoke', "
+            f"overrides=over, runs_root={str(runs)!r}, workers=2), progress=False)\n")
+    log = tmp_path / "stderr"
+    workers: list[int] = []
+    with open(log, "wb") as fh:  # a file, not a pipe: the workers inherit it, and a pipe would stay open with them
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=fh,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if all((runs / r / "config.json").is_file() for r in ("vqa-dual-K1-s0", "vqa-dual-K2-s0")):
+                break  # both workers are training
+            time.sleep(0.05)
+        workers = [p for p in _children(proc.pid)
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL and len(workers) == 2, log.read_text()[-2000:]
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), "sweep workers outlived the killed sweep process"
+        assert not list(runs.glob("*/metrics.json")), "a worker finished its run after the sweep was killed"
+    finally:
+        for p in workers:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
