@@ -11,6 +11,8 @@ CLI: ``python -m dan.train --task vqa --profile default --steps 2 --attention du
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +43,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
 from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_matching, evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
-from dan.io import ConfigError, DataError, read_json, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, DataError, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
 from dan.prepare import Prepared, data_root, features_root, prepare
 
@@ -145,11 +147,31 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None 
     cfg.validate()
     joined = _join_process_group(cfg)
     try:
-        with keep_freed_memory():  # glibc would page-fault every batch's buffers back in on CPU
-            return _train(cfg, progress, stop_after_epoch)
+        with keep_freed_memory(), contextlib.ExitStack() as held:  # glibc would page-fault every batch's buffers
+            return _train(cfg, progress, stop_after_epoch, held)  # back in on CPU; held: the run folder's lock
     finally:
         if joined:
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive ``flock`` on the run folder itself while a process trains into it: a second process on the
+    same folder (the same command twice, a rerun beside a run still going) fails at once with a clear error. It
+    used to go ahead, delete the first one's checkpoint being written as a stale temp file, and so end the first
+    run in "cannot write checkpoint.pt: No such file or directory". The kernel releases the lock when its process
+    ends, kill -9 included, and it leaves no file behind."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DanError(f"another process is training into the run folder {run_dir} right now; wait for it to "
+                           f"end (or stop it), then rerun: the run resumes from its last checkpoint, or is reused "
+                           f"when finished") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _join_process_group(cfg: TrainConfig) -> bool:
@@ -198,7 +220,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, device: 
         group.update(fused=True if device.type == "cuda" else None, foreach=None)
 
 
-def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> RunResult:
+def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held: contextlib.ExitStack) -> RunResult:
     rank, world = _dist()
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -269,6 +291,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None) -> Ru
                           f"batch of at least {need}; raise --batch-size or --max-train")
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(run_lock(run_dir))  # held until train() returns
         for stale in run_dir.glob(".*.tmp"):  # temp files of a killed run's atomic writes, never renamed
             stale.unlink(missing_ok=True)
         write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)

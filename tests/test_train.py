@@ -25,11 +25,11 @@ from dan.data.captions import load_karpathy
 from dan.data.text import AnswerVocab, Vocab
 from dan.data.vqa import load_vqa_split
 from dan.evaluate import evaluate_vqa
-from dan.io import ConfigError, DataError
+from dan.io import ConfigError, DanError, DataError
 from dan.models import build_model
 from dan.prepare import prepare
 from dan.store import FeatureStore
-from dan.train import load_checkpoint, load_result, main, train
+from dan.train import load_checkpoint, load_result, main, run_lock, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # Margins (percentage points) over the baselines. Measured on the smoke preset, seeds 0-4: r-DAN 42-47 % vs a
@@ -138,6 +138,23 @@ def test_kill_9_during_training_then_rerun_gives_the_same_metrics(matching_run, 
     assert json.loads(capsys.readouterr().out)["metrics"] == matching_run.metrics
     assert_same_run(matching_run.run_dir, out)
     assert not list(out.glob(".*.tmp")), "temp files of the killed run were left behind"
+
+
+def test_a_second_process_on_a_run_folder_being_trained_is_refused_and_leaves_it_alone(vqa_run, make_cfg,
+                                                                                      tmp_path):
+    """Two trainings into one folder: the second used to delete the first's checkpoint being written (a temp file
+    to it) and so end the first in "cannot write checkpoint.pt: No such file or directory"."""
+    cfg = make_cfg("vqa", tmp_path / "busy")
+    train(cfg, stop_after_epoch=1, progress=False)
+    writing = cfg.out + "/.checkpoint.pt.abc123.tmp"  # the first process's checkpoint, half written
+    Path(writing).write_bytes(b"partial")
+    with run_lock(Path(cfg.out)):  # what the first process holds (flock: per open file, so this process conflicts)
+        with pytest.raises(DanError, match=f"another process is training into the run folder {cfg.out} right now"):
+            train(cfg, progress=False)
+    assert Path(writing).read_bytes() == b"partial" and load_checkpoint(cfg.out)["epoch"] == 0
+    assert train(cfg, progress=False).metrics == vqa_run.metrics  # once it has ended: resumed, same result
+    assert_same_run(vqa_run.run_dir, Path(cfg.out))
+    assert not Path(writing).exists()  # a killed run's temp file is removed by the next one that holds the lock
 
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(vqa_run, smoke_features):
