@@ -31,7 +31,14 @@ Interruptions
   test_train.py::test_kill_9_during_training_then_rerun_gives_the_same_metrics,
   test_train.py::test_stop_and_resume_gives_the_uninterrupted_result
 - failing notebook in the study command (last good book kept, notebook and cell named):
-  this file::test_a_failing_notebook_is_named_and_the_last_good_book_kept
+  this file::test_a_failing_notebook_is_named_and_the_last_good_book_kept; its kernel killed (out of memory):
+  this file::test_a_notebook_whose_kernel_dies_is_named_in_one_line
+- Ctrl-C during the study: one line, and the kernel's processes end:
+  this file::test_ctrl_c_during_a_notebook_is_one_line_and_ends_what_its_kernel_started
+- kill -9 of the process running an ablation sweep: its workers end too:
+  test_ablation.py::test_sweep_workers_end_when_the_sweep_process_is_killed
+- a second training into a run folder being trained: refused, the first one untouched:
+  test_train.py::test_a_second_process_on_a_run_folder_being_trained_is_refused_and_leaves_it_alone
 Disk
 - a failing write (full or read-only target, a path under a file) -> clear message, no corrupt file:
   this file::test_full_disk_during_a_checkpoint_keeps_the_last_one,
@@ -47,6 +54,7 @@ exit code 2, no traceback; --debug shows it): every test in test_cli.py, also
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
@@ -280,6 +288,61 @@ def test_a_failed_study_keeps_the_last_complete_stage_times(tmp_path, monkeypatc
     assert study_main(["--profile", "smoke"]) == 2
     assert "02_broken.ipynb failed" in capsys.readouterr().err
     assert times.read_text() == '{"01_fine": 1.0, "02_broken": 2.0, "total": 3.0}'  # not {"01_fine": ...} alone
+
+
+def test_a_notebook_whose_kernel_dies_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    from dan.study import main as study_main
+
+    root = tmp_path / "study"
+    _notebook(root / "notebooks" / "01_dies.ipynb",
+              ["print('first cell runs')", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "print('never')"])
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    assert study_main(["--profile", "smoke"]) == 2  # was a DeadKernelError's traceback, exit code 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        "python -m dan.study: error: notebook 01_dies.ipynb: its kernel died in cell 3 (`import os, signal`) "
+        "(killed from outside, or out of memory); rerun the same command to resume")
+
+
+def test_ctrl_c_during_a_notebook_is_one_line_and_ends_what_its_kernel_started(tmp_path):
+    """Ctrl-C used to reach the kernel's process group as SIGINT (papermill's shutdown interrupts first): the cell's
+    error, the kernel's errors on its closing sockets and its children's (sweep workers') tracebacks followed the
+    one-line message. Now the kernel's group is killed, as kill -9 would, which every stage resumes from."""
+    root, started = tmp_path / "study", tmp_path / "child.pid"
+    _notebook(root / "notebooks" / "01_long.ipynb", [
+        "import pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])  # a sweep worker, say\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(child.pid))\n"
+        "time.sleep(120)"])
+    proc = subprocess.Popen([sys.executable, "-m", "dan.study", "--profile", "smoke"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "DAN_ROOT": str(root), "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not started.is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)  # the child has started its interpreter
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends (the kernel runs in a session of its own)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(started.read_text()), signal.SIGKILL)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[IPKernelApp] WARNING")]
+    assert proc.returncode == 130 and lines == ["python -m dan.study: interrupted; rerun the same command to resume"], \
+        err[-3000:]
+    child = int(started.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child), "the kernel's child process outlived the interrupted study"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
 
 
 def test_the_case_map_above_names_existing_tests():
