@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from dan.checkpoint import check_recorded_inputs
 from dan.config import TASKS, TrainConfig, preset
 from dan.io import ConfigError, DanError, read_json
 from dan.stats import betainc, family_t_note, mean_ci, t_cdf, t_quantile  # noqa: F401 (re-exported)
@@ -125,13 +126,16 @@ def flatten_metrics(task: str, metrics: dict) -> dict[str, float]:
 
 
 def _finished(cfg: TrainConfig) -> dict | None:
-    """Metrics of a finished run of exactly ``cfg``; None if unfinished; ConfigError if another config is there."""
+    """Metrics of a finished run of exactly ``cfg``; None if unfinished; ConfigError if another config is there,
+    DataError if it was trained on other data or features than ``cfg`` reads now (as :func:`dan.train.train`
+    checks before it reuses a run: :func:`dan.checkpoint.check_recorded_inputs`)."""
     run_dir = run_dir_for(cfg)
     if not (run_dir / "metrics.json").is_file():
         return None
     if not cfg.same_identity(read_json(run_dir / "config.json", "run config")):
         raise ConfigError(f"{run_dir} holds a finished run of another configuration than the sweep's "
                           f"{cfg.run_name()} (profile {cfg.profile!r}); delete it or set runs_root")
+    check_recorded_inputs(run_dir, cfg)
     return read_json(run_dir / "metrics.json", "run metrics")
 
 

@@ -257,3 +257,22 @@ def test_sweep_workers_end_when_the_sweep_process_is_killed(smoke_data, smoke_fe
         for p in workers:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_a_finished_run_is_not_reused_by_the_sweep_on_other_data(smoke_data, smoke_features, tmp_path) -> None:
+    """``dan.train`` refuses to reuse a finished run trained on other data; the sweep read such runs back as they
+    were, so a sweep over regenerated or edited data reported the old data's results as this data's."""
+    import shutil
+
+    data = tmp_path / "data"
+    for rel in ("vqa", "captions"):
+        shutil.copytree(smoke_data / rel, data / rel)
+    over = {"data": str(data), "features": str(smoke_features), "device": "cpu", "epochs": 1}
+    spec = SweepSpec(tasks=["vqa"], steps=[2], attentions=[], seeds=[0], profile="smoke", overrides=over,
+                     runs_root=str(tmp_path / "runs"), workers=1)
+    assert not run_sweep(spec, progress=False).reused.any()
+    assert run_sweep(spec, progress=False).reused.all()  # the same data: reused
+    questions = next((data / "vqa").glob("*val2014_questions.json"))
+    questions.write_text(questions.read_text().replace("?", " ?", 1))  # one question edited
+    with pytest.raises(DanError, match=r"vqa-dual-K2-s0 was trained on other data: data file .*val2014_questions"):
+        run_sweep(spec, progress=False)
