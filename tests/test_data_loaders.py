@@ -292,6 +292,24 @@ def test_flickr8k_txt(tmp_path):
         load_flickr8k_txt(_write(tmp_path / "bad.txt", "image,caption\nnoid.jpg,A caption\n"))
 
 
+def test_flickr8k_token_file_as_released_skips_its_caption_lines_of_a_non_image_name(tmp_path):
+    """The official Flickr8k.token.txt gives five captions to "2258277193_586949ec62.jpg.1", a name that is no
+    image file (public loaders drop these lines: the Flicker8k_Dataset folder has no such image); the file used to
+    be refused as a whole. Those lines are skipped with a warning; any other unreadable name is still an error."""
+    text = ("1000268201_693b08cb0e.jpg#0\tA child in a pink dress is climbing up a set of stairs in an entry way .\n"
+            "1000268201_693b08cb0e.jpg#1\tA girl going into a wooden building .\n"
+            "2258277193_586949ec62.jpg.1#0\tPeople waiting for the subway .\n"
+            "2258277193_586949ec62.jpg.1#1\tA group of people stand on a train platform .\n"
+            "1001773457_577c3a7d70.jpg#0\tA black dog and a spotted dog are fighting\n")
+    with pytest.warns(DataWarning, match=r"Flickr8k\.token\.txt: skipped 2 caption line\(s\) of "
+                                         r"'2258277193_586949ec62\.jpg\.1' \(lines 3-4\): not an image file name"):
+        imgs = load_flickr8k_txt(_write(tmp_path / "Flickr8k.token.txt", text))
+    assert [(i.filename, i.sentence_ids) for i in imgs] == [("1000268201_693b08cb0e.jpg", [0, 1]),
+                                                            ("1001773457_577c3a7d70.jpg", [2])]
+    with pytest.raises(DataError, match=r"bad\.txt, line 1: cannot read an image id from file name 'x\.jpg\.b'"):
+        load_flickr8k_txt(_write(tmp_path / "bad.txt", "x.jpg.b#0\tA caption .\n"))
+
+
 def _grounding():
     return {"images": {"5": {"width": 100, "height": 50, "objects": [
         {"id": 0, "shape": "circle", "color": "red", "size": "small", "bbox": [0, 0, 50, 25]},

@@ -8,12 +8,14 @@ Karpathy format: ``{"dataset": name, "images": [{"filepath" (COCO only), "filena
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dan.data.images import image_id_from_filename
-from dan.data.vqa import check_image_file
+from dan.data.vqa import DataWarning, check_image_file
 from dan.io import DataError, read_json, require_keys
 
 
@@ -131,11 +133,20 @@ def _unquote(text: str) -> str:
     return text.strip()
 
 
+# An image file name with a copy number after it: the official Flickr8k.token.txt gives five captions to
+# "2258277193_586949ec62.jpg.1", a file that is not in the image set (loaders in public code drop those lines).
+_NOT_AN_IMAGE_NAME = re.compile(r"\.(?:jpe?g|png)\.\d+$", re.IGNORECASE)
+
+
 def load_flickr8k_txt(path: str | Path,
                       split_map: Mapping[str | int, str] | None = None) -> list[CaptionImage]:
     """Flickr8k's ``captions.txt`` (header ``image,caption``; a caption may hold commas) or the original
     ``Flickr8k.token.txt`` (``name.jpg#k<TAB>caption``). ``split_map`` maps file names or image ids to a split
     (default "train"). Images in first-seen order; sentence ids are line order, starting at 0.
+
+    Lines naming a file such as ``2258277193_586949ec62.jpg.1`` (an image name with a copy number, which the
+    released ``Flickr8k.token.txt`` has and the image set lacks) are skipped with a :class:`DataWarning`; any other
+    name without an image id is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -154,6 +165,7 @@ def load_flickr8k_txt(path: str | Path,
             raise DataError(f"{path}: expected the header 'image,caption' on line {blank + 1}, got {first[:60]!r}")
         lines = [""] * (blank + 1) + lines[blank + 1:]  # the header read; line numbers stay 1-based below
     images: dict[str, CaptionImage] = {}
+    skipped: dict[str, list[int]] = {}  # name that is no image file -> its line numbers
     next_sid = 0
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -167,6 +179,9 @@ def load_flickr8k_txt(path: str | Path,
         if not sep or not name.strip() or not caption:
             raise DataError(f"{path}, line {lineno}: expected '<image>,<caption>' with a non-empty caption")
         name = name.strip()
+        if _NOT_AN_IMAGE_NAME.search(name):
+            skipped.setdefault(name, []).append(lineno)
+            continue
         img = images.get(name)
         if img is None:
             try:
@@ -180,6 +195,10 @@ def load_flickr8k_txt(path: str | Path,
         img.sentences.append(caption)
         img.sentence_ids.append(next_sid)
         next_sid += 1
+    for name, where in skipped.items():
+        lines_at = f"line {where[0]}" if len(where) == 1 else f"lines {where[0]}-{where[-1]}"
+        warnings.warn(f"{path}: skipped {len(where)} caption line(s) of {name!r} ({lines_at}): not an image file "
+                      f"name", DataWarning, stacklevel=2)
     ids: dict[int, str] = {}
     for img in images.values():
         if img.image_id in ids:
