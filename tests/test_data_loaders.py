@@ -383,6 +383,36 @@ def test_check_verifies_real_layouts_and_lists_folders_not_downloaded(tmp_path, 
     assert "image id 7 not found" in err and "flickr30k-images/img_b.jpg" in err
 
 
+def test_check_reads_flickr8k_entries_from_their_own_image_folder(tmp_path, capsys):
+    """Karpathy's caption_datasets.zip holds dataset_flickr8k.json beside dataset_flickr30k.json, and download.py
+    puts both in captions/. Their entries have no filepath; Flickr8k's images unpack to Flicker8k_Dataset/ (sic, the
+    folder in Flickr8k_Dataset.zip), Flickr30K's to flickr30k-images/. check --verify-images used to look for both
+    in flickr30k-images/ and failed on the first Flickr8k image; --caption-image-folder still names one folder for
+    every file."""
+    from dan.data.__main__ import main
+
+    root = tmp_path / "real"
+    f30k = {"images": [{"sentids": [0], "imgid": 0, "sentences": [{"tokens": ["two", "young", "guys"], "raw":
+            "Two young guys with shaggy hair look at their hands while hanging out in the yard.", "imgid": 0,
+            "sentid": 0}], "split": "train", "filename": "1000092795.jpg"}], "dataset": "flickr30k"}
+    f8k = {"images": [{"sentids": [0], "imgid": 0, "sentences": [{"tokens": ["a", "black", "dog"], "raw":
+           "A black dog is running after a white dog in the snow .", "imgid": 0, "sentid": 0}], "split": "train",
+           "filename": "2513260012_03d33305cf.jpg"}], "dataset": "flickr8k"}
+    _write(root / "captions" / "dataset_flickr30k.json", f30k)
+    _write(root / "captions" / "dataset_flickr8k.json", f8k)
+    _write(root / "images" / "flickr30k-images" / "1000092795.jpg", "jpeg bytes")
+    _write(root / "images" / "Flicker8k_Dataset" / "2513260012_03d33305cf.jpg", "jpeg bytes")
+    assert main(["check", "--root", str(root), "--verify-images"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["captions"] == {"dataset_flickr30k.json": {"train": 1}, "dataset_flickr8k.json": {"train": 1}}
+    assert "images_not_verified" not in report
+    (root / "images" / "Flicker8k_Dataset" / "2513260012_03d33305cf.jpg").unlink()
+    assert main(["check", "--root", str(root), "--verify-images"]) == 2
+    assert "Flicker8k_Dataset/2513260012_03d33305cf.jpg" in capsys.readouterr().err
+    assert main(["check", "--root", str(root), "--verify-images", "--caption-image-folder", "flickr30k-images"]) == 2
+    assert "flickr30k-images/2513260012_03d33305cf.jpg" in capsys.readouterr().err
+
+
 def test_check_decode_images_finds_truncated_and_fake_jpegs(tmp_path, capsys):
     """`--verify-images` only requires the files; `--decode-images` decodes each one the data refers to and names
     those that do not decode (a truncated JPEG, bytes that are no image), with their count."""

@@ -62,7 +62,7 @@ def _info(ns: argparse.Namespace) -> int:
 
 
 def _check(ns: argparse.Namespace) -> int:
-    from dan.data.captions import image_file, load_karpathy
+    from dan.data.captions import default_image_folder, image_file, load_karpathy
     from dan.data.grounding import load_grounding
     from dan.data.vqa import image_folder, load_vqa_split, split_images, vqa_files
 
@@ -95,12 +95,13 @@ def _check(ns: argparse.Namespace) -> int:
         images = load_karpathy(path)
         if ns.verify_images:
             missing = set()
+            default = ns.caption_image_folder or default_image_folder(path)
             for img in images:
-                folder = root / "images" / (img.filepath or ns.caption_image_folder)
+                folder = root / "images" / (img.filepath or default)
                 if not folder.is_dir():
                     missing.add(folder)
                     continue
-                image = image_file(root / "images", img, check=True, default_folder=ns.caption_image_folder)
+                image = image_file(root / "images", img, check=True, default_folder=default)
                 if ns.decode_images:
                     decode[image] = img.image_id
             for folder in sorted(missing):
@@ -168,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--decode-images", action="store_true",
                    help="--verify-images, and decode every image the questions and captions refer to (truncated or "
                         "corrupt files are listed; slower: a full decode of each image)")
-    c.add_argument("--caption-image-folder", default="flickr30k-images",
-                   help="image folder of Karpathy entries without a filepath (Flickr30K; default flickr30k-images)")
+    c.add_argument("--caption-image-folder", default=None,
+                   help="image folder of Karpathy entries without a filepath, for every captions file (default: "
+                        "flickr30k-images for dataset_flickr30k.json, Flicker8k_Dataset for dataset_flickr8k.json)")
     for p in (g, i, c):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

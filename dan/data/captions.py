@@ -32,6 +32,16 @@ class CaptionImage:
 
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
+# Image folder (under images/) of the entries without a "filepath" in Karpathy's Flickr files, as their image
+# archives unpack: flickr30k-images.tar.gz -> flickr30k-images/, Flickr8k_Dataset.zip -> Flicker8k_Dataset/ (sic).
+KARPATHY_IMAGE_FOLDERS = {"dataset_flickr30k.json": "flickr30k-images", "dataset_flickr8k.json": "Flicker8k_Dataset"}
+DEFAULT_IMAGE_FOLDER = "flickr30k-images"
+
+
+def default_image_folder(captions_file: str | Path) -> str:
+    """Image folder of the entries without a ``filepath`` in Karpathy file ``captions_file``:
+    :data:`KARPATHY_IMAGE_FOLDERS` by file name, else ``flickr30k-images``."""
+    return KARPATHY_IMAGE_FOLDERS.get(Path(captions_file).name, DEFAULT_IMAGE_FOLDER)
 
 
 def _check_fields(rec: dict, where: str) -> None:
