@@ -270,7 +270,9 @@ def build_features(data_root: str | os.PathLike, features_root: str | os.PathLik
     images_root = Path(data_root) / "images"
     if not images_root.is_dir():
         raise DataError(f"no images/ folder in {data_root}: expected {images_root}/<split>/<image files>")
-    found = sorted(p.name for p in images_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # __MACOSX: the resource forks ("._<name>") that zips made on a Mac carry, e.g. Flickr8k_Dataset.zip; no images
+    found = sorted(p.name for p in images_root.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
     splits = list(splits) if splits else found
     unknown = [s for s in splits if s not in found]
     if unknown or not splits:

@@ -452,6 +452,18 @@ def test_build_features_per_split_reuses_current_stores_and_redoes_changed_confi
         build_features(root, tmp_path / "features", CFG, splits=["test2015"])
 
 
+def test_build_features_passes_over_the_macos_folder_of_the_flickr8k_zip(tmp_path, model):
+    """Flickr8k_Dataset.zip unpacks to Flicker8k_Dataset/ and __MACOSX/ (resource forks "._<name>.jpg", no
+    images); unpacked in images/, the folder made dan.features stop with "no image files" when it did every folder."""
+    root = tmp_path / "data"
+    make_images(root / "images" / "val2014", 2, start_id=100)
+    forks = root / "images" / "__MACOSX" / "Flicker8k_Dataset"
+    forks.mkdir(parents=True)
+    (forks / "._2513260012_03d33305cf.jpg").write_bytes(b"\0\5\26\7")
+    stores = build_features(root, tmp_path / "features", CFG)
+    assert list(stores) == ["val2014"] and not (tmp_path / "features" / "__MACOSX").exists()
+
+
 def test_cli_builds_stores_and_reports_user_mistakes_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached ResNet weights
     root = tmp_path / "data"
