@@ -122,7 +122,8 @@ def download(url: str, dest: Path, expected_sha256: str | None = None, timeout: 
         if exc.code == 416 and start:  # nothing left to fetch: the part is complete
             resp = None
         else:
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; if you have the file from elsewhere, put a "
+                                f"copy of it at {dest} and rerun") from None
     except (URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {host} ({reason}); offline? Rerun when connected - finished "

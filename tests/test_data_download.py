@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import socket
 import sys
 import threading
@@ -134,6 +135,21 @@ def test_fetch_unpacks_into_the_layout(server, tmp_path):
     with pytest.raises(dl.DownloadError, match="outside"):
         dl.fetch([dl.Item(f"{url}/evil.zip", "vqa")], tmp_path, timeout=5, progress=False)
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_file_the_server_no_longer_has_can_be_put_in_downloads_by_hand(server, tmp_path):
+    """Karpathy's caption_datasets.zip has been reported gone (HTTP 404, ruotianluo/ImageCaptioning.pytorch#184,
+    2023): the error says where a copy from elsewhere goes, and the rerun unpacks that copy without a request."""
+    url, log = server
+    items = [dl.Item(f"{url}/gone/caption_datasets_elsewhere.zip", "captions")]
+    dest = tmp_path / "downloads" / "caption_datasets_elsewhere.zip"
+    with pytest.raises(dl.DownloadError, match=r"HTTP 404 Not Found; .*put a copy of it at "
+                                               + re.escape(str(dest)) + " and rerun"):
+        dl.fetch(items, tmp_path, timeout=5, progress=False)
+    dest.write_bytes(FILES["caption_datasets.zip"])
+    n = len(log)
+    dl.fetch(items, tmp_path, timeout=5, progress=False)
+    assert len(log) == n and load_karpathy(tmp_path / "captions" / "dataset_coco.json")[0].image_id == 1
 
 
 def _damaged_zips(n: int = 12) -> list[bytes]:
