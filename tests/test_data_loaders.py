@@ -63,6 +63,41 @@ def test_vqa_prefers_v2_and_test_split_without_annotations(tmp_path):
     assert len(ex) == 1 and ex[0].answers == [] and ex[0].multiple_choice_answer is None
 
 
+def test_vqa_records_as_released_load(tmp_path):
+    """Records in the released files' own structure and key order (v2 val: info/license of "v2.0 of the VQA
+    dataset", question_type "none of the above", answers with URLs and per-answer confidence; v1: the
+    MultipleChoice questions file, with its num_choices and 18 multiple_choices, unpacks beside the OpenEnded one
+    from Questions_Val_mscoco.zip) load as they are, and v1's OpenEnded file is the one read."""
+    info = {"description": "This is v2.0 of the VQA dataset.", "url": "http://visualqa.org", "version": "2.0",
+            "year": 2017, "contributor": "VQA Team", "date_created": "2017-04-26 17:07:13"}
+    lic = {"url": "http://creativecommons.org/licenses/by/4.0/",
+           "name": "Creative Commons Attribution 4.0 International License"}
+    answers = ["foodiebakercom", "foodiebakercom", "foodiebaker", "foodiebakercom", "foodiebakercom",
+               "http://foodiebakercom", "foodiebakercom", "foodiebakercom", "foodiebakercom", "foodiebaker"]
+    _write(tmp_path / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json", {
+        "info": info, "task_type": "Open-Ended", "data_type": "mscoco", "license": lic, "data_subtype": "val2014",
+        "questions": [{"image_id": 393225, "question": "What website copyrighted the picture?",
+                       "question_id": 393225001}]})
+    _write(tmp_path / "vqa" / "v2_mscoco_val2014_annotations.json", {
+        "info": info, "license": lic, "data_subtype": "val2014", "annotations": [{
+            "question_type": "what", "multiple_choice_answer": "foodiebakercom",
+            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k, a in enumerate(answers)],
+            "image_id": 393225, "answer_type": "other", "question_id": 393225001}], "data_type": "mscoco"})
+    (ex,) = load_vqa_split(tmp_path, "val2014")
+    assert (ex.question_id, ex.image_id, ex.answers[5], ex.question_type) == (393225001, 393225,
+                                                                            "http://foodiebakercom", "what")
+    mc = _questions()
+    mc["num_choices"] = 18
+    for q in mc["questions"]:
+        q["multiple_choices"] = ["yes", "no", "red", "2"] + [f"choice {k}" for k in range(14)]
+    v1 = tmp_path / "v1"
+    _write(v1 / "vqa" / "MultipleChoice_mscoco_val2014_questions.json", mc)
+    _write(v1 / "vqa" / "OpenEnded_mscoco_val2014_questions.json", _questions())
+    _write(v1 / "vqa" / "mscoco_val2014_annotations.json", _annotations())
+    assert vqa_files(v1, "val2014")[0].name == "OpenEnded_mscoco_val2014_questions.json"
+    assert [e.question_id for e in load_vqa_split(v1, "val2014")] == [1, 2, 3]
+
+
 def test_vqa_files_missing_lists_what_it_looked_for(tmp_path):
     with pytest.raises(DataError) as err:
         vqa_files(tmp_path, "train2014")
@@ -237,6 +272,29 @@ def test_karpathy_round_trip(tmp_path):
     assert image_file(tmp_path, imgs[1]) == tmp_path / "1000092795.jpg"
     with pytest.raises(DataError, match=r"image id 42 not found"):
         image_file(tmp_path, imgs[0], check=True)
+
+
+def test_karpathy_records_as_released_load(tmp_path):
+    """dataset_coco.json and dataset_flickr30k.json records in their own structure and key order: COCO's raw
+    sentences end in spaces, Flickr's entries have no filepath and no cocoid, and an image may have more than five
+    sentences (VSE++ takes sentids[:5])."""
+    coco = {"images": [{"filepath": "val2014", "sentids": [770337, 771687, 772707, 776154, 781998, 790000],
+                        "filename": "COCO_val2014_000000391895.jpg", "imgid": 0, "split": "test", "sentences": [
+                            {"tokens": ["a", "man", "with", "a", "red", "helmet", "on", "a", "small", "moped", "on",
+                                        "a", "dirt", "road"],
+                             "raw": "A man with a red helmet on a small moped on a dirt road. ", "imgid": 0,
+                             "sentid": sid} for sid in (770337, 771687, 772707, 776154, 781998, 790000)],
+                        "cocoid": 391895}], "dataset": "coco"}
+    (img,) = load_karpathy(_write(tmp_path / "dataset_coco.json", coco))
+    assert (img.image_id, img.filepath, img.split, len(img.sentences)) == (391895, "val2014", "test", 6)
+    assert img.sentences[0] == "A man with a red helmet on a small moped on a dirt road."
+    f30k = {"images": [{"sentids": [0, 1], "imgid": 0, "sentences": [
+        {"tokens": ["two", "young", "guys"], "raw": "Two young guys with shaggy hair look at their hands.", "imgid": 0,
+         "sentid": 0},
+        {"tokens": ["two", "men", "in", "green", "shirts"], "raw": "Two men in green shirts are standing in a yard.",
+         "imgid": 0, "sentid": 1}], "split": "train", "filename": "1000092795.jpg"}], "dataset": "flickr30k"}
+    (img,) = load_karpathy(_write(tmp_path / "dataset_flickr30k.json", f30k))
+    assert (img.image_id, img.filepath, img.sentence_ids) == (1000092795, "", [0, 1])
 
 
 @pytest.mark.parametrize("mutate, pattern", [
