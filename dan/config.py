@@ -17,6 +17,7 @@ PROFILES = ("smoke", "default", "full", "real")
 # "off", or a torch.compile mode; "reduce-overhead" adds CUDA graphs (fewer kernel launches per step on a GPU)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NEGATIVES = ("sampled", "hardest")
+MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # dan.models.MODEL_OPTIONS
 
 
 @dataclass
@@ -126,6 +127,12 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
         return cls(**d)
+
+    def model_options(self) -> dict:
+        """The fields that shape the model, as keyword arguments of :func:`dan.models.build_model`:
+        ``build_model(cfg.task, vocab_size, visual_dim, num_answers, **cfg.model_options())``
+        (:meth:`dan.prepare.Prepared.build_model` fills in the sizes from the data)."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
 
     def run_name(self) -> str:
         return f"{self.task}-{self.attention}-K{self.steps}-s{self.seed}"

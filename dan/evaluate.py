@@ -173,8 +173,7 @@ def load_trained_run(run_dir: str | Path, device: torch.device | str = "cpu") ->
     answers = (AnswerVocab.from_dict(state["answers"], where=f"{run_dir}/checkpoint.pt answers")
                if state["answers"] is not None else None)
     model = build_model(cfg.task, len(vocab), state["visual_dim"],
-                        num_answers=len(answers) if answers is not None else None, hidden_dim=cfg.hidden_dim,
-                        steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout, embed_dim=cfg.embed_dim)
+                        num_answers=len(answers) if answers is not None else None, **cfg.model_options())
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:  # weights of another version's model (or no state dict)

@@ -30,6 +30,15 @@ class Prepared:
     families: dict[int, str] = field(default_factory=dict)  # question id -> "single-hop"/"multi-hop"
     majority_answer: str | None = None
 
+    def build_model(self, cfg: TrainConfig) -> torch.nn.Module:
+        """The (untrained) r-DAN or m-DAN of ``cfg`` sized for this data: vocabulary, region dimension and, for
+        VQA, the answer list (the model :func:`dan.train.train` trains; on the CPU, in train mode)."""
+        from dan.models import build_model
+
+        return build_model(cfg.task, len(self.vocab), self.bank.dim,
+                           num_answers=len(self.answers) if self.answers is not None else None,
+                           **cfg.model_options())
+
 
 def data_root(cfg: TrainConfig) -> Path:
     return Path(cfg.data) if cfg.data else study_paths(cfg.profile).data

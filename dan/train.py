@@ -244,12 +244,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
                           f"or delete that folder")
     seed_everything(cfg.seed)
     prep = prepare(cfg, device)
-    from dan.models import build_model
-
-    model = build_model(cfg.task, len(prep.vocab), prep.bank.dim,
-                        num_answers=len(prep.answers) if prep.answers is not None else None,
-                        hidden_dim=cfg.hidden_dim, steps=cfg.steps, attention=cfg.attention, dropout=cfg.dropout,
-                        embed_dim=cfg.embed_dim).to(device)
+    model = prep.build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg, params, device)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_decay_epochs),

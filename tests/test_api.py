@@ -1,0 +1,35 @@
+"""What a researcher's own script relies on beyond ``dan.train``: the package's documented building blocks
+(models from a config, batches from the encoded splits, feature stores in a DataLoader, evaluation of a chosen
+subset), each used as the README and the docstrings describe it."""
+
+from __future__ import annotations
+
+import torch
+
+from dan.config import MODEL_FIELDS
+from dan.models import MODEL_OPTIONS
+from dan.prepare import prepare
+
+CPU = torch.device("cpu")
+
+
+def test_a_config_builds_its_model(make_cfg, tmp_path) -> None:
+    """``prep.build_model(cfg)``: the model ``dan.train`` would train for any K / attention / hidden size, without
+    copying the mapping of config fields onto ``build_model``'s arguments."""
+    assert set(MODEL_FIELDS) == set(MODEL_OPTIONS)
+    for task in ("vqa", "matching"):
+        cfg = make_cfg(task, tmp_path / task, steps=3, attention="visual", hidden_dim=24, embed_dim=16)
+        assert cfg.model_options() == dict(hidden_dim=24, steps=3, attention="visual", dropout=cfg.dropout,
+                                           embed_dim=16)
+        prep = prepare(cfg, CPU)
+        model = prep.build_model(cfg)
+        assert model.config == {"vocab_size": len(prep.vocab), "visual_dim": prep.bank.dim,
+                                **({"num_answers": len(prep.answers)} if task == "vqa" else {}),
+                                **cfg.model_options()}
+
+
+def test_a_finished_run_rebuilds_the_model_it_trained(vqa_run, make_cfg) -> None:
+    from dan.evaluate import load_trained_run
+
+    cfg = make_cfg("vqa", vqa_run.run_dir)  # the reference run's config
+    assert load_trained_run(vqa_run.run_dir).model.config == prepare(cfg, CPU).build_model(cfg).config
