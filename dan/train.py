@@ -12,6 +12,7 @@ CLI: ``python -m dan.train --task vqa --profile default --steps 2 --attention du
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -50,7 +51,8 @@ from dan.prepare import Prepared, data_root, features_root, prepare
 
 @dataclass
 class RunResult:
-    """What a finished run left: its folder, final metrics and per-epoch history."""
+    """What a finished run left: its folder, final metrics and per-epoch history; from :func:`train`, ``config``
+    is the config it was given (see :func:`load_result` for a run read back from its folder)."""
 
     run_dir: Path
     config: TrainConfig
@@ -148,7 +150,10 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after_epoch: int | None 
     joined = _join_process_group(cfg)
     try:
         with keep_freed_memory(), contextlib.ExitStack() as held:  # glibc would page-fault every batch's buffers
-            return _train(cfg, progress, stop_after_epoch, held)  # back in on CPU; held: the run folder's lock
+            result = _train(cfg, progress, stop_after_epoch, held)  # back in on CPU; held: the run folder's lock
+        # the config given, not config.json's identity (which lacks data, features, out, device, threads): a
+        # script goes on from result.config (prepare, evaluate) on the same folders
+        return dataclasses.replace(result, config=cfg)
     finally:
         if joined:
             dist.destroy_process_group()
@@ -378,7 +383,9 @@ def _evaluate(model: torch.nn.Module, cfg: TrainConfig, prep: Prepared, device: 
 
 
 def load_result(run_dir: str | Path) -> RunResult:
-    """Metrics, history and config of a finished run (no model loading)."""
+    """Metrics, history and config of a finished run (no model loading). The config is the run's identity
+    (``config.json``): where its data and features were, and the device settings, are not in it (None, i.e. the
+    profile's defaults); :func:`dan.evaluate.load_trained_run` gives the checkpoint's full config."""
     run_dir = Path(run_dir)
     cfg_d = read_json(run_dir / "config.json", "run config")
     cfg = TrainConfig.from_dict(cfg_d)

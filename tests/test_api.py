@@ -33,3 +33,15 @@ def test_a_finished_run_rebuilds_the_model_it_trained(vqa_run, make_cfg) -> None
 
     cfg = make_cfg("vqa", vqa_run.run_dir)  # the reference run's config
     assert load_trained_run(vqa_run.run_dir).model.config == prepare(cfg, CPU).build_model(cfg).config
+
+
+def test_train_returns_the_config_it_was_given(make_cfg, vqa_run) -> None:
+    """``train(cfg).config`` is ``cfg``, data and feature folders included (it used to be the run's identity read
+    back from config.json, so ``prepare(result.config)`` looked for the profile's default data instead)."""
+    from dan.train import load_result, train
+
+    cfg = make_cfg("vqa", vqa_run.run_dir)  # finished: reused
+    result = train(cfg, progress=False)
+    assert result.config == cfg and result.config.data == cfg.data and result.config.features == cfg.features
+    assert prepare(result.config, CPU).build_model(result.config).config["vocab_size"] > 2
+    assert load_result(vqa_run.run_dir).config.identity() == cfg.identity()  # on its own: the identity only
