@@ -233,7 +233,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     """
     from dan.data.vqa import SPLIT_ALIASES, image_folder, load_vqa_split, vqa_files
     from dan.extract import resolve_device
-    from dan.prepare import data_root, question_families
+    from dan.prepare import existing_data_root, question_families
 
     dev = resolve_device(device)
     run = load_trained_run(run_dir, dev)
@@ -242,7 +242,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         cfg.data = str(data)
     if features is not None:
         cfg.features = str(features)
-    root = data_root(cfg)
+    root = existing_data_root(cfg)
     bs = batch_size or cfg.eval_batch_size
     trained = {"epochs_trained": run.epochs_done, "epochs": cfg.epochs}  # a run still training: fewer than epochs
     if cfg.task == "vqa":

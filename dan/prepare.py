@@ -44,6 +44,19 @@ def data_root(cfg: TrainConfig) -> Path:
     return Path(cfg.data) if cfg.data else study_paths(cfg.profile).data
 
 
+def existing_data_root(cfg: TrainConfig) -> Path:
+    """:func:`data_root`, or a :class:`DataError` that says how to make it when there is no such folder."""
+    root = data_root(cfg)
+    if root.is_dir():
+        return root
+    given = "the data root given (data / --data)" if cfg.data else f"the default data root of profile {cfg.profile!r}"
+    make = (f"generate it with `python -m dan.data generate --profile {cfg.profile}"
+            f"{' --out ' + str(root) if cfg.data else ''}`" if cfg.profile in ("smoke", "default", "full")
+            else "fetch the real data with `python data/download.py` (book/real_data.md)")
+    raise DataError(f"no data set at {root} ({given}): {make}, or give the data root (data=... in Python, "
+                    f"--data on the command line)")
+
+
 def features_root(cfg: TrainConfig) -> Path:
     return Path(cfg.features) if cfg.features else study_paths(cfg.profile).features
 
@@ -107,7 +120,8 @@ def question_families(root: Path) -> dict[int, str]:
 
 
 def prepare(cfg: TrainConfig, device: torch.device) -> Prepared:
-    root = data_root(cfg)
+    """Load, encode and open everything ``cfg`` trains and validates on (see :class:`Prepared`)."""
+    root = existing_data_root(cfg)
     if cfg.task == "vqa":
         return _prepare_vqa(cfg, root, device)
     return _prepare_matching(cfg, root, device)

@@ -4,6 +4,7 @@ subset), each used as the README and the docstrings describe it."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dan.config import MODEL_FIELDS
@@ -45,3 +46,23 @@ def test_train_returns_the_config_it_was_given(make_cfg, vqa_run) -> None:
     assert result.config == cfg and result.config.data == cfg.data and result.config.features == cfg.features
     assert prepare(result.config, CPU).build_model(result.config).config["vocab_size"] > 2
     assert load_result(vqa_run.run_dir).config.identity() == cfg.identity()  # on its own: the identity only
+
+
+def test_a_missing_data_root_says_how_to_make_it(make_cfg, vqa_run, tmp_path, monkeypatch) -> None:
+    """No data at the profile's default root (a script that forgot data=...): the error names the command that
+    generates it, not the four VQA file names it looked for."""
+    import dataclasses
+
+    import dan.prepare
+    from dan.evaluate import evaluate_run
+    from dan.io import DataError, study_paths
+
+    gone = tmp_path / "nothing"
+    paths = dataclasses.replace(study_paths("smoke"), data=gone)
+    monkeypatch.setattr(dan.prepare, "study_paths", lambda profile: paths)
+    for task in ("vqa", "matching"):
+        cfg = make_cfg(task, tmp_path / task, data=None)
+        with pytest.raises(DataError, match=r"no data set at .*nothing .*python -m dan\.data generate --profile smoke"):
+            prepare(cfg, CPU)
+    with pytest.raises(DataError, match=r"no data set at .*elsewhere .*generate --profile smoke --out .*elsewhere"):
+        evaluate_run(vqa_run.run_dir, "val", data=tmp_path / "elsewhere", device="cpu")
