@@ -121,6 +121,16 @@ class VQATensors:
     def __len__(self) -> int:
         return len(self.question_ids)
 
+    def batch(self, idx: np.ndarray, bank: FeatureBank, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """The inputs of questions ``idx`` (positions in this split), as a training step reads them: regions
+        float32 [B, N, D] and tokens int64 [B, T_b] on ``device``, lengths [B] on the CPU, targets int64 [B] on
+        ``device`` (-1: no answer in the vocabulary). ``model(regions, tokens, lengths)``, then
+        :func:`dan.losses.vqa_loss` on ``(logits, targets)``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        regions = bank.fetch(self.rows[idx])
+        tokens, lengths = batch_text(self.tokens, self.lengths, idx, torch.device(device))
+        return regions, tokens, lengths, host_to_device(torch.from_numpy(self.targets[idx]), torch.device(device))
+
     def soft_targets(self, idx: np.ndarray, num_answers: int) -> torch.Tensor:
         """Dense soft VQA targets [B, C] for questions ``idx``."""
         out = torch.zeros(len(idx), num_answers + 1)
@@ -164,6 +174,23 @@ class CaptionTensors:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def batch(self, idx: np.ndarray, bank: FeatureBank, device: torch.device | str = "cpu",
+              captions: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Paired inputs of images ``idx`` (positions in this split): regions float32 [B, N, D] and the tokens
+        [B, T_b] (on ``device``) and lengths [B] (CPU) of one caption each, ``captions`` (caption rows, image i's
+        being ``i * per_image`` to ``i * per_image + per_image - 1``; default: each image's first). Row i of the
+        regions and of the captions is a positive pair: ``model(...).similarity`` [B, B] has them on its
+        diagonal, as :func:`dan.losses.matching_loss` expects."""
+        idx = np.asarray(idx, dtype=np.int64)
+        captions = idx * self.per_image if captions is None else np.asarray(captions, dtype=np.int64)
+        if captions.shape != idx.shape or np.any(captions // self.per_image != idx):
+            raise DataError(f"captions must be one caption row per image, of that image (i * {self.per_image} "
+                            f"to i * {self.per_image} + {self.per_image - 1}); got {captions.tolist()[:8]} for "
+                            f"images {idx.tolist()[:8]}")
+        regions = bank.fetch(self.rows[idx])
+        tokens, lengths = batch_text(self.tokens, self.lengths, captions, torch.device(device))
+        return regions, tokens, lengths
 
 
 def caption_tensors(images: list[CaptionImage], vocab: Vocab, bank: FeatureBank, where: str,

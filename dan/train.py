@@ -27,8 +27,6 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dan.attention import host_to_device
-from dan.batches import batch_text
 from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-exported)
     CHECKPOINT,
     INPUTS,
@@ -323,14 +321,11 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
                 continue  # a tail too small to give every rank a (matching: two-pair) share; same on every rank
             if cfg.task == "vqa":
                 idx = batch[rank::world]
-                regions = prep.bank.fetch(prep.train.rows[idx])
-                tokens, lengths = batch_text(prep.train.tokens, prep.train.lengths, idx, device)
-                targets = host_to_device(torch.from_numpy(prep.train.targets[idx]), device)
+                regions, tokens, lengths, targets = prep.train.batch(idx, prep.bank, device)
                 soft = (prep.train.soft_targets(idx, len(prep.answers)).to(device) if cfg.soft_targets else None)
             else:
                 img_idx, cap_idx = batch[0][rank::world], batch[1][rank::world]
-                regions = prep.bank.fetch(prep.train.rows[img_idx])
-                tokens, lengths = batch_text(prep.train.tokens, prep.train.lengths, cap_idx, device)
+                regions, tokens, lengths = prep.train.batch(img_idx, prep.bank, device, captions=cap_idx)
                 targets = soft = None
             loss = step(regions, tokens, lengths, targets, soft, gen)
             optimizer.zero_grad(set_to_none=True)

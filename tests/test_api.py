@@ -66,3 +66,38 @@ def test_a_missing_data_root_says_how_to_make_it(make_cfg, vqa_run, tmp_path, mo
             prepare(cfg, CPU)
     with pytest.raises(DataError, match=r"no data set at .*elsewhere .*generate --profile smoke --out .*elsewhere"):
         evaluate_run(vqa_run.run_dir, "val", data=tmp_path / "elsewhere", device="cpu")
+
+
+def test_a_batch_from_the_encoded_splits(make_cfg, tmp_path) -> None:
+    """``prep.train.batch(idx, bank)``: a step's inputs in one call, as ``dan.train`` reads them, for a loop of one's
+    own (it had to copy the fetch / trim / targets lines of the private training loop)."""
+    import numpy as np
+
+    from dan.io import DataError
+    from dan.losses import matching_loss, vqa_loss
+
+    cfg = make_cfg("vqa", tmp_path / "vqa", steps=3)
+    prep = prepare(cfg, CPU)
+    idx = np.array([5, 0, 7])
+    regions, tokens, lengths, targets = prep.train.batch(idx, prep.bank)
+    assert regions.shape == (3, prep.bank.num_regions, prep.bank.dim) and regions.dtype == torch.float32
+    assert tokens.shape == (3, int(prep.train.lengths[idx].max()))
+    assert lengths.tolist() == prep.train.lengths[idx].tolist() and targets.tolist() == prep.train.targets[idx].tolist()
+    first = prep.bank.stores[cfg.train_split].gather([prep.train.rows[0]])[0]
+    assert torch.equal(regions[1], torch.from_numpy(first).float())
+    out = prep.build_model(cfg)(regions, tokens, lengths)
+    assert out.visual_attention.shape == (3, 3, prep.bank.num_regions)
+    vqa_loss(out.logits, targets).backward()
+
+    cfg = make_cfg("matching", tmp_path / "matching")
+    prep = prepare(cfg, CPU)
+    per = prep.train.per_image
+    regions, tokens, lengths = prep.train.batch(idx, prep.bank)  # first captions
+    assert tokens[0, : lengths[0]].tolist() == prep.train.tokens[5 * per, : lengths[0]].tolist()
+    regions, tokens, lengths = prep.train.batch(idx, prep.bank, captions=idx * per + 2)
+    assert lengths.tolist() == prep.train.lengths[idx * per + 2].tolist()
+    S = prep.build_model(cfg)(regions, tokens, lengths).similarity
+    assert S.shape == (3, 3)
+    matching_loss(S, margin=cfg.margin).backward()
+    with pytest.raises(DataError, match="one caption row per image, of that image"):
+        prep.train.batch(idx, prep.bank, captions=idx)  # image 5's captions are rows 5 * per ...
