@@ -18,7 +18,10 @@ into place with ``os.replace`` and removes ``.partial/`` (:class:`PartialStore`)
 :class:`FeatureStore` maps ``features.npy`` read-only on first access and re-maps it after a ``fork`` (each
 DataLoader worker gets its own map), after checking that it is still the file it opened (a re-extraction into
 the same folder fails such reads instead of mixing new rows with the old meta); ``__init__`` reads only
-``meta.json``, ``ids.npy`` and the header of ``features.npy``.
+``meta.json``, ``ids.npy`` and the header of ``features.npy``. ``store[image_id]`` is one image's ``[N, D]`` by
+its id (not a row position); by position, e.g. in a DataLoader with workers:
+``DataLoader(range(len(store)), batch_size=64, num_workers=2, collate_fn=store.gather)`` gives ``float16
+[B, N, D]`` arrays of the images ``store.ids[positions]``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class FeatureStore:
         if not FeatureStore.exists(self.path):
             hint = (" (an extraction stopped before finishing; rerunning it resumes where it stopped if the images "
                     "and settings are unchanged)") if (self.path / PARTIAL).is_dir() else ""
+            inner = sorted(p.name for p in self.path.iterdir() if FeatureStore.exists(p)) if self.path.is_dir() else []
+            if inner:  # a features root (python -m dan.features --out): one store per image folder below it
+                raise DataError(f"{self.path} is a features root, not a store: open one of its stores, "
+                                f"{', '.join(str(self.path / n) for n in inner)}")
             raise DataError(f"no complete feature store at {self.path}: {META} missing{hint}; "
                             f"build it with `python -m dan.features --data DIR --out DIR`")
         self.meta: dict = read_json(self.path / META, "feature store meta")
@@ -197,7 +204,12 @@ class FeatureStore:
         return np.asarray(self._features()[positions])
 
     def __getitem__(self, image_id: int) -> np.ndarray:  # [N, D]
-        return self.gather(self.positions([image_id]))[0]
+        try:
+            return self.gather(self.positions([image_id]))[0]
+        except DataError as exc:  # e.g. DataLoader(store) asking for positions 0, 1, ...
+            first = ", ".join(str(i) for i in self.ids[:3])
+            raise DataError(f"{exc}; store[...] takes an image id (store.ids: {first}, ...), not a row position: "
+                            f"rows by position are store.gather(positions)") from None
 
     def load_all(self) -> np.ndarray:
         """Every row in memory: ``np.float16 [num_images, N, D]`` (explicit; may be large)."""

@@ -101,3 +101,24 @@ def test_a_batch_from_the_encoded_splits(make_cfg, tmp_path) -> None:
     matching_loss(S, margin=cfg.margin).backward()
     with pytest.raises(DataError, match="one caption row per image, of that image"):
         prep.train.batch(idx, prep.bank, captions=idx)  # image 5's captions are rows 5 * per ...
+
+
+def test_a_store_in_a_dataloader_with_workers(smoke_features) -> None:
+    """The store docstring's DataLoader recipe works with workers; ``store[i]`` with a position instead of an id
+    (what ``DataLoader(store)`` asks for) and a features root opened as a store say what to do instead."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from dan.io import DataError
+    from dan.store import FeatureStore
+
+    store = FeatureStore(smoke_features / "val2014")
+    loader = DataLoader(range(len(store)), batch_size=10, num_workers=2, collate_fn=store.gather)
+    rows = np.concatenate(list(loader))
+    assert rows.shape == (len(store), store.num_regions, store.dim) and rows.dtype == np.float16
+    assert np.array_equal(rows[3], store[int(store.ids[3])])
+    assert 0 not in store.ids
+    with pytest.raises(DataError, match=r"takes an image id \(store\.ids: .*not a row position.*store\.gather"):
+        next(iter(DataLoader(store, batch_size=4)))
+    with pytest.raises(DataError, match=r"is a features root, not a store: .*train2014, .*val2014"):
+        FeatureStore(smoke_features)
