@@ -9,16 +9,19 @@ maps, fp16; image and sentence ids, caption lengths, grid; no ranks).
 
 A finished (or checkpointed) run is evaluated on another split without retraining by :func:`evaluate_run`, or
 ``python -m dan.evaluate RUN_DIR --split test-dev2015``: for VQA it writes the evaluation server's results file
-(``[{"question_id": int, "answer": str}, ...]``) and scores the split when it has annotations; for matching it
-gives the retrieval metrics of a Karpathy split.
+(``[{"question_id": int, "answer": str}, ...]``) and scores the split when it has annotations (or a subset of its
+questions: ``question_ids`` / ``--questions FILE``); for matching it gives the retrieval metrics of a Karpathy split.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -218,9 +221,32 @@ def _differences(run: TrainedRun, bank: FeatureBank) -> dict:
     return {"features_computed_differently": diff} if diff else {}
 
 
+def _subset(examples: list, question_ids: Iterable[int], split: str) -> tuple[list, str]:
+    """The examples of ``question_ids`` (in the split's order) and the results file's name part for them."""
+    want = {int(q) for q in question_ids}
+    chosen = [e for e in examples if e.question_id in want]
+    missing = sorted(want - {e.question_id for e in chosen})
+    if missing or not want:
+        raise DataError(f"question ids not in split {split!r} ({len(examples)} questions): "
+                        f"{', '.join(map(str, missing[:5])) or 'none given'}{' ...' if len(missing) > 5 else ''}")
+    digest = hashlib.sha256(",".join(map(str, sorted(want))).encode()).hexdigest()[:8]
+    return chosen, f"_subset-{len(chosen)}q-{digest}"
+
+
+def _read_ids(path: str) -> list[int]:
+    """Question ids from a text file: integers separated by whitespace or commas (one per line, or a JSON list)."""
+    text = Path(path).read_text(encoding="utf-8")
+    words = [w for w in re.split(r"[\s,\[\]]+", text) if w]
+    bad = [w for w in words if not re.fullmatch(r"\d+", w)]
+    if bad:
+        raise DataError(f"{path}: question ids must be integers, got {bad[0]!r}")
+    return [int(w) for w in words]
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None, features: str | Path | None = None,
-                 out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> dict:
+                 out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
+                 question_ids: Iterable[int] | None = None) -> dict:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` (``data``/``features``: roots, if not the run's own).
 
     r-DAN: ``split`` is a VQA split (``val2014``, ``test-dev2015``, ``test2015``, or an alias such as
@@ -228,6 +254,9 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     the evaluation server's format) and, where the split has annotations, the accuracy (percent) is returned.
     m-DAN: ``split`` is ``train``, ``val`` or ``test`` of the run's Karpathy file; returns R@1/5/10 (percent),
     median ranks and rsum, also written to ``out`` (default ``RUN_DIR/eval_<split>.json``).
+    ``question_ids`` (r-DAN): only these questions of the split (any order; an id not in it is an error), scored as
+    the split is (by answer type, family), the answers to ``out`` (default
+    ``RUN_DIR/vqa_OpenEnded_mscoco_<split>_subset-<n>q-<hash>_dan_results.json``, not the whole split's file).
     Stores of the run's kind that were computed another way (:func:`extraction_differences`) are evaluated, and the
     result names the differences under ``features_computed_differently``.
     """
@@ -248,12 +277,15 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     if cfg.task == "vqa":
         split = SPLIT_ALIASES.get(split, split)
         examples = load_vqa_split(root, split)
+        subset = ""
+        if question_ids is not None:
+            examples, subset = _subset(examples, question_ids, split)
         folder = image_folder(split)
         bank = _open_run_bank(run, {folder}, dev)
         where = str(vqa_files(root, split)[0])
         tensors = vqa_tensors(examples, run.vocab, run.answers, bank, folder, where=where)
         answers, _, _, _ = predict_vqa(run.model, tensors, bank, run.answers, bs, dev)
-        path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}_dan_results.json"
+        path = Path(out) if out else run.run_dir / f"vqa_OpenEnded_mscoco_{split}{subset}_dan_results.json"
         write_json_atomic(path, [{"answer": a, "question_id": int(q)}
                                  for q, a in zip(tensors.question_ids.tolist(), answers, strict=True)])
         result = {"task": "vqa", "split": split, "questions": len(examples), "results_file": str(path), **trained,
@@ -263,6 +295,9 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         return result
     from dan.data.captions import load_karpathy
 
+    if question_ids is not None:
+        raise ConfigError(f"question_ids (--questions) selects VQA questions; {run.run_dir} is a matching run, "
+                          f"evaluated on a whole Karpathy split")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split for a matching run is train, val or test (of {cfg.captions_file}); got {split!r}")
     images = [im for im in load_karpathy(root / cfg.captions_file)
@@ -293,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="data root (default: the one the run was trained on)")
     p.add_argument("--features", help="feature stores' root (default: the run's)")
     p.add_argument("--out", help="output file (default: in the run folder)")
+    p.add_argument("--questions", metavar="FILE", help="VQA: only these question ids of the split (a file, one id per "
+                   "line); the results file's default name then says subset")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -302,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         result = evaluate_run(ns.run_dir, ns.split, data=ns.data, features=ns.features, out=ns.out,
-                              device=ns.device, batch_size=ns.batch_size)
+                              device=ns.device, batch_size=ns.batch_size,
+                              question_ids=_read_ids(ns.questions) if ns.questions else None)
         print(json.dumps(result, indent=1))
         for key, d in result.get("features_computed_differently", {}).items():
             print(f"note: the features were computed with {key}={d['now']!r}, the run trained on {key}="

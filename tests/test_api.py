@@ -4,6 +4,8 @@ subset), each used as the README and the docstrings describe it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -122,3 +124,35 @@ def test_a_store_in_a_dataloader_with_workers(smoke_features) -> None:
         next(iter(DataLoader(store, batch_size=4)))
     with pytest.raises(DataError, match=r"is a features root, not a store: .*train2014, .*val2014"):
         FeatureStore(smoke_features)
+
+
+def test_evaluate_a_chosen_subset_of_questions(vqa_run, matching_run, tmp_path, capsys) -> None:
+    """``evaluate_run(..., question_ids=...)`` / ``--questions FILE``: the run's own answers and scores on those
+    questions only, into a results file of their own (the whole split's file is left alone)."""
+    import csv
+    import json
+
+    from dan.evaluate import evaluate_run, main
+    from dan.io import ConfigError, DataError
+
+    with open(vqa_run.run_dir / "predictions.csv", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["answer_type"] == "number"]
+    ids = [int(r["question_id"]) for r in rows][::-1]
+    result = evaluate_run(vqa_run.run_dir, "val", question_ids=ids, device="cpu")
+    assert result["questions"] == len(ids) and result["metrics"]["n"] == len(ids)
+    assert result["metrics"]["number"] == pytest.approx(100 * sum(float(r["score"]) for r in rows) / len(rows))
+    assert result["metrics"]["yes/no"] is None and result["metrics"]["other"] is None
+    path = Path(result["results_file"])
+    assert "_subset-" in path.name and path.parent == vqa_run.run_dir
+    answers = {a["question_id"]: a["answer"] for a in json.loads(path.read_text(encoding="utf-8"))}
+    assert answers == {int(r["question_id"]): r["predicted"] for r in rows}
+    path.unlink()  # the run folder is shared by the session's tests
+    (tmp_path / "ids.txt").write_text("\n".join(map(str, ids[:3])) + "\n", encoding="utf-8")
+    out = tmp_path / "three.json"
+    argv = [str(vqa_run.run_dir), "--split", "val2014", "--questions", str(tmp_path / "ids.txt"), "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == 3 and len(json.loads(out.read_text())) == 3
+    with pytest.raises(DataError, match=r"question ids not in split 'val2014' .*: 12345"):
+        evaluate_run(vqa_run.run_dir, "val", question_ids=[ids[0], 12345], device="cpu")
+    with pytest.raises(ConfigError, match="matching run"):
+        evaluate_run(matching_run.run_dir, "test", question_ids=[1], device="cpu")
