@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -48,8 +50,33 @@ def _parse_bool(text: str) -> bool:
     return value
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per field of ``cls`` (underscores become dashes); booleans take true/false."""
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment after each field of the dataclass ``cls`` in its source, with the comment lines that follow it
+    (what the fields mean: the CLI's help); empty when the source cannot be read."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    last = None
+    for line in lines:
+        field_match = re.match(r"    (\w+): [^#]*?(?:#\s*(.*))?$", line)
+        more = re.match(r"    #\s*(.*)$", line)
+        if field_match:
+            last = field_match.group(1)
+            out[last] = (field_match.group(2) or "").strip()
+        elif more and last:
+            out[last] = f"{out[last]} {more.group(1).strip()}".strip()
+        else:
+            last = None
+    return {k: v for k, v in out.items() if v}
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, choices: dict | None = None) -> None:
+    """One ``--flag`` per field of ``cls`` (underscores become dashes); booleans take true/false. The help of each
+    is the field's comment (:func:`field_comments`) and, from ``choices`` (field -> accepted values), what it
+    accepts."""
+    helps = field_comments(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
@@ -59,7 +86,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         is_list = typing.get_origin(tp) is list
         if is_list:
             tp = typing.get_args(tp)[0]
-        kwargs: dict = {"dest": f.name, "default": None}
+        accepted = (choices or {}).get(f.name)
+        text = helps.get(f.name, "") + (f" (one of: {', '.join(map(str, accepted))})" if accepted else "")
+        kwargs: dict = {"dest": f.name, "default": None, "help": text.strip().replace("%", "%%") or None}
         if tp is bool:
             kwargs["type"] = _parse_bool
         else:
@@ -70,13 +99,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def run_train_cli(argv: list[str] | None = None) -> int:
-    from dan.config import TrainConfig, preset
+    from dan.config import CHOICES, TrainConfig, preset
 
     parser = OneLineParser(
         prog="python -m dan.train",
         description="Train and evaluate r-DAN (--task vqa) or m-DAN (--task matching). Unset flags take the "
                     "profile's preset (the paper's setting, shrunk for the CPU profiles).")
-    add_dataclass_args(parser, TrainConfig)
+    add_dataclass_args(parser, TrainConfig, CHOICES)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)

@@ -17,6 +17,10 @@ PROFILES = ("smoke", "default", "full", "real")
 # "off", or a torch.compile mode; "reduce-overhead" adds CUDA graphs (fewer kernel launches per step on a GPU)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NEGATIVES = ("sampled", "hardest")
+# the accepted values of every field that takes one of a few (validate() checks them; --help lists them)
+CHOICES = {"task": TASKS, "attention": ATTENTIONS, "profile": PROFILES, "negatives": NEGATIVES,
+           "optimizer": ("sgd", "adam"), "clip_mode": ("norm", "value"), "resident_features": ("auto", "yes", "no"),
+           "amp": ("auto", "bf16", "off"), "compile": COMPILE_MODES}
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # dan.models.MODEL_OPTIONS
 
 
@@ -34,34 +38,34 @@ class TrainConfig:
     train_split: str = "train2014"  # VQA question split (also the image folder) used for training
     val_split: str = "val2014"  # VQA split used for evaluation
     steps: int = 2  # K, attention steps
-    attention: str = "dual"
-    hidden_dim: int = 512
-    embed_dim: int | None = None  # word embedding size; None = hidden_dim
-    dropout: float = 0.5
-    epochs: int = 60
-    batch_size: int = 128
+    attention: str = "dual"  # which sides attend: both (the paper), one, or neither (the ablation baselines)
+    hidden_dim: int = 512  # H, every hidden size (LSTM per direction, attention, memory)
+    embed_dim: int | None = None  # word embedding size; unset (None) = hidden_dim
+    dropout: float = 0.5  # on regions, word embeddings and (r-DAN) m(K), in training only
+    epochs: int = 60  # training epochs (a checkpoint after each)
+    batch_size: int = 128  # questions (VQA) or image-caption pairs (matching) per step
     optimizer: str = "sgd"  # "sgd" (paper) or "adam"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = 0.1  # learning rate
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4  # L2 penalty (SGD and Adam)
     lr_decay_epochs: list[int] = field(default_factory=lambda: [30])  # lr x lr_decay after these epochs
-    lr_decay: float = 0.1
+    lr_decay: float = 0.1  # factor of each lr decay
     grad_clip: float = 0.1  # 0 = off
     clip_mode: str = "norm"  # "norm" or "value" (the paper does not say which)
     num_answers: int = 2000  # C, top training answers
     soft_targets: bool = False  # soft VQA-score targets instead of the majority answer
-    min_word_count: int = 1
-    margin: float = 100.0
+    min_word_count: int = 1  # rarer training words become <unk>
+    margin: float = 100.0  # m-DAN hinge margin (S is an unnormalised dot product)
     negatives: str = "sampled"  # "sampled" (paper quadruplets) or "hardest" (VSE++)
-    captions_per_image: int = 5
-    seed: int = 0
+    captions_per_image: int = 5  # m-DAN: captions used per image
+    seed: int = 0  # initialisation, batch order and sampled negatives
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int | None = None  # torch CPU threads: the count changes CPU sums in the last digits, so the notebooks fix
     # it, and a CPU run reproduces an interrupted one only when resumed with the same count (not part of identity())
     resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
     amp: str = "auto"  # training precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "off"
     compile: str = "off"  # torch.compile of the training step: "off", or a mode ("default", "reduce-overhead", ...)
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # batch size of evaluation (no effect on results)
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
 
     def validate(self) -> TrainConfig:
@@ -70,15 +74,8 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, allowed))}")
 
-        one_of("task", self.task, TASKS)
-        one_of("attention", self.attention, ATTENTIONS)
-        one_of("profile", self.profile, PROFILES)
-        one_of("negatives", self.negatives, NEGATIVES)
-        one_of("optimizer", self.optimizer, ("sgd", "adam"))
-        one_of("clip_mode", self.clip_mode, ("norm", "value"))
-        one_of("resident_features", self.resident_features, ("auto", "yes", "no"))
-        one_of("amp", self.amp, ("auto", "bf16", "off"))
-        one_of("compile", self.compile, COMPILE_MODES)
+        for name, allowed in CHOICES.items():
+            one_of(name, getattr(self, name), allowed)
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):

@@ -156,3 +156,30 @@ def test_evaluate_a_chosen_subset_of_questions(vqa_run, matching_run, tmp_path, 
         evaluate_run(vqa_run.run_dir, "val", question_ids=[ids[0], 12345], device="cpu")
     with pytest.raises(ConfigError, match="matching run"):
         evaluate_run(matching_run.run_dir, "test", question_ids=[1], device="cpu")
+
+
+def test_train_help_says_what_every_flag_means(capsys) -> None:
+    """``python -m dan.train --help`` gave only the flags' names: not what --attention or --negatives accept, nor
+    what --steps or --margin are. Every flag now has its field's comment and, where it has a few, its values."""
+    import argparse
+    import dataclasses
+    import re
+
+    from dan.cli import add_dataclass_args
+    from dan.config import CHOICES, TrainConfig
+    from dan.train import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    for phrase in ("(one of: dual, visual, textual, none)", "(one of: sampled, hardest)", "K, attention steps",
+                   "m-DAN hinge margin"):
+        assert phrase in text, phrase
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, TrainConfig, CHOICES)
+    helps = {a.dest: a.help or "" for a in parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert helps[f.name].strip(), f"--{f.name} has no help"
+    for name, accepted in CHOICES.items():
+        assert helps[name].endswith(f"(one of: {', '.join(accepted)})"), name
