@@ -7,7 +7,8 @@ trained once. Every run goes through :func:`dan.train.train` into its default ru
 
 ``run_sweep`` trains ``workers`` runs side by side in separate processes (spawn context; each run uses the
 preset's ``threads``, 1 in ``smoke`` and ``default``, else the CPU count divided by ``workers``) and returns one
-row per run with its metrics flattened.
+row per run with its metrics flattened. Spawned workers import the script that started them, so a script calls
+it under ``if __name__ == "__main__":`` (as any multiprocessing script must).
 ``summarize`` gives mean and 95 % confidence intervals over seeds from Student's t distribution, whose
 quantiles :mod:`dan.stats` computes without SciPy.
 """
@@ -20,6 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,6 +195,9 @@ def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], 
                     metrics, secs = fut.result()
                 except DanError as exc:
                     raise type(exc)(f"sweep run {cfg.run_name()}: {exc}") from exc
+                except BrokenProcessPool:
+                    raise DanError(f"sweep run {cfg.run_name()}: a worker process ended abruptly (killed, e.g. out "
+                                   f"of memory; or {MAIN_GUARD})") from None
                 except Exception as exc:
                     raise RuntimeError(f"sweep run {cfg.run_name()} failed: {exc!r}") from exc
                 rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
@@ -204,12 +209,18 @@ def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], 
     pool.shutdown()
 
 
+MAIN_GUARD = ('a script that calls run_sweep with workers > 1 must call it under if __name__ == "__main__": '
+              '(its spawned workers import the script)')
+
+
 def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
     """Train (or reuse) every configuration of ``spec``; one row per run.
 
     Columns: task, steps, attention, seed, run, reused (finished before this call), seconds (training time of
     this call, 0 when reused), then the metrics of both tasks (:data:`METRICS`; NaN for the other task).
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a spawned worker importing the script
+        raise SystemExit(f"sweep worker: {MAIN_GUARD}")  # one line, not the sweep started again in every worker
     cfgs = spec.configs()
     rows: dict[str, dict] = {}
     todo = []

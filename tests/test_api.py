@@ -183,3 +183,29 @@ def test_train_help_says_what_every_flag_means(capsys) -> None:
         assert helps[f.name].strip(), f"--{f.name} has no help"
     for name, accepted in CHOICES.items():
         assert helps[name].endswith(f"(one of: {', '.join(accepted)})"), name
+
+
+def test_a_sweep_from_a_script_without_a_main_guard_says_so(smoke_data, smoke_features, tmp_path) -> None:
+    """``run_sweep`` with workers from a script whose code is not under ``if __name__ == "__main__":``: every
+    spawned worker imports the script and starts the sweep again. It ended in 'sweep run ... failed:
+    BrokenProcessPool(...)' after a page of the workers' tracebacks; now the workers say it in one line each and
+    the error the script ends with says what to do."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_sweep.py"
+    overrides = {"data": str(smoke_data), "features": str(smoke_features), "epochs": 1}
+    script.write_text(
+        "from dan.ablation import SweepSpec, run_sweep\n"
+        f"spec = SweepSpec(tasks=['vqa'], steps=[1, 2], attentions=[], seeds=[0], profile='smoke', workers=2,\n"
+        f"                 overrides={overrides!r}, runs_root={str(tmp_path / 'runs')!r})\n"
+        "print(run_sweep(spec, progress=False))\n", encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert 'if __name__ == "__main__":' in last and "BrokenProcessPool" not in last, done.stderr[-2000:]
+    assert "bootstrapping phase" not in done.stderr, done.stderr[-2000:]  # the workers: one line each
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))
