@@ -10,7 +10,8 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
 - models: :mod:`dan.attention` and :mod:`dan.models` (r-DAN for VQA, m-DAN for image-text matching;
   :func:`dan.models.build_model`), :mod:`dan.losses`.
 - training: :mod:`dan.config` (presets as dataclasses), :mod:`dan.prepare`, :mod:`dan.batches`, :mod:`dan.train`
-  (``python -m dan.train``; checkpoints in :mod:`dan.checkpoint`, resumable).
+  (``python -m dan.train``; checkpoints in :mod:`dan.checkpoint`, resumable). A loop of one's own:
+  ``prep = prepare(cfg, device)``, ``prep.build_model(cfg)``, ``prep.train.batch(idx, prep.bank)`` (README).
 - evaluation: :mod:`dan.metrics` (official VQA accuracy, retrieval recall), :mod:`dan.evaluate`
   (``python -m dan.evaluate RUN --split ...``: any split from a checkpoint, e.g. the VQA server's results file).
 - analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.stats` (t intervals),
