@@ -127,7 +127,7 @@ class VQATensors:
         ``device`` (-1: no answer in the vocabulary). ``model(regions, tokens, lengths)``, then
         :func:`dan.losses.vqa_loss` on ``(logits, targets)``."""
         idx = np.asarray(idx, dtype=np.int64)
-        regions = bank.fetch(self.rows[idx])
+        regions = host_to_device(bank.fetch(self.rows[idx]), device)  # a no-op where the bank is on ``device``
         tokens, lengths = batch_text(self.tokens, self.lengths, idx, torch.device(device))
         return regions, tokens, lengths, host_to_device(torch.from_numpy(self.targets[idx]), torch.device(device))
 
@@ -188,7 +188,7 @@ class CaptionTensors:
             raise DataError(f"captions must be one caption row per image, of that image (i * {self.per_image} "
                             f"to i * {self.per_image} + {self.per_image - 1}); got {captions.tolist()[:8]} for "
                             f"images {idx.tolist()[:8]}")
-        regions = bank.fetch(self.rows[idx])
+        regions = host_to_device(bank.fetch(self.rows[idx]), device)
         tokens, lengths = batch_text(self.tokens, self.lengths, captions, torch.device(device))
         return regions, tokens, lengths
 

@@ -87,6 +87,8 @@ def test_a_batch_from_the_encoded_splits(make_cfg, tmp_path) -> None:
     assert lengths.tolist() == prep.train.lengths[idx].tolist() and targets.tolist() == prep.train.targets[idx].tolist()
     first = prep.bank.stores[cfg.train_split].gather([prep.train.rows[0]])[0]
     assert torch.equal(regions[1], torch.from_numpy(first).float())
+    on_meta = prep.train.batch(idx, prep.bank, "meta")  # every tensor on the device asked for, lengths on the CPU
+    assert [t.device.type for t in on_meta] == ["meta", "meta", "cpu", "meta"]  # (the bank is on the CPU)
     out = prep.build_model(cfg)(regions, tokens, lengths)
     assert out.visual_attention.shape == (3, 3, prep.bank.num_regions)
     vqa_loss(out.logits, targets).backward()
@@ -98,6 +100,7 @@ def test_a_batch_from_the_encoded_splits(make_cfg, tmp_path) -> None:
     assert tokens[0, : lengths[0]].tolist() == prep.train.tokens[5 * per, : lengths[0]].tolist()
     regions, tokens, lengths = prep.train.batch(idx, prep.bank, captions=idx * per + 2)
     assert lengths.tolist() == prep.train.lengths[idx * per + 2].tolist()
+    assert [t.device.type for t in prep.train.batch(idx, prep.bank, "meta")] == ["meta", "meta", "cpu"]
     S = prep.build_model(cfg)(regions, tokens, lengths).similarity
     assert S.shape == (3, 3)
     matching_loss(S, margin=cfg.margin).backward()
