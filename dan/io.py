@@ -7,6 +7,7 @@ Every file the project writes goes through a temporary file in the same folder f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -53,6 +54,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def exclusive_flock(fd: int, busy: DanError) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the open file (or folder) ``fd`` for the duration, then close it; raise ``busy``
+    at once when another open file holds the lock. The kernel releases it when its process ends, even on
+    ``kill -9`` (the run folder's lock in :mod:`dan.train`, a feature store writer's in :mod:`dan.store`)."""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -27,7 +27,6 @@ its id (not a row position); by position, e.g. in a DataLoader with workers:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import os
@@ -36,7 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dan.io import DanError, DataError, read_json, require_keys, write_bytes_atomic, write_json_atomic
+from dan.io import (
+    DanError,
+    DataError,
+    exclusive_flock,
+    read_json,
+    require_keys,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 FEATURES, IDS, META, PARTIAL, PROGRESS = "features.npy", "ids.npy", "meta.json", ".partial", "progress.json"
 LOCK = ".lock"  # held (flock) by the one extraction writing a store folder
@@ -238,15 +245,10 @@ def writer_lock(out_dir: Path):
         fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DanError(f"cannot create feature store in {out}: {exc.strerror or exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"another extraction is writing feature store {out} (it holds {out / LOCK}); wait "
-                            f"for it to finish or stop it, or choose another --out") from None
+    busy = DataError(f"another extraction is writing feature store {out} (it holds {out / LOCK}); wait for it to "
+                     f"finish or stop it, or choose another --out")
+    with exclusive_flock(fd, busy):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 class PartialStore:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
 from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_matching, evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
-from dan.io import ConfigError, DanError, DataError, read_json, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, DataError, exclusive_flock, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
 from dan.prepare import Prepared, data_root, features_root, prepare
 
@@ -164,17 +163,10 @@ def run_lock(run_dir: Path):
     used to go ahead, delete the first one's checkpoint being written as a stale temp file, and so end the first
     run in "cannot write checkpoint.pt: No such file or directory". The kernel releases the lock when its process
     ends, kill -9 included, and it leaves no file behind."""
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DanError(f"another process is training into the run folder {run_dir} right now; wait for it to "
-                           f"end (or stop it), then rerun: the run resumes from its last checkpoint, or is reused "
-                           f"when finished") from None
+    busy = DanError(f"another process is training into the run folder {run_dir} right now; wait for it to end (or "
+                    f"stop it), then rerun: the run resumes from its last checkpoint, or is reused when finished")
+    with exclusive_flock(os.open(run_dir, os.O_RDONLY), busy):  # the folder itself: no lock file left behind
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _join_process_group(cfg: TrainConfig) -> bool:
