@@ -87,11 +87,13 @@ class FeatureBank:
             out[sel] = self.stores[name].positions(ids[sel]) + self.offsets[name]
         return out
 
-    def fetch(self, rows: np.ndarray) -> torch.Tensor:
-        """Features of ``rows`` as float32 [B, N, D] on the bank's device."""
+    def fetch(self, rows: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+        """Features of ``rows`` as float32 [B, N, D] on ``device`` (default: the bank's device); host rows are
+        moved as float16 and widened there."""
+        device = self.device if device is None else torch.device(device)
         if self._resident is not None:
             idx = host_to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), self.device)
-            return self._resident.index_select(0, idx).float()
+            return host_to_device(self._resident.index_select(0, idx), device).float()
         rows = np.asarray(rows)
         out = np.empty((len(rows), self.num_regions, self.dim), dtype=np.float16)
         for name in self.names:
@@ -102,7 +104,7 @@ class FeatureBank:
                 local = rows[sel] - lo
                 order = np.argsort(local, kind="stable")  # sorted reads are kinder to a memmap
                 out[sel[order]] = self.stores[name].gather(local[order])
-        return host_to_device(torch.from_numpy(out), self.device).float()
+        return host_to_device(torch.from_numpy(out), device).float()
 
 
 @dataclass
@@ -126,10 +128,10 @@ class VQATensors:
         float32 [B, N, D] and tokens int64 [B, T_b] on ``device``, lengths [B] on the CPU, targets int64 [B] on
         ``device`` (-1: no answer in the vocabulary). ``model(regions, tokens, lengths)``, then
         :func:`dan.losses.vqa_loss` on ``(logits, targets)``."""
-        idx = np.asarray(idx, dtype=np.int64)
-        regions = host_to_device(bank.fetch(self.rows[idx]), device)  # a no-op where the bank is on ``device``
-        tokens, lengths = batch_text(self.tokens, self.lengths, idx, torch.device(device))
-        return regions, tokens, lengths, host_to_device(torch.from_numpy(self.targets[idx]), torch.device(device))
+        idx, device = np.asarray(idx, dtype=np.int64), torch.device(device)
+        regions = bank.fetch(self.rows[idx], device)
+        tokens, lengths = batch_text(self.tokens, self.lengths, idx, device)
+        return regions, tokens, lengths, host_to_device(torch.from_numpy(self.targets[idx]), device)
 
     def soft_targets(self, idx: np.ndarray, num_answers: int) -> torch.Tensor:
         """Dense soft VQA targets [B, C] for questions ``idx``."""
@@ -188,7 +190,7 @@ class CaptionTensors:
             raise DataError(f"captions must be one caption row per image, of that image (i * {self.per_image} "
                             f"to i * {self.per_image} + {self.per_image - 1}); got {captions.tolist()[:8]} for "
                             f"images {idx.tolist()[:8]}")
-        regions = host_to_device(bank.fetch(self.rows[idx]), device)
+        regions = bank.fetch(self.rows[idx], device)
         tokens, lengths = batch_text(self.tokens, self.lengths, captions, torch.device(device))
         return regions, tokens, lengths
 

@@ -24,6 +24,16 @@ def test_random_store_is_a_complete_store(tmp_path):
     assert np.allclose(x[0].numpy(), store[3].astype(np.float32))
 
 
+def test_bank_fetch_puts_the_rows_on_the_device_asked_for(tmp_path):
+    """fetch(rows, device): float32 rows on ``device`` (default the bank's), from host or resident rows alike."""
+    store = write_random_store(tmp_path / "s", num_images=6, grid=(2, 2), dim=4)
+    for resident in (False, True):
+        bank = FeatureBank({"s": store}, resident=resident)
+        x = bank.fetch(np.array([4, 0]), "meta")
+        assert x.device.type == "meta" and x.dtype == torch.float32 and x.shape == (2, 4, 4)
+        assert torch.equal(bank.fetch(np.array([4, 0])), torch.from_numpy(store.gather([4, 0])).float())
+
+
 def test_train_throughput_reports_both_rates_and_their_ratio():
     for task in ("vqa", "matching"):
         r = train_throughput(task, device="cpu", iters=2, warmup=1, store_images=32, **TINY)
