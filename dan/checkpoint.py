@@ -83,6 +83,8 @@ def saved_config(state: dict, path: Path) -> TrainConfig:
 
 
 FEATURE_KEYS = ("backbone", "layer", "image_size", "grid", "dim", "weights_sha256")  # what a model was fitted to
+# how a store was computed (dan.features.processing, in its meta.json): one run's stores must agree on it
+PROCESSING_KEYS = ("precision", "decode", "inference")
 
 
 def feature_summary(meta: dict) -> dict:

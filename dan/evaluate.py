@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from dan.batches import CaptionTensors, FeatureBank, VQATensors, batch_text, caption_tensors, vqa_tensors
+from dan.checkpoint import PROCESSING_KEYS
 from dan.io import ConfigError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
 from dan.metrics import retrieval_metrics, vqa_accuracy, vqa_score
 
@@ -204,7 +205,7 @@ def _open_run_bank(run: TrainedRun, folders: set[str], device: torch.device) -> 
     return bank
 
 
-EXTRACTION_KEYS = ("precision", "decode", "inference", "preprocessing")  # how, not what, the features were computed
+EXTRACTION_KEYS = (*PROCESSING_KEYS, "preprocessing")  # how, not what, the features were computed
 
 
 def extraction_differences(trained: dict, now: dict) -> dict[str, dict]:

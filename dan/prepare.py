@@ -79,11 +79,11 @@ def check_one_kind(stores: dict[str, FeatureStore]) -> None:
     layer, size, grid, dim, weights) and have been computed the same way (precision, decoding, inference): one
     split extracted with other weights, or on a GPU in bf16 while the other ran on the CPU in float32, would
     otherwise be mixed in one run without a word."""
-    from dan.checkpoint import feature_summary
+    from dan.checkpoint import PROCESSING_KEYS, feature_summary
 
     names = sorted(stores)
     first = stores[names[0]].meta
-    kind = {**feature_summary(first), **{k: first.get(k) for k in ("precision", "decode", "inference")}}
+    kind = {**feature_summary(first), **{k: first.get(k) for k in PROCESSING_KEYS}}
     for name in names[1:]:
         meta = stores[name].meta
         for k, a in kind.items():
