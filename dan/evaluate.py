@@ -53,15 +53,18 @@ def _pad_stack(chunks: list[np.ndarray], width: int) -> np.ndarray:
 
 @torch.no_grad()
 def predict_vqa(model: torch.nn.Module, data: VQATensors, bank: FeatureBank, answers: AnswerVocab, batch_size: int,
-                device: torch.device, attention: bool = False) -> tuple[list[str], np.ndarray, list, list]:
+                device: torch.device | str | None = None,
+                attention: bool = False) -> tuple[list[str], np.ndarray, list, list]:
     """The answer ``model`` gives to every question of ``data`` [Q] (strings), its softmax confidence [Q], and with
-    ``attention`` the per-batch visual [b, K, N] and textual [b, K, T_b] maps (fp16; empty lists without)."""
+    ``attention`` the per-batch visual [b, K, N] and textual [b, K, T_b] maps (fp16; empty lists without).
+    Questions and regions go to ``device`` (default: the bank's), which must be the model's."""
+    device = bank.device if device is None else torch.device(device)
     model.eval()
     preds, confs, vis, txt = [], [], [], []
     for lo in range(0, len(data), batch_size):
         idx = np.arange(lo, min(lo + batch_size, len(data)))
         tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
-        out = model(bank.fetch(data.rows[idx]), tokens, lengths)
+        out = model(bank.fetch(data.rows[idx], device), tokens, lengths)
         conf, top = torch.softmax(out.logits.float(), dim=-1).max(dim=-1)
         preds.append(top.cpu().numpy())
         confs.append(conf.cpu().numpy())

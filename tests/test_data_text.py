@@ -96,3 +96,11 @@ def test_answer_vocab_round_trip(tmp_path):
     path.write_text(json.dumps({"type": "Vocab", "itos": []}))
     with pytest.raises(DataError, match="answers.json"):
         AnswerVocab.load(path)
+
+
+@pytest.mark.parametrize("top", [0, -3])
+def test_answer_vocab_size_must_be_positive_and_is_a_package_error(top):
+    from dan.io import ConfigError
+
+    with pytest.raises(ConfigError, match=f"positive integer, got {top}"):
+        AnswerVocab.build(["yes", "no"], top=top)

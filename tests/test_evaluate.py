@@ -193,3 +193,23 @@ def test_features_computed_another_way_are_evaluated_and_the_difference_reported
     notes = [line for line in captured.err.splitlines() if line.startswith("note:")]
     assert len(notes) == 2 and "precision='bfloat16'" in notes[0] and f"precision={trained[0]!r}" in notes[0]
     assert printed["metrics"]["overall"] == pytest.approx(same["metrics"]["overall"], abs=1e-9)  # same numbers
+
+
+def test_predict_vqa_defaults_to_the_banks_device(vqa_run) -> None:
+    """A script can call predict_vqa without a device: questions and regions go to the bank's device, and the
+    answers are those of an explicit device (and of the run's predictions.csv)."""
+    import torch
+
+    from dan.batches import vqa_tensors
+    from dan.data.vqa import load_vqa_split
+    from dan.evaluate import predict_vqa
+    from dan.prepare import data_root, open_bank
+
+    run = load_trained_run(vqa_run.run_dir, torch.device("cpu"))
+    bank = open_bank(run.cfg, {"val2014"}, torch.device("cpu"))
+    tensors = vqa_tensors(load_vqa_split(data_root(run.cfg), "val2014"), run.vocab, run.answers, bank, "val2014",
+                          where="val2014")
+    implicit, conf, _, _ = predict_vqa(run.model, tensors, bank, run.answers, 17)
+    explicit, conf2, _, _ = predict_vqa(run.model, tensors, bank, run.answers, 17, "cpu")
+    assert implicit == explicit and (conf == conf2).all()
+    assert dict(zip(tensors.question_ids.tolist(), implicit, strict=True)) == _predictions(vqa_run.run_dir)

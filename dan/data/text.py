@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dan.io import DataError, read_json, write_json_atomic
+from dan.io import ConfigError, DataError, read_json, write_json_atomic
 from dan.metrics import normalize_answer, soft_scores
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "`": "'"})
@@ -136,7 +136,7 @@ class AnswerVocab:
             if answer:
                 counts[answer] += 1
         if top <= 0:
-            raise ValueError(f"top must be positive, got {top}")
+            raise ConfigError(f"the answer vocabulary size (top) must be a positive integer, got {top!r}")
         ranked = sorted(counts, key=lambda a: (-counts[a], a))[:top]
         return cls(ranked, top=top)
 
