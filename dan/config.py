@@ -21,7 +21,8 @@ NEGATIVES = ("sampled", "hardest")
 CHOICES = {"task": TASKS, "attention": ATTENTIONS, "profile": PROFILES, "negatives": NEGATIVES,
            "optimizer": ("sgd", "adam"), "clip_mode": ("norm", "value"), "resident_features": ("auto", "yes", "no"),
            "amp": ("auto", "bf16", "off"), "compile": COMPILE_MODES}
-MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # dan.models.MODEL_OPTIONS
+MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
+# (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
 
 
 @dataclass

@@ -51,11 +51,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dan.attention import TextAttention, VisualAttention, host_to_device, length_mask
+from dan.config import ATTENTIONS, MODEL_FIELDS, TASKS
 from dan.io import ConfigError, DataError
 
-ATTENTION_TYPES = ("dual", "visual", "textual", "none")
-TASKS = ("vqa", "matching")
-MODEL_OPTIONS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")
+ATTENTION_TYPES = ATTENTIONS  # one list each, in dan.config (torch-free); TASKS is imported from there too
+MODEL_OPTIONS = MODEL_FIELDS  # build_model's keyword arguments: one list, kept torch-free in dan.config
 # which sides attend for each attention type: (visual, textual)
 _ATTENDS = {"dual": (True, True), "visual": (True, False), "textual": (False, True), "none": (False, False)}
 
