@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,13 +31,52 @@ class ConfigError(DanError):
     """A bad configuration value (unknown profile, attention type, K < 0, ...)."""
 
 
+def _pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left beside ``path`` in processes that no longer run
+    (killed with ``kill -9`` before their rename, so never cleaned up): ``.NAME.<pid>.<random>.tmp`` whose pid is
+    not a running process. A live writer's temp file is kept. Returns the files removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    removed = []
+    with contextlib.suppress(OSError):
+        for cand in path.parent.iterdir():
+            m = pattern.fullmatch(cand.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_running(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    cand.unlink()
+                    removed.append(cand)
+    return removed
+
+
+def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure delete it."""
+    """Yield a temporary path beside ``path`` (``.NAME.<pid>.<random>.tmp``); on success make it durable (fsync),
+    rename it onto ``path`` and sync the folder, on failure delete it. Temp files of killed writers of the same
+    ``path`` are removed first (:func:`remove_stale_temps`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
@@ -47,9 +87,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         try:
+            _fsync_path(tmp_path)  # the data on disk before the name points at it
             os.replace(tmp_path, path)
         except OSError as exc:
             raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):  # the rename itself durable; some file systems refuse a folder's fsync
+            _fsync_path(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -72,14 +115,12 @@ def exclusive_flock(fd: int, busy: DanError) -> Iterator[None]:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename, :func:`atomic_path`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
         except OSError as exc:
             raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

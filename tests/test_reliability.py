@@ -44,6 +44,8 @@ Disk
   this file::test_full_disk_during_a_checkpoint_keeps_the_last_one,
   this file::test_read_only_target_for_metrics_is_one_line_and_leaves_nothing,
   this file::test_atomic_writes_leave_nothing_behind_on_failure,
+  this file::test_atomic_writes_reach_the_disk_before_the_rename,
+  this file::test_a_killed_writers_temp_file_is_removed_by_the_next_write,
   test_features.py::test_a_failing_disk_write_is_reported_and_the_rerun_completes,
   test_features.py::test_unwritable_target_gives_a_clear_error
 CLI misuse (unknown profile / attention type, K < 0, missing paths -> one line naming the accepted values,
@@ -72,7 +74,7 @@ import pytest
 import torch
 
 import dan.features
-from dan.io import DanError, DataError, write_bytes_atomic, write_json_atomic
+from dan.io import DanError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
 from dan.prepare import prepare
 from dan.store import PARTIAL, PROGRESS, FeatureStore
 from dan.train import load_checkpoint, load_result, main, train
@@ -244,6 +246,47 @@ def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path, monkeypatch, co
     with pytest.raises(DanError, match="cannot write"):
         write_bytes_atomic(target / "below_a_file.bin", b"x")  # a path under a file
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "checkpoint.pt"
+    with atomic_path(target) as tmp:
+        torch.save({"step": 1}, tmp)  # a writer that does not sync its own file
+    assert events == [("fsync", str(tmp)), ("replace", str(tmp), str(target)), ("fsync", str(tmp_path))]
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "metrics.json"
+    killed = ("import os, signal, sys\nfrom dan.io import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", killed, str(target)]).returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".metrics.json.*.tmp")
+    assert not target.exists() and left.read_text() == "half"
+    other = tmp_path / left.name.replace("metrics.json", "other.json")  # another file's: not this write's business
+    other.write_text("x")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        writing = tmp_path / f".metrics.json.{live.pid}.abc_12.tmp"  # a running writer's
+        writing.write_text("being written")
+        write_json_atomic(target, {"a": 1})
+        assert json.loads(target.read_text()) == {"a": 1}
+        assert not left.exists() and writing.exists() and other.exists()
+    finally:
+        live.kill()
+        live.wait()
 
 
 def _notebook(path: Path, cells: list[str]) -> None:
