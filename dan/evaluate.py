@@ -3,14 +3,13 @@
 r-DAN: VQA accuracy (official per-question score) overall, by answer type and by question family; with
 ``save_to`` it writes ``predictions.csv`` (one row per question) and ``attention.npz`` (per-step visual
 attention [Q, K, N] and textual attention [Q, K, T], fp16).
-m-DAN: every image and caption is embedded once; S = Z_img Z_txt^T is one matrix product; R@1/5/10 and median
-rank both ways. With ``save_to`` it writes ``embeddings.npz`` (image and caption embeddings and attention
-maps, fp16; image and sentence ids, caption lengths, grid; no ranks).
+m-DAN: :mod:`dan.retrieval` (every image and caption embedded once; R@1/5/10 and median rank both ways).
 
 A finished (or checkpointed) run is evaluated on another split without retraining by :func:`evaluate_run`, or
 ``python -m dan.evaluate RUN_DIR --split test-dev2015``: for VQA it writes the evaluation server's results file
 (``[{"question_id": int, "answer": str}, ...]``) and scores the split when it has annotations (or a subset of its
-questions: ``question_ids`` / ``--questions FILE``); for matching it gives the retrieval metrics of a Karpathy split.
+questions: ``question_ids`` / ``--questions FILE``); for matching it gives the retrieval metrics of a Karpathy split
+(or of a subset of its images, ``image_ids`` / ``--images FILE``; or in folds, ``folds`` / ``--folds 5``: COCO 1K).
 """
 
 from __future__ import annotations
@@ -29,26 +28,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dan.batches import CaptionTensors, FeatureBank, VQATensors, batch_text, caption_tensors, vqa_tensors
+from dan.batches import FeatureBank, VQATensors, batch_text, vqa_tensors
 from dan.checkpoint import PROCESSING_KEYS
-from dan.io import ConfigError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
-from dan.metrics import retrieval_metrics, vqa_accuracy, vqa_score
+from dan.io import ConfigError, DataError, write_bytes_atomic, write_json_atomic
+from dan.metrics import vqa_accuracy, vqa_score
+from dan.retrieval import embed_split, evaluate_matching, pad_stack, save_npz  # noqa: F401 (m-DAN's, re-exported)
 
 if TYPE_CHECKING:
     from dan.data.text import AnswerVocab
     from dan.prepare import Prepared
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-
-
-def _pad_stack(chunks: list[np.ndarray], width: int) -> np.ndarray:
-    """Concatenate [b, K, T_b] chunks along axis 0, zero-padding the last axis to ``width``."""
-    out = [np.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, width - c.shape[-1])]) for c in chunks]
-    return np.concatenate(out) if out else np.zeros((0, 0, width))
 
 
 @torch.no_grad()
@@ -101,56 +89,11 @@ def evaluate_vqa(model: torch.nn.Module, prep: Prepared, batch_size: int, device
             w.writerow([e.question_id, e.image_id, e.question, a, f"{c:.4f}", f"{vqa_score(a, e.answers):.4f}",
                         e.multiple_choice_answer, e.answer_type, prep.families.get(e.question_id, "")])
         write_bytes_atomic(save_to / "predictions.csv", buf.getvalue().encode("utf-8"))
-        _save_npz(save_to / "attention.npz", question_ids=data.question_ids,
+        save_npz(save_to / "attention.npz", question_ids=data.question_ids,
                   image_ids=np.array([e.image_id for e in data.examples], dtype=np.int64),
-                  visual=np.concatenate(vis), text=_pad_stack(txt, data.tokens.shape[1]),
+                  visual=np.concatenate(vis), text=pad_stack(txt, data.tokens.shape[1]),
                   lengths=data.lengths, grid=np.array(prep.bank.meta.get("grid", [0, 0])))
     return metrics
-
-
-@torch.no_grad()
-def embed_split(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
-                device: torch.device) -> dict[str, np.ndarray]:
-    """Embeddings and attention of every image [I, (K+1)H] and caption [per_image * I, (K+1)H] of one split."""
-    model.eval()
-    img_e, img_a, txt_e, txt_a = [], [], [], []
-    for lo in range(0, len(data), batch_size):
-        out = model.encode_image(bank.fetch(data.rows[lo: lo + batch_size]))
-        img_e.append(out.embedding.float().cpu())
-        img_a.append(out.attention.half().cpu().numpy())
-    n_cap = len(data.lengths)
-    for lo in range(0, n_cap, batch_size):
-        idx = np.arange(lo, min(lo + batch_size, n_cap))
-        tokens, lengths = batch_text(data.tokens, data.lengths, idx, device)
-        out = model.encode_text(tokens, lengths)
-        txt_e.append(out.embedding.float().cpu())
-        txt_a.append(out.attention.half().cpu().numpy())
-    return {"image_embedding": torch.cat(img_e).numpy(), "text_embedding": torch.cat(txt_e).numpy(),
-            "image_attention": np.concatenate(img_a), "text_attention": _pad_stack(txt_a, data.tokens.shape[1])}
-
-
-def _retrieval(model: torch.nn.Module, data: CaptionTensors, bank: FeatureBank, batch_size: int,
-               device: torch.device) -> tuple[dict, dict]:
-    emb = embed_split(model, data, bank, batch_size, device)
-    S = torch.from_numpy(emb["image_embedding"]) @ torch.from_numpy(emb["text_embedding"]).T  # [I, per_image * I]
-    m = retrieval_metrics(S, captions_per_image=data.per_image)
-    m["rsum"] = sum(m[d][k] for d in ("i2t", "t2i") for k in ("r1", "r5", "r10"))
-    return m, emb
-
-
-def evaluate_matching(model: torch.nn.Module, prep: Prepared, batch_size: int, device: torch.device,
-                      save_to: Path | None = None) -> dict:
-    """Retrieval metrics on ``prep.val`` (per epoch) or, with ``save_to``, on test with val nested under "val"."""
-    val, _ = _retrieval(model, prep.val, prep.bank, batch_size, device)
-    if save_to is None:
-        return val
-    test, emb = _retrieval(model, prep.test, prep.bank, batch_size, device)
-    test["val"] = val
-    test["n_images"], test["n_captions"] = len(prep.test), len(prep.test.lengths)
-    _save_npz(save_to / "embeddings.npz", image_ids=prep.test.image_ids, sentence_ids=prep.test.sentence_ids,
-              lengths=prep.test.lengths, grid=np.array(prep.bank.meta.get("grid", [0, 0])),
-              **{k: (v.astype(np.float16) if k.endswith("embedding") else v) for k, v in emb.items()})
-    return test
 
 
 @dataclass
@@ -237,27 +180,34 @@ def _subset(examples: list, question_ids: Iterable[int], split: str) -> tuple[li
     return chosen, f"_subset-{len(chosen)}q-{digest}"
 
 
-def _read_ids(path: str) -> list[int]:
-    """Question ids from a text file: integers separated by whitespace or commas (one per line, or a JSON list)."""
-    text = Path(path).read_text(encoding="utf-8")
+def _read_ids(path: str, what: str = "question ids") -> list[int]:
+    """Ids from a text file: integers separated by whitespace or commas (one per line, or a JSON list)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {what} from {path}: {getattr(exc, 'strerror', None) or exc}") from None
     words = [w for w in re.split(r"[\s,\[\]]+", text) if w]
     bad = [w for w in words if not re.fullmatch(r"\d+", w)]
     if bad:
-        raise DataError(f"{path}: question ids must be integers, got {bad[0]!r}")
+        raise DataError(f"{path}: {what} must be integers, got {bad[0]!r}")
     return [int(w) for w in words]
 
 
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None, features: str | Path | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-                 question_ids: Iterable[int] | None = None) -> dict:
+                 question_ids: Iterable[int] | None = None, image_ids: Iterable[int] | None = None,
+                 folds: int = 1) -> dict:
     """Evaluate the checkpoint of ``run_dir`` on ``split`` (``data``/``features``: roots, if not the run's own).
 
     r-DAN: ``split`` is a VQA split (``val2014``, ``test-dev2015``, ``test2015``, or an alias such as
     ``test-dev``); the answers go to ``out`` (default ``RUN_DIR/vqa_OpenEnded_mscoco_<split>_dan_results.json``,
     the evaluation server's format) and, where the split has annotations, the accuracy (percent) is returned.
     m-DAN: ``split`` is ``train``, ``val`` or ``test`` of the run's Karpathy file; returns R@1/5/10 (percent),
-    median ranks and rsum, also written to ``out`` (default ``RUN_DIR/eval_<split>.json``).
+    median ranks and rsum, also written to ``out`` (default ``RUN_DIR/eval_<split>.json``); ``image_ids``: only these
+    images and their captions are ranked (default file ``eval_<split>_subset-<n>i-<hash>.json``); ``folds``: the
+    images in that many consecutive folds, each ranked alone, the metrics averaged and each fold's under ``folds``
+    (default file ``eval_<split>_<folds>folds.json``; COCO's "1K test" is ``split="test", folds=5``).
     ``question_ids`` (r-DAN): only these questions of the split (any order; an id not in it is an error), scored as
     the split is (by answer type, family), the answers to ``out`` (default
     ``RUN_DIR/vqa_OpenEnded_mscoco_<split>_subset-<n>q-<hash>_dan_results.json``, not the whole split's file).
@@ -279,6 +229,9 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     bs = batch_size or cfg.eval_batch_size
     trained = {"epochs_trained": run.epochs_done, "epochs": cfg.epochs}  # a run still training: fewer than epochs
     if cfg.task == "vqa":
+        if image_ids is not None or folds != 1:
+            raise ConfigError(f"image_ids (--images) and folds (--folds) are for matching runs; {run.run_dir} is a "
+                              f"VQA run (question_ids, --questions: a subset of its questions)")
         split = SPLIT_ALIASES.get(split, split)
         examples = load_vqa_split(root, split)
         subset = ""
@@ -297,24 +250,15 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         if any(e.answers for e in examples):  # families: the embedded benchmark's; majority: as dan.prepare takes it
             result["metrics"] = score_vqa(tensors, answers, question_families(root), run.answers.answers[0])
         return result
-    from dan.data.captions import load_karpathy
+    from dan.retrieval import evaluate_matching_run
 
     if question_ids is not None:
-        raise ConfigError(f"question_ids (--questions) selects VQA questions; {run.run_dir} is a matching run, "
-                          f"evaluated on a whole Karpathy split")
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split for a matching run is train, val or test (of {cfg.captions_file}); got {split!r}")
-    images = [im for im in load_karpathy(root / cfg.captions_file)
-              if (im.split == "restval" and split == "train") or im.split == split]
-    if not images:
-        raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
-    bank = _open_run_bank(run, {im.filepath or cfg.caption_image_folder for im in images}, dev)
-    tensors = caption_tensors(images, run.vocab, bank, where=f"{cfg.captions_file} split {split!r}",
-                              per_image=cfg.captions_per_image, default_folder=cfg.caption_image_folder)
-    metrics, _ = _retrieval(run.model, tensors, bank, bs, dev)
-    path = Path(out) if out else run.run_dir / f"eval_{split}.json"
-    result = {"task": "matching", "split": split, "images": len(tensors), "metrics": metrics,
-              "results_file": str(path), **trained, **_differences(run, bank)}
+        raise ConfigError(f"question_ids (--questions) selects VQA questions; {run.run_dir} is a matching run "
+                          f"(image_ids, --images: a subset of its images)")
+    result, name, bank = evaluate_matching_run(run, root, split, lambda folders: _open_run_bank(run, folders, dev),
+                                               bs, dev, image_ids=image_ids, folds=folds)
+    path = Path(out) if out else run.run_dir / f"eval_{split}{name}.json"
+    result = {**result, "results_file": str(path), **trained, **_differences(run, bank)}
     write_json_atomic(path, result, indent=1)
     return result
 
@@ -334,17 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output file (default: in the run folder)")
     p.add_argument("--questions", metavar="FILE", help="VQA: only these question ids of the split (a file, one id per "
                    "line); the results file's default name then says subset")
+    p.add_argument("--images", metavar="FILE", help="matching: only these image ids of the split and their captions (a "
+                   "file, one id per line); the default output name then says subset")
+    p.add_argument("--folds", type=int, default=1, help="matching: rank the split's images in this many consecutive "
+                   "folds and average the metrics (COCO 1K test: --split test --folds 5); default 1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = p.parse_args(argv)
+    if ns.folds < 1:
+        p.error(f"--folds must be a positive integer, got {ns.folds}")
     if ns.batch_size is not None and ns.batch_size < 1:
         p.error(f"--batch-size must be a positive integer, got {ns.batch_size}")
 
     def go() -> int:
         result = evaluate_run(ns.run_dir, ns.split, data=ns.data, features=ns.features, out=ns.out,
                               device=ns.device, batch_size=ns.batch_size,
-                              question_ids=_read_ids(ns.questions) if ns.questions else None)
+                              question_ids=_read_ids(ns.questions) if ns.questions else None,
+                              image_ids=_read_ids(ns.images, "image ids") if ns.images else None, folds=ns.folds)
         print(json.dumps(result, indent=1))
         for key, d in result.get("features_computed_differently", {}).items():
             print(f"note: the features were computed with {key}={d['now']!r}, the run trained on {key}="

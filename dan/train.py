@@ -39,11 +39,12 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
     saved_config,
 )
 from dan.config import TrainConfig, deviations, preset
-from dan.evaluate import evaluate_matching, evaluate_vqa
+from dan.evaluate import evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
 from dan.io import ConfigError, DanError, DataError, exclusive_flock, read_json, study_paths, write_json_atomic
 from dan.losses import matching_loss, vqa_loss
 from dan.prepare import Prepared, data_root, features_root, prepare
+from dan.retrieval import evaluate_matching
 
 
 @dataclass

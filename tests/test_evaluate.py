@@ -213,3 +213,75 @@ def test_predict_vqa_defaults_to_the_banks_device(vqa_run) -> None:
     explicit, conf2, _, _ = predict_vqa(run.model, tensors, bank, run.answers, 17, "cpu")
     assert implicit == explicit and (conf == conf2).all()
     assert dict(zip(tensors.question_ids.tolist(), implicit, strict=True)) == _predictions(vqa_run.run_dir)
+
+
+def test_fold_metrics_rank_each_fold_alone_and_average() -> None:
+    import numpy as np
+
+    from dan.io import ConfigError
+    from dan.metrics import retrieval_metrics
+    from dan.retrieval import fold_metrics
+
+    S = np.random.default_rng(0).normal(size=(6, 18))  # 6 images, 3 captions each
+    whole = fold_metrics(S, 3, 1)
+    assert "folds" not in whole and whole["i2t"] == retrieval_metrics(S, 3)["i2t"]
+    assert whole["rsum"] == pytest.approx(sum(whole[d][k] for d in ("i2t", "t2i") for k in ("r1", "r5", "r10")))
+    two = fold_metrics(S, 3, 2)
+    blocks = [retrieval_metrics(S[:3, :9], 3), retrieval_metrics(S[3:, 9:], 3)]
+    for d in ("i2t", "t2i"):
+        for k in ("r1", "r5", "r10", "medr"):
+            assert [f[d][k] for f in two["folds"]] == [b[d][k] for b in blocks]
+            assert two[d][k] == pytest.approx((blocks[0][d][k] + blocks[1][d][k]) / 2)
+    assert two["rsum"] == pytest.approx(np.mean([f["rsum"] for f in two["folds"]]))
+    for bad in (0, 4, 2.0):
+        with pytest.raises(ConfigError, match="divides the split's 6 images"):
+            fold_metrics(S, 3, bad)
+
+
+def test_matching_runs_on_a_subset_of_images_and_in_folds(matching_run, vqa_run, tmp_path: Path, capsys) -> None:
+    """``image_ids`` / ``--images``: only those images and their captions ranked; ``folds`` / ``--folds``: the
+    split in consecutive folds (COCO 1K test), each fold the same as the subset of its images, the metrics their
+    mean, and never below the whole split's recalls (a smaller gallery only removes competitors)."""
+    from dan.data.captions import load_karpathy
+    from dan.io import ConfigError, DataError
+    from dan.prepare import existing_data_root
+
+    cfg = load_trained_run(matching_run.run_dir).cfg
+    ids = [im.image_id for im in load_karpathy(existing_data_root(cfg) / cfg.captions_file) if im.split == "test"]
+    assert len(ids) == 16
+    whole = evaluate_run(matching_run.run_dir, "test", device="cpu", out=tmp_path / "whole.json")
+    four = evaluate_run(matching_run.run_dir, "test", device="cpu", folds=4, out=tmp_path / "four.json")
+    assert four["folds"] == 4 and four["images"] == 16 and len(four["metrics"]["folds"]) == 4
+    for f in range(4):
+        sub = evaluate_run(matching_run.run_dir, "test", device="cpu", image_ids=ids[4 * f: 4 * f + 4][::-1],
+                           out=tmp_path / f"sub{f}.json")
+        assert sub["images"] == 4 and "folds" not in sub
+        for d in ("i2t", "t2i"):
+            assert sub["metrics"][d] == pytest.approx(four["metrics"]["folds"][f][d])
+    for d in ("i2t", "t2i"):
+        for k in ("r1", "r5", "r10"):
+            assert four["metrics"][d][k] >= whole["metrics"][d][k] - 1e-9, (d, k)
+    assert four["metrics"]["i2t"]["r1"] > whole["metrics"]["i2t"]["r1"]  # this run's 4-image folds are easier
+    # default output names: the whole split's file is not overwritten by a subset's or a folded one's
+    (tmp_path / "ids.txt").write_text(f"{ids[0]}, {ids[5]}\n{ids[9]}\n", encoding="utf-8")
+    assert main([str(matching_run.run_dir), "--split", "test", "--device", "cpu", "--images",
+                 str(tmp_path / "ids.txt")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 3 and "_subset-3i-" in Path(printed["results_file"]).name
+    assert main([str(matching_run.run_dir), "--split", "test", "--device", "cpu", "--folds", "2"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["results_file"]).name == "eval_test_2folds.json"
+    for name in ("eval_test_2folds.json", Path(printed["results_file"]).name):
+        (matching_run.run_dir / name).unlink()  # the run folder is shared by the session's tests
+    with pytest.raises(ConfigError, match=r"divides the 16 images"):
+        evaluate_run(matching_run.run_dir, "test", device="cpu", folds=3)
+    with pytest.raises(ConfigError, match=r"divides the 3 images .* \(subset\)"):
+        evaluate_run(matching_run.run_dir, "test", device="cpu", folds=2, image_ids=ids[:3])
+    with pytest.raises(DataError, match=r"image ids not in .*split 'test' \(16 images\): 424242"):
+        evaluate_run(matching_run.run_dir, "test", device="cpu", image_ids=[ids[0], 424242])
+    with pytest.raises(ConfigError, match="are for matching runs"):
+        evaluate_run(vqa_run.run_dir, "val", device="cpu", folds=2)
+    (tmp_path / "bad.txt").write_text("12 x7\n", encoding="utf-8")
+    assert main([str(matching_run.run_dir), "--split", "test", "--images", str(tmp_path / "bad.txt")]) == 2
+    assert "image ids must be integers, got 'x7'" in one_line_error(capsys, "python -m dan.evaluate")
+    assert main([str(matching_run.run_dir), "--split", "test", "--images", str(tmp_path / "none.txt")]) == 2
+    assert "cannot read image ids from" in one_line_error(capsys, "python -m dan.evaluate")
