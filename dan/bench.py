@@ -45,8 +45,8 @@ from dan.config import TrainConfig
 from dan.io import write_json_atomic
 from dan.metrics import retrieval_metrics
 from dan.models import build_model
+from dan.step import StepLoss, configure_device
 from dan.store import FeatureStore
-from dan.train import StepLoss, configure_device
 
 # The default CPU profile's sizes (dan.config / dan.features presets).
 DEFAULT_SIZES = dict(batch_size=128, grid=(10, 10), dim=112, hidden=64, num_answers=24, vocab_size=60, steps=2,
@@ -80,9 +80,9 @@ def _sync(device: torch.device) -> None:
 class TrainStep:
     """One training step of the paper's r-DAN/m-DAN setting (SGD with momentum and weight decay, clipping) on
     ``device``, and a fixed batch for it (regions already on the device): what the benchmark and the step profiler
-    time. The loss is training's own :class:`dan.train.StepLoss` (m-DAN with the hardest in-batch negatives);
+    time. The loss is training's own :class:`dan.step.StepLoss` (m-DAN with the hardest in-batch negatives);
     ``compile`` wraps it in ``torch.compile(mode=compile_mode)``; ``fused`` uses the fused SGD kernel (None: as
-    :func:`dan.train.build_optimizer` does, i.e. on CUDA only);
+    :func:`dan.step.build_optimizer` does, i.e. on CUDA only);
     ``foreach`` (None: PyTorch's choice, multi-tensor on CUDA) sets the SGD and clipping implementation."""
 
     def __init__(self, task: str = "vqa", device: str = "cpu", amp: bool = False, compile: bool = False,

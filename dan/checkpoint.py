@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from dan.io import DanError, DataError, atomic_path, first_line, read_json, sha256_file
+from dan.io import ConfigError, DanError, DataError, atomic_path, first_line, read_json, sha256_file
 from dan.store import IDS, META
 
 if TYPE_CHECKING:
@@ -180,3 +180,31 @@ def check_same_features(saved: dict, current: dict, where: Path, root: Path,
         if k in saved and k in current and saved[k] != current[k]:
             raise DataError(f"{where} was trained on features with {k}={saved[k]!r}, but the feature stores in "
                             f"{root} have {k}={current[k]!r}; {advice}")
+
+
+def check_resumable(state: dict, ckpt_path: Path, cfg: TrainConfig, prep: Prepared) -> None:
+    """Raise unless the checkpoint ``state`` (read from ``ckpt_path``) can resume the run of ``cfg`` on ``prep``: the
+    same configuration, feature dimension and kind of features, vocabulary and answer list (:class:`ConfigError`
+    for another configuration, :class:`DataError` for other inputs, each naming the file and what to do)."""
+    from dan.prepare import data_root, features_root
+
+    try:
+        same = cfg.same_identity(saved_config(state, ckpt_path).identity())
+    except DataError:  # a config another version wrote is another configuration, not a mistake in the flags
+        same = False
+    if not same:
+        raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
+                          f"delete it")
+    if state["visual_dim"] != prep.bank.dim:
+        raise DataError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions "
+                        f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "
+                        f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
+                        f"use the features it was trained on or another --out")
+    check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
+    for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
+                             ("answer list", state["answers"],
+                              prep.answers.to_dict() if prep.answers is not None else None)):
+        if saved != now:
+            raise DataError(f"{ckpt_path} was trained with another {what} than the training data in "
+                            f"{data_root(cfg)} gives (the questions/captions or --max-train differ); use the "
+                            f"data it was trained on (--data) or another --out")

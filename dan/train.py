@@ -16,12 +16,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -30,7 +28,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
     CHECKPOINT,
     INPUTS,
     check_recorded_inputs,
-    check_same_features,
+    check_resumable,
     feature_summary,
     input_digests,
     load_checkpoint,
@@ -42,9 +40,17 @@ from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
 from dan.io import ConfigError, DanError, DataError, exclusive_flock, read_json, study_paths, write_json_atomic
-from dan.losses import matching_loss, vqa_loss
-from dan.prepare import Prepared, data_root, features_root, prepare
+from dan.prepare import Prepared, prepare
 from dan.retrieval import evaluate_matching
+from dan.step import (  # noqa: F401 (seed_everything, the optimiser's and the step's pieces: re-exported)
+    StepLoss,
+    build_optimizer,
+    configure_device,
+    epoch_batches,
+    load_optimizer_state,
+    seed_everything,
+    use_amp,
+)
 
 
 @dataclass
@@ -77,60 +83,6 @@ def _override_suffix(cfg: TrainConfig) -> str:
     if not changed:
         return ""
     return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class StepLoss(torch.nn.Module):
-    """The loss of one batch as a module, so DDP sees a single forward for either task (also what
-    ``dan.bench`` times, so the benchmark measures this step and not a copy of it)."""
-
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, amp: bool = False) -> None:
-        super().__init__()
-        self.model, self.cfg, self.amp = model, cfg, amp
-
-    def forward(self, regions, tokens, lengths, targets, soft, generator=None):  # noqa: ANN001
-        with torch.autocast(regions.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if self.cfg.task == "vqa":
-                logits = self.model(regions, tokens, lengths).logits  # [B, C]
-            else:
-                img = self.model.encode_image(regions)
-                txt = self.model.encode_text(tokens, lengths)
-        if self.cfg.task == "vqa":  # losses in fp32 whatever the autocast precision
-            return vqa_loss(logits.float(), targets, soft)
-        # the similarities too: in bf16 (8 bits of mantissa) a score near 1,700 would be off by up to ~4, a few
-        # per cent of the paper's margin of 100
-        S = self.model.similarity(img.embedding.float(), txt.embedding.float())  # [B, B] fp32, positives diagonal
-        return matching_loss(S, margin=self.cfg.margin, negatives=self.cfg.negatives, generator=generator)
-
-
-def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether training steps run under bf16 autocast (``cfg.amp``; "auto": on CUDA only)."""
-    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-
-
-def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, prep: Prepared) -> list[np.ndarray]:
-    """Index batches of one epoch; a deterministic function of (seed, epoch) so resumed runs see the same order."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    if cfg.task == "vqa":
-        order = rng.permutation(n)
-        return [order[i: i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-    # matching: caption rounds; within a round each image appears once with one of its captions, so a batch
-    # never holds two captions of one image (no false negatives)
-    per = prep.train.per_image
-    caption_round = np.argsort(rng.random((n, per)), axis=1)  # [I, per] caption order of each image
-    batches = []
-    for r in range(per):
-        order = rng.permutation(n)
-        caps = order * per + caption_round[order, r]
-        for i in range(0, n, cfg.batch_size):
-            if len(order[i: i + cfg.batch_size]) > 1:
-                batches.append(np.stack([order[i: i + cfg.batch_size], caps[i: i + cfg.batch_size]]))
-    return batches
 
 
 def _dist() -> tuple[int, int]:
@@ -184,38 +136,6 @@ def _join_process_group(cfg: TrainConfig) -> bool:
     return True
 
 
-def configure_device(device: torch.device) -> None:
-    """Process-wide numerics for training on ``device`` (the benchmark's step uses the same): deterministic
-    algorithms on the CPU; on a GPU speed rather than bit-reproducibility, with TF32 for the fp32 matrix products
-    that autocast leaves."""
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-    else:
-        torch.set_float32_matmul_precision("high")
-
-
-def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` (SGD with momentum and weight decay, the paper's; or Adam) for ``params`` on ``device``.
-
-    On a GPU the fused kernel updates every parameter in one launch (the eager step is bound by the host's kernel
-    launches). On H200s the paper-size r-DAN step ran at 15,600 samples/s with it on one machine and 11,897 on
-    another, against 12,125 without it (benchmarks/results/train_{fused,,profile}_h200.json): the gain is smaller
-    than the spread between machines. On the CPU PyTorch's default implementation is kept, so CPU runs are unchanged.
-    """
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)  # L2, as torch's Adam does
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, device: torch.device) -> None:
-    """Resume ``optimizer`` from a checkpoint's state; the saved run's kernel choice (fused on a GPU, PyTorch's
-    default on the CPU) gives way to this device's, so a run moves freely between CPU and GPU."""
-    optimizer.load_state_dict(saved)
-    for group in optimizer.param_groups:
-        group.update(fused=True if device.type == "cuda" else None, foreach=None)
-
-
 def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held: contextlib.ExitStack) -> RunResult:
     rank, world = _dist()
     device = resolve_device(cfg.device)
@@ -250,33 +170,14 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.is_file():
         state = read_checkpoint(ckpt_path, device)
-        try:
-            same = cfg.same_identity(saved_config(state, ckpt_path).identity())
-        except DataError:  # a config another version wrote is another configuration, not a mistake in the flags
-            same = False
-        if not same:
-            raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
-                              f"delete it")
-        if state["visual_dim"] != prep.bank.dim:
-            raise DataError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions "
-                            f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "
-                            f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
-                            f"use the features it was trained on or another --out")
-        check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
-        for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
-                                 ("answer list", state["answers"],
-                                  prep.answers.to_dict() if prep.answers is not None else None)):
-            if saved != now:
-                raise DataError(f"{ckpt_path} was trained with another {what} than the training data in "
-                                f"{data_root(cfg)} gives (the questions/captions or --max-train differ); use the "
-                                f"data it was trained on (--data) or another --out")
+        check_resumable(state, ckpt_path, cfg, prep)
         check_recorded_inputs(run_dir, cfg)  # every store, not only the first one's meta; and the data's content
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"], device)
         scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"] + 1
     need = (1 if cfg.task == "vqa" else 2) * world  # a (matching: two-pair) share for every rank
-    if start < cfg.epochs and not any(b.shape[-1] >= need for b in _epoch_batches(len(prep.train), cfg, start, prep)):
+    if start < cfg.epochs and not any(b.shape[-1] >= need for b in epoch_batches(len(prep.train), cfg, start, prep)):
         raise ConfigError(f"no training step possible: {len(prep.train)} training "
                           f"{'questions' if cfg.task == 'vqa' else 'images'} in batches of {cfg.batch_size} give no "
                           f"batch of at least {need}; raise --batch-size or --max-train")
@@ -309,7 +210,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
         model.train()
         # the epoch's summed loss stays on the device (float64, as a Python float would be): no sync per step
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-        for batch in _epoch_batches(n_train, cfg, epoch, prep):
+        for batch in epoch_batches(n_train, cfg, epoch, prep):
             if batch.shape[-1] < need:
                 continue  # a tail too small to give every rank a (matching: two-pair) share; same on every rank
             if cfg.task == "vqa":

@@ -562,28 +562,28 @@ def test_vqa_tensors_hold_every_soft_score_and_batches_trim_to_their_longest_que
 def test_epoch_batches_cover_the_data_once_in_a_new_order_each_epoch():
     from types import SimpleNamespace
 
-    from dan.train import _epoch_batches
+    from dan.step import epoch_batches
 
     cfg = preset("smoke", "vqa", batch_size=4)
-    epochs = [np.concatenate(_epoch_batches(10, cfg, e, None)) for e in range(3)]
+    epochs = [np.concatenate(epoch_batches(10, cfg, e, None)) for e in range(3)]
     assert all(sorted(order.tolist()) == list(range(10)) for order in epochs)
-    assert [len(b) for b in _epoch_batches(10, cfg, 0, None)] == [4, 4, 2]
+    assert [len(b) for b in epoch_batches(10, cfg, 0, None)] == [4, 4, 2]
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
-    assert np.array_equal(epochs[1], np.concatenate(_epoch_batches(10, cfg, 1, None)))  # a function of the epoch
+    assert np.array_equal(epochs[1], np.concatenate(epoch_batches(10, cfg, 1, None)))  # a function of the epoch
     prep = SimpleNamespace(train=SimpleNamespace(per_image=3))
     cfg = preset("smoke", "matching", batch_size=3)
-    batches = _epoch_batches(8, cfg, 0, prep)  # 3 rounds of 8 images in batches of 3, 3, 2
+    batches = epoch_batches(8, cfg, 0, prep)  # 3 rounds of 8 images in batches of 3, 3, 2
     images = np.concatenate([b[0] for b in batches])
     captions = np.concatenate([b[1] for b in batches])
     assert sorted(captions.tolist()) == list(range(24))  # every caption once per epoch
     assert np.array_equal(captions // 3, images)  # each with its own image
     assert all(len(set(b[0].tolist())) == b.shape[1] for b in batches)  # never two captions of one image
-    assert all(b.shape[1] > 1 for b in _epoch_batches(7, cfg, 0, prep))  # a one-pair tail has no negative
+    assert all(b.shape[1] > 1 for b in epoch_batches(7, cfg, 0, prep))  # a one-pair tail has no negative
 
 
 @pytest.mark.parametrize("clip_mode", ["value", "norm"])
 def test_a_step_uses_the_soft_targets_and_the_clip_mode_asked_for(make_cfg, tmp_path, monkeypatch, clip_mode):
-    import dan.train as train_module
+    import dan.step as step_module
 
     calls: dict[str, list] = {"loss": [], "value": [], "norm": []}
 
@@ -595,7 +595,7 @@ def test_a_step_uses_the_soft_targets_and_the_clip_mode_asked_for(make_cfg, tmp_
     from dan.losses import vqa_loss
 
     real_value, real_norm = torch.nn.utils.clip_grad_value_, torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(train_module, "vqa_loss", spy_loss)
+    monkeypatch.setattr(step_module, "vqa_loss", spy_loss)  # the step's loss (dan.step.StepLoss)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_value_",
                         lambda p, v, **kw: calls["value"].append(v) or real_value(p, v, **kw))
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
