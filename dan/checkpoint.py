@@ -39,7 +39,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
              "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
     with atomic_path(path) as tmp:
         try:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as fh:  # a file object: the archive's records are named "archive/...", not after
+                torch.save(state, fh)    # the random temp name, so equal states give byte-identical checkpoints
         except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError; the old file is kept
             raise DanError(f"cannot write checkpoint {path}: {exc}") from exc
 

@@ -182,7 +182,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_last_one(vqa_run, make_cfg, tmp
     def full_disk(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) == 2:  # the second epoch's checkpoint: half written, then the disk is full
-            Path(f).write_bytes(b"\x80\x02partial")
+            f.write(b"\x80\x02partial")  # (a file object: dan.checkpoint writes through one)
             raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file "
                                "data/3: file write failed (No space left on device)")
         return real_save(obj, f, *args, **kwargs)

@@ -687,3 +687,26 @@ def test_feature_stores_decoded_another_way_are_not_mixed_in_one_run(make_cfg, s
     with pytest.raises(DataError, match=r"the feature stores disagree on decode: .*val2014 has 'torchvision"):
         train(make_cfg("vqa", tmp_path / "run", epochs=1, features=str(mixed)), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_equal_states_give_byte_identical_checkpoints(tmp_path) -> None:
+    """torch.save given a path names the archive's records after it: written through the atomic temp file, two
+    saves of one state differed in bytes (``.checkpoint.pt.<pid>.<random>/data.pkl``). Written through a file
+    object they are ``archive/...`` and a rerun's checkpoint is byte for byte the first one's."""
+    import types
+    import zipfile
+
+    from dan.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1])
+    prep = types.SimpleNamespace(vocab=Vocab.build([["a", "b"]], min_count=1), answers=None,
+                                 bank=types.SimpleNamespace(dim=3, meta={"backbone": "x"}))
+    cfg = preset("smoke", "matching")
+    paths = [tmp_path / name / "checkpoint.pt" for name in ("one", "two")]
+    for path in paths:
+        save_checkpoint(path, model, opt, sched, 0, cfg, prep, [{"epoch": 1}])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert all(n.startswith("archive/") for n in zipfile.ZipFile(paths[0]).namelist())
