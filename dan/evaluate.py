@@ -168,16 +168,19 @@ def _differences(run: TrainedRun, bank: FeatureBank) -> dict:
     return {"features_computed_differently": diff} if diff else {}
 
 
-def _subset(examples: list, question_ids: Iterable[int], split: str) -> tuple[list, str]:
-    """The examples of ``question_ids`` (in the split's order) and the results file's name part for them."""
-    want = {int(q) for q in question_ids}
-    chosen = [e for e in examples if e.question_id in want]
-    missing = sorted(want - {e.question_id for e in chosen})
+def select_ids(items: list, ids: Iterable[int], what: str, where: str) -> tuple[list, str]:
+    """The ``items`` (questions or images, with ``.question_id`` / ``.image_id``) whose ids are in ``ids``, in their
+    order in ``items``, and the results file's name part for them (``_subset-<n>q-<hash>``, ``-<n>i-`` for images);
+    an id not among them (or none at all) is a :class:`DataError` naming ``where``."""
+    id_of = (lambda x: x.question_id) if what == "question" else (lambda x: x.image_id)
+    want = {int(i) for i in ids}
+    chosen = [x for x in items if id_of(x) in want]
+    missing = sorted(want - {id_of(x) for x in chosen})
     if missing or not want:
-        raise DataError(f"question ids not in split {split!r} ({len(examples)} questions): "
+        raise DataError(f"{what} ids not in {where} ({len(items)} {what}s): "
                         f"{', '.join(map(str, missing[:5])) or 'none given'}{' ...' if len(missing) > 5 else ''}")
     digest = hashlib.sha256(",".join(map(str, sorted(want))).encode()).hexdigest()[:8]
-    return chosen, f"_subset-{len(chosen)}q-{digest}"
+    return chosen, f"_subset-{len(chosen)}{what[0]}-{digest}"
 
 
 def _read_ids(path: str, what: str = "question ids") -> list[int]:
@@ -236,7 +239,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
         examples = load_vqa_split(root, split)
         subset = ""
         if question_ids is not None:
-            examples, subset = _subset(examples, question_ids, split)
+            examples, subset = select_ids(examples, question_ids, "question", f"split {split!r}")
         folder = image_folder(split)
         bank = _open_run_bank(run, {folder}, dev)
         where = str(vqa_files(root, split)[0])

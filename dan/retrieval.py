@@ -8,7 +8,6 @@ any Karpathy split, on a subset of its images (``image_ids``), or in consecutive
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,19 +104,6 @@ def evaluate_matching(model: torch.nn.Module, prep: Prepared, batch_size: int, d
     return test
 
 
-def select_images(images: list, image_ids: Iterable[int], where: str) -> tuple[list, str]:
-    """The images of ``image_ids`` (in the file's order) and the name part of their results (``_subset-<n>i-<hash>``);
-    an id not among ``images`` is a :class:`DataError` naming ``where``."""
-    want = {int(i) for i in image_ids}
-    chosen = [im for im in images if im.image_id in want]
-    missing = sorted(want - {im.image_id for im in chosen})
-    if missing or not want:
-        raise DataError(f"image ids not in {where} ({len(images)} images): "
-                        f"{', '.join(map(str, missing[:5])) or 'none given'}{' ...' if len(missing) > 5 else ''}")
-    digest = hashlib.sha256(",".join(map(str, sorted(want))).encode()).hexdigest()[:8]
-    return chosen, f"_subset-{len(chosen)}i-{digest}"
-
-
 def evaluate_matching_run(run, root: Path, split: str, bank_for, batch_size: int, device: torch.device,
                           image_ids: Iterable[int] | None = None, folds: int = 1) -> tuple[dict, str, FeatureBank]:
     """Retrieval metrics of the trained m-DAN ``run`` (a :class:`dan.evaluate.TrainedRun`) on Karpathy split
@@ -126,6 +112,7 @@ def evaluate_matching_run(run, root: Path, split: str, bank_for, batch_size: int
     the results file), the results file's name part ("" for the whole split in one fold) and the bank it read."""
     from dan.batches import caption_tensors
     from dan.data.captions import load_karpathy
+    from dan.evaluate import select_ids
 
     cfg = run.cfg
     if split not in ("train", "val", "test"):
@@ -137,7 +124,7 @@ def evaluate_matching_run(run, root: Path, split: str, bank_for, batch_size: int
         raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
     subset = ""
     if image_ids is not None:
-        images, subset = select_images(images, image_ids, where)
+        images, subset = select_ids(images, image_ids, "image", where)
     if not isinstance(folds, int) or folds < 1 or len(images) % folds:
         raise ConfigError(f"folds (--folds) must be a positive integer that divides the {len(images)} images of "
                           f"{where}{' (subset)' if subset else ''}, got {folds!r}")
