@@ -10,14 +10,36 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
 - models: :mod:`dan.attention` and :mod:`dan.models` (r-DAN for VQA, m-DAN for image-text matching;
   :func:`dan.models.build_model`), :mod:`dan.losses`.
 - training: :mod:`dan.config` (presets as dataclasses), :mod:`dan.prepare`, :mod:`dan.batches`, :mod:`dan.train`
-  (``python -m dan.train``; checkpoints in :mod:`dan.checkpoint`, resumable). A loop of one's own:
-  ``prep = prepare(cfg, device)``, ``prep.build_model(cfg)``, ``prep.train.batch(idx, prep.bank)`` (README).
+  (``python -m dan.train``; a step's pieces in :mod:`dan.step`; checkpoints in :mod:`dan.checkpoint`, resumable).
+  A loop of one's own: ``prep = prepare(cfg, device)``, ``prep.build_model(cfg)``,
+  ``prep.train.batch(idx, prep.bank)`` (README).
 - evaluation: :mod:`dan.metrics` (official VQA accuracy, retrieval recall), :mod:`dan.evaluate`
-  (``python -m dan.evaluate RUN --split ...``: any split from a checkpoint, e.g. the VQA server's results file).
+  (``python -m dan.evaluate RUN --split ...``: any split from a checkpoint, e.g. the VQA server's results file),
+  :mod:`dan.retrieval` (m-DAN's: whole split, a subset of images, or COCO's 1K folds).
 - analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.stats` (t intervals),
   :mod:`dan.analysis` and :mod:`dan.gallery` (does attention look where it should), :mod:`dan.viz`,
   :mod:`dan.report` (tables from files on disk), :mod:`dan.reference` (the paper's numbers).
 - the study and its records: :mod:`dan.study` (``make study``), :mod:`dan.notebook`, :mod:`dan.record`,
   :mod:`dan.bench` and :mod:`dan.bench_records` (speed benchmarks and their committed results).
 """
+
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _interrupted_in_one_line(kind, value, tb):  # noqa: ANN001 - sys.excepthook's signature
+    """``python -m dan.<stage>`` interrupted (Ctrl-C) before its own handler runs, e.g. while torch is still being
+    imported: one line instead of the import machinery's traceback (each stage's ``guard`` handles it after)."""
+    if issubclass(kind, KeyboardInterrupt):
+        import os
+
+        module = os.path.relpath(os.path.splitext(_sys.argv[0])[0], os.path.dirname(os.path.dirname(__file__)))
+        module = module.replace(os.sep, ".").removesuffix(".__main__")  # dan/data/__main__.py -> dan.data
+        print(f"python -m {module}: interrupted", file=_sys.stderr)
+    else:
+        _sys.__excepthook__(kind, value, tb)
+
+
+if _sys.argv[:1] == ["-m"]:  # runpy imports the package (argv[0] "-m") before it runs the module as __main__
+    _sys.excepthook = _interrupted_in_one_line

@@ -35,6 +35,8 @@ Interruptions
   this file::test_a_notebook_whose_kernel_dies_is_named_in_one_line
 - Ctrl-C during the study: one line, and the kernel's processes end:
   this file::test_ctrl_c_during_a_notebook_is_one_line_and_ends_what_its_kernel_started
+- Ctrl-C while a command is still starting (importing torch): one line:
+  this file::test_ctrl_c_while_a_command_starts_is_one_line
 - kill -9 of the process running an ablation sweep: its workers end too:
   test_ablation.py::test_sweep_workers_end_when_the_sweep_process_is_killed
 - a second training into a run folder being trained: refused, the first one untouched:
@@ -379,6 +381,23 @@ def test_ctrl_c_during_a_notebook_is_one_line_and_ends_what_its_kernel_started(t
     while time.time() < deadline and _alive(child):
         time.sleep(0.1)
     assert not _alive(child), "the kernel's child process outlived the interrupted study"
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
+    """Each stage's ``guard`` turns Ctrl-C into one line, but only once its module has imported torch (seconds on
+    a loaded machine); before that Python printed the import machinery's traceback."""
+    code = ("import sys\nsys.argv[:1] = ['-m']\nimport dan\n"  # what runpy does for python -m dan.data
+            "sys.argv[0] = dan.__file__.replace('__init__.py', 'data/__main__.py')\nraise KeyboardInterrupt\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr == "python -m dan.data: interrupted\n" and done.returncode == -signal.SIGINT
+    started = subprocess.Popen([sys.executable, "-m", "dan.train", "--task", "vqa", "--out", str(tmp_path / "run")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)  # inside the imports
+    started.send_signal(signal.SIGINT)
+    err = started.communicate(timeout=60)[1]
+    assert err.strip() in ("python -m dan.train: interrupted",
+                           "python -m dan.train: interrupted; rerun the same command to resume"), err
 
 
 def _alive(pid: int) -> bool:
