@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable
 
-from dan.io import DanError
+from dan.io import ROOT_HELP, DanError
 
 
 def guard(fn: Callable[[], int], debug: bool, prog: str) -> int:
@@ -104,7 +104,8 @@ def run_train_cli(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m dan.train",
         description="Train and evaluate r-DAN (--task vqa) or m-DAN (--task matching). Unset flags take the "
-                    "profile's preset (the paper's setting, shrunk for the CPU profiles).")
+                    "profile's preset (the paper's setting, shrunk for the CPU profiles).",
+        epilog=ROOT_HELP)
     add_dataclass_args(parser, TrainConfig, CHOICES)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -172,8 +172,20 @@ def require_keys(record: dict, keys: list[str] | tuple[str, ...], where: str) ->
         raise DataError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)}")
 
 
+ROOT_HELP = ("relative default paths are under the study's folder: $DAN_ROOT if set, else the repository checkout "
+             "holding the current directory or the installed package, else the current directory")
+
+
+def _is_checkout(path: Path) -> bool:
+    return (path / "dan" / "__init__.py").is_file() and (path / "pyproject.toml").is_file()
+
+
 def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The study's root folder: ``$DAN_ROOT`` if set, else the nearest parent holding ``_toc.yml`` and ``dan/``.
+    """The study's root folder, under which the default paths (``data/generated/<profile>``, ``results/<profile>``,
+    ``notebooks/``, ``records/``, ``benchmarks/``) lie: ``$DAN_ROOT`` if set, else the nearest parent of ``start``
+    (the current directory) holding ``pyproject.toml`` and ``dan/``, else the checkout the package was imported
+    from (an editable install), else the current directory (a package installed from a wheel, whose parent folder
+    is ``site-packages``: nothing is written there).
 
     Notebooks run with their own folder as working directory (JupyterLab, nbval, jupyter-book), so every
     stage resolves its default paths from here rather than from the current directory.
@@ -183,9 +195,10 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
         return Path(env).resolve()
     here = Path(start or os.getcwd()).resolve()
     for cand in (here, *here.parents):
-        if (cand / "dan" / "__init__.py").is_file() and (cand / "pyproject.toml").is_file():
+        if _is_checkout(cand):
             return cand
-    return Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parent.parent
+    return package_parent if _is_checkout(package_parent) else here
 
 
 @dataclass(frozen=True)

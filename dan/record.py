@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
-from dan.io import ConfigError, DataError, read_json, repo_root, study_paths, write_json_atomic
+from dan.io import ROOT_HELP, ConfigError, DataError, read_json, repo_root, study_paths, write_json_atomic
 
 FORMAT = "dan-study-record/1"
 RUN_FORMAT = "dan-run-record/1"  # one training run made outside the study (e.g. a longer schedule), see collect_run
@@ -236,7 +236,7 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m dan.record", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m dan.record", description=__doc__.split("\n\n")[0], epilog=ROOT_HELP)
     parser.add_argument("--profile", default="full", help=f"one of {', '.join(PROFILES)} (default: full)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the K = 2 dual runs to record")
     parser.add_argument("--out", type=Path, help="record file (default: records/<profile>_profile.json)")

@@ -27,6 +27,7 @@ from pathlib import Path
 from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
 from dan.io import (
+    ROOT_HELP,
     ConfigError,
     DanError,
     DataError,
@@ -252,7 +253,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0], epilog=ROOT_HELP)
     parser.add_argument("--profile", help=f"one of {', '.join(STUDY_PROFILES)} (default: default)")
     parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
     parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from dan.io import ConfigError, DataError, read_json, repo_root, study_paths
+from dan.io import ROOT_HELP, ConfigError, DataError, read_json, repo_root, study_paths
 
 PROG = "python -m dan.data"
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Generate, summarise and check data sets.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    g = sub.add_parser("generate", help="generate the embedded benchmark of a profile")
+    g = sub.add_parser("generate", help="generate the embedded benchmark of a profile", epilog=ROOT_HELP)
     g.add_argument("--profile", default="default", help="smoke | default | full")
     g.add_argument("--out", default=None, help="target folder (default data/generated/<profile>)")
     g.add_argument("--seed", type=int, default=0)
@@ -157,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None,
                    help="processes (default: 1, or one per CPU core, at most 16, for full)")
     g.add_argument("--no-progress", action="store_true")
-    i = sub.add_parser("info", help="print a generated data set's manifest summary")
+    i = sub.add_parser("info", help="print a generated data set's manifest summary", epilog=ROOT_HELP)
     i.add_argument("--profile", default="default")
     i.add_argument("--root", default=None)
-    c = sub.add_parser("check", help="load every split of a data root and report counts")
+    c = sub.add_parser("check", help="load every split of a data root and report counts", epilog=ROOT_HELP)
     c.add_argument("--profile", default="default", help="smoke | default | full | real (data/real)")
     c.add_argument("--root", default=None, help="any data root (overrides --profile)")
     c.add_argument("--verify-images", action="store_true",
