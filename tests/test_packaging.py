@@ -57,3 +57,48 @@ def test_help_says_where_relative_defaults_go(module, capsys):
     with pytest.raises(SystemExit):
         main(argv)
     assert "$DAN_ROOT" in " ".join(capsys.readouterr().out.split())
+
+
+# --- the wheel -------------------------------------------------------------------------------------------------
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+
+def test_the_wheel_holds_every_file_of_the_package(tmp_path):
+    """A non-editable install gets the package's files (every subpackage, and any data file it reads at run time),
+    a license expression setuptools does not warn about, and console scripts that point at real functions."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} < 77 (pyproject.toml's build requirement)")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "dan", src / "dan", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "deprecated" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("dan-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        scripts = zf.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    package = {p.relative_to(src).as_posix() for p in (src / "dan").rglob("*") if p.is_file()}
+    assert package - names == set(), f"files of dan/ missing from the wheel: {sorted(package - names)}"
+    assert "License-Expression: MIT" in meta and "Requires-Python: >=3.11" in meta
+    targets = [line.split("=", 1)[1].strip() for line in scripts.splitlines() if "=" in line]
+    assert targets, scripts
+    for target in targets:
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
