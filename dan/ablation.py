@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import numbers
 import os
 import threading
 import time
@@ -63,22 +64,29 @@ class SweepSpec:
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"unknown task(s) {bad}; accepted: {', '.join(TASKS)}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers!r}")
-        settings = [(k, self.steps_attention) for k in self.steps]
+        if type(self.workers) is not int or self.workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
+        settings = [(_whole(k), self.steps_attention) for k in self.steps]
         settings += [(self.attention_steps, a) for a in self.attentions]
         out: list[TrainConfig] = []
         seen: set[str] = set()
         for task in self.tasks:
             for k, att in settings:
                 for seed in self.seeds:
-                    cfg = preset(self.profile, task, steps=int(k), attention=att, seed=int(seed), **self.overrides)
+                    cfg = preset(self.profile, task, steps=k, attention=att, seed=_whole(seed), **self.overrides)
                     if self.runs_root is not None:
                         cfg.out = str(Path(self.runs_root) / cfg.run_name())
                     if cfg.run_name() not in seen:
                         seen.add(cfg.run_name())
                         out.append(cfg)
         return out
+
+
+def _whole(value):  # noqa: ANN001, ANN202
+    """A whole number (e.g. NumPy's int64) as a Python int; anything else as given, for :meth:`TrainConfig.validate`
+    to refuse by name: ``int()`` made a K of 1.5 a K of 1 and a seed of 0.7 seed 0, and raised a bare ValueError
+    for ``"two"``."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
 def as_list(value) -> list:  # noqa: ANN001 - a notebook parameter: a list, or one value given on its own

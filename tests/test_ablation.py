@@ -186,6 +186,20 @@ def test_as_list_takes_one_value_as_a_list_of_one() -> None:
     assert [(c.task, c.steps, c.seed) for c in spec.configs()] == [("vqa", 3, 0)]
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("steps", [1.5], r"steps \(K\) must be an integer >= 0, got 1\.5"),  # was K = 1 (int(1.5)), silently
+    ("steps", ["two"], r"steps \(K\) must be an integer >= 0, got 'two'"),  # was a bare ValueError from int()
+    ("seeds", [0.7], r"seed must be an integer >= 0, got 0\.7"),  # was seed 0, silently
+    ("workers", "2", r"workers must be an integer >= 1, got '2'"),  # was a TypeError from '2' < 1
+])
+def test_sweep_refuses_values_that_are_not_whole_numbers_by_name(field, value, message) -> None:
+    kw = {"tasks": ["vqa"], "steps": [1], "attentions": [], "seeds": [0], "profile": "smoke", field: value}
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec(**kw).configs()
+    spec = SweepSpec(tasks=["vqa"], steps=[np.int64(3)], attentions=[], seeds=[np.int64(1)], profile="smoke")
+    assert [(c.steps, type(c.steps), c.seed, type(c.seed)) for c in spec.configs()] == [(3, int, 1, int)]
+
+
 def test_paired_differences_pair_by_seed_not_by_row_order() -> None:
     # reference K = 2 over seeds 0, 1, 2; K = 1 has seeds 2 and 0 only, listed in that order
     df = pd.DataFrame({"steps": [2, 2, 2, 1, 1], "seed": [0, 1, 2, 2, 0], "acc": [10.0, 20.0, 30.0, 27.0, 9.0]})
