@@ -25,6 +25,12 @@ MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # t
 # (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
 
 
+def _is_int(value: object) -> bool:
+    """An int and not a bool: ``isinstance(True, int)`` holds, so ``-p steps True`` trained K = 1 in a run folder
+    named ``vqa-dual-KTrue-s0``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one training run (data locations, model, optimisation, seed)."""
@@ -77,18 +83,19 @@ class TrainConfig:
 
         for name, allowed in CHOICES.items():
             one_of(name, getattr(self, name), allowed)
-        if not isinstance(self.steps, int) or self.steps < 0:
+        if not _is_int(self.steps) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:  # not int(...): "two" or 2.5 must not pass or crash
                 raise ConfigError(f"{name} must be an integer > 0, got {value!r}")
-        if not 0 <= self.dropout < 1:
+        dropout = self.dropout
+        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
         def number(name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and math.isfinite(value) and \
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
                 (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
             if not ok:
                 span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
@@ -100,10 +107,10 @@ class TrainConfig:
         number("lr_decay", 0, 1, low_open=True)
         number("grad_clip", 0, math.inf, high_open=True)  # 0 = off
         number("margin", 0, math.inf, low_open=True, high_open=True)
-        if any(not isinstance(e, int) or e < 1 for e in self.lr_decay_epochs):
+        if any(not _is_int(e) or e < 1 for e in self.lr_decay_epochs):
             raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {list(self.lr_decay_epochs)!r}")
         for name, low in (("seed", 0), ("min_word_count", 1)):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
         if self.seed >= 2**32:  # epoch seeds derive from it (seed * 100_003 + epoch) and must fit 64 bits
             raise ConfigError(f"seed must be below 2**32, got {self.seed}")
@@ -111,7 +118,7 @@ class TrainConfig:
             raise ConfigError(f"val_split must differ from train_split (both {self.train_split!r})")
         for name in ("threads", "max_train", "embed_dim"):  # None = automatic / all / hidden_dim
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
         return self
 

@@ -229,6 +229,12 @@ def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run, s
     (dict(epochs="two"), r"epochs must be an integer > 0, got 'two'"),
     (dict(hidden_dim=16.5), r"hidden_dim must be an integer > 0, got 16.5"),
     (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+    # bools are ints to isinstance: -p steps True trained K = 1 as vqa-dual-KTrue-s0; "0.5" was a TypeError
+    (dict(steps=True), r"steps \(K\) must be an integer >= 0, got True"),
+    (dict(seed=False), r"seed must be an integer >= 0, got False"),
+    (dict(margin=True), r"margin must be a finite number in \(0, inf\), got True"),
+    (dict(dropout="0.5"), r"dropout must be in \[0, 1\), got '0.5'"),
+    (dict(lr_decay_epochs=[True]), r"lr_decay_epochs must be epochs >= 1, got \[True\]"),
 ])
 def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
