@@ -112,6 +112,20 @@ def sweep_defaults(profile: str) -> dict:
     return {"seeds": list(d["seeds"]), "workers": d["workers"]}
 
 
+def notebook_spec(profile: str, tasks, steps_list, attention_list, seeds=None, workers=None,  # noqa: ANN001
+                  epochs=None) -> SweepSpec:  # noqa: ANN001
+    """The ablation notebook's parameters as a :class:`SweepSpec`: each list parameter given as one value
+    (papermill's ``-p seeds 0``, ``-p attention_list dual``) is a list of one (:func:`as_list`), ``seeds`` and
+    ``workers`` left None are the profile's (:func:`sweep_defaults`), and ``epochs`` None is the preset's (0 is
+    refused by the run's validation, not dropped). The notebook reads the lists back from the spec, so its tables,
+    figures and counts follow what the sweep ran."""
+    defaults = sweep_defaults(profile)
+    return SweepSpec(tasks=as_list(tasks), steps=as_list(steps_list), attentions=as_list(attention_list),
+                     seeds=as_list(defaults["seeds"] if seeds is None else seeds), profile=profile,
+                     workers=defaults["workers"] if workers is None else workers,
+                     overrides={} if epochs is None else {"epochs": epochs})
+
+
 def save_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` as CSV atomically (no index); returns the path."""
     from dan.io import atomic_path

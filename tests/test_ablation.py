@@ -290,3 +290,61 @@ def test_a_finished_run_is_not_reused_by_the_sweep_on_other_data(smoke_data, smo
     questions.write_text(questions.read_text().replace("?", " ?", 1))  # one question edited
     with pytest.raises(DanError, match=r"vqa-dual-K2-s0 was trained on other data: data file .*val2014_questions"):
         run_sweep(spec, progress=False)
+
+
+def test_notebook_spec_takes_each_list_parameter_given_alone_as_a_list_of_one() -> None:
+    spec = ablation.notebook_spec("smoke", "vqa", 1, "none", seeds=0)
+    assert (spec.tasks, spec.steps, spec.attentions, spec.seeds) == (["vqa"], [1], ["none"], [0])
+    assert (spec.workers, spec.overrides) == (2, {})  # the smoke sweep's workers; epochs None: the preset's
+    default = ablation.notebook_spec("smoke", ["vqa", "matching"], [0, 1, 2, 3], ["none", "dual"])
+    assert default.seeds == [0, 1] and default.steps == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match=r"epochs must be an integer > 0, got 0"):  # was dropped (falsy): 6 epochs
+        ablation.notebook_spec("smoke", "vqa", 1, [], seeds=0, epochs=0).configs()
+
+
+def _fake_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
+    """run_sweep's frame for ``spec`` with made-up metrics, nothing trained."""
+    rng = np.random.default_rng(0)
+    rows = [{"task": c.task, "steps": c.steps, "attention": c.attention, "seed": c.seed, "run": c.run_name(),
+             "reused": True, "seconds": 0.0, **{m: float(rng.uniform(20, 80)) for m in ablation.METRICS[c.task]}}
+            for c in spec.configs()]
+    return pd.DataFrame(rows, columns=["task", "steps", "attention", "seed", "run", "reused", "seconds",
+                                       *ablation.VQA_METRICS, *ablation.RETRIEVAL_METRICS])
+
+
+def run_notebook_code(name: str, params: dict, namespace: dict | None = None) -> dict:
+    """Execute the code cells of ``notebooks/<name>`` as papermill would with ``params`` injected after the
+    parameters cell (no kernel; figures on Agg); returns the namespace."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
+    ns = {} if namespace is None else namespace
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
+        if "parameters" in cell["metadata"].get("tags", []):
+            ns.update(params)
+    return ns
+
+
+@pytest.mark.parametrize("params", [
+    {"tasks": "vqa", "seeds": 0, "steps_list": 1, "attention_list": ["none", "dual"]},  # was: int has no len()
+    {"tasks": "vqa", "seeds": [0, 1], "steps_list": [1, 2], "attention_list": "none"},  # was: letters of "none"
+])
+def test_the_ablation_notebook_takes_list_parameters_given_as_one_value(params, monkeypatch, tmp_path) -> None:
+    """papermill's -p seeds 0 or -p attention_list none pass one value, not a list: the notebook used len(seeds)
+    (TypeError) and iterated attention_list (the letters of "none": an empty table, then a crash in the figure)."""
+    from dan import notebook
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
+    ns = run_notebook_code("05_ablations.ipynb", {"profile": "smoke", **params})
+    attentions = ablation.as_list(params["attention_list"])
+    assert ns["spec"].attentions == attentions and ns["spec"].seeds == ablation.as_list(params["seeds"])
+    assert list(ns["vqa_a"].attention.unique()) and set(ns["summaries"][-1].attention) >= set(attentions)
+    assert (tmp_path / "results" / "smoke" / "ablation_summary.csv").is_file()
