@@ -327,7 +327,7 @@ def paired_differences(df: pd.DataFrame, factor: str, reference, metric: str, le
         diff = (ref - other).dropna()
         mean, low, high = mean_ci(diff.to_numpy(), level=each)
         rows.append({factor: other_level, "n": len(diff), "difference": mean, "low": low, "high": high})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[factor, "n", "difference", "low", "high"])  # the columns even with no row
 
 
 def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str | None = None,
@@ -347,6 +347,8 @@ def claim_check(df: pd.DataFrame, factor: str, claimed, metric: str, label: str 
     best = means.idxmax()
     diffs = paired_differences(df, factor, claimed, metric, family=True)
     m = len(diffs)
+    if m == 0:  # e.g. the notebook's attention_list: [dual]
+        return diffs, f"{label} = {claimed} is the only {label} of this sweep, so there is nothing to compare it with."
     conf = "at 95 % confidence" if m <= 1 else f"at 95 % confidence over the {m} comparisons together"
 
     def names(mask: pd.Series) -> str:

@@ -348,3 +348,24 @@ def test_the_ablation_notebook_takes_list_parameters_given_as_one_value(params, 
     assert ns["spec"].attentions == attentions and ns["spec"].seeds == ablation.as_list(params["seeds"])
     assert list(ns["vqa_a"].attention.unique()) and set(ns["summaries"][-1].attention) >= set(attentions)
     assert (tmp_path / "results" / "smoke" / "ablation_summary.csv").is_file()
+
+
+def test_claim_check_of_the_only_level_on_an_axis_says_so() -> None:
+    df = pd.DataFrame({"attention": ["dual", "dual"], "seed": [0, 1], "acc": [50.0, 52.0]})
+    diffs, sentence = ablation.claim_check(df, "attention", "dual", "acc")  # was: AttributeError (no column "low")
+    assert diffs.empty and list(diffs.columns) == ["attention", "n", "difference", "low", "high"]
+    assert sentence == "attention = dual is the only attention of this sweep, so there is nothing to compare it with."
+
+
+@pytest.mark.parametrize("params", [
+    {"tasks": "vqa", "steps_list": [1, 2, 3], "attention_list": ["dual"]},  # one attention type: claim_check crashed
+    {"tasks": "vqa", "steps_list": [1], "attention_list": ["none"]},  # neither K = 2 nor dual: pd.concat([]) crashed
+])
+def test_the_ablation_findings_take_sweeps_without_a_comparison_of_a_claim(params, monkeypatch, tmp_path) -> None:
+    from dan import notebook
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
+    ns = run_notebook_code("05_ablations.ipynb", {"profile": "smoke", "seeds": [0, 1], **params})
+    assert "tables" in ns  # the findings cell ran to its end
