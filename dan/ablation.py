@@ -81,6 +81,15 @@ class SweepSpec:
                         out.append(cfg)
         return out
 
+    def comparisons(self) -> int:
+        """Comparisons behind one claim (its other levels, as :func:`claim_check` counts them) on the larger of the
+        two axes, at least 1. The K axis also holds K = ``attention_steps`` when ``steps_attention`` is among the
+        attention types, and the attention axis ``steps_attention`` when ``attention_steps`` is among the Ks."""
+        steps = {_whole(k) for k in self.steps} | ({self.attention_steps} if self.steps_attention in self.attentions
+                                                   else set())
+        types = set(self.attentions) | ({self.steps_attention} if self.attention_steps in steps else set())
+        return max(len(steps) - 1, len(types) - 1, 1)
+
 
 def _whole(value):  # noqa: ANN001, ANN202
     """A whole number (e.g. NumPy's int64) as a Python int; anything else as given, for :meth:`TrainConfig.validate`

@@ -369,3 +369,23 @@ def test_the_ablation_findings_take_sweeps_without_a_comparison_of_a_claim(param
     monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
     ns = run_notebook_code("05_ablations.ipynb", {"profile": "smoke", "seeds": [0, 1], **params})
     assert "tables" in ns  # the findings cell ran to its end
+
+
+@pytest.mark.parametrize(("steps", "attentions", "expected"), [
+    ([0, 1, 2, 3], ["none", "visual", "textual", "dual"], 3),  # the default sweep
+    ([1, 3], ["none", "dual"], 2),  # K = 2 dual is on the K axis too: K = 2 against 1 and 3 (was counted as 1)
+    ([1, 2], ["none"], 1),
+    ([0, 1, 2, 3], ["dual"], 3),
+])
+def test_the_family_note_counts_the_comparisons_the_findings_make(steps, attentions, expected, monkeypatch,
+                                                                   tmp_path) -> None:
+    from dan import notebook
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
+    ns = run_notebook_code("05_ablations.ipynb", {"profile": "smoke", "tasks": "vqa", "seeds": [0, 1],
+                                                  "steps_list": steps, "attention_list": attentions})
+    made = max(len(t) // len(set(t.metric)) for t in ns["tables"])  # per claim: its rows of one metric
+    assert ns["comparisons"] == made == expected
+    assert SweepSpec(tasks=["vqa"], steps=steps, attentions=attentions, profile="smoke").comparisons() == expected
