@@ -68,6 +68,9 @@ class SweepSpec:
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
         settings = [(_whole(k), self.steps_attention) for k in self.steps]
         settings += [(self.attention_steps, a) for a in self.attentions]
+        if not (self.tasks and settings and self.seeds):
+            raise ConfigError(f"the sweep has no run: tasks {list(self.tasks)}, steps {list(self.steps)} and attention "
+                              f"types {list(self.attentions)} (one of the two at least), seeds {list(self.seeds)}")
         out: list[TrainConfig] = []
         seen: set[str] = set()
         for task in self.tasks:
@@ -276,6 +279,14 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
     columns = ["task", "steps", "attention", "seed", "run", "reused", "seconds", *VQA_METRICS, *RETRIEVAL_METRICS]
     df = pd.DataFrame([rows[c.run_name()] for c in cfgs], columns=columns)
     return df.sort_values(["task", "steps", "attention", "seed"], kind="stable").reset_index(drop=True)
+
+
+def shown(df: pd.DataFrame, which: str, spec: SweepSpec) -> bool:
+    """Whether the ablation notebook has a table and a figure for axis ``which`` of ``df`` (one task's rows): the
+    axis has runs, and for the attention axis at least one of them is of a type the sweep was asked for (its
+    tables list those only; with ``attentions`` empty the K = 2 dual run alone is no attention ablation)."""
+    rows = axis(df, which, spec)
+    return bool(len(rows)) and (which == "steps" or bool(set(rows.attention) & set(spec.attentions)))
 
 
 def axis(df: pd.DataFrame, which: str, spec: SweepSpec | None = None) -> pd.DataFrame:

@@ -389,3 +389,27 @@ def test_the_family_note_counts_the_comparisons_the_findings_make(steps, attenti
     made = max(len(t) // len(set(t.metric)) for t in ns["tables"])  # per claim: its rows of one metric
     assert ns["comparisons"] == made == expected
     assert SweepSpec(tasks=["vqa"], steps=steps, attentions=attentions, profile="smoke").comparisons() == expected
+
+
+@pytest.mark.parametrize("params", [
+    {"tasks": "vqa", "steps_list": [0, 1, 2, 3], "attention_list": []},  # K axis only: the attention figure crashed
+    {"tasks": "matching", "steps_list": [0, 1], "attention_list": []},  # no run at K = 2: KeyError 'mean'
+    {"tasks": "vqa", "steps_list": [], "attention_list": ["none"]},  # attention axis without dual: KeyError 'mean'
+])
+def test_the_ablation_notebook_takes_a_sweep_of_one_axis(params, monkeypatch, tmp_path) -> None:
+    from dan import notebook
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
+    ns = run_notebook_code("05_ablations.ipynb", {"profile": "smoke", "seeds": [0, 1], **params})
+    shown = {(s.task.iloc[0], s.axis.iloc[0]) for s in ns["summaries"]}
+    task = params["tasks"]
+    assert shown == {(task, "steps")} if params["steps_list"] else shown == {(task, "attention")}
+
+
+def test_a_sweep_without_runs_is_refused_by_name() -> None:
+    for kw in ({"steps": [], "attentions": []}, {"tasks": []}, {"seeds": []}):  # was a KeyError in the notebook
+        with pytest.raises(ConfigError, match="the sweep has no run"):
+            SweepSpec(**{"tasks": ["vqa"], "steps": [1], "attentions": [], "seeds": [0], "profile": "smoke",
+                         **kw}).configs()
