@@ -212,6 +212,12 @@ class StudyPaths:
     results: Path  # tables/JSON that the book reads
 
     def ensure(self) -> StudyPaths:
+        """Create the folders; an unknown profile is a :class:`ConfigError` before any folder is made (a notebook run
+        with ``-p profile smok`` left ``data/generated/smok`` and ``results/smok/...`` behind its error)."""
+        from dan.config import PROFILES  # dan.config imports this module
+
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}; accepted: {', '.join(PROFILES)}")
         for p in (self.data, self.features, self.runs, self.results):
             p.mkdir(parents=True, exist_ok=True)
         return self

@@ -273,3 +273,15 @@ def test_the_real_profile_reads_data_real_and_flickr30k(tmp_path, capsys, monkey
     assert preset("default", "matching").captions_file == "captions/dataset_synth.json"
     assert train_main(["--task", "vqa", "--profile", "real"]) == 2
     assert f"no data set at {tmp_path / 'data' / 'real'} " in one_line_error(capsys, "python -m dan.train")
+
+
+def test_a_misspelled_profile_creates_no_folder(tmp_path, monkeypatch):
+    """Every notebook's first cell runs study_paths(profile).ensure(): -p profile smok made data/generated/smok and
+    results/smok/{features,runs} before the error."""
+    from dan.io import ConfigError, study_paths
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"unknown profile 'smok'; accepted: smoke, default, full, real"):
+        study_paths("smok").ensure()
+    assert list(tmp_path.iterdir()) == []
+    assert study_paths("smoke").ensure().runs.is_dir()
