@@ -214,6 +214,25 @@ def recorded_checks(names: dict[str, str], root: Path | None = None) -> dict[str
     return out
 
 
+def chapter_label(cfg, hidden: bool = True) -> str:  # noqa: ANN001 - a dan.config.TrainConfig
+    """The label of a chapter's own run beside recorded runs: "this chapter (<profile> data, <optimizer>, hidden
+    <H>, <E> epochs)", led by every other setting in which the run differs from its profile's preset (a notebook run
+    with ``-p steps 3 -p attention visual`` reads "this chapter (K=3, attention visual, ...)": the label alone had
+    made it look like the preset's K = 2 dual run that the records are set beside). ``hidden``: name the hidden
+    size even when it is the preset's."""
+    from dan.config import preset
+
+    base, mine = preset(cfg.profile, cfg.task).identity(), cfg.identity()
+    shown = {"profile", "optimizer", "epochs"} | ({"hidden_dim"} if hidden else set())
+    names = {"steps": "K={}", "attention": "attention {}", "seed": "seed {}", "hidden_dim": "hidden {}"}
+    first = [k for k in ("steps", "attention") if k in mine]
+    changed = [k for k in first + sorted(set(mine) - set(first)) if k not in shown and mine[k] != base.get(k)]
+    parts = [names.get(k, f"{k} {{}}").format(mine[k]) for k in changed]
+    parts += [f"{cfg.profile} data", cfg.optimizer, *([f"hidden {cfg.hidden_dim}"] if hidden else []),
+              f"{cfg.epochs} epochs"]
+    return f"this chapter ({', '.join(parts)})"
+
+
 def paper_deviations(config: dict) -> str:
     """What a recorded run's configuration (a run's ``config.json``) changes from the paper's setting, one line:
     ``name ours (paper theirs)`` per field of :func:`dan.config.deviations`, or that it changes nothing. Read from

@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,22 @@ def test_real_runs_markdown_keeps_every_argument(task):
     expected = [w for part in REAL_COMMANDS[task].split("&&") if not part.strip().startswith("(")
                 for w in shlex.split(part)]
     assert words == expected
+
+
+def test_a_chapter_run_with_other_parameters_is_labelled_with_them() -> None:
+    """03/04 set their run beside recorded K = 2 dual runs as "this chapter (smoke data, adam, hidden 32, 6
+    epochs)": a notebook run with -p steps 3 -p attention visual (or 04's negatives, margin) carried the same label."""
+    from dan.config import preset
+    from dan.report import chapter_label
+
+    assert chapter_label(preset("smoke", "vqa")) == "this chapter (smoke data, adam, hidden 32, 6 epochs)"
+    assert chapter_label(preset("default", "matching"), hidden=False) == "this chapter (default data, adam, 8 epochs)"
+    assert chapter_label(preset("smoke", "vqa", steps=3, attention="visual", epochs=2)) == \
+        "this chapter (K=3, attention visual, smoke data, adam, hidden 32, 2 epochs)"
+    assert chapter_label(preset("smoke", "matching", negatives="hardest", margin=0.5, hidden_dim=64), hidden=False) == \
+        "this chapter (hidden 64, margin 0.5, negatives hardest, smoke data, adam, 6 epochs)"
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in ("03_rdan.ipynb", "04_mdan.ipynb"):
+        code = "".join("".join(c["source"]) for c in json.loads((root / name).read_text())["cells"]
+                       if c["cell_type"] == "code")
+        assert '"this chapter (' not in code and "report.chapter_label(cfg" in code, name
