@@ -27,7 +27,7 @@ import pandas as pd
 
 from dan.data.grounding import Grounding, load_grounding, object_mask
 from dan.data.text import tokenize
-from dan.io import DataError
+from dan.io import ConfigError, DataError
 from dan.stats import mean_ci
 
 INSIDE = "coverage > 0"  # definition of "the argmax region falls inside an object", see the module docstring
@@ -101,10 +101,28 @@ def _open_outputs(run_dir: Path, data: str | Path | None, name: str, model: str)
     path = run_dir / name
     if not path.is_file():
         raise DataError(f"{path} not found: {run_dir} is not a finished {model} run")
-    if cfg.steps < 1 or cfg.attention != "dual":
-        raise DataError(f"{run_dir} ran with K = {cfg.steps}, attention {cfg.attention!r}: the attention analysis "
-                        f"needs maps on both sides at every step, i.e. a run with K >= 1 and attention 'dual'")
+    if not analysable(cfg.steps, cfg.attention):
+        raise DataError(f"{run_dir} ran with K = {cfg.steps}, attention {cfg.attention!r}: {NEEDS}")
     return cfg, root, np.load(path)
+
+
+NEEDS = "the attention analysis needs maps on both sides at every step, i.e. a run with K >= 1 and attention 'dual'"
+
+
+def analysable(steps: int, attention: str) -> bool:
+    """Whether runs with ``steps`` and ``attention`` leave the maps the analysis reads (both sides, each step)."""
+    return steps >= 1 and attention == "dual"
+
+
+def check_analysable(steps, attention) -> None:  # noqa: ANN001 - the attention notebook's parameters
+    """:class:`ConfigError` naming the attention notebook's ``steps`` and ``attention`` when their runs cannot be
+    analysed: before its two trainings, not after them (``-p attention visual`` trained r-DAN and m-DAN, then
+    failed on the first map)."""
+    from dan.config import preset
+
+    preset("default", "vqa", steps=steps, attention=attention)  # bad values: validate()'s own errors
+    if not analysable(steps, attention):
+        raise ConfigError(f"steps {steps!r}, attention {attention!r}: {NEEDS}")
 
 
 def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQAOutputs:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,7 +17,7 @@ import pytest  # noqa: E402
 from dan import analysis, gallery, viz  # noqa: E402
 from dan.ablation import mean_ci  # noqa: E402
 from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
-from dan.io import DataError  # noqa: E402
+from dan.io import ConfigError, DataError  # noqa: E402
 
 
 def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
@@ -395,3 +398,29 @@ def test_mdan_gallery_marks_the_top_caption_and_shades_the_chosen_caption(matchi
     last_word = tokenize(out.sentences[int(out.sentence_ids[per + 2])])[-1]
     assert white == [last_word] * out.image_attention.shape[1]
     plt.close(fig)
+
+
+@pytest.mark.parametrize(("steps", "attention"), [(2, "visual"), (0, "dual"), (1, "none")])
+def test_the_attention_notebook_refuses_runs_without_maps_before_training(steps, attention, monkeypatch,
+                                                                         tmp_path) -> None:
+    """06 trained its r-DAN and m-DAN runs first and only then found that a visual-only (or K = 0) run has no
+    maps on both sides: the error now comes before any training."""
+    from dan import notebook
+    from dan import train as train_module
+
+    trained = []
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(train_module, "train", lambda cfg, **k: trained.append(cfg) or pytest.fail("trained"))
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "06_attention.ipynb").read_text())
+    ns = {}
+    with pytest.raises(ConfigError, match=rf"steps {steps}, attention '{attention}': the attention analysis needs"):
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                exec(compile("".join(cell["source"]), "06_attention.ipynb", "exec"), ns)  # noqa: S102
+                if "parameters" in cell["metadata"].get("tags", []):
+                    ns.update(profile="smoke", steps=steps, attention=attention)
+    assert trained == []
+    analysis.check_analysable(1, "dual")
+    with pytest.raises(ConfigError, match=r"unknown attention 'daul'"):
+        analysis.check_analysable(2, "daul")
