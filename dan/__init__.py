@@ -16,7 +16,8 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
 - evaluation: :mod:`dan.metrics` (official VQA accuracy, retrieval recall), :mod:`dan.evaluate`
   (``python -m dan.evaluate RUN --split ...``: any split from a checkpoint, e.g. the VQA server's results file),
   :mod:`dan.retrieval` (m-DAN's: whole split, a subset of images, or COCO's 1K folds).
-- analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.stats` (t intervals),
+- analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.claims` (their tables and claim
+  checks), :mod:`dan.stats` (t intervals),
   :mod:`dan.analysis` and :mod:`dan.gallery` (does attention look where it should), :mod:`dan.viz`,
   :mod:`dan.report` (tables from files on disk), :mod:`dan.reference` (the paper's numbers).
 - the study and its records: :mod:`dan.study` (``make study``), :mod:`dan.notebook`, :mod:`dan.record`,
