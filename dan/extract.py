@@ -1,6 +1,7 @@
 """Feature-extraction pipeline of :mod:`dan.features`: image files -> device batches -> frozen CNN -> store.
 
-Stages, one code path on CPU and GPU: DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
+Stages, one code path on CPU and GPU (the input side, up to the device batches, is :mod:`dan.extract_input`; its
+names are re-exported here): DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
 JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
 ``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and
 the device decodes them in a batch (:mod:`dan.jpeg`: nvJPEG, or the GPU's JPEG engines; resized to PIL's result
@@ -28,21 +29,19 @@ import contextlib
 import ctypes
 import gc
 import os
-import queue
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dan.backbones import BadImage, GridBackbone, read_image
+from dan.backbones import GridBackbone
+from dan.extract_input import _collate, _ImageFiles, _Prefetch, _Stager
 from dan.io import ConfigError, DataError
-from dan.jpeg import build_jpeg_decoder, decode_jpeg_batch, per_input, plain_jpeg_bytes
-from dan.resize import PilResize, antialias_resize, normalise_
+from dan.jpeg import build_jpeg_decoder
 from dan.store import PartialStore
 from dan.store_writer import StoreWriter
 
@@ -124,93 +123,6 @@ def _check_images(images: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
     return items
 
 
-class _ImageFiles(Dataset):
-    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``."""
-
-    def __init__(self, items: list[tuple[int, Path]], start: int, size: int, raw_jpeg: bool) -> None:
-        self.items, self.start, self.size, self.raw_jpeg = items, start, size, raw_jpeg
-
-    def __len__(self) -> int:
-        return len(self.items) - self.start
-
-    def __getitem__(self, k: int):
-        i = self.start + k
-        path = self.items[i][1]
-        try:
-            data = plain_jpeg_bytes(path) if self.raw_jpeg else None
-            if data is not None:
-                return i, None, torch.from_numpy(data), ""
-            return i, torch.from_numpy(read_image(path, self.size)), None, ""
-        except BadImage as exc:
-            return i, None, None, exc.reason
-
-
-def _collate(samples: list) -> dict:
-    """A batch of :class:`_ImageFiles` items. Pixels are stacked and the JPEG files' bytes concatenated into one
-    tensor each (``jpeg_sizes`` splits it again): a worker hands every tensor to the main process through its own
-    shared-memory file, and 256 small ones per batch capped a 2-core machine's loader at ~1,300-1,900 img/s."""
-    good = [s for s in samples if not s[3]]
-    px = [(slot, s[1]) for slot, s in enumerate(good) if s[1] is not None]
-    jp = [(slot, s[2]) for slot, s in enumerate(good) if s[2] is not None]
-    return {"index": [s[0] for s in good], "end": samples[-1][0] + 1, "bad": [(s[0], s[3]) for s in samples if s[3]],
-            "pixels": torch.stack([t for _, t in px]) if px else None, "px_slot": [k for k, _ in px],
-            "jpeg_bytes": torch.cat([t for _, t in jp]) if jp else None, "jpeg_sizes": [len(t) for _, t in jp],
-            "jpeg_slot": [k for k, _ in jp]}
-
-
-class _Prefetch:
-    """Runs ``stage`` on the loader's chunks in a thread, ``depth`` model batches ahead of the consumer.
-
-    ``stage(chunk)`` returns a model batch once it has gathered enough chunks (else None); ``stage.flush()`` returns
-    the last, partial one (or None)."""
-
-    _END = object()
-
-    def __init__(self, batches, stage, depth: int = 2) -> None:
-        self._it, self._stage, self._q, self._stop = batches, stage, queue.Queue(maxsize=depth), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feature-prefetch", daemon=True)
-        self._thread.start()
-
-    def _offer(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            with torch.inference_mode():
-                for chunk in self._it:
-                    item = self._stage(chunk)
-                    if item is not None and not self._offer(item):
-                        return
-                item = self._stage.flush()
-                if item is not None and not self._offer(item):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            self._q.put(exc)
-            return
-        self._q.put(self._END)
-
-    def __iter__(self):
-        while (item := self._q.get()) is not self._END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        self._thread.join()
-
-
 MIN_CHUNK = 16  # images; a guess (not measured) below which a chunk's own overhead would outweigh the overlap
 
 
@@ -224,97 +136,6 @@ def loader_chunks(batch_size: int, workers: int) -> int:
         if workers >= k and batch_size % k == 0 and batch_size // k >= MIN_CHUNK:
             return k
     return 1
-
-
-class _Stager:
-    """Loader chunks -> model batches ``(indices, end, x [b, 3, S, S] normalised channels_last on device, ready
-    event, bad)``, every ``chunks`` chunks (:meth:`flush`: the rest). Each chunk is moved/decoded on ``side_stream``
-    as it arrives; the batch is concatenated there and ``ready`` marks the end of that work."""
-
-    def __init__(self, items, model: GridBackbone, device: torch.device, side_stream, chunks: int = 1,
-                 resize: str = "pil", decoder=None) -> None:  # noqa: ANN001 - a dan.jpeg decoder (None: torchvision)
-        self.items, self.device, self.side_stream, self.chunks = items, device, side_stream, chunks
-        self.decoder = decoder
-        self.size = model.image_size
-        self.scale = torch.tensor([1 / (255 * s) for s in model.std], device=device).view(1, 3, 1, 1)
-        self.shift = torch.tensor([-m / s for m, s in zip(model.mean, model.std, strict=True)],
-                                  device=device).view(1, 3, 1, 1)
-        # same-size uint8 [3, H, W] images -> normalised model input [n, 3, S, S], channels_last
-        self.resize = PilResize(self.size, device, normalise=(self.scale, self.shift)) if resize == "pil" else \
-            (lambda images: self._normalise(antialias_resize(images, self.size)))
-        if side_stream is not None:
-            torch.cuda.synchronize(device)  # scale/shift are ready before the side stream reads them
-        self._parts: list[tuple[list[int], torch.Tensor | None, list]] = []
-        self._end = 0
-
-    def _stream(self):
-        return torch.cuda.stream(self.side_stream) if self.side_stream is not None else contextlib.nullcontext()
-
-    def _chunk(self, batch: dict) -> tuple[list[int], torch.Tensor | None, list]:
-        """One collated chunk -> (indices, x [b, 3, S, S] normalised channels_last or None, bad)."""
-        index, bad, device, size = list(batch["index"]), list(batch["bad"]), self.device, self.size
-        decoded = None
-        if batch["jpeg_sizes"]:
-            jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
-            x, failed = decode_jpeg_batch(jpegs, size, device, self.resize, self.decoder)  # normalised
-            if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
-                return index, x.contiguous(memory_format=torch.channels_last), bad  # (a copy only for mixed sizes)
-            decoded = per_input(x, failed, len(jpegs))
-        slots: list[torch.Tensor | None] = [None] * len(index)
-        x = None
-        if batch["pixels"] is not None:
-            px = self._normalise(batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2))  # NHWC -> NCHW
-            if len(batch["px_slot"]) == len(index):
-                x = px
-            for k, slot in enumerate(batch["px_slot"]):
-                slots[slot] = px[k]
-        if decoded is not None:
-            for slot, img in zip(batch["jpeg_slot"], decoded, strict=True):
-                if img is None:  # the device decoder refused it: decode on the CPU, or report it
-                    try:
-                        img = torch.from_numpy(read_image(self.items[index[slot]][1], size)).to(device)
-                        img = self._normalise(img.permute(2, 0, 1)[None])[0]
-                    except BadImage as exc:
-                        bad.append((index[slot], exc.reason))
-                slots[slot] = img
-        keep = [k for k, t in enumerate(slots) if t is not None]
-        if x is None or len(keep) != len(index):
-            x = torch.stack([slots[k] for k in keep]).contiguous(memory_format=torch.channels_last) if keep else None
-            index = [index[k] for k in keep]
-        return index, x, bad
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """0..255 ``[b, 3, S, S]`` -> normalised model input, float32 channels_last (:func:`dan.resize.normalise_`).
-
-        (A one-pass ``addcmul`` from an NCHW input into a bf16 channels_last output was tried on an H200 once:
-        benchmarks/results/extract_*bf16_h200.json. Their end-to-end rates fell, but their steady period between
-        forward calls did not (0.146 / 0.141 s against 0.142 s) while the loop waited 1.5-3.6 s on the store
-        writer, against 0.001 s in the runs before: the machine's host side, more than the change, is the likelier
-        cause; a guess, not checked. Not re-tried.)"""
-        return normalise_(x, self.scale, self.shift)
-
-    def __call__(self, batch: dict):
-        with self._stream():
-            self._parts.append(self._chunk(batch))
-        self._end = batch["end"]
-        return self.flush() if len(self._parts) == self.chunks else None
-
-    def flush(self):
-        if not self._parts:
-            return None
-        parts, self._parts = self._parts, []
-        index = [i for p in parts for i in p[0]]
-        bad = sorted(b for p in parts for b in p[2])
-        xs = [p[1] for p in parts if p[1] is not None]
-        if not xs:
-            return index, self._end, None, None, bad
-        with self._stream():
-            x = xs[0] if len(xs) == 1 else torch.cat(xs).contiguous(memory_format=torch.channels_last)
-            event = None
-            if self.side_stream is not None:
-                event = torch.cuda.Event()
-                event.record(self.side_stream)
-        return index, self._end, x, event, bad
 
 
 def forward_padded(model: GridBackbone, x: torch.Tensor, pad_to: int, bf16: bool) -> torch.Tensor:

@@ -173,7 +173,7 @@ def test_the_extraction_with_the_gpu_kernel_gives_the_cpu_paths_features(tmp_pat
         from dataclasses import replace
         from pathlib import Path
         import numpy as np
-        import dan.extract
+        import dan.extract_input
         from dan.features import FeatureConfig, extract_features
         from dan.resize import PilResize
         kernel = []
@@ -181,7 +181,7 @@ def test_the_extraction_with_the_gpu_kernel_gives_the_cpu_paths_features(tmp_pat
             def __init__(self, *a, **kw):
                 super().__init__(*a, **{{**kw, "method": "kernel"}})
                 kernel.append(self)
-        dan.extract.PilResize = KernelResize
+        dan.extract_input.PilResize = KernelResize  # where _Stager looks it up
         items = [(k + 1, Path(p)) for k, p in enumerate({[str(p) for _, p in items]!r})]
         cfg = FeatureConfig(batch_size=2, num_workers=0, device="cpu", image_size=40, random_weights=True)
         out = Path({str(tmp_path)!r})
