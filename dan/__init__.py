@@ -6,7 +6,7 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
   Flickr8k in their real formats, and the embedded benchmark generated in those formats (:mod:`dan.data.synth`).
 - features: :mod:`dan.features` (``python -m dan.features``) with :mod:`dan.backbones`, :mod:`dan.extract`
   (:mod:`dan.extract_input`), :mod:`dan.jpeg`, :mod:`dan.resize` and :mod:`dan.fuse`: frozen-CNN grid features into
-  fp16 stores (:mod:`dan.store`, :mod:`dan.store_writer`), opened lazily by image id.
+  fp16 stores (:mod:`dan.store`, :mod:`dan.store_writer`), opened lazily by image id (:mod:`dan.store_reader`).
 - models: :mod:`dan.attention` and :mod:`dan.models` (r-DAN for VQA, m-DAN for image-text matching;
   :func:`dan.models.build_model`), :mod:`dan.losses`.
 - training: :mod:`dan.config` (presets as dataclasses), :mod:`dan.prepare`, :mod:`dan.batches`, :mod:`dan.train`
