@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,27 +33,36 @@ class ConfigError(DanError):
 
 
 def _pid_running(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (one owned by another user counts)."""
+    """Whether a process ``pid`` exists on this machine (one owned by another user counts; a number no pid can be
+    counts too: nothing is known of it, so its file is kept)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):
         return True
     return True
 
 
+def _host_tag() -> str:
+    """This machine in a temp file's name (a hash of its host name: eight hex digits, no dots)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_path` left beside ``path`` in processes that no longer run
-    (killed with ``kill -9`` before their rename, so never cleaned up): ``.NAME.<pid>.<random>.tmp`` whose pid is
-    not a running process. A live writer's temp file is kept. Returns the files removed."""
+    (killed with ``kill -9`` before their rename, so never cleaned up): ``.NAME.<pid>-<host>.<random>.tmp`` written
+    on this machine (``<host>``: a hash of its host name) whose pid is not a running process. A live writer's temp
+    file is kept, and so is every temp file written on another machine (a folder shared over NFS: whether its
+    writer still runs cannot be seen from here). Returns the files removed."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-([0-9a-f]{{8}})\.[A-Za-z0-9_]+\.tmp")
+    host = _host_tag()
     removed = []
     with contextlib.suppress(OSError):
         for cand in path.parent.iterdir():
             m = pattern.fullmatch(cand.name)
-            if m and int(m.group(1)) != os.getpid() and not _pid_running(int(m.group(1))):
+            if m and m.group(2) == host and int(m.group(1)) != os.getpid() and not _pid_running(int(m.group(1))):
                 with contextlib.suppress(OSError):
                     cand.unlink()
                     removed.append(cand)
@@ -69,14 +79,15 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (``.NAME.<pid>.<random>.tmp``); on success make it durable (fsync),
-    rename it onto ``path`` and sync the folder, on failure delete it. Temp files of killed writers of the same
+    """Yield a temporary path beside ``path`` (``.NAME.<pid>-<host>.<random>.tmp``); on success make it durable
+    (fsync), rename it onto ``path`` and sync the folder, on failure delete it. Temp files of killed writers of the same
     ``path`` are removed first (:func:`remove_stale_temps`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}.", suffix=".tmp",
+                                   dir=path.parent)
     except OSError as exc:
         raise DanError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)

@@ -76,7 +76,7 @@ import pytest
 import torch
 
 import dan.features
-from dan.io import DanError, DataError, atomic_path, write_bytes_atomic, write_json_atomic
+from dan.io import DanError, DataError, _host_tag, atomic_path, write_bytes_atomic, write_json_atomic
 from dan.prepare import prepare
 from dan.store import PARTIAL, PROGRESS, FeatureStore
 from dan.train import load_checkpoint, load_result, main, train
@@ -281,7 +281,7 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     other.write_text("x")
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        writing = tmp_path / f".metrics.json.{live.pid}.abc_12.tmp"  # a running writer's
+        writing = tmp_path / f".metrics.json.{live.pid}-{_host_tag()}.abc_12.tmp"  # a running writer's
         writing.write_text("being written")
         write_json_atomic(target, {"a": 1})
         assert json.loads(target.read_text()) == {"a": 1}
@@ -289,6 +289,22 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_temp_file_written_on_another_machine_is_kept(tmp_path):
+    """A run folder shared over NFS: a writer on another host has a pid that means nothing here (no process of that
+    number on this machine), so its temp file, being written, must not be removed as a killed writer's."""
+    target = tmp_path / "metrics.json"
+    elsewhere = ("import os, signal, socket, sys\nsocket.gethostname = lambda: 'another-host'\n"
+                 "from dan.io import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+                 "    tmp.write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", elsewhere, str(target)]).returncode == -signal.SIGKILL
+    (theirs,) = tmp_path.glob(".metrics.json.*.tmp")  # its pid is not running here, as another host's need not be
+    huge = tmp_path / f".metrics.json.{10**30}-{_host_tag()}.abc.tmp"  # no pid at all: kept, not an OverflowError
+    huge.write_text("x")
+    write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert theirs.exists() and theirs.read_text() == "half" and huge.exists()
 
 
 def _notebook(path: Path, cells: list[str]) -> None:
