@@ -29,18 +29,34 @@ import sys as _sys
 __version__ = "0.1.0"
 
 
+def _stage_module() -> str | None:
+    """The ``dan`` module that ``python -m`` runs (``dan.train``), or None when the program is not one."""
+    import os
+
+    argv0 = _sys.argv[0] if _sys.argv else ""
+    if argv0 == "-m":  # runpy is still importing the packages above the module: the command line names it
+        orig = list(getattr(_sys, "orig_argv", []))
+        flag = next((i for i, a in enumerate(orig) if i and a.startswith("-m")), None)  # -m dan.x or -mdan.x
+        name = "" if flag is None else orig[flag][2:] or (orig[flag + 1] if flag + 1 < len(orig) else "")
+    else:  # the module's file, e.g. .../dan/data/__main__.py -> dan.data
+        top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        name = os.path.relpath(os.path.splitext(os.path.abspath(argv0))[0], top) if argv0 else ""
+        name = name.replace(os.sep, ".").removesuffix(".__main__")
+    return name if name == "dan" or name.startswith("dan.") else None
+
+
 def _interrupted_in_one_line(kind, value, tb):  # noqa: ANN001 - sys.excepthook's signature
     """``python -m dan.<stage>`` interrupted (Ctrl-C) before its own handler runs, e.g. while torch is still being
-    imported: one line instead of the import machinery's traceback (each stage's ``guard`` handles it after)."""
-    if issubclass(kind, KeyboardInterrupt):
-        import os
-
-        module = os.path.relpath(os.path.splitext(_sys.argv[0])[0], os.path.dirname(os.path.dirname(__file__)))
-        module = module.replace(os.sep, ".").removesuffix(".__main__")  # dan/data/__main__.py -> dan.data
-        print(f"python -m {module}: interrupted", file=_sys.stderr)
+    imported: one line instead of the import machinery's traceback (each stage's ``guard`` handles it after). Any
+    other exception, or a program that is not a ``dan`` module (a package run with ``-m`` that imports dan), goes to
+    the hook that was there before."""
+    module = _stage_module() if issubclass(kind, KeyboardInterrupt) else None
+    if module is None:
+        _previous_excepthook(kind, value, tb)
     else:
-        _sys.__excepthook__(kind, value, tb)
+        print(f"python -m {module}: interrupted", file=_sys.stderr)
 
 
 if _sys.argv[:1] == ["-m"]:  # runpy imports the package (argv[0] "-m") before it runs the module as __main__
+    _previous_excepthook = _sys.excepthook
     _sys.excepthook = _interrupted_in_one_line

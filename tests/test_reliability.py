@@ -416,6 +416,28 @@ def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
                            "python -m dan.train: interrupted; rerun the same command to resume"), err
 
 
+def test_the_one_line_hook_is_for_dan_commands_only(tmp_path):
+    """The hook dan installs under ``python -m`` prints one line for a ``dan`` module only: a package of one's own
+    that imports dan and is run with ``-m`` keeps its traceback; an exception hook installed before dan (e.g. by
+    sitecustomize) still gets every other exception; and a Ctrl-C while runpy is still importing a dan package
+    (``argv[0]`` still "-m") names the module from the command line, not "-m"."""
+    (tmp_path / "mytool").mkdir()
+    (tmp_path / "mytool" / "__init__.py").write_text("import dan\n", encoding="utf-8")
+    (tmp_path / "mytool" / "__main__.py").write_text("raise KeyboardInterrupt\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-m", "mytool"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert "Traceback" in done.stderr and "KeyboardInterrupt" in done.stderr and "python -m" not in done.stderr
+    chained = ("import sys\nsys.excepthook = lambda *a: print('own hook:', a[0].__name__, file=sys.stderr)\n"
+               "sys.argv[:1] = ['-m']\nimport dan\n"
+               "sys.argv[0] = dan.__file__.replace('__init__.py', 'train.py')\nraise ValueError\n")
+    done = subprocess.run([sys.executable, "-c", chained], capture_output=True, text=True)
+    assert done.stderr == "own hook: ValueError\n"
+    early = ("import sys\nsys.orig_argv = [sys.executable, '-m', 'dan.data', 'generate']\nsys.argv[:1] = ['-m']\n"
+             "import dan\nraise KeyboardInterrupt\n")  # Ctrl-C while dan/data/__init__.py is imported
+    done = subprocess.run([sys.executable, "-c", early], capture_output=True, text=True, cwd=tmp_path)
+    assert done.stderr == "python -m dan.data: interrupted\n"
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
