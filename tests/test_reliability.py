@@ -36,7 +36,8 @@ Interruptions
 - Ctrl-C during the study: one line, and the kernel's processes end:
   this file::test_ctrl_c_during_a_notebook_is_one_line_and_ends_what_its_kernel_started
 - Ctrl-C while a command is still starting (importing torch): one line:
-  this file::test_ctrl_c_while_a_command_starts_is_one_line
+  this file::test_ctrl_c_while_a_command_starts_is_one_line (for dan's modules only, other exceptions to the
+  hook installed before: this file::test_the_one_line_hook_is_for_dan_commands_only)
 - kill -9 of the process running an ablation sweep: its workers end too:
   test_ablation.py::test_sweep_workers_end_when_the_sweep_process_is_killed
 - a second training into a run folder being trained: refused, the first one untouched:
@@ -47,7 +48,8 @@ Disk
   this file::test_read_only_target_for_metrics_is_one_line_and_leaves_nothing,
   this file::test_atomic_writes_leave_nothing_behind_on_failure,
   this file::test_atomic_writes_reach_the_disk_before_the_rename,
-  this file::test_a_killed_writers_temp_file_is_removed_by_the_next_write,
+  this file::test_a_killed_writers_temp_file_is_removed_by_the_next_write (not another machine's:
+  this file::test_a_temp_file_written_on_another_machine_is_kept),
   test_features.py::test_a_failing_disk_write_is_reported_and_the_rerun_completes,
   test_features.py::test_unwritable_target_gives_a_clear_error
 CLI misuse (unknown profile / attention type, K < 0, missing paths -> one line naming the accepted values,
