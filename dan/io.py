@@ -49,6 +49,14 @@ def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp")  # atomic_path's
+
+
+def _stale(match: re.Match, host: str) -> bool:
+    pid = int(match["pid"])
+    return match["host"] == host and pid != os.getpid() and not _pid_running(pid)
+
+
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_path` left beside ``path`` in processes that no longer run
     (killed with ``kill -9`` before their rename, so never cleaned up): ``.NAME.<pid>-<host>.<random>.tmp`` written
@@ -56,13 +64,24 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     file is kept, and so is every temp file written on another machine (a folder shared over NFS: whether its
     writer still runs cannot be seen from here). Returns the files removed."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-([0-9a-f]{{8}})\.[A-Za-z0-9_]+\.tmp")
-    host = _host_tag()
-    removed = []
+    return _remove(path.parent, lambda m: m is not None and m["name"] == path.name)
+
+
+def remove_stale_temps_in(folder: str | os.PathLike) -> list[Path]:
+    """:func:`remove_stale_temps` for every file of ``folder`` (a run folder, under its training lock), and also the
+    hidden ``.*.tmp`` files without a pid and host in their name, which only versions of dan before those were
+    added wrote (a running writer of this version never has such a name). Returns the files removed."""
+    return _remove(Path(folder), lambda m: True)
+
+
+def _remove(folder: Path, wanted) -> list[Path]:  # noqa: ANN001 - (re.Match | None) -> bool
+    host, removed = _host_tag(), []
     with contextlib.suppress(OSError):
-        for cand in path.parent.iterdir():
-            m = pattern.fullmatch(cand.name)
-            if m and m.group(2) == host and int(m.group(1)) != os.getpid() and not _pid_running(int(m.group(1))):
+        for cand in folder.iterdir():
+            if not (cand.name.startswith(".") and cand.name.endswith(".tmp")) or not cand.is_file():
+                continue
+            m = _TEMP.fullmatch(cand.name)
+            if wanted(m) and (m is None or _stale(m, host)):
                 with contextlib.suppress(OSError):
                     cand.unlink()
                     removed.append(cand)

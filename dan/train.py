@@ -39,7 +39,16 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
 from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_vqa
 from dan.extract import keep_freed_memory, resolve_device
-from dan.io import ConfigError, DanError, DataError, exclusive_flock, read_json, study_paths, write_json_atomic
+from dan.io import (
+    ConfigError,
+    DanError,
+    DataError,
+    exclusive_flock,
+    read_json,
+    remove_stale_temps_in,
+    study_paths,
+    write_json_atomic,
+)
 from dan.prepare import Prepared, prepare
 from dan.retrieval import evaluate_matching
 from dan.step import (  # noqa: F401 (seed_everything, the optimiser's and the step's pieces: re-exported)
@@ -184,8 +193,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(run_lock(run_dir))  # held until train() returns
-        for stale in run_dir.glob(".*.tmp"):  # temp files of a killed run's atomic writes, never renamed
-            stale.unlink(missing_ok=True)
+        remove_stale_temps_in(run_dir)  # temp files of killed writers (a live dan.evaluate's are kept)
         write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
         write_json_atomic(run_dir / INPUTS, {**input_digests(cfg, list(prep.bank.stores)),
                                              "features": {name: feature_summary(store.meta)

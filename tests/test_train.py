@@ -152,9 +152,23 @@ def test_a_second_process_on_a_run_folder_being_trained_is_refused_and_leaves_it
         with pytest.raises(DanError, match=f"another process is training into the run folder {cfg.out} right now"):
             train(cfg, progress=False)
     assert Path(writing).read_bytes() == b"partial" and load_checkpoint(cfg.out)["epoch"] == 0
-    assert train(cfg, progress=False).metrics == vqa_run.metrics  # once it has ended: resumed, same result
+    from dan.io import _host_tag
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = Path(cfg.out) / f".metrics.json.{int(ended.stdout)}-{_host_tag()}.abc_12.tmp"  # a killed writer's
+    dead.write_bytes(b"partial")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a dan.evaluate writing its results into the run folder: its temp file is not the training's to remove
+        evaluating = Path(cfg.out) / f".eval_test.json.{live.pid}-{_host_tag()}.xyz_34.tmp"
+        evaluating.write_bytes(b"being written")
+        assert train(cfg, progress=False).metrics == vqa_run.metrics  # once it has ended: resumed, same result
+        assert evaluating.read_bytes() == b"being written"
+    finally:
+        live.kill()
+        live.wait()
+    evaluating.unlink()
     assert_same_run(vqa_run.run_dir, Path(cfg.out))
-    assert not Path(writing).exists()  # a killed run's temp file is removed by the next one that holds the lock
+    assert not Path(writing).exists() and not dead.exists()  # killed runs' temp files: removed by the next one
 
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(vqa_run, smoke_features):
