@@ -29,12 +29,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dan.checkpoint import check_recorded_inputs
 from dan.claims import ci_table, claim_check, paired_differences, summarize  # noqa: F401 (re-exported)
 from dan.config import TASKS, TrainConfig, preset
-from dan.io import ConfigError, DanError, read_json
+from dan.io import ConfigError, DanError
 from dan.stats import betainc, family_t_note, mean_ci, t_cdf, t_quantile  # noqa: F401 (re-exported)
-from dan.train import run_dir_for, train
+from dan.train import finished_metrics, train
 
 VQA_METRICS = ["overall", "yes/no", "number", "other", "single-hop", "multi-hop"]
 RETRIEVAL_METRICS = [f"{d}_{k}" for d in ("i2t", "t2i") for k in ("r1", "r5", "r10", "medr")] + ["rsum"]
@@ -162,16 +161,9 @@ def flatten_metrics(task: str, metrics: dict) -> dict[str, float]:
 
 def _finished(cfg: TrainConfig) -> dict | None:
     """Metrics of a finished run of exactly ``cfg``; None if unfinished; ConfigError if another config is there,
-    DataError if it was trained on other data or features than ``cfg`` reads now (as :func:`dan.train.train`
-    checks before it reuses a run: :func:`dan.checkpoint.check_recorded_inputs`)."""
-    run_dir = run_dir_for(cfg)
-    if not (run_dir / "metrics.json").is_file():
-        return None
-    if not cfg.same_identity(read_json(run_dir / "config.json", "run config")):
-        raise ConfigError(f"{run_dir} holds a finished run of another configuration than the sweep's "
-                          f"{cfg.run_name()} (profile {cfg.profile!r}); delete it or set runs_root")
-    check_recorded_inputs(run_dir, cfg)
-    return read_json(run_dir / "metrics.json", "run metrics")
+    DataError if it was trained on other data or features than ``cfg`` reads now (:func:`dan.train.finished_metrics`,
+    the checks :func:`dan.train.train` makes before it reuses a run)."""
+    return finished_metrics(cfg, advice="delete it or set runs_root")
 
 
 def _train_one(cfg_dict: dict) -> tuple[dict, float]:

@@ -10,7 +10,7 @@ import pandas as pd
 from dan import reference
 from dan.data.captions import load_karpathy
 from dan.data.vqa import load_vqa_split
-from dan.io import DataError, read_json
+from dan.io import DataError
 
 VQA_COLUMNS = ["overall", "yes/no", "number", "other"]
 
@@ -54,12 +54,20 @@ def answer_distribution(root: str | Path, split: str = "train2014", top: int = 1
     return pd.DataFrame(rows)
 
 
-def run_metrics(run_dir: str | Path) -> dict:
-    """``metrics.json`` of a finished run, with a clear error if the run has not finished."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise DataError(f"run {run_dir} has not finished (no metrics.json); run its training first")
-    return read_json(path, "run metrics")
+def preset_run_metrics(profile: str, task: str, seed: int = 0) -> dict:
+    """``metrics.json`` of the profile's preset run of ``task`` (K = 2, dual) with ``seed``, read as
+    :func:`dan.train.train` would reuse it: a :class:`DataError` when it has not finished or was trained on other
+    data or features than the profile's now (01_data regenerated with another seed, in place), a
+    :class:`~dan.io.ConfigError` when its folder holds another configuration. Reading ``metrics.json`` as it was
+    reported the old data's runs as this data's (the summary chapter)."""
+    from dan.config import preset
+    from dan.train import finished_metrics, run_dir_for
+
+    cfg = preset(profile, task, seed=seed)
+    metrics = finished_metrics(cfg)
+    if metrics is None:
+        raise DataError(f"run {run_dir_for(cfg)} has not finished (no metrics.json); run its training first")
+    return metrics
 
 
 def vqa_table(metrics: dict[str, dict]) -> pd.DataFrame:

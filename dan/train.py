@@ -290,6 +290,22 @@ def load_result(run_dir: str | Path) -> RunResult:
                      read_json(run_dir / "history.json", "run history"))
 
 
+def finished_metrics(cfg: TrainConfig, advice: str = "delete that folder") -> dict | None:
+    """``metrics.json`` of the finished run of exactly ``cfg`` in its folder (:func:`run_dir_for`), read without
+    training; None when it has not finished. :class:`ConfigError` when the folder holds a finished run of another
+    configuration, :class:`DataError` when it was trained on other data or features than ``cfg`` reads now
+    (:func:`dan.checkpoint.check_recorded_inputs`): the checks :func:`train` makes before it reuses a run, for
+    readers of finished runs (the ablation sweep, the summary chapter). ``advice`` ends the ConfigError."""
+    run_dir = run_dir_for(cfg)
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    if not cfg.same_identity(read_json(run_dir / "config.json", "run config")):
+        raise ConfigError(f"{run_dir} holds a finished run of another configuration than {cfg.run_name()} "
+                          f"(profile {cfg.profile!r}); {advice}")
+    check_recorded_inputs(run_dir, cfg)
+    return read_json(run_dir / "metrics.json", "run metrics")
+
+
 def main(argv: list[str] | None = None) -> int:
     from dan.cli import run_train_cli
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dan import report
+from dan.io import ConfigError, DataError
 from dan.reference import REAL_COMMANDS
 
 
@@ -131,3 +132,60 @@ def test_a_chapter_run_with_other_parameters_is_labelled_with_them() -> None:
         code = "".join("".join(c["source"]) for c in json.loads((root / name).read_text())["cells"]
                        if c["cell_type"] == "code")
         assert '"this chapter (' not in code and "report.chapter_label(cfg" in code, name
+
+
+def run_notebook_code(name: str, params: dict) -> dict:
+    """The code cells of ``notebooks/<name>`` run as papermill would, ``params`` injected after the parameters cell
+    (no kernel; figures on Agg); returns the namespace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
+    ns: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
+            if "parameters" in cell["metadata"].get("tags", []):
+                ns.update(params)
+    return ns
+
+
+def _summary_study(tmp_path: Path, smoke_data: Path, smoke_features: Path, vqa_run, matching_run) -> Path:
+    """A study folder (for $DAN_ROOT) holding the smoke data, its features and the two preset runs of seed 0."""
+    import shutil
+
+    shutil.copytree(smoke_data, tmp_path / "data" / "generated" / "smoke")
+    shutil.copytree(smoke_features, tmp_path / "results" / "smoke" / "features")
+    for run in (vqa_run, matching_run):
+        shutil.copytree(run.run_dir, tmp_path / "results" / "smoke" / "runs" / run.config.run_name())
+    return tmp_path
+
+
+def test_the_summary_refuses_runs_trained_on_other_data_or_settings(smoke_data, smoke_features, vqa_run,
+                                                                    matching_run, monkeypatch, tmp_path) -> None:
+    """07_summary read runs/<task>-dual-K2-s<seed>/metrics.json as it was: after 01_data regenerated the data with
+    another seed (in place), the summary reported the old data's runs as this data's, where 03/04/05/06 refuse
+    to reuse them (dan.checkpoint.check_recorded_inputs); a folder of another configuration was read too."""
+    import shutil
+
+    from dan import notebook
+
+    root = _summary_study(tmp_path, smoke_data, smoke_features, vqa_run, matching_run)
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    ns = run_notebook_code("07_summary.ipynb", {"profile": "smoke", "seed": 0})
+    assert ns["vqa"] == vqa_run.metrics and ns["match"] == matching_run.metrics  # the same data: read back
+    ann = next((root / "data" / "generated" / "smoke" / "vqa").glob("*val2014_annotations.json"))
+    original = ann.read_text()
+    content = json.loads(original)
+    content["annotations"][0]["answers"][0]["answer"] = "zebra"  # as if regenerated with another seed
+    ann.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=r"vqa-dual-K2-s0 was trained on other data: data file "
+                                        r".*val2014_annotations\.json has other content now"):
+        run_notebook_code("07_summary.ipynb", {"profile": "smoke", "seed": 0})
+    ann.write_text(original)  # the data as trained on again: the next check is the configuration's
+    runs = root / "results" / "smoke" / "runs"
+    shutil.rmtree(runs / "vqa-dual-K2-s0")
+    shutil.copytree(matching_run.run_dir, runs / "vqa-dual-K2-s0")  # another configuration under the name
+    with pytest.raises(ConfigError, match=r"vqa-dual-K2-s0 holds a finished run of another configuration"):
+        report.preset_run_metrics("smoke", "vqa", 0)
