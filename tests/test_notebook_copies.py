@@ -5,6 +5,7 @@ make refresh-nbval) would leave the book or the CI showing the old one."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,20 @@ def test_a_notebook_whose_first_cell_assigns_nothing_takes_no_parameter_check():
     from dan.notebook import check_parameters
 
     check_parameters(["", "import os", "# Parameters\nprofile = 'smoke'\n"])
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "abc", True, 2**32])
+def test_a_bad_seed_parameter_is_one_error_naming_it(seed, tmp_path):
+    """Every notebook's first cell is notebook.setup(seed): -p seed -1 ended in NumPy's 'Seed must be between 0 and
+    2**32 - 1', -p seed 1.5 or abc in a TypeError about casting dtypes, and -p seed True ran as seed 1 (01_data then
+    reused the seed-1 data set, True == 1)."""
+    from dan.data.synth import generate
+    from dan.io import ConfigError
+    from dan.notebook import setup
+
+    with pytest.raises(ConfigError, match=rf"seed must be an integer in \[0, 2\*\*32\), got {re.escape(repr(seed))}"):
+        setup(seed)
+    if seed != 2**32:  # a data seed may be larger (NumPy's generators take any); not a bool, a float or a string
+        with pytest.raises(ConfigError, match=r"seed must be a non-negative integer"):
+            generate("smoke", out=tmp_path / "data", seed=seed, progress=False)
+    assert not (tmp_path / "data").exists()

@@ -217,7 +217,7 @@ def generate(profile: str = "default", out: str | Path | None = None, seed: int 
         raise ConfigError(f"unknown profile {profile!r} (accepted: {', '.join(PROFILES)})")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # True would reuse seed 1's data set
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     cfg = (config or PROFILES[profile]).check()
     out = Path(out) if out is not None else study_paths(profile).data
