@@ -125,6 +125,22 @@ def check_analysable(steps, attention) -> None:  # noqa: ANN001 - the attention 
         raise ConfigError(f"steps {steps!r}, attention {attention!r}: {NEEDS}")
 
 
+def analysed_configs(profile: str, steps: int = 2, attention: str = "dual", seed: int = 0, epochs: int | None = None,
+                     hidden_dim: int | None = None, device: str = "auto", negatives: str | None = None,
+                     margin: float | None = None) -> tuple:
+    """The r-DAN and m-DAN configurations the attention notebook analyses: those 03_rdan and 04_mdan build from the
+    same parameters (None: the profile's preset; ``negatives`` and ``margin`` are m-DAN's), so that it reads back,
+    or trains, their runs; taking steps, attention and seed only, it could not analyse a -p epochs 2 run. Runs that
+    leave no maps on both sides are refused first (:func:`check_analysable`), bad values by
+    :meth:`dan.config.TrainConfig.validate`. Returns ``(vqa config, matching config)``."""
+    from dan.config import preset
+
+    check_analysable(steps, attention)
+    shared = dict(steps=steps, attention=attention, seed=seed, epochs=epochs, hidden_dim=hidden_dim, device=device)
+    return (preset(profile, "vqa", **shared),
+            preset(profile, "matching", **shared, negatives=negatives, margin=margin))
+
+
 def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQAOutputs:
     """Read a finished r-DAN run's predictions and attention maps (``data``: the data root, if not the run's)."""
     run_dir = Path(run_dir)

@@ -424,3 +424,51 @@ def test_the_attention_notebook_refuses_runs_without_maps_before_training(steps,
     analysis.check_analysable(1, "dual")
     with pytest.raises(ConfigError, match=r"unknown attention 'daul'"):
         analysis.check_analysable(2, "daul")
+
+
+class _Trained(Exception):
+    """Raised by the stubbed train once a notebook cell has trained what it trains."""
+
+
+def _configs_trained(name: str, params: dict, monkeypatch) -> list:
+    """The TrainConfigs that notebook ``name``'s code cells, run with ``params`` injected after the parameters cell,
+    hand to dan.train.train (stubbed: nothing is trained), up to the end of the first cell that trains."""
+    from types import SimpleNamespace
+
+    from dan import train as train_module
+
+    given = []
+    monkeypatch.setattr(train_module, "train", lambda cfg, **k: given.append(cfg) or SimpleNamespace(run_dir=None))
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
+    ns: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
+        if "parameters" in cell["metadata"].get("tags", []):
+            ns.update(params)
+        if given:
+            return given
+    raise AssertionError(f"{name} trained nothing")
+
+
+@pytest.mark.parametrize("params", [{"epochs": 2}, {"hidden_dim": 16, "steps": 1},
+                                    {"epochs": 3, "negatives": "hardest", "margin": 0.5}])
+def test_the_attention_notebook_analyses_the_runs_the_model_chapters_trained(params, monkeypatch, tmp_path) -> None:
+    """06 took steps, attention and seed only: after 03/04 with -p epochs 2 (a run folder of its own), 06 could not
+    be pointed at that run (papermill's -p epochs was refused as a parameter 06 does not take) and analysed, or
+    trained, the preset's. It takes the run-identity parameters of 03 (and 04's negatives and margin, for its
+    m-DAN run) and names the same run folders."""
+    from dan import notebook
+    from dan.train import run_dir_for
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    both = {"profile": "smoke", **params}
+    vqa_only = {k: v for k, v in both.items() if k not in ("negatives", "margin")}
+    rdan, mdan = _configs_trained("06_attention.ipynb", both, monkeypatch)
+    (chapter_rdan,) = _configs_trained("03_rdan.ipynb", vqa_only, monkeypatch)
+    (chapter_mdan,) = _configs_trained("04_mdan.ipynb", both, monkeypatch)
+    assert run_dir_for(rdan) == run_dir_for(chapter_rdan) and rdan.identity() == chapter_rdan.identity()
+    assert run_dir_for(mdan) == run_dir_for(chapter_mdan) and mdan.identity() == chapter_mdan.identity()
+    assert run_dir_for(rdan).name != "vqa-dual-K2-s0"  # not the preset's run
