@@ -141,6 +141,21 @@ def analysed_configs(profile: str, steps: int = 2, attention: str = "dual", seed
             preset(profile, "matching", **shared, negatives=negatives, margin=margin))
 
 
+def save_grounding_tables(run_dir: str | Path, visual: pd.DataFrame, text: pd.DataFrame) -> list[Path]:
+    """Write a run's per-example grounding scores into its own folder, ``attention_grounding_{visual,text}.csv``
+    (atomic; no index): the attention notebook wrote them into ``results/<profile>`` under fixed names, so a run
+    of other parameters (``-p epochs 2``, ``-p steps 3``) replaced the preset runs' tables there. Returns the paths."""
+    from dan.io import atomic_path
+
+    paths = []
+    for what, df in (("visual", visual), ("text", text)):
+        path = Path(run_dir) / f"attention_grounding_{what}.csv"
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        paths.append(path)
+    return paths
+
+
 def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQAOutputs:
     """Read a finished r-DAN run's predictions and attention maps (``data``: the data root, if not the run's)."""
     run_dir = Path(run_dir)

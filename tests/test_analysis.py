@@ -472,3 +472,37 @@ def test_the_attention_notebook_analyses_the_runs_the_model_chapters_trained(par
     assert run_dir_for(rdan) == run_dir_for(chapter_rdan) and rdan.identity() == chapter_rdan.identity()
     assert run_dir_for(mdan) == run_dir_for(chapter_mdan) and mdan.identity() == chapter_mdan.identity()
     assert run_dir_for(rdan).name != "vqa-dual-K2-s0"  # not the preset's run
+
+
+def test_the_attention_notebook_writes_its_tables_into_the_analysed_runs_folders(vqa_run, matching_run, monkeypatch,
+                                                                                 tmp_path) -> None:
+    """06 wrote attention_{rdan,mdan}_{visual,text}.csv into results/<profile> whatever runs it analysed: a run with
+    -p epochs 2 (or -p steps 3) replaced the preset runs' tables there, under the same names and with nothing in
+    them saying which run they describe. They go into each analysed run's folder (as 03/04's rebuilt-checkpoint
+    results do)."""
+    import shutil
+
+    from dan import notebook
+    from dan import train as train_module
+    from dan.train import RunResult
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    runs = {"vqa": tmp_path / "runs" / "vqa-e2", "matching": tmp_path / "runs" / "matching-e2"}
+    for run in (vqa_run, matching_run):
+        shutil.copytree(run.run_dir, runs[run.config.task])
+    monkeypatch.setattr(train_module, "train", lambda cfg, **k: RunResult(runs[cfg.task], cfg, {}, []))
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "06_attention.ipynb").read_text())
+    ns: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "06_attention.ipynb", "exec"), ns)  # noqa: S102
+            if "parameters" in cell["metadata"].get("tags", []):
+                ns.update(profile="smoke", epochs=2)
+    plt.close("all")
+    assert not list((tmp_path / "results" / "smoke").glob("*.csv"))  # the preset runs' tables left alone
+    for task, what in (("vqa", "visual"), ("vqa", "text"), ("matching", "visual"), ("matching", "text")):
+        table = pd.read_csv(runs[task] / f"attention_grounding_{what}.csv")
+        expected = ns[{("vqa", "visual"): "vis", ("vqa", "text"): "txt", ("matching", "visual"): "mvis",
+                       ("matching", "text"): "mtxt"}[task, what]]
+        assert len(table) == len(expected) > 0 and list(table.columns) == list(expected.columns)
