@@ -241,14 +241,20 @@ def device_label(dev: torch.device) -> str:
 
 
 def _run_script(name: str, out: Path, args: list[str], what: str) -> dict:
-    """Run ``benchmarks/<name>`` with ``args --out out`` in a subprocess and return its JSON result."""
+    """Run ``benchmarks/<name>`` with ``args --out out`` in a subprocess and return its JSON result. A script that
+    fails is a :class:`~dan.io.DanError` with its last line of output (its own error, or its exception's line):
+    ``check=True`` gave a CalledProcessError naming the exit status only, the cause captured and dropped."""
     import subprocess
     import sys
 
-    from dan.io import read_json, repo_root
+    from dan.io import DanError, read_json, repo_root
 
     cmd = [sys.executable, str(repo_root() / "benchmarks" / name), *args, "--out", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+        raise DanError(f"benchmarks/{name} failed (exit status {done.returncode}): "
+                       f"{lines[-1] if lines else 'no output'}; the command: {' '.join(cmd)}")
     return read_json(out, what)
 
 
