@@ -166,8 +166,8 @@ class FeatureStore:
         pos_c = np.minimum(pos, max(len(self) - 1, 0))
         bad = (pos >= len(self)) | (self.ids[pos_c] != ids) if len(self) else np.ones(ids.shape, bool)
         if bad.any():
-            missing = ids[bad]
-            raise DataError(f"{missing.size} image id(s) not in feature store {self.path} "
+            missing = list(dict.fromkeys(ids[bad].tolist()))  # distinct, in order: one id per question repeats
+            raise DataError(f"{len(missing)} image id(s) not in feature store {self.path} "
                             f"(e.g. {', '.join(str(i) for i in missing[:5])}); its {len(self)} images come from "
                             f"another image folder or were skipped as unreadable")
         return pos.astype(np.int64)

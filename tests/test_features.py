@@ -84,6 +84,10 @@ def test_store_shapes_ids_and_region_layout(tmp_path, model):
     np.testing.assert_array_equal(store.gather(store.positions([16, 10])), feats[[6, 0]])
     with pytest.raises(DataError, match=r"2 image id\(s\) not in feature store .*feat.*e\.g\. 9, 99"):
         store.positions([9, 10, 99])
+    # one id per question: after 01_data regenerated the data (another seed) without 02_features, training said
+    # "384 image id(s) not in feature store ... (e.g. 235, 235, 235, 235, 235)", 384 questions of a few images
+    with pytest.raises(DataError, match=r"2 image id\(s\) not in feature store .*feat.*\(e\.g\. 99, 9\)"):
+        store.positions([99, 99, 99, 10, 9, 9])
 
 
 def test_same_features_for_different_batch_sizes(tmp_path, model):
