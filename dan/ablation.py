@@ -15,6 +15,8 @@ mean and 95 % t intervals over seeds) live in :mod:`dan.claims` and are re-expor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import numbers
 import os
@@ -90,6 +92,20 @@ class SweepSpec:
                                                    else set())
         types = set(self.attentions) | ({self.steps_attention} if self.attention_steps in steps else set())
         return max(len(steps) - 1, len(types) - 1, 1)
+
+
+    def _identities(self) -> list[str]:
+        return sorted(json.dumps(c.identity(), sort_keys=True) for c in self.configs())
+
+    def output_name(self, stem: str) -> str:
+        """``<stem>.csv`` for the profile's own sweep (:class:`SweepSpec`'s axes with the profile's seeds, any
+        workers: the tables the book and ``dan.record`` read), ``<stem>-<8 hex>.csv`` for any other (the ablation
+        notebook run with ``-p epochs 1`` or fewer seeds), so another sweep's tables do not replace the profile's."""
+        base = SweepSpec(profile=self.profile, seeds=sweep_defaults(self.profile)["seeds"])
+        mine = self._identities()
+        if mine == base._identities():
+            return f"{stem}.csv"
+        return f"{stem}-{hashlib.sha256('|'.join(mine).encode()).hexdigest()[:8]}.csv"
 
 
 def _whole(value):  # noqa: ANN001, ANN202

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -347,7 +348,8 @@ def test_the_ablation_notebook_takes_list_parameters_given_as_one_value(params, 
     attentions = ablation.as_list(params["attention_list"])
     assert ns["spec"].attentions == attentions and ns["spec"].seeds == ablation.as_list(params["seeds"])
     assert list(ns["vqa_a"].attention.unique()) and set(ns["summaries"][-1].attention) >= set(attentions)
-    assert (tmp_path / "results" / "smoke" / "ablation_summary.csv").is_file()
+    written = tmp_path / "results" / "smoke" / ns["spec"].output_name("ablation_summary")
+    assert written.is_file() and written.name != "ablation_summary.csv"  # not the profile's sweep: its own name
 
 
 def test_claim_check_of_the_only_level_on_an_axis_says_so() -> None:
@@ -413,3 +415,23 @@ def test_a_sweep_without_runs_is_refused_by_name() -> None:
         with pytest.raises(ConfigError, match="the sweep has no run"):
             SweepSpec(**{"tasks": ["vqa"], "steps": [1], "attentions": [], "seeds": [0], "profile": "smoke",
                          **kw}).configs()
+
+
+def test_another_sweeps_tables_get_their_own_file_names() -> None:
+    """The ablation notebook wrote ablation_runs.csv / ablation_summary.csv whatever sweep its parameters gave, so
+    ``-p epochs 1`` (or fewer seeds) replaced the profile's tables, which dan.record collects into the full-profile
+    record. The profile's own sweep keeps the plain names (in any axis order, any number of workers)."""
+    from dan.ablation import notebook_spec
+
+    axes = (["vqa", "matching"], [0, 1, 2, 3], ["none", "visual", "textual", "dual"])
+    for profile in ("smoke", "default"):
+        assert notebook_spec(profile, *axes).output_name("ablation_summary") == "ablation_summary.csv"
+    same = notebook_spec("default", ["matching", "vqa"], [3, 2, 1, 0], ["dual", "none", "visual", "textual"],
+                         workers=1)
+    assert same.output_name("ablation_runs") == "ablation_runs.csv"
+    others = [notebook_spec("default", *axes, epochs=1), notebook_spec("default", *axes, seeds=[0]),
+              notebook_spec("default", ["vqa"], *axes[1:]), notebook_spec("default", axes[0], [1, 2], axes[2]),
+              notebook_spec("smoke", *axes, seeds=[0, 1, 2])]
+    names = [s.output_name("ablation_summary") for s in others]
+    assert all(re.fullmatch(r"ablation_summary-[0-9a-f]{8}\.csv", n) for n in names) and len(set(names)) == 5
+    assert notebook_spec("default", *axes, epochs=1).output_name("ablation_summary") == names[0]  # stable
