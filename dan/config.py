@@ -72,7 +72,8 @@ class TrainConfig:
     resident_features: str = "auto"  # "auto" (on GPU if it fits), "yes", "no"
     amp: str = "auto"  # training precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "off"
     compile: str = "off"  # torch.compile of the training step: "off", or a mode ("default", "reduce-overhead", ...)
-    eval_batch_size: int = 512  # batch size of evaluation (no effect on results)
+    eval_batch_size: int = 512  # batch size of evaluation (not part of the identity: another size moves logits by
+    # float rounding only, ~1e-8 on the CPU: an answer changes only where two logits lie that close)
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
 
     def validate(self) -> TrainConfig:
