@@ -313,9 +313,10 @@ def _fake_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
                                        *ablation.VQA_METRICS, *ablation.RETRIEVAL_METRICS])
 
 
-def run_notebook_code(name: str, params: dict, namespace: dict | None = None) -> dict:
+def run_notebook_code(name: str, params: dict, namespace: dict | None = None, until=None) -> dict:  # noqa: ANN001
     """Execute the code cells of ``notebooks/<name>`` as papermill would with ``params`` injected after the
-    parameters cell (no kernel; figures on Agg); returns the namespace."""
+    parameters cell (no kernel; figures on Agg); returns the namespace. ``until``: a callable of no argument; the
+    cells stop after the first one at whose end it is true."""
     import json
 
     import matplotlib
@@ -329,6 +330,8 @@ def run_notebook_code(name: str, params: dict, namespace: dict | None = None) ->
         exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
         if "parameters" in cell["metadata"].get("tags", []):
             ns.update(params)
+        if until is not None and until():
+            break
     return ns
 
 

@@ -18,6 +18,7 @@ from dan import analysis, gallery, viz  # noqa: E402
 from dan.ablation import mean_ci  # noqa: E402
 from dan.data.grounding import ImageGT, ObjectGT, load_grounding, object_mask  # noqa: E402
 from dan.io import ConfigError, DataError  # noqa: E402
+from tests.test_ablation import run_notebook_code  # noqa: E402
 
 
 def test_peaked_map_scores_one_uniform_scores_area_fraction() -> None:
@@ -439,17 +440,9 @@ def _configs_trained(name: str, params: dict, monkeypatch) -> list:
 
     given = []
     monkeypatch.setattr(train_module, "train", lambda cfg, **k: given.append(cfg) or SimpleNamespace(run_dir=None))
-    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
-    ns: dict = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
-        if "parameters" in cell["metadata"].get("tags", []):
-            ns.update(params)
-        if given:
-            return given
-    raise AssertionError(f"{name} trained nothing")
+    run_notebook_code(name, params, until=lambda: bool(given))
+    assert given, f"{name} trained nothing"
+    return given
 
 
 @pytest.mark.parametrize("params", [{"epochs": 2}, {"hidden_dim": 16, "steps": 1},
