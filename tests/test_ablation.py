@@ -322,12 +322,15 @@ def run_notebook_code(name: str, params: dict, namespace: dict | None = None, un
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
     ns = {} if namespace is None else namespace
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
         exec(compile("".join(cell["source"]), name, "exec"), ns)  # noqa: S102
+        plt.close("all")  # a kernel shows and drops each cell's figures; here they would pile up
         if "parameters" in cell["metadata"].get("tags", []):
             ns.update(params)
         if until is not None and until():
