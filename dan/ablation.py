@@ -93,7 +93,6 @@ class SweepSpec:
         types = set(self.attentions) | ({self.steps_attention} if self.attention_steps in steps else set())
         return max(len(steps) - 1, len(types) - 1, 1)
 
-
     def _identities(self) -> list[str]:
         return sorted(json.dumps(c.identity(), sort_keys=True) for c in self.configs())
 

@@ -160,13 +160,8 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"the run folder (--out) {run_dir} is a file, not a folder; choose another --out")
     done = run_dir / "metrics.json"
-    if done.is_file():
-        saved = read_json(run_dir / "config.json", "run config")
-        if isinstance(saved, dict) and cfg.same_identity(saved):
-            check_recorded_inputs(run_dir, cfg)
-            return load_result(run_dir)
-        raise ConfigError(f"{run_dir} holds a finished run of another configuration; choose another --out "
-                          f"or delete that folder")
+    if finished_metrics(cfg, advice="choose another --out or delete that folder") is not None:
+        return load_result(run_dir)  # finished, of this config, on these inputs: reused
     seed_everything(cfg.seed)
     prep = prepare(cfg, device)
     model = prep.build_model(cfg).to(device)
@@ -299,7 +294,8 @@ def finished_metrics(cfg: TrainConfig, advice: str = "delete that folder") -> di
     run_dir = run_dir_for(cfg)
     if not (run_dir / "metrics.json").is_file():
         return None
-    if not cfg.same_identity(read_json(run_dir / "config.json", "run config")):
+    saved = read_json(run_dir / "config.json", "run config")
+    if not (isinstance(saved, dict) and cfg.same_identity(saved)):
         raise ConfigError(f"{run_dir} holds a finished run of another configuration than {cfg.run_name()} "
                           f"(profile {cfg.profile!r}); {advice}")
     check_recorded_inputs(run_dir, cfg)
