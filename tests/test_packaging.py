@@ -194,7 +194,7 @@ def test_environment_yml_installs_the_same_pins_and_extras_as_make_env():
 
 def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     """A non-editable install gets the package's files (every subpackage, and any data file it reads at run time),
-    a license expression setuptools does not warn about, and console scripts that point at real functions."""
+    a license expression setuptools does not warn about with the license's text, and console scripts that point at real functions."""
     import importlib
     import shutil
     import subprocess
@@ -206,7 +206,7 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
         pytest.skip(f"setuptools {setuptools.__version__} < 77 (pyproject.toml's build requirement)")
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "dan", src / "dan", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
@@ -221,6 +221,8 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     package = {p.relative_to(src).as_posix() for p in (src / "dan").rglob("*") if p.is_file()}
     assert package - names == set(), f"files of dan/ missing from the wheel: {sorted(package - names)}"
     assert "License-Expression: MIT" in meta and "Requires-Python: >=3.11" in meta
+    assert "License-File: LICENSE" in meta and any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")  # the text matches the expression
     targets = [line.split("=", 1)[1].strip() for line in scripts.splitlines() if "=" in line]
     assert targets, scripts
     for target in targets:
