@@ -108,7 +108,8 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {device!r}; accepted: auto, cpu, cuda, cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use device 'cpu' or 'auto' "
+                          f"(on the command line: --device cpu)")
     return dev
 
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from dan.backbones import build_backbone, read_image
 from dan.features import FeatureConfig, build_features, extract_features, main
-from dan.io import DanError, DataError
+from dan.io import ConfigError, DanError, DataError
 from dan.store import FEATURES, META, PARTIAL, PROGRESS, FeatureStore, writer_lock
 
 SIZE = 64  # EfficientNet-Lite0 stride16 at 64 px: a 4 x 4 grid of 112-d features, fast on a CPU
@@ -781,3 +781,16 @@ def test_a_batch_is_split_into_chunks_while_each_keeps_min_chunk_images():
     assert loader_chunks(64, 4) == 4  # 4 chunks of exactly 16: allowed
     assert loader_chunks(60, 4) == 2  # 4 of 15 would be too small; 2 of 30 are not
     assert loader_chunks(32, 2) == 2 and loader_chunks(30, 2) == 1 and loader_chunks(64, 1) == 1
+
+
+def test_a_cuda_device_without_a_gpu_is_refused_with_the_value_to_use_instead(monkeypatch):
+    """The message names the value a notebook's ``device`` parameter takes, not only the CLI flag."""
+    from dan.extract import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"'cuda:1' requested but no CUDA GPU is available; use device 'cpu' or "
+                                          r"'auto' \(on the command line: --device cpu\)"):
+        resolve_device("cuda:1")
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unsupported device 'mps'; accepted: auto, cpu, cuda, cuda:N"):
+        resolve_device("mps")

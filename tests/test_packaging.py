@@ -194,7 +194,8 @@ def test_environment_yml_installs_the_same_pins_and_extras_as_make_env():
 
 def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     """A non-editable install gets the package's files (every subpackage, and any data file it reads at run time),
-    a license expression setuptools does not warn about with the license's text, and console scripts that point at real functions."""
+    a license expression setuptools does not warn about with the license's text, and console scripts that point at
+    real functions."""
     import importlib
     import shutil
     import subprocess
