@@ -58,6 +58,22 @@ def test_sampled_negatives_never_pick_the_positive_and_cover_the_rest():
         assert matching_loss(S, 100.0, "sampled", torch.Generator().manual_seed(seed)).item() == 0.0
 
 
+def test_sampled_caption_and_image_negatives_are_drawn_independently():
+    # the quadruplet's negative caption u- and negative image v- are two draws, not one index used twice: over
+    # many batches every pair (j_caption, j_image) with both != i turns up, including the pairs with j_caption !=
+    # j_image, and the two agree about as often as chance (1 / (B - 1)) says
+    gen = torch.Generator().manual_seed(0)
+    seen = torch.zeros(5, 5, 5, dtype=torch.bool)  # [i, j_caption, j_image]
+    same = 0
+    for _ in range(400):
+        j_cap, j_img = sample_negatives(5, gen)
+        seen[torch.arange(5), j_cap, j_img] = True
+        same += int((j_cap == j_img).sum())
+    eye = torch.eye(5, dtype=torch.bool)
+    assert torch.equal(seen, ~eye[:, :, None] & ~eye[:, None, :])
+    assert 0.15 < same / (400 * 5) < 0.35  # chance: 1/4
+
+
 def test_sampled_negatives_are_reproducible():
     S = torch.randn(8, 8, generator=torch.Generator().manual_seed(1))
     a = matching_loss(S, 1.0, "sampled", torch.Generator().manual_seed(5))
