@@ -10,7 +10,7 @@ import torch
 
 from dan.data.vqa import VQAExample
 from dan.io import DataError
-from dan.metrics import normalize_answer, retrieval_metrics, vqa_accuracy, vqa_score
+from dan.metrics import normalize_answer, retrieval_metrics, soft_scores, vqa_accuracy, vqa_score
 
 
 @pytest.mark.parametrize("raw, norm", [
@@ -19,6 +19,7 @@ from dan.metrics import normalize_answer, retrieval_metrics, vqa_accuracy, vqa_s
     ("black-and-white", "black and white"), ("red, white", "red white"),
     # a mark touching a space on either side is deleted everywhere, also inside words (official rule): " -" here
     ("x-ray -", "xray"), ("x-ray -left", "xray left"), ("  yes \n", "yes"),
+    ("x-ray\t-", "xray"),  # a tab or newline is a space first, so "\t-" is a mark touching a space
     ("isnt", "isn't"), ("don't", "don't"), ("what?", "what"), ("(left)", "left"), ("shed", "shed"),
     # the official table as it acts on lowercased words: these keys match ...
     ("hed", "he'd"), ("twas", "'twas"), ("whyre", "why're"), ("somebodys", "somebody's"), ("Whereve", "where've"),
@@ -55,6 +56,12 @@ def test_vqa_score_fewer_answers_and_errors():
         vqa_score("a", [])
 
 
+def test_vqa_score_with_one_human_answer_is_an_exact_match():
+    # no annotator is left after leaving one out: the score falls back to 1 for a (normalised) match, else 0
+    assert vqa_score("Dog", ["the dog"]) == 1.0 and vqa_score("cat", ["dog"]) == 0.0
+    assert soft_scores(["dog"]) == {"dog": 1.0}
+
+
 def _ex(qid, answers, atype):
     return VQAExample(qid, 1, "q?", answers, answers[0] if answers else None, atype, None)
 
@@ -73,6 +80,18 @@ def test_vqa_accuracy_by_type_and_group():
     assert acc["groups"]["single-hop"]["n"] == 1 and acc["groups"]["single-hop"]["number"] is None
     with pytest.raises(DataError, match="no prediction .*3"):
         vqa_accuracy({1: "yes", 2: "2"}, exs)
+
+
+def test_vqa_overall_is_the_mean_over_questions_not_over_answer_types():
+    # three yes/no questions answered right (1.0 each) and one "other" answered wrong (0.0): the official overall
+    # accuracy is 3 / 4 = 75 %, where a mean of the two type accuracies would give 50 %
+    exs = [_ex(q, _answers(10, "yes", "no"), "yes/no") for q in (1, 2, 3)] + [_ex(4, _answers(10, "red"), "other")]
+    acc = vqa_accuracy({1: "yes", 2: "yes", 3: "yes", 4: "blue"}, exs, group_by={1: "g", 4: "g"})
+    assert acc["overall"] == pytest.approx(75.0) and acc["number"] is None
+    assert acc["counts"] == {"yes/no": 3, "number": 0, "other": 1}
+    # questions 2 and 3 belong to no group: the one group holds questions 1 and 4 only
+    assert list(acc["groups"]) == ["g"] and acc["groups"]["g"]["n"] == 2
+    assert acc["groups"]["g"]["overall"] == pytest.approx(50.0)
 
 
 def _reference_ranks(sim: np.ndarray, per: int) -> tuple[np.ndarray, np.ndarray]:
