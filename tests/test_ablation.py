@@ -74,6 +74,8 @@ def test_summarize_and_table() -> None:
     assert math.isnan(s[s.steps == 2].iloc[0].ci)
     table = ablation.ci_table(s, "steps")
     assert table.loc[1, "acc"] == f"2.0 ± {one.ci:.1f}" and table.loc[2, "acc"] == "7.0"
+    ninety = summarize(df, "steps", ["acc"], level=0.9).iloc[0]  # the level is passed on: t(0.95, 2 df)
+    assert ninety.ci == pytest.approx(t2_quantile(0.95) / math.sqrt(3))
 
 
 def test_claim_check_reports_what_the_intervals_allow() -> None:
@@ -105,6 +107,42 @@ def test_claim_check_holds_its_intervals_at_95_percent_together() -> None:
     diffs, sentence = ablation.claim_check(df, "steps", 2, "acc", "K")
     assert diffs.equals(together) and "cannot be told apart from K = 0, K = 1, K = 3" in sentence
     assert "beats" not in sentence
+
+
+def test_claim_check_says_which_levels_beat_the_claimed_one() -> None:
+    # K = 3 is 10 ahead of K = 2 on every seed, K = 1 is level with K = 2 up to seed noise; per level the three seeds
+    # average 50.4 (K = 1), 50.4 (K = 2) and 60.4 (K = 3): the means, not the medians (50.2, 50.1, 60.1)
+    noise = {1: [0.0, 0.2, 1.0], 2: [0.1, 0.0, 1.1], 3: [0.0, 0.1, 1.1]}
+    rows = [{"steps": k, "seed": s, "acc": 50.0 + 10 * (k == 3) + noise[k][s]} for k in (1, 2, 3) for s in range(3)]
+    diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "steps", 2, "acc", "K", digits=2)
+    assert sentence.startswith("K = 2 averages 50.40, below the highest mean, K = 3 (60.40); ")
+    assert "K = 3 beats it at 95 % confidence over the 2 comparisons together" in sentence
+    assert "it cannot be told apart from K = 1 " in sentence and "it beats" not in sentence
+    assert diffs.set_index("steps").loc[3, "high"] < 0 < diffs.set_index("steps").loc[1, "high"]
+
+
+def test_claim_check_of_identical_runs_tells_nothing_apart() -> None:
+    # every level scores the same on every seed (e.g. K = 0, where all attention types are one model): the paired
+    # differences are exactly 0 with a zero-width interval [0, 0], which is neither a win nor a loss
+    rows = [{"attention": a, "seed": s, "acc": 40.0 + s} for a in ("dual", "none", "visual") for s in range(3)]
+    diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "attention", "dual", "acc")
+    assert (diffs.low == 0).all() and (diffs.high == 0).all()
+    assert sentence == ("attention = dual has the highest mean (41.0); it cannot be told apart from attention = none, "
+                        "attention = visual (the interval of the paired difference includes 0).")
+    rows = [{**r, "acc": r["acc"] + 0.01 * (r["attention"] == "none")} for r in rows]  # none ahead by 0.01
+    _, sentence = ablation.claim_check(pd.DataFrame(rows), "attention", "dual", "acc")
+    assert sentence.startswith("attention = dual averages 41.0, level (at this precision) with the highest mean, "
+                               "attention = none; ")
+
+
+def test_claim_check_with_two_seeds_has_an_interval() -> None:
+    # two paired seeds give an interval (t with 1 degree of freedom): differences 10.0 and 10.2, mean 10.1, SE 0.1,
+    # Bonferroni over 2 comparisons: t(1 - 0.025 / 2, 1) = tan(0.4875 pi) = 25.45, so low = 10.1 - 2.55 > 0
+    rows = [{"steps": k, "seed": s, "acc": 50.0 + (10.0 + 0.2 * s if k == 2 else 0.0)} for k in (1, 2, 3)
+            for s in range(2)]
+    diffs, sentence = ablation.claim_check(pd.DataFrame(rows), "steps", 2, "acc", "K")
+    assert diffs.low.tolist() == pytest.approx([10.1 - 0.1 * math.tan(0.4875 * math.pi)] * 2)
+    assert "it beats K = 1, K = 3" in sentence and "fewer than two paired seeds" not in sentence
 
 
 def test_claim_check_with_one_seed_gives_no_verdict() -> None:
