@@ -29,6 +29,9 @@ def test_hardest_negative_hinge_by_hand():
     assert matching_loss(S3, margin=1.0, negatives="hardest").item() == pytest.approx(0.0)  # 1-5+4 = 0
     assert matching_loss(S3, margin=10.0, negatives="hardest").item() == pytest.approx(
         ((10 - 5 + 3) + (10 - 5 + 4) + (10 - 6 + 2) + (10 - 6 + 1) + (10 - 7 + 4) + (10 - 7 + 3)) / 3)
+    # the default margin is the paper's m = 100
+    assert matching_loss(S3, negatives="hardest").item() == pytest.approx(
+        ((100 - 5 + 3) + (100 - 5 + 4) + (100 - 6 + 2) + (100 - 6 + 1) + (100 - 7 + 4) + (100 - 7 + 3)) / 3)
 
 
 def test_sampled_negative_hinge_by_hand():
