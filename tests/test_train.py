@@ -256,6 +256,52 @@ def test_bad_configs_get_clear_errors(override, message):
         preset(kwargs.pop("profile"), kwargs.pop("task"), **kwargs)
 
 
+# Each value at the edge of what validate() accepts: (field, value, accepted). Only the error message's text told
+# an open bound from a closed one before (lr=nan, margin=-1.0 fail either way).
+EDGES = [
+    ("lr", 0.0, False), ("lr", 1e-12, True), ("lr", 100.0, True), ("lr", 100.5, False),
+    ("momentum", 0.0, True), ("momentum", 0.999, True), ("momentum", 1.0, False),
+    ("weight_decay", 0.0, True), ("weight_decay", 1.0, True), ("weight_decay", 1.01, False),
+    ("lr_decay", 1.0, True), ("lr_decay", 1e-9, True), ("lr_decay", 0.0, False),
+    ("grad_clip", 0.0, True), ("grad_clip", float("inf"), False),
+    ("margin", 0.0, False), ("margin", 1e-9, True), ("margin", float("inf"), False),
+    ("dropout", 0.0, True), ("dropout", 0.99, True), ("dropout", 1.0, False),
+    ("steps", 0, True), ("seed", 0, True), ("seed", 2**32 - 1, True), ("seed", 2**32, False),
+    ("lr_decay_epochs", [1], True), ("lr_decay_epochs", [0], False), ("lr_decay_epochs", [], True),
+    ("min_word_count", 1, True), ("min_word_count", 0, False),
+    *((name, 0, False) for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image",
+                                    "eval_batch_size", "threads", "max_train", "embed_dim")),
+    *((name, 1, True) for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image",
+                                   "eval_batch_size", "threads", "max_train", "embed_dim")),
+]
+
+
+@pytest.mark.parametrize("name, value, accepted", EDGES)
+def test_config_bounds_accept_and_refuse_exactly_their_edges(name, value, accepted):
+    from dan.config import TrainConfig
+
+    cfg = TrainConfig(**{name: value})  # the dataclass defaults (the paper's) around the one value
+    if accepted:
+        assert cfg.validate() is cfg
+    else:
+        with pytest.raises(ConfigError, match=name):
+            cfg.validate()
+
+
+def test_the_paper_preset_is_the_paper_md_table():
+    """PAPER.md's hyperparameter table, typed here from the paper (not read from dan.config.PAPER, which the
+    deviations are measured against and so cannot check itself): K 2, hidden 512, SGD lr 0.1, momentum 0.9, weight
+    decay 5e-4, 60 epochs with lr 0.01 after epoch 30, dropout 0.5, clipping 0.1, batch 128, 2000 answers, margin
+    100."""
+    for task in ("vqa", "matching"):
+        cfg = preset("paper", task)
+        assert (cfg.steps, cfg.attention, cfg.hidden_dim, cfg.embed_dim or cfg.hidden_dim) == (2, "dual", 512, 512)
+        assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
+        assert (cfg.epochs, cfg.lr_decay_epochs, cfg.lr * cfg.lr_decay) == (60, [30], pytest.approx(0.01))
+        assert (cfg.dropout, cfg.grad_clip, cfg.batch_size) == (0.5, 0.1, 128)
+        assert (cfg.num_answers, cfg.margin, cfg.negatives, cfg.soft_targets) == (2000, 100.0, "sampled", False)
+
+
 def other_backbone_store(src: Path, dst: Path, dim: int = 64) -> None:
     """Copy the stores under ``src`` to ``dst`` as if extracted by another backbone with ``dim`` channels."""
     for split in ("train2014", "val2014"):
