@@ -211,6 +211,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         model.train()
+        lr = optimizer.param_groups[0]["lr"]  # this epoch's rate: the scheduler steps after the epoch
         # the epoch's summed loss stays on the device (float64, as a Python float would be): no sync per step
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         for batch in epoch_batches(n_train, cfg, epoch, prep):
@@ -236,7 +237,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
             total += loss.detach().double() * len(regions)
             count += len(regions)
         scheduler.step()
-        record = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        record = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": lr}
         if rank == 0:
             val_metrics = _evaluate(model, cfg, prep, device, save_to=None)
             record.update(_headline(cfg, val_metrics))

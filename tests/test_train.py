@@ -776,3 +776,59 @@ def test_equal_states_give_byte_identical_checkpoints(tmp_path) -> None:
         save_checkpoint(path, model, opt, sched, 0, cfg, prep, [{"epoch": 1}])
     assert paths[0].read_bytes() == paths[1].read_bytes()
     assert all(n.startswith("archive/") for n in zipfile.ZipFile(paths[0]).namelist())
+
+
+def test_training_applies_the_sgd_recipe_step_by_step(make_cfg, tmp_path, monkeypatch):
+    """Two epochs of SGD replayed by hand from the same initial weights and batches: each step's gradient of the
+    batch loss alone (not added to the last step's), clipped to a total norm of ``grad_clip`` before the update,
+    then ``d = g + wd * p``, ``buf = momentum * buf + d``, ``p -= lr * buf``; the learning rate ``lr`` in epoch 1
+    and ``lr * lr_decay`` after ``lr_decay_epochs=[1]``; a one-question tail batch trained too. The final weights
+    must be the run's, each epoch's loss the question-weighted mean of its steps' losses, and the history's lr the
+    one each epoch trained with. Every step runs the model in training mode."""
+    from dan.losses import vqa_loss
+    from dan.step import StepLoss, epoch_batches, seed_everything
+
+    lr, momentum, wd, clip, decay = 0.05, 0.9, 0.01, 0.05, 0.5
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2, max_train=65, batch_size=32, optimizer="sgd", lr=lr,
+                   momentum=momentum, weight_decay=wd, grad_clip=clip, clip_mode="norm", lr_decay_epochs=[1],
+                   lr_decay=decay, dropout=0.0)
+    modes: list[bool] = []
+    forward = StepLoss.forward
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        modes.append(self.model.training)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(StepLoss, "forward", spy)
+    run = train(cfg, progress=False)
+    assert modes == [True] * 6  # 65 questions: batches of 32, 32 and 1, in each of 2 epochs
+
+    cpu = torch.device("cpu")
+    seed_everything(cfg.seed)  # as train() starts: the same initial weights
+    prep = prepare(cfg, cpu)
+    model = prep.build_model(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    bufs: list[torch.Tensor | None] = [None] * len(params)
+    model.train()
+    for epoch, epoch_lr in enumerate([lr, lr * decay]):
+        losses, sizes = [], []
+        for idx in epoch_batches(len(prep.train), cfg, epoch, prep):
+            regions, tokens, lengths, targets = prep.train.batch(idx, prep.bank, cpu)
+            loss = vqa_loss(model(regions, tokens, lengths).logits.float(), targets)
+            grads = torch.autograd.grad(loss, params)
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+            scale = min(clip / (norm + 1e-6), 1.0)
+            with torch.no_grad():
+                for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                    d = g * scale + wd * p
+                    bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
+                    p -= epoch_lr * bufs[i]
+            losses.append(loss.item())
+            sizes.append(len(idx))
+        assert sizes == [32, 32, 1]
+        assert run.history[epoch]["loss"] == pytest.approx(np.dot(losses, sizes) / sum(sizes), rel=1e-5)
+        assert run.history[epoch]["lr"] == pytest.approx(epoch_lr)  # the lr this epoch trained with
+    saved = load_checkpoint(run.run_dir)["model"]
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(saved[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
