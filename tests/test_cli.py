@@ -7,6 +7,7 @@ a real subprocess (the ``-m`` entry points and what reaches the terminal).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -285,3 +286,57 @@ def test_a_misspelled_profile_creates_no_folder(tmp_path, monkeypatch):
         study_paths("smok").ensure()
     assert list(tmp_path.iterdir()) == []
     assert study_paths("smoke").ensure().runs.is_dir()
+
+
+def test_train_cli_passes_every_flag_it_is_given_into_the_config(monkeypatch, capsys, tmp_path):
+    """Each kind of flag reaches the config dan.train trains: a list (several values, or none), a boolean
+    (true/false), an optional int, floats, strings; an unset flag keeps the profile's preset, and task and profile
+    select the preset the flags override."""
+    import dan.train
+    from dan.config import preset
+
+    seen = []
+
+    def fake_train(cfg, progress=True):  # noqa: ANN001, ANN202
+        seen.append((cfg, progress))
+        return dan.train.RunResult(tmp_path, cfg, {"overall": 1.0}, [])
+
+    monkeypatch.setattr(dan.train, "train", fake_train)
+    argv = ["--task", "matching", "--profile", "smoke", "--lr-decay-epochs", "3", "5", "--soft-targets", "false",
+            "--embed-dim", "24", "--lr", "0.02", "--margin", "2.5", "--negatives", "hardest", "--seed", "7",
+            "--clip-mode", "value", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert train_main(argv) == 0
+    (cfg, progress), = seen
+    assert json.loads(capsys.readouterr().out) == {"run_dir": str(tmp_path), "metrics": {"overall": 1.0}}
+    assert not progress
+    expected = preset("smoke", "matching", lr_decay_epochs=[3, 5], soft_targets=False, embed_dim=24, lr=0.02,
+                      margin=2.5, negatives="hardest", seed=7, clip_mode="value", out=str(tmp_path / "run"))
+    assert cfg == expected and cfg.hidden_dim == 32 and cfg.epochs == 6  # the rest: the smoke preset's
+    seen.clear()
+    assert train_main(["--profile", "smoke", "--soft-targets", "true", "--lr-decay-epochs"]) == 0
+    (cfg, progress), = seen
+    assert progress and cfg.task == "vqa" and cfg.soft_targets is True and cfg.lr_decay_epochs == []
+    seen.clear()
+    assert train_main([]) == 0  # no flag at all: the default profile's r-DAN preset
+    assert seen[0][0] == preset("default", "vqa")
+
+
+@dataclasses.dataclass
+class _Commented:
+    """Fields commented as TrainConfig's are (its source read by field_comments, so at module level)."""
+
+    first: int = 1  # what the first
+    # field does, continued
+    plain: str = "x"
+    third: float = 0.5  # third
+
+    # not the third's: a blank line came before
+
+
+def test_a_flags_help_is_its_whole_field_comment_with_the_lines_that_continue_it():
+    """``field_comments``: the comment after a field, joined with the comment lines right below it (as
+    TrainConfig's ``threads`` and ``eval_batch_size`` explain themselves over two lines); a blank or code line ends
+    it, and a field without a comment has no entry."""
+    from dan.cli import field_comments
+
+    assert field_comments(_Commented) == {"first": "what the first field does, continued", "third": "third"}
