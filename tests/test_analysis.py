@@ -499,3 +499,29 @@ def test_the_attention_notebook_writes_its_tables_into_the_analysed_runs_folders
         expected = ns[{("vqa", "visual"): "vis", ("vqa", "text"): "txt", ("matching", "visual"): "mvis",
                        ("matching", "text"): "mtxt"}[task, what]]
         assert len(table) == len(expected) > 0 and list(table.columns) == list(expected.columns)
+
+
+def test_grounding_summary_pointing_interval_is_over_images_too() -> None:
+    """The pointing rate's half width ("± ci") is the interval of the per-image hit rates (as the mass's is): 10
+    images, 3 examples each with the image's hit, so 10 units, not 30; and it is the hit rate's, not the mass's."""
+    per_image_hit = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=float)
+    df = pd.DataFrame({"image_id": np.repeat(np.arange(10), 3), "step": 1, "hit": np.repeat(per_image_hit, 3),
+                       "mass": np.repeat(np.linspace(0.1, 0.5, 10), 3), "chance_mass": 0.1, "chance_hit": 0.2})
+    row = analysis.grounding_summary(df, ["step"]).loc[1]
+    m, lo, _ = mean_ci(per_image_hit)
+    assert row["pointing %"] == pytest.approx(100 * m, abs=0.01)
+    assert row["± ci"] == pytest.approx(100 * (m - lo), abs=0.01)
+
+
+@pytest.mark.parametrize("diff, ci, verdict", [(10.0, 4.0, "step 1 puts a larger share on the anchor than step 2"),
+                                               (-10.0, 4.0, "step 2 puts a larger share on the anchor than step 1"),
+                                               (3.0, 4.0, "the two steps cannot be told apart"),
+                                               (-3.0, 4.0, "the two steps cannot be told apart")])
+def test_hop_verdict_says_what_the_interval_of_the_difference_allows(diff, ci, verdict) -> None:
+    """Each of the three verdicts from a hand-made hop table: above zero, below zero, or across it."""
+    hop = pd.DataFrame({"n": [8, 8, 8], "anchor share": [60.0, 60.0 - diff, diff],
+                        "anchor share ± ci": [1.0, 1.0, ci], "chance share": [50.0, 50.0, 0.0]},
+                       index=pd.Index(["1", "2", "1 − 2"], name="step"))
+    sentence = analysis.hop_verdict(hop)
+    assert sentence.endswith(f"so {verdict} at 95 % confidence.")
+    assert f"(95 % CI {diff - ci:.1f} to {diff + ci:.1f})" in sentence
