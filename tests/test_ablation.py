@@ -479,3 +479,27 @@ def test_another_sweeps_tables_get_their_own_file_names() -> None:
     names = [s.output_name("ablation_summary") for s in others]
     assert all(re.fullmatch(r"ablation_summary-[0-9a-f]{8}\.csv", n) for n in names) and len(set(names)) == 5
     assert notebook_spec("default", *axes, epochs=1).output_name("ablation_summary") == names[0]  # stable
+
+
+def test_flatten_metrics_puts_each_metric_in_its_own_column() -> None:
+    """A run's metrics.json as the sweep's row: the answer types, each family's overall accuracy (a family's
+    entry is a table of its own, or a bare number), and for matching each recall, median rank and rsum."""
+    vqa = {"overall": 50.0, "yes/no": 70.0, "number": 30.0, "other": 40.0, "n": 99,
+           "groups": {"single-hop": {"overall": 55.0, "n": 60, "yes/no": 1.0}, "multi-hop": 41.0}}
+    assert ablation.flatten_metrics("vqa", vqa) == {"overall": 50.0, "yes/no": 70.0, "number": 30.0, "other": 40.0,
+                                                    "single-hop": 55.0, "multi-hop": 41.0}
+    assert ablation.flatten_metrics("vqa", {"overall": 1.0})["single-hop"] is None  # no families: empty
+    matching = {"i2t": {"r1": 1.0, "r5": 2.0, "r10": 3.0, "medr": 4.0}, "t2i": {"r1": 5.0, "r5": 6.0, "r10": 7.0,
+                                                                               "medr": 8.0}, "rsum": 24.0}
+    row = ablation.flatten_metrics("matching", matching)
+    assert row == {"i2t_r1": 1.0, "i2t_r5": 2.0, "i2t_r10": 3.0, "i2t_medr": 4.0, "t2i_r1": 5.0, "t2i_r5": 6.0,
+                   "t2i_r10": 7.0, "t2i_medr": 8.0, "rsum": 24.0}
+    assert list(row) == ablation.RETRIEVAL_METRICS
+
+
+def test_the_attention_axis_runs_at_the_k_it_is_given() -> None:
+    """``attention_steps`` (default 2) is the K of the attention axis and ``steps_attention`` (default dual) the
+    attention of the K axis: a sweep that sets them trains those runs, not the defaults'."""
+    spec = SweepSpec(tasks=["vqa"], steps=[1], attentions=["visual", "textual"], seeds=[0], profile="smoke",
+                     attention_steps=3, steps_attention="visual")
+    assert [c.run_name() for c in spec.configs()] == ["vqa-visual-K1-s0", "vqa-visual-K3-s0", "vqa-textual-K3-s0"]
