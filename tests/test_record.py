@@ -230,3 +230,30 @@ def test_paper_deviations_name_every_changed_setting_of_a_record():
     assert report.paper_deviations(sgd) == "epochs 8 (paper 60), lr_decay_epochs [6] (paper [30]), weight_decay 0.0 " \
                                            "(paper 0.0005)"
     assert report.paper_deviations(preset("real", "matching").to_dict()) == "nothing (the paper's setting)"
+
+
+def test_headline_takes_each_number_from_its_own_field():
+    """Every column of the headline row from a hand-written record with a different value in every field, so
+    that one column read from another field (majority from overall, t2i from i2t) shows."""
+    rec = {"profile": "full", "date": "2026-01-01 00:00 UTC", "machine": {"gpu": "H100", "cpus": 16},
+           "stage_seconds": {"01_data": 60.0, "total": 330.0},
+           "earlier_calls": [{"stage_seconds": {"02_features": 120.0}, "interrupted": None}],
+           "runs": {"vqa": {"metrics": {"overall": 61.26, "majority_baseline": 22.04}},
+                    "matching": {"metrics": {"i2t": {"r1": 33.35}, "t2i": {"r1": 24.44}}}}}
+    assert record.headline(rec) == {
+        "profile": "full", "machine": "H100", "date": "2026-01-01 00:00 UTC", "study minutes": 7.5,
+        "device calls": 2, "r-DAN overall (%)": 61.3, "majority (%)": 22.0, "m-DAN i2t R@1 (%)": 33.4,
+        "m-DAN t2i R@1 (%)": 24.4}
+    assert record.headline({**rec, "machine": {"cpus": 8}})["machine"] == "CPU (8 cores)"
+
+
+def test_a_record_of_another_seed_reads_that_seeds_runs(tmp_path, vqa_run, matching_run):
+    """``--seed 1`` records the K = 2 dual runs of seed 1 (``*-dual-K2-s1``), not seed 0's."""
+    fake_study(tmp_path, vqa_run, matching_run)
+    runs = study_paths("smoke", tmp_path).runs
+    for task in ("vqa", "matching"):
+        (runs / f"{task}-dual-K2-s0").rename(runs / f"{task}-dual-K2-s1")
+    rec = record.collect("smoke", seed=1, root=tmp_path)
+    assert rec["seed"] == 1 and rec["runs"]["vqa"]["metrics"] == vqa_run.metrics
+    with pytest.raises(DataError, match=r"vqa-dual-K2-s0.metrics\.json"):
+        record.collect("smoke", seed=0, root=tmp_path)
