@@ -88,3 +88,26 @@ def test_a_bad_seed_parameter_is_one_error_naming_it(seed, tmp_path):
         with pytest.raises(ConfigError, match=r"seed must be a non-negative integer"):
             generate("smoke", out=tmp_path / "data", seed=seed, progress=False)
     assert not (tmp_path / "data").exists()
+
+
+def test_notebook_setup_seeds_python_numpy_and_torch_with_its_seed(monkeypatch):
+    """``setup(seed)``: the next draws of Python's, NumPy's and torch's global generators are those of a generator
+    of their own seeded with ``seed`` (and another seed gives other draws); it also fixes the thread count."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from dan.notebook import setup
+
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)  # setup sets both when unset
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    draws = {}
+    for seed in (5, 6):
+        setup(seed=seed, threads=1)
+        draws[seed] = (random.random(), float(np.random.random()), torch.rand(3))
+    assert draws[5][0] == random.Random(5).random()
+    assert draws[5][1] == np.random.RandomState(5).random_sample()
+    assert torch.equal(draws[5][2], torch.rand(3, generator=torch.Generator().manual_seed(5)))
+    assert draws[6][0] != draws[5][0] and draws[6][1] != draws[5][1] and not torch.equal(draws[6][2], draws[5][2])
+    assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
