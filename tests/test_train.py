@@ -832,3 +832,75 @@ def test_training_applies_the_sgd_recipe_step_by_step(make_cfg, tmp_path, monkey
     for name, value in model.state_dict().items():
         torch.testing.assert_close(saved[name], value, rtol=1e-4, atol=1e-6, msg=name)
 
+
+def test_the_matching_step_loss_uses_the_configured_margin_and_negatives():
+    """``StepLoss`` on m-DAN: the bidirectional hinge of PAPER.md with the config's margin and negatives, written
+    out pair by pair on a 3 x 3 similarity matrix (the smoke preset's margin of 1 and sampled negatives are the
+    losses' defaults' kind: a step that dropped either would pass the training tests)."""
+    from types import SimpleNamespace
+
+    from dan.step import StepLoss
+
+    class Toy(torch.nn.Module):
+        def encode_image(self, regions):  # noqa: ANN001, ANN202
+            return SimpleNamespace(embedding=regions)
+
+        def encode_text(self, tokens, lengths):  # noqa: ANN001, ANN202
+            return SimpleNamespace(embedding=tokens)
+
+        def similarity(self, a, b):  # noqa: ANN001, ANN202
+            return a @ b.T
+
+    img = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    txt = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    S = (img @ txt.T).tolist()
+    margin = 2.5
+    expected = 0.0
+    for i in range(3):
+        neg_caption = max(S[i][j] for j in range(3) if j != i)
+        neg_image = max(S[j][i] for j in range(3) if j != i)
+        expected += max(0.0, margin - S[i][i] + neg_caption) + max(0.0, margin - S[i][i] + neg_image)
+    cfg = preset("smoke", "matching", margin=margin, negatives="hardest")
+    loss = StepLoss(Toy(), cfg)(img, txt, None, None, None)
+    assert loss.item() == pytest.approx(expected / 3)
+
+
+def test_sampled_negatives_are_drawn_afresh_each_epoch(make_cfg, tmp_path, monkeypatch):
+    """m-DAN's sampled negatives come from a generator seeded per (seed, epoch): the second epoch draws other
+    negatives than the first (seeded per seed alone, every epoch repeated the same draws)."""
+    import dan.losses
+
+    drawn: list[torch.Tensor] = []
+    sample = dan.losses.sample_negatives
+
+    def spy(batch, generator=None, device=None):  # noqa: ANN001, ANN202
+        picks = sample(batch, generator, device)
+        drawn.append(torch.stack(picks))
+        return picks
+
+    monkeypatch.setattr(dan.losses, "sample_negatives", spy)
+    train(make_cfg("matching", tmp_path / "run", epochs=2), progress=False)
+    half = len(drawn) // 2
+    assert len(drawn) == 2 * half > 0 and [d.shape for d in drawn[:half]] == [d.shape for d in drawn[half:]]
+    assert any(not torch.equal(a, b) for a, b in zip(drawn[:half], drawn[half:], strict=True))
+
+
+@pytest.mark.parametrize("amp, device, expected", [("auto", "cuda", True), ("auto", "cpu", False),
+                                                   ("off", "cuda", False), ("bf16", "cpu", True),
+                                                   ("bf16", "cuda", True)])
+def test_bf16_autocast_is_on_where_the_amp_setting_says(amp, device, expected):
+    """``amp="auto"``: bf16 autocast on a GPU (the GPU profiles' speed), fp32 on the CPU; "off" and "bf16" anywhere.
+    The GPU rows need no GPU: a ``torch.device`` is only a name."""
+    from dan.step import use_amp
+
+    assert use_amp(preset("smoke", "vqa", amp=amp), torch.device(device)) is expected
+
+
+def test_cpu_training_numerics_are_deterministic_kernels():
+    """``configure_device`` on the CPU turns on deterministic algorithms (a rerun reproduces a run's bits); the
+    fixture of conftest restores the flag afterwards."""
+    from dan.step import configure_device
+
+    torch.use_deterministic_algorithms(False)
+    configure_device(torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled()
