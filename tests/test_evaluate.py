@@ -285,3 +285,36 @@ def test_matching_runs_on_a_subset_of_images_and_in_folds(matching_run, vqa_run,
     assert "image ids must be integers, got 'x7'" in one_line_error(capsys, "python -m dan.evaluate")
     assert main([str(matching_run.run_dir), "--split", "test", "--images", str(tmp_path / "none.txt")]) == 2
     assert "cannot read image ids from" in one_line_error(capsys, "python -m dan.evaluate")
+
+
+def test_each_prediction_row_and_attention_map_belongs_to_its_question(vqa_run, smoke_data: Path) -> None:
+    """Every row of ``predictions.csv`` against the validation split's own files: its image, question, majority
+    answer and type are that question's; its answer is one of the run's; its confidence a softmax probability (at
+    least 1/C, at most 1); its score the official VQA score of its answer; and ``attention.npz`` names the same
+    questions and images in the same order, with each question's length."""
+    import numpy as np
+    import torch
+
+    from dan.data.text import tokenize
+    from dan.data.vqa import load_vqa_split
+    from dan.metrics import vqa_score
+
+    examples = {e.question_id: e for e in load_vqa_split(smoke_data, "val2014")}
+    answers = torch.load(vqa_run.run_dir / "checkpoint.pt", weights_only=False)["answers"]
+    n_answers = len(answers["answers"]) if isinstance(answers, dict) else len(answers)
+    with open(vqa_run.run_dir / "predictions.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(int(r["question_id"]) for r in rows) == sorted(examples)
+    confidences = []
+    for r in rows:
+        e = examples[int(r["question_id"])]
+        assert (int(r["image_id"]), r["question"], r["multiple_choice_answer"], r["answer_type"]) == (
+            e.image_id, e.question, e.multiple_choice_answer, e.answer_type)
+        assert float(r["score"]) == pytest.approx(vqa_score(r["predicted"], e.answers), abs=1e-4)
+        confidences.append(float(r["confidence"]))
+    assert 1 / n_answers - 1e-4 <= min(confidences) and max(confidences) <= 1.0
+    assert len(set(confidences)) > 1  # a probability per question, not one constant
+    with np.load(vqa_run.run_dir / "attention.npz") as att:
+        assert att["question_ids"].tolist() == [int(r["question_id"]) for r in rows]
+        assert att["image_ids"].tolist() == [int(r["image_id"]) for r in rows]
+        assert att["lengths"].tolist() == [len(tokenize(r["question"])) for r in rows]
