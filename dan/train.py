@@ -189,7 +189,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
         run_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(run_lock(run_dir))  # held until train() returns
         remove_stale_temps_in(run_dir)  # temp files of killed writers (a live dan.evaluate's are kept)
-        write_json_atomic(run_dir / "config.json", cfg.identity(), indent=1)
+        _write_config_once(run_dir / "config.json", cfg.identity())
         write_json_atomic(run_dir / INPUTS, {**input_digests(cfg, list(prep.bank.stores)),
                                              "features": {name: feature_summary(store.meta)
                                                           for name, store in prep.bank.stores.items()}}, indent=1)
@@ -260,6 +260,18 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     if world > 1:
         dist.barrier()
     return load_result(run_dir) if rank == 0 else RunResult(run_dir, cfg, {}, history)
+
+
+def _write_config_once(path: Path, identity: dict) -> None:
+    """Write the run's ``config.json`` unless it already holds ``identity``: a resumed run keeps the file of its
+    first start, whose time begins the run's wall time (:func:`dan.record.collect_run`, "a resumed run counts its
+    pause too"); rewritten on every resume, the record counted only the last part of the run."""
+    try:
+        if path.is_file() and read_json(path, "run config") == identity:
+            return
+    except DanError:  # unreadable: written anew
+        pass
+    write_json_atomic(path, identity, indent=1)
 
 
 def _headline(cfg: TrainConfig, m: dict) -> dict:

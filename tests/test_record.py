@@ -257,3 +257,23 @@ def test_a_record_of_another_seed_reads_that_seeds_runs(tmp_path, vqa_run, match
     assert rec["seed"] == 1 and rec["runs"]["vqa"]["metrics"] == vqa_run.metrics
     with pytest.raises(DataError, match=r"vqa-dual-K2-s0.metrics\.json"):
         record.collect("smoke", seed=0, root=tmp_path)
+
+
+def test_a_resumed_runs_record_counts_its_wall_time_from_the_first_start(tmp_path, make_cfg):
+    """``collect_run``'s wall time runs from ``config.json`` (written when the run starts) to ``metrics.json``
+    (written last), so a resumed run counts its pause too: the resume must not rewrite ``config.json``. Here the
+    first start is set 1,000 s back; training rewrote the file on every resume, so the record counted only the
+    last part of the run."""
+    import os
+
+    from dan.train import train
+
+    cfg = make_cfg("vqa", tmp_path / "run", epochs=2)
+    train(cfg, stop_after_epoch=1, progress=False)
+    config = tmp_path / "run" / "config.json"
+    first = config.stat().st_mtime - 1000.0
+    os.utime(config, (first, first))
+    train(cfg, progress=False)
+    assert config.stat().st_mtime == first
+    rec = record.collect_run(tmp_path / "run", "python -m dan.train (resumed)")
+    assert rec["wall_seconds"] >= 1000.0
