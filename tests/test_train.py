@@ -904,3 +904,24 @@ def test_cpu_training_numerics_are_deterministic_kernels():
     torch.use_deterministic_algorithms(False)
     configure_device(torch.device("cpu"))
     assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_matching_epoch_loss_is_the_mean_over_pairs(make_cfg, tmp_path, monkeypatch):
+    """m-DAN's epoch loss weighs each batch by its image-caption pairs (a batch is [2, B] indices: its length is 2
+    whatever B), so the smaller tail batches of each caption round weigh less than the full ones."""
+    import dan.step as step_module
+    from dan.losses import matching_loss
+
+    calls: list[tuple[int, float]] = []
+
+    def spy(S, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        loss = matching_loss(S, **kwargs)
+        calls.append((S.shape[0], loss.item()))
+        return loss
+
+    monkeypatch.setattr(step_module, "matching_loss", spy)
+    run = train(make_cfg("matching", tmp_path / "run", epochs=1, batch_size=20), progress=False)
+    sizes = [n for n, _ in calls]
+    assert len(set(sizes)) > 1  # full batches and tails
+    per_pair = sum(n * loss for n, loss in calls) / sum(sizes)
+    assert run.history[0]["loss"] == pytest.approx(per_pair, rel=1e-6)
