@@ -499,6 +499,34 @@ def test_check_decode_images_finds_truncated_and_fake_jpegs(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["images_decoded"] == 2
 
 
+def test_check_decode_images_lists_an_image_whose_header_claims_too_many_pixels(tmp_path, capsys):
+    """A PNG whose header claims 20000 x 20000 pixels (a damaged file, or a decompression bomb): Pillow refuses it
+    with its own DecompressionBombError, not an OSError. --decode-images used to stop there with a traceback; it is
+    an image that does not decode, listed with the others (as the extraction's read_image reports it)."""
+    import struct
+    import zlib
+
+    from dan.data.__main__ import main
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    root = tmp_path / "real"
+    _write(root / "vqa" / "v2_OpenEnded_mscoco_test-dev2015_questions.json", _questions("test-dev2015"))
+    folder = root / "images" / "test2015"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "COCO_test2015_000000000010.png")
+    bomb = folder / "COCO_test2015_000000000011.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(DataError, match=r"image id 11 is not a readable image: .*000000000011\.png \(.*pixels"):
+        check_image_file(bomb, 11, verify=True)
+    assert main(["check", "--root", str(root), "--decode-images"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 of 2 images do not decode" in err and "image id 11" in err
+
 def test_check_decode_images_decodes_the_files_verify_found(tmp_path, capsys):
     """VQA images named otherwise than COCO_<split>_<id>.jpg (``<id>.jpg``, ``.png``) pass --verify-images and
     dan.features (both read ids with list_images); --decode-images decodes those files, not missing COCO names."""
