@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -794,3 +795,200 @@ def test_a_cuda_device_without_a_gpu_is_refused_with_the_value_to_use_instead(mo
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="unsupported device 'mps'; accepted: auto, cpu, cuda, cuda:N"):
         resolve_device("mps")
+
+
+def _hand_made_store(folder: Path, ids: list[int], features: np.ndarray, **meta) -> Path:
+    """A store written by hand in the documented layout (features.npy, ids.npy, meta.json), not by the extraction."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / FEATURES, features)
+    np.save(folder / "ids.npy", np.asarray(ids, dtype=np.int64))
+    n, regions, dim = features.shape
+    (folder / META).write_text(json.dumps({
+        "backbone": "hand", "layer": "none", "weights_sha256": "none", "image_size": 8, "grid": [1, regions],
+        "dim": dim, "dtype": "float16", "preprocessing": {}, "num_images": n, "skipped": [], "fingerprint": "x",
+        **meta}))
+    return folder
+
+
+def test_a_hand_made_store_gives_each_image_its_own_row_and_refuses_positions_out_of_range(tmp_path):
+    rows = np.arange(3 * 2 * 4, dtype=np.float16).reshape(3, 2, 4)  # row k holds 8k .. 8k + 7
+    store = FeatureStore(_hand_made_store(tmp_path / "s", [5, 9, 40], rows))
+    assert (len(store), store.grid, store.dim) == (3, (1, 2), 4)
+    np.testing.assert_array_equal(store[9], rows[1])
+    np.testing.assert_array_equal(store.gather([2, 0]), rows[[2, 0]])
+    assert store.positions([40, 5]).tolist() == [2, 0]
+    for bad in ([-1], [3], [0, -3]):  # -1 would silently read the last image's row
+        with pytest.raises(DataError, match=r"row position out of range \[0, 3\)"):
+            store.gather(bad)
+    with pytest.raises(DataError, match=r"1 image id\(s\) not in feature store .*\(e\.g\. 6\)"):
+        store.positions([5, 6])
+
+
+def test_a_store_whose_features_are_not_float16_or_whose_ids_are_too_few_is_refused(tmp_path):
+    """Rows are read as fp16 at the offsets the meta gives: a float32 features.npy of the right shape would be read as
+    garbage, and fewer ids than rows would attach rows to the wrong images (stores without an ids_sha256 included)."""
+    rows = np.ones((3, 2, 4), dtype=np.float32)
+    with pytest.raises(DataError, match=r"inconsistent: features \(3, 2, 4\) float32.*float16"):
+        FeatureStore(_hand_made_store(tmp_path / "f32", [1, 2, 3], rows))
+    with pytest.raises(DataError, match=r"inconsistent: .*ids \(2,\), meta expects \(3, 2, 4\)"):
+        FeatureStore(_hand_made_store(tmp_path / "ids", [1, 2], rows.astype(np.float16)))
+
+
+@pytest.mark.parametrize("missing", [FEATURES, "ids.npy", META])
+def test_a_store_folder_missing_any_of_its_three_files_is_not_a_store(tmp_path, missing):
+    folder = _hand_made_store(tmp_path / "s", [1, 2], np.zeros((2, 1, 3), dtype=np.float16))
+    assert FeatureStore.exists(folder)
+    (folder / missing).unlink()
+    assert not FeatureStore.exists(folder)
+    with pytest.raises(DataError, match=rf"no complete feature store at {folder}"):
+        FeatureStore(folder)
+
+
+@pytest.mark.parametrize("key, value", [("dim", 5), ("grid", [2, 1]), ("backbone", "resnet152"), ("layer", "res4"),
+                                        ("image_size", 448)])
+def test_check_compatible_names_each_field_a_model_depends_on(tmp_path, key, value):
+    store = FeatureStore(_hand_made_store(tmp_path / "s", [1], np.zeros((1, 2, 4), dtype=np.float16)))
+    same = {"dim": 4, "grid": [1, 2], "backbone": "hand", "layer": "none", "image_size": 8}
+    store.check_compatible(same)
+    with pytest.raises(DataError, match=rf"has {key}=.* but run7 expects {key}={re.escape(str(value))}"):
+        store.check_compatible({**same, key: value}, what="run7")
+
+
+def test_a_pickled_store_carries_no_rows_and_reads_the_same_after_unpickling(tmp_path):
+    """What a DataLoader worker gets: the store without its map (a copy of every row would go to each worker)."""
+    import pickle
+
+    rows = np.arange(64 * 2 * 256, dtype=np.float32).reshape(64, 2, 256).astype(np.float16)
+    store = FeatureStore(_hand_made_store(tmp_path / "s", list(range(64)), rows))
+    store.gather([0])  # mapped in this process
+    blob = pickle.dumps(store)
+    assert len(blob) < rows.nbytes / 4
+    np.testing.assert_array_equal(pickle.loads(blob).gather([63, 1]), rows[[63, 1]])
+
+
+def test_a_store_of_no_images_opens_and_names_any_id_asked_of_it(tmp_path):
+    store = FeatureStore(_hand_made_store(tmp_path / "s", [], np.zeros((0, 2, 4), dtype=np.float16)))
+    assert len(store) == 0 and store.load_all().shape == (0, 2, 4)
+    with pytest.raises(DataError, match=r"1 image id\(s\) not in feature store .*\(e\.g\. 3\); its 0 images"):
+        store.positions([3])
+
+
+def test_a_commit_makes_the_rows_durable_before_progress_json_counts_them(tmp_path, monkeypatch):
+    """After a power cut, progress.json must never count rows that did not reach the disk: the resumed run would
+    keep zeros (or stale bytes) as those images' features."""
+    from dan.store import PartialStore
+
+    part = PartialStore(tmp_path / "s", "fp", num_images=4, row_shape=(1, 2))
+    assert part.open() == (0, [])
+    part.write_rows(np.array([0, 1]), np.ones((2, 1, 2), dtype=np.float16))
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    part.commit(2, [{"image_id": 7, "reason": "x"}])
+    part.close()
+    data = str(tmp_path / "s" / PARTIAL / FEATURES)
+    assert ("fsync", data) in events and ("replace", PROGRESS) in events
+    assert events.index(("fsync", data)) < events.index(("replace", PROGRESS))
+    prog = json.loads((tmp_path / "s" / PARTIAL / PROGRESS).read_text())
+    assert (prog["done"], prog["skipped"], prog["fingerprint"]) == (2, [{"image_id": 7, "reason": "x"}], "fp")
+
+
+def test_a_crash_while_replacing_a_store_leaves_no_store_with_the_old_meta(tmp_path, monkeypatch):
+    """Re-extraction into a folder holding a store: publishing moves the new rows and ids over the old ones, then the
+    new meta.json. Stopped in between, the folder must not pass for a store (old meta.json over new rows: same ids
+    and shape would open without a word); the rerun publishes the rest."""
+    import dan.store as store_mod
+    from dan.store import PartialStore, publish
+
+    out = _hand_made_store(tmp_path / "s", [1, 2], np.zeros((2, 1, 2), dtype=np.float16), backbone="old")
+    new_rows = np.array([[[1, 2]], [[3, 4]]], dtype=np.float16)
+    part = PartialStore(out, "new", num_images=2, row_shape=(1, 2))
+    assert part.open() == (0, [])
+    part.write_rows(np.array([0, 1]), new_rows)
+    part.commit(2, [])
+    meta = {**json.loads((out / META).read_text()), "backbone": "new", "fingerprint": "new"}
+    real_replace = os.replace
+
+    def fail_on_meta(src, dst):
+        if Path(src).name == META and Path(src).parent.name == PARTIAL:
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "replace", fail_on_meta)
+    with pytest.raises(DanError, match="cannot publish feature store .*Input/output error"):
+        part.finish(np.array([1, 2]), meta)
+    assert not FeatureStore.exists(out)
+    monkeypatch.setattr(store_mod.os, "replace", real_replace)
+    store = publish(out)
+    assert store.meta["backbone"] == "new" and store.gather([0, 1]).tolist() == new_rows.tolist()
+
+
+def test_a_finished_but_unpublished_extraction_of_other_settings_is_not_published_by_a_new_one(tmp_path, monkeypatch):
+    """A crash after .partial/meta.json was written and before it was moved into place: a rerun with the same
+    settings publishes it; a run with other settings (another fingerprint) starts afresh instead."""
+    import dan.store as store_mod
+    from dan.store import PartialStore
+
+    out = tmp_path / "s"
+    meta = json.loads((_hand_made_store(tmp_path / "ref", [1, 2], np.zeros((2, 1, 2), np.float16)) / META).read_text())
+    part = PartialStore(out, "old", num_images=2, row_shape=(1, 2))
+    part.open()
+    part.write_rows(np.array([0, 1]), np.ones((2, 1, 2), dtype=np.float16))
+    part.commit(2, [])
+    monkeypatch.setattr(store_mod, "publish", lambda out_dir: None)  # killed before publishing
+    part.finish(np.array([1, 2]), {**meta, "fingerprint": "old"})
+    monkeypatch.undo()
+    assert (out / PARTIAL / META).is_file() and not FeatureStore.exists(out)
+    assert PartialStore(out, "old", num_images=2, row_shape=(1, 2)).open() == (2, [])  # the same run: publish it
+    fresh = PartialStore(out, "new", num_images=2, row_shape=(1, 2))
+    assert fresh.open() == (0, [])
+    fresh.close()
+    assert not (out / PARTIAL / META).exists()
+    assert np.load(out / PARTIAL / FEATURES).tolist() == np.zeros((2, 1, 2)).tolist()
+
+
+@pytest.mark.parametrize("damage", ["rows file deleted", "rows file of another shape"])
+def test_progress_without_its_rows_file_starts_the_extraction_afresh(tmp_path, damage):
+    """progress.json counts rows of .partial/features.npy: without that file, or with one of another shape (copied
+    in from elsewhere), there is nothing to resume: the run starts from 0 with a new, zeroed file."""
+    from dan.store import PartialStore
+
+    part = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    part.open()
+    part.write_rows(np.array([0, 1]), np.ones((2, 1, 2), dtype=np.float16))
+    part.commit(2, [])
+    part.close()
+    data = tmp_path / "s" / PARTIAL / FEATURES
+    if damage == "rows file deleted":
+        data.unlink()
+    else:
+        np.save(data, np.ones((4, 1, 2), dtype=np.float16))
+    again = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    assert again.open() == (0, [])
+    again.close()
+    assert np.load(data).tolist() == np.zeros((3, 1, 2)).tolist()
+    assert json.loads((tmp_path / "s" / PARTIAL / PROGRESS).read_text())["done"] == 0
+
+
+def test_store_writer_commits_each_time_a_chunk_of_bytes_is_written():
+    """every_bytes: a commit once that many bytes of rows were written since the last one (24 bytes a batch here),
+    whatever the clock says; close commits only what is left."""
+    from dan.store_writer import StoreWriter
+
+    part = _SlowFlushStore()
+    part.release.set()
+    writer = StoreWriter(part, 0, [], every_bytes=48, every_s=1e9)
+    for k in range(0, 10, 2):
+        writer.put(k + 2, np.array([k, k + 1]), _rows(2), None, [])
+    assert writer.close() == []
+    assert part.commits == [4, 8, 10] and part.written == list(range(10))
