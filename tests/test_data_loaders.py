@@ -201,6 +201,34 @@ def test_vqa_annotations_need_ten_answers_and_a_known_answer_type(tmp_path, key,
     assert [e.question_id for e in ex] == [1, 3] and stats["reasons"]["bad annotation"] == 1
 
 
+def test_vqa_boolean_ids_and_a_blank_majority_answer_are_errors_and_questions_are_trimmed(tmp_path):
+    """JSON ``true`` is no question id (Python would take it for 1); a blank ``multiple_choice_answer`` is no answer
+    (it would be the training target of the question); a question's surrounding blanks are not part of its text."""
+    qs = _questions()
+    qs["questions"][0]["question_id"] = True
+    with pytest.raises(DataError, match=r"q\.json: question #0: question_id/image_id must be integers, got "
+                                        r"True/10"):
+        load_vqa(_write(tmp_path / "q.json", qs))
+    q = _write(tmp_path / "q.json", _questions(qs=((1, 10, "  What color is it? \n"), (2, 10, "How many?"))))
+    anns = _annotations(rows=((1, 10, "red", "other"), (2, 10, "2", "number")))
+    assert [e.question for e in load_vqa(q, _write(tmp_path / "a.json", anns))] == ["What color is it?", "How many?"]
+    anns["annotations"][1]["multiple_choice_answer"] = "  "
+    with pytest.raises(DataError, match=r"a\.json: annotation of question 2: 'multiple_choice_answer' must be a "
+                                        r"non-empty string, got '  '"):
+        load_vqa(q, _write(tmp_path / "a.json", anns))
+
+
+def test_vqa_skip_counts_every_bad_record_and_keeps_five_examples_naming_the_file(tmp_path):
+    qs = _questions(qs=[(k, 10, "What?" if k > 7 else " ") for k in range(1, 10)])  # questions 1-7 are blank
+    stats: dict = {}
+    with pytest.warns(DataWarning, match=r"q\.json: skipped 7 of 9 record\(s\): 7 empty question"):
+        ex = load_vqa(_write(tmp_path / "q.json", qs), on_error="skip", stats=stats)
+    assert [e.question_id for e in ex] == [8, 9]
+    assert (stats["skipped"], stats["total"], stats["reasons"]) == (7, 9, {"empty question": 7})
+    assert len(stats["examples"]) == 5
+    assert all(m.startswith(f"{tmp_path / 'q.json'}: question {k} has an empty question")
+               for k, m in zip(range(1, 6), stats["examples"], strict=True))
+
 def test_vqa_skip_drops_mismatched_and_unannotated_questions(tmp_path):
     q = _write(tmp_path / "q.json", _questions())
     anns = _annotations()
@@ -387,6 +415,24 @@ def test_grounding_round_trip_and_masks(tmp_path):
     assert np.allclose(object_mask(g.images[5], [0, 1], (2, 2)), [1, 0, 0, 0.5])
 
 
+def _image_of_boxes(boxes: list[list[float]]):
+    """An ImageGT of 300 x 200 pixels with one object per box (ids 0, 1, ...)."""
+    from dan.data.grounding import ImageGT, ObjectGT
+
+    objects = [ObjectGT(k, "square", "red", "small", [float(v) for v in b]) for k, b in enumerate(boxes)]
+    return ImageGT(300, 200, objects)
+
+
+def test_grid_coverage_is_row_major_on_a_grid_of_other_height_and_width():
+    """Region n is cell (n // gw, n % gw): on a 2 x 3 grid of a 300 x 200 image each cell is 100 x 100 pixels."""
+    assert grid_coverage([0, 0, 100, 100], 300, 200, (2, 3)).tolist() == [1, 0, 0, 0, 0, 0]
+    assert grid_coverage([250, 0, 50, 100], 300, 200, (2, 3)).tolist() == [0, 0, 0.5, 0, 0, 0]
+    assert grid_coverage([150, 100, 150, 100], 300, 200, (2, 3)).tolist() == [0, 0, 0, 0, 0.5, 1]
+    image = _image_of_boxes([[0, 0, 100, 100], [50, 50, 100, 100], [200, 150, 100, 50]])
+    # overlapping boxes 0 and 1 count their shared quarter of cell (0, 0) once; box 2 fills half of cell (1, 2)
+    assert object_mask(image, [0, 1, 2], (2, 3)).tolist() == [1, 0.25, 0, 0.25, 0.25, 0.5]
+
+
 @pytest.mark.parametrize("mutate, pattern", [
     (lambda d: d.pop("captions"), r"grounding\.json: missing key\(s\) 'captions'"),
     (lambda d: d["images"]["5"]["objects"][1].update(bbox=[1, 2, 0, 3]), r"image 5, object 1: bbox"),
@@ -401,6 +447,7 @@ def test_grounding_round_trip_and_masks(tmp_path):
     (lambda d: d["questions"]["5000"].update(key_words="red"), r"question 5000, key_words: expected a list of words"),
     (lambda d: d["captions"]["0"].update(key_words=[1]), r"caption 0, key_words: expected a list of words"),
     (lambda d: d["questions"]["5000"].update(family="2-hop"), r"question 5000: family must be one of single-hop"),
+    (lambda d: d["images"]["5"]["objects"][1].update(id=0), r"image 5: duplicate object ids"),
 ])
 def test_grounding_bad_input(tmp_path, mutate, pattern):
     data = _grounding()
@@ -589,3 +636,44 @@ def test_a_folder_where_a_json_file_belongs_and_a_bad_image_name_name_their_fold
     (images / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(DataError, match=rf"{images}: cannot read an image id from file name 'holiday\.jpg'"):
         list_images(images)
+
+
+def test_list_images_orders_by_numeric_id_and_refuses_two_files_of_one_id(tmp_path):
+    """Names sort as text ("10.jpg" before "9.jpg"); the ids come back in numeric order, as a feature store's rows
+    are. Two files giving one id (a COCO name and a Flickr-style name of it) are an error naming both."""
+    from dan.data.images import list_images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("10.jpg", "9.jpg", "COCO_val2014_000000000100.jpg", ".hidden_1.jpg", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    assert [(i, p.name) for i, p in list_images(folder)] == [(9, "9.jpg"), (10, "10.jpg"),
+                                                             (100, "COCO_val2014_000000000100.jpg")]
+    (folder / "000000000009.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=rf"duplicate image id 9 in {folder}: 000000000009\.png and 9\.jpg"):
+        list_images(folder)
+
+
+def test_flickr8k_two_file_names_of_one_image_id_are_an_error_naming_both(tmp_path):
+    text = "image,caption\n1000268201_693b08cb0e.jpg,A child .\n1000268201_aaaaaaaaaa.jpg,A girl .\n"
+    with pytest.raises(DataError, match=r"captions\.txt: files 1000268201_693b08cb0e\.jpg and "
+                                        r"1000268201_aaaaaaaaaa\.jpg give the same image id 1000268201"):
+        load_flickr8k_txt(_write(tmp_path / "captions.txt", text))
+
+
+@pytest.mark.parametrize("name, image_id", [("COCO_val2014_000000000042.jpg", 42), ("000000000042.jpg", 42),
+                                            ("1000092795.jpg", 1000092795), ("2513260012_03d33305cf.jpg", 2513260012),
+                                            ("COCO_test2015_000000000000.png", 0)])
+def test_image_ids_are_read_from_coco_and_flickr_file_names(name, image_id):
+    from dan.data.images import image_id_from_filename
+
+    assert image_id_from_filename(name) == image_id
+
+
+@pytest.mark.parametrize("name", ["123abc.jpg", "12_xyz.jpg", "12-3.jpg", "COCO_val2014_12a.jpg", "img_12.jpg"])
+def test_a_file_name_with_more_than_an_id_is_no_image_id(name):
+    """Only the whole stem counts: '123abc' is not image 123 (two such files would silently share an id)."""
+    from dan.data.images import image_id_from_filename
+
+    with pytest.raises(DataError, match=rf"cannot read an image id from file name '{name}'"):
+        image_id_from_filename(name)
