@@ -925,3 +925,31 @@ def test_the_matching_epoch_loss_is_the_mean_over_pairs(make_cfg, tmp_path, monk
     assert len(set(sizes)) > 1  # full batches and tails
     per_pair = sum(n * loss for n, loss in calls) / sum(sizes)
     assert run.history[0]["loss"] == pytest.approx(per_pair, rel=1e-6)
+
+
+def test_a_checkpoint_resumes_only_with_the_same_vocabulary_and_answer_list(tmp_path):
+    """check_resumable compares the checkpoint's vocabulary and answer list with the ones the data gives now: another
+    answer list of the same size would train the old output layer against other answers without a word."""
+    from types import SimpleNamespace
+
+    from dan.checkpoint import check_resumable
+
+    cfg = preset("smoke", "vqa", out=str(tmp_path / "run"), data=str(tmp_path / "data"),
+                 features=str(tmp_path / "feat"), device="cpu")
+    vocab, answers = Vocab(["<pad>", "<unk>", "what", "color"]), AnswerVocab(["yes", "no", "red"])
+    meta = {"backbone": "b", "layer": "l", "image_size": 8, "grid": [1, 2], "dim": 4, "weights_sha256": "w"}
+    state = {"config": cfg.to_dict(), "visual_dim": 4, "feature_meta": meta, "vocab": vocab.to_dict(),
+             "answers": answers.to_dict()}
+
+    def prep(vocab: Vocab, answers: AnswerVocab) -> SimpleNamespace:
+        return SimpleNamespace(bank=SimpleNamespace(dim=4, meta=meta), vocab=vocab, answers=answers)
+
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    check_resumable(state, ckpt, cfg, prep(vocab, answers))  # the same inputs: resumes
+    with pytest.raises(DataError, match=r"checkpoint\.pt was trained with another answer list than the training data"):
+        check_resumable(state, ckpt, cfg, prep(vocab, AnswerVocab(["yes", "no", "blue"])))
+    with pytest.raises(DataError, match=r"checkpoint\.pt was trained with another vocabulary than the training data"):
+        check_resumable(state, ckpt, cfg, prep(Vocab(["<pad>", "<unk>", "which", "color"]), answers))
+    with pytest.raises(DataError, match=r"checkpoint\.pt was trained on features with weights_sha256='v', but the "
+                                        r"feature stores in .*feat have weights_sha256='w'"):
+        check_resumable({**state, "feature_meta": {**meta, "weights_sha256": "v"}}, ckpt, cfg, prep(vocab, answers))
