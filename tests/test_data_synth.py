@@ -327,3 +327,31 @@ def test_count_captions_only_count_what_appears_at_least_twice():
     assert all(c_count(distinct, np.random.default_rng(seed)) is None for seed in range(10))
     pair = Scene(640, 480, [_obj(0, "circle", "red", 100, 240), _obj(1, "circle", "green", 320, 240)])
     assert all(c_count(pair, np.random.default_rng(seed)).raw.startswith("two circles") for seed in range(10))
+
+
+_MAKE_IMAGE = synth._make_image
+
+
+def _first_chunk_last(task: tuple) -> dict:
+    """synth._make_image, slowed for the first chunk of tasks (run in a worker): later chunks finish first."""
+    import time
+
+    if task[1] == "train2014" and task[2] < 16:
+        time.sleep(1.0)
+    return _MAKE_IMAGE(task)
+
+
+def test_workers_finishing_out_of_order_give_the_same_bytes(smoke, tmp_path, monkeypatch):
+    """The output does not depend on the number of worker processes nor on which finishes first (the pool is
+    forked, so the workers run this module's slowed copy of the image task)."""
+    monkeypatch.setattr(synth, "_make_image", _first_chunk_last)
+    again = synth.generate("smoke", out=tmp_path / "again", seed=0, progress=False, workers=2)
+    assert _tree_hash(again) == _tree_hash(smoke)
+
+
+def test_every_image_has_its_own_scene(smoke):
+    """Each image draws from streams of its own (seed, split, index): train image k and val image k are not the same
+    scene under two ids."""
+    images = _json(smoke, "grounding.json")["images"]
+    scenes = {json.dumps(rec["objects"], sort_keys=True) for rec in images.values()}
+    assert len(images) == 72 and len(scenes) == len(images)
