@@ -177,3 +177,22 @@ def test_only_complete_rgb_or_gray_jpegs_go_to_the_device_decoder(tmp_path):
     Image.new("CMYK", (8, 8)).save(cmyk)
     assert plain_jpeg_bytes(png) is None and plain_jpeg_bytes(cmyk) is None
     assert plain_jpeg_bytes(tmp_path / "missing.jpg") is None
+
+
+def test_a_batch_reports_the_positions_that_did_not_decode_and_resizes_the_rest_in_order():
+    """Inputs 1 and 3 are no JPEGs: the rest (of one size) come back as one resized batch in input order, and the
+    failed positions are reported even then (an image dropped without a word would shift the rows after it)."""
+    red, blue = (Image.new("RGB", (40, 30), c) for c in ((250, 0, 0), (0, 0, 250)))
+
+    def data(im: Image.Image) -> torch.Tensor:
+        import io
+
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=95)
+        return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+    junk = torch.frombuffer(bytearray(b"\xff\xd8not a jpeg\xff\xd9"), dtype=torch.uint8)
+    x, failed = decode_jpeg_batch([data(red), junk, data(blue), junk], 16, CPU, decoder=TorchvisionJpeg(CPU))
+    assert failed == [1, 3] and tuple(x.shape) == (2, 3, 16, 16)
+    assert x[0, 0].mean() > 200 and x[0, 2].mean() < 50  # red first
+    assert x[1, 2].mean() > 200 and x[1, 0].mean() < 50  # then blue
