@@ -272,6 +272,19 @@ def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     assert events == [("fsync", str(tmp)), ("replace", str(tmp), str(target)), ("fsync", str(tmp_path))]
 
 
+def test_atomic_json_is_the_same_bytes_for_equal_objects_and_gets_the_usual_permissions(tmp_path):
+    """Keys sorted (equal objects written in another key order give byte-identical files: reruns compare by bytes),
+    text kept as UTF-8, and the file readable as any other the process writes (mkstemp's temp files are 0600)."""
+    a = write_json_atomic(tmp_path / "a.json", {"b": 1, "a": {"é": [2, 1], "c": None}})
+    b = write_json_atomic(tmp_path / "b.json", {"a": {"c": None, "é": [2, 1]}, "b": 1})
+    assert a.read_bytes() == b.read_bytes() == '{"a": {"c": null, "é": [2, 1]}, "b": 1}'.encode()
+    old = os.umask(0o022)
+    try:
+        mode = write_bytes_atomic(tmp_path / "c.bin", b"x").stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert mode == 0o644
+
 def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "metrics.json"
     killed = ("import os, signal, sys\nfrom dan.io import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
