@@ -953,3 +953,88 @@ def test_a_checkpoint_resumes_only_with_the_same_vocabulary_and_answer_list(tmp_
     with pytest.raises(DataError, match=r"checkpoint\.pt was trained on features with weights_sha256='v', but the "
                                         r"feature stores in .*feat have weights_sha256='w'"):
         check_resumable({**state, "feature_meta": {**meta, "weights_sha256": "v"}}, ckpt, cfg, prep(vocab, answers))
+
+
+def _store_of(folder: Path, ids: list[int]) -> np.ndarray:
+    """A feature store written by hand (1 x 2 grid, 3-d): image ids[k]'s regions all hold the value 10 * ids[k]."""
+    rows = np.repeat(10.0 * np.asarray(ids, dtype=np.float16)[:, None, None], 6).reshape(len(ids), 2, 3)
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", rows.astype(np.float16))
+    np.save(folder / "ids.npy", np.asarray(ids, dtype=np.int64))
+    (folder / "meta.json").write_text(json.dumps({
+        "backbone": "hand", "layer": "none", "weights_sha256": "none", "image_size": 8, "grid": [1, 2], "dim": 3,
+        "dtype": "float16", "preprocessing": {}, "num_images": len(ids), "skipped": [], "fingerprint": "x"}))
+    return rows
+
+
+def _vqa_files(root: Path, split: str, rows: list[tuple[int, int, str, str]], annotated: bool = True) -> None:
+    """Official-format question (and annotation) files: (question id, image id, question, the ten answers')."""
+    (root / "vqa").mkdir(parents=True, exist_ok=True)
+    (root / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json").write_text(json.dumps({"questions": [
+        {"question_id": q, "image_id": i, "question": t} for q, i, t, _ in rows]}))
+    if annotated:
+        (root / "vqa" / f"v2_mscoco_{split}_annotations.json").write_text(json.dumps({"annotations": [
+            {"question_id": q, "image_id": i, "multiple_choice_answer": a, "answer_type": "other",
+             "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)]}
+            for q, i, _, a in rows]}))
+
+
+def test_prepare_vqa_on_hand_made_files_gives_the_expected_answers_targets_and_rows(tmp_path, monkeypatch):
+    """Three training questions (answers red, red, yes) about images 12, 10, 11 and one val question (blue, outside
+    the training answers) about image 20, with stores written by hand: the majority answer, the targets and the
+    feature rows each question reads are known in advance."""
+    root, feat = tmp_path / "data", tmp_path / "feat"
+    _vqa_files(root, "train2014", [(1, 12, "What color is the ball?", "red"), (2, 10, "What color is the box?", "red"),
+                                   (3, 11, "Is it a cube?", "yes")])
+    _vqa_files(root, "val2014", [(4, 20, "What color is the cone?", "blue")])
+    _store_of(feat / "train2014", [10, 11, 12])
+    _store_of(feat / "val2014", [20])
+    cfg = preset("smoke", "vqa", out=str(tmp_path / "run"), data=str(root), features=str(feat), device="cpu")
+    prep = prepare(cfg, torch.device("cpu"))
+    assert prep.answers.answers == ["red", "yes"] and prep.majority_answer == "red"
+    assert prep.train.targets.tolist() == [0, 0, 1] and prep.val.targets.tolist() == [-1]
+    assert prep.train.rows.tolist() == [2, 0, 1] and prep.val.rows.tolist() == [3]  # val2014 after train2014's 3
+    regions = prep.bank.fetch(np.array([3, 2, 0, 1]))  # unsorted rows, two stores: each image its own regions
+    assert regions[:, 0, 0].tolist() == [200.0, 120.0, 100.0, 110.0]
+    assert "cone" not in prep.vocab and "ball" in prep.vocab  # the vocabulary is the training questions'
+    from dan.prepare import want_resident
+
+    need = sum(s.nbytes for s in prep.bank.stores.values())  # 4 images x 2 x 3 fp16
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need / 0.59), 10 * need))
+    assert need == 48 and want_resident("auto", prep.bank.stores, gpu)  # under 60 % of the free memory
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need / 0.61), 10 * need))
+    assert not want_resident("auto", prep.bank.stores, gpu)
+    _vqa_files(root, "train2014", [(1, 12, "What color is the ball?", "red")], annotated=False)
+    (root / "vqa" / "v2_mscoco_train2014_annotations.json").unlink()
+    with pytest.raises(DataError, match=r"training split 'train2014' has 1 questions without annotations \(first: "
+                                        r"question_id 1\)"):
+        prepare(cfg, torch.device("cpu"))
+
+
+def test_prepare_matching_trains_on_train_and_restval_and_needs_enough_captions_per_image(tmp_path):
+    root, feat = tmp_path / "data", tmp_path / "feat"
+    images = [(1, "train"), (2, "restval"), (3, "val"), (4, "test")]
+    karpathy = {"dataset": "hand", "images": [
+        {"filepath": "imgs", "filename": f"{i}.jpg", "imgid": k, "split": split, "sentences": [
+            {"raw": f"A red ball number {i} .", "sentid": 10 * i}, {"raw": f"A ball {i} .", "sentid": 10 * i + 1}]}
+        for k, (i, split) in enumerate(images)]}
+    karpathy["images"][0]["sentences"].append({"raw": "A zebra .", "sentid": 12})  # a third: not read (2 per image)
+    (root / "captions").mkdir(parents=True)
+    (root / "captions" / "dataset_hand.json").write_text(json.dumps(karpathy))
+    _store_of(feat / "imgs", [1, 2, 3, 4])
+    cfg = preset("smoke", "matching", out=str(tmp_path / "run"), data=str(root), features=str(feat), device="cpu",
+                 captions_file="captions/dataset_hand.json", captions_per_image=2)
+    prep = prepare(cfg, torch.device("cpu"))
+    assert (prep.train.image_ids.tolist(), prep.val.image_ids.tolist(), prep.test.image_ids.tolist()) == \
+        ([1, 2], [3], [4])
+    assert prep.train.sentence_ids.tolist() == [10, 11, 20, 21] and prep.val.rows.tolist() == [2]
+    assert "ball" in prep.vocab and "zebra" not in prep.vocab
+    regions, tokens, lengths = prep.train.batch(np.array([1, 0]), prep.bank, captions=np.array([3, 0]))
+    assert regions[:, 0, 0].tolist() == [20.0, 10.0] and lengths.tolist() == [3, 5]  # "a ball 2", "a red ball number 1"
+    with pytest.raises(DataError, match=r"captions must be one caption row per image, of that image"):
+        prep.train.batch(np.array([0, 1]), prep.bank, captions=np.array([2, 1]))  # rows of the other image
+    karpathy["images"][2]["sentences"].pop()  # a val image with one caption
+    (root / "captions" / "dataset_hand.json").write_text(json.dumps(karpathy))
+    with pytest.raises(DataError, match=r"split 'val'.*: image 3 \(3\.jpg\) has 1 captions, 2 needed"):
+        prepare(cfg, torch.device("cpu"))
