@@ -145,7 +145,9 @@ def test_the_collector_is_frozen_for_the_run_only_and_a_callers_freeze_is_kept(t
         own = gc.get_freeze_count()
         seen.clear()
         extract_features(items, tmp_path / "c", CFG, backbone=model, on_commit=note, progress=False)
-        assert set(seen) == {own} and gc.get_freeze_count() == own
+        # neither frozen more nor unfrozen; a frozen object whose last reference goes meanwhile (a cache entry
+        # replaced) leaves the count, so it may only shrink by a few (measured: 2 after the whole unit suite)
+        assert seen and all(own - 100 <= n <= own for n in seen) and own - 100 <= gc.get_freeze_count() <= own
     finally:
         gc.unfreeze()
 
