@@ -448,6 +448,11 @@ def test_grid_coverage_is_row_major_on_a_grid_of_other_height_and_width():
     (lambda d: d["captions"]["0"].update(key_words=[1]), r"caption 0, key_words: expected a list of words"),
     (lambda d: d["questions"]["5000"].update(family="2-hop"), r"question 5000: family must be one of single-hop"),
     (lambda d: d["images"]["5"]["objects"][1].update(id=0), r"image 5: duplicate object ids"),
+    # "05" beside "5" would have replaced image 5's entry silently; a non-plain spelling is refused whatever else
+    (lambda d: d["images"].update({"05": d["images"]["5"]}), r"image 05: id '05' is not written as a plain integer; "
+                                                             r"write it as \"5\""),
+    (lambda d: d["questions"].update({" 7": d["questions"].pop("5000")}), r"question  7: id ' 7' is not written as"),
+    (lambda d: d["captions"].update({"x": d["captions"].pop("0")}), r"caption x: id 'x' is not an integer"),
 ])
 def test_grounding_bad_input(tmp_path, mutate, pattern):
     data = _grounding()

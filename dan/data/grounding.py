@@ -86,10 +86,15 @@ FAMILIES = ("single-hop", "multi-hop")
 
 
 def _key(k: str, where: str) -> int:
+    """An object key as an id: only the plain decimal spelling, so that "7" and "07" cannot both stand for 7 (the
+    later entry would silently replace the earlier)."""
     try:
-        return int(k)
+        value = int(k)
     except ValueError:
         raise DataError(f"{where}: id {k!r} is not an integer") from None
+    if str(value) != k:
+        raise DataError(f"{where}: id {k!r} is not written as a plain integer; write it as \"{value}\"")
+    return value
 
 
 def _section(data: dict, name: str, path: Path) -> dict:
