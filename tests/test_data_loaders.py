@@ -341,6 +341,9 @@ def test_karpathy_records_as_released_load(tmp_path):
      r"image 42 .*sentence #0: 'tokens' must be a list of strings, got \[1, 2\]"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens="a dog"), r"'tokens' must be a list"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=5), r"sentence #0: 'raw' must be a string, got 5"),
+    (lambda d: d["images"][0]["sentences"][1].update(sentid=True), r"sentence #1: 'sentid' must be an integer, "
+                                                                   r"got True"),  # true was read as sentence 1
+    (lambda d: d["images"][0]["sentences"][0].update(sentid="0"), r"sentence #0: 'sentid' must be an integer, got '0'"),
     (lambda d: d["images"][0].update(sentences={"raw": "A dog."}), r"image 42 .*'sentences' must be a list, got dict"),
     (lambda d: (d.pop("dataset"), d.update(annotations=[{"image_id": 42, "id": 1, "caption": "A dog."}])),
      r"COCO's own captions file .*Karpathy's split files"),

@@ -120,8 +120,10 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
             if not raw.strip():
                 raise DataError(f"{where}, sentence #{j}: empty sentence")
             sid = s.get("sentid", sentids[j] if j < len(sentids) else None)
-            if not isinstance(sid, int):
+            if sid is None:
                 sid = -1  # no sentence id in this file
+            elif type(sid) is not int:  # true would have been sentence 1
+                raise DataError(f"{where}, sentence #{j}: 'sentid' must be an integer, got {sid!r}")
             elif sid in seen_sents:
                 raise DataError(f"{where}: duplicate sentence id {sid}")
             else:
