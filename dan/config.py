@@ -9,6 +9,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dan.io import ConfigError
 
 TASKS = ("vqa", "matching")
@@ -75,6 +77,17 @@ class TrainConfig:
     eval_batch_size: int = 512  # batch size of evaluation (not part of the identity: another size moves logits by
     # float rounding only, ~1e-8 on the CPU: an answer changes only where two logits lie that close)
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
+
+    def __post_init__(self) -> None:
+        """NumPy scalars become the Python numbers they hold (``steps=np.int64(3)`` from ``for k in np.arange(4)``
+        was refused as no integer, and cannot be written to ``config.json``); a NumPy bool stays a bool, which an
+        integer field still refuses."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                setattr(self, f.name, value.item())
+            elif isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
+                setattr(self, f.name, [v.item() if isinstance(v, np.generic) else v for v in value])
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` with the accepted values for any bad field; return self."""

@@ -6,6 +6,7 @@ The reference runs (``vqa_run``, ``matching_run``, smoke preset, seed 0) come fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -254,6 +255,20 @@ def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
     with pytest.raises(ConfigError, match=message):
         preset(kwargs.pop("profile"), kwargs.pop("task"), **kwargs)
+
+
+def test_numpy_scalars_become_python_numbers_and_a_numpy_bool_is_still_refused(tmp_path):
+    """``for k in np.arange(4): preset(..., steps=k)`` was refused (np.int64 is no int) and np.float64 values could
+    not be told from float ones in config.json; now each field holds the Python number, written like any other."""
+    cfg = preset("smoke", "vqa", steps=np.int64(3), hidden_dim=np.int32(16), lr=np.float32(0.5), margin=np.float64(2.0),
+                 lr_decay_epochs=[np.int64(2), 4], seed=np.uint8(7))
+    values = (cfg.steps, cfg.hidden_dim, cfg.lr, cfg.margin, cfg.lr_decay_epochs, cfg.seed)
+    assert values == (3, 16, 0.5, 2.0, [2, 4], 7)
+    assert [type(v) for v in values] == [int, int, float, float, list, int] and type(cfg.lr_decay_epochs[0]) is int
+    assert json.loads(json.dumps(cfg.to_dict()))["steps"] == 3
+    assert type(dataclasses.replace(cfg, steps=np.int16(1)).steps) is int
+    with pytest.raises(ConfigError, match=r"steps \(K\) must be an integer >= 0, got True"):
+        preset("smoke", "vqa", steps=np.bool_(True))
 
 
 # Each value at the edge of what validate() accepts: (field, value, accepted). Only the error message's text told
