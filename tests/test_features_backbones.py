@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -297,3 +298,69 @@ def test_random_weights_batchnorm_holds_the_statistics_of_its_calibration_batch(
     for bn, z in ((trunk[1], z1), (trunk[4], z2)):
         torch.testing.assert_close(bn.running_mean, z.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(bn.running_var, z.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+
+
+def test_a_weights_file_rewritten_in_place_with_the_same_size_gets_its_new_checksum(tmp_path):
+    """The checksum cache is keyed by path, size and modification time: fine-tuned weights saved over the old file
+    (the same architecture, so the same size) are other weights, and the stores made with the old ones go stale."""
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"a" * 4096)
+    assert weights_sha256("resnet152", str(path)) == hashlib.sha256(b"a" * 4096).hexdigest()
+    path.write_bytes(b"b" * 4096)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert weights_sha256("resnet152", str(path)) == hashlib.sha256(b"b" * 4096).hexdigest()
+
+
+def test_a_checkpoint_holding_its_weights_under_state_dict_loads_them(tmp_path):
+    """``{"state_dict": ..., "epoch": ...}`` (a training checkpoint) gives the same model as the bare state dict."""
+    net, _ = load_efficientnet_lite("efficientnet-lite0", 64)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": net.state_dict(), "epoch": 3}, ckpt)
+    got = build_backbone("efficientnet-lite0", "stride16", 64, weights=str(ckpt))
+    default = build_backbone("efficientnet-lite0", "stride16", 64)
+    assert got.weights_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest() != default.weights_sha256
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(got(x), default(x))
+
+
+def test_a_whole_vgg19_state_dict_loads_into_its_convolutional_trunk(tmp_path):
+    """torchvision's VGG-19 file holds the classifier too (``classifier.*``, 120 M parameters the trunk never
+    uses): its ``features.*`` tensors are loaded and the classifier's are passed over, not an error."""
+    ref = build_backbone("vgg19", "pool5", 64, random_weights=True, seed=5)  # not the default seed's weights
+    state = {f"features.{k}": v for k, v in ref.trunk.state_dict().items()}
+    state |= {"classifier.0.weight": torch.zeros(3, 2), "classifier.0.bias": torch.zeros(3)}
+    torch.save(state, tmp_path / "vgg19.pth")
+    got = build_backbone("vgg19", "pool5", 64, weights=str(tmp_path / "vgg19.pth"))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(got(x), ref(x))
+
+
+def test_random_weights_come_from_the_seed_given_not_from_the_global_generator():
+    """Random-weight stores (tests, benchmarks) are reproducible across processes: the weights depend on ``seed``
+    only, and the caller's random stream is left where it was."""
+    torch.manual_seed(123)
+    a = build_backbone("efficientnet-lite0", "stride16", 64, random_weights=True, seed=0)
+    after = torch.randn(3)
+    torch.manual_seed(456)
+    b = build_backbone("efficientnet-lite0", "stride16", 64, random_weights=True, seed=0)
+    c = build_backbone("efficientnet-lite0", "stride16", 64, random_weights=True, seed=1)
+    torch.manual_seed(123)
+    assert torch.equal(torch.randn(3), after)  # the build drew nothing from the global stream
+    first = next(iter(a.trunk.state_dict()))
+    assert torch.equal(a.trunk.state_dict()[first], b.trunk.state_dict()[first])
+    assert not torch.equal(a.trunk.state_dict()[first], c.trunk.state_dict()[first])
+
+
+def test_random_weight_resnet_features_stay_far_inside_the_float16_range():
+    """Random weights only: BatchNorm's statistics come from a calibration batch, so the 50 residual blocks do not
+    blow the activations up (uncalibrated, |feature| reaches ~3e7 here: every fp16 row would be clamped to
+    65504). The input is a normalised image's range, N(0, 1)."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for fuse in (True, False):
+        model = build_backbone("resnet152", "res5c", 64, random_weights=True, fuse=fuse)
+        with torch.no_grad():
+            y = model(x)
+        assert torch.isfinite(y).all() and 0 < float(y.abs().max()) < 1e3, (fuse, float(y.abs().max()))
