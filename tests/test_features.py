@@ -994,3 +994,59 @@ def test_store_writer_commits_each_time_a_chunk_of_bytes_is_written():
         writer.put(k + 2, np.array([k, k + 1]), _rows(2), None, [])
     assert writer.close() == []
     assert part.commits == [4, 8, 10] and part.written == list(range(10))
+
+
+def test_a_given_backbone_of_another_layer_size_or_family_than_the_config_is_refused(tmp_path, model):
+    """The store's meta and fingerprint come from the config: a built model that computes something else would
+    publish its features under the config's name."""
+    items = make_images(tmp_path / "img", 1)
+    for cfg, theirs in [(replace(CFG, image_size=96), "efficientnet-lite0/stride16@96"),
+                        (replace(CFG, layer="stride32"), "efficientnet-lite0/stride32@64"),
+                        (replace(CFG, backbone="efficientnet-lite1"), "efficientnet-lite1/stride16@64")]:
+        with pytest.raises(ConfigError, match=re.escape(f"backbone efficientnet-lite0/stride16@64 does not match "
+                                                        f"the config {theirs}")):
+            extract_features(items, tmp_path / "f", cfg, backbone=model, progress=False)
+        assert not (tmp_path / "f").exists()
+
+
+def test_a_cuda_extraction_is_recorded_as_bfloat16_and_its_own_decoding(monkeypatch):
+    """On a CUDA device the model runs under bf16 autocast (:func:`dan.extract.forward_padded`), so the store says
+    so, and its fingerprint differs from a float32 one; JPEGs are decoded on the device unless asked otherwise."""
+    import dan.features as features
+
+    cpu = features.processing(CFG)
+    items = [(1, Path("COCO_train2014_000000000001.jpg"))]
+    cpu_fingerprint = features.fingerprint(CFG, items, "sha", [None])
+    monkeypatch.setattr(features, "resolve_device", lambda device: torch.device("cuda"))
+    cuda = replace(CFG, device="cuda")
+    assert features.processing(cuda) == {"precision": "bfloat16 autocast",
+                                         "decode": "torchvision.io.decode_jpeg on the device, pil resize",
+                                         "inference": "eager"}
+    assert features.processing(replace(cuda, gpu_decode=False)) == {**cpu, "precision": "bfloat16 autocast"}
+    assert features.fingerprint(replace(cuda, gpu_decode=False), items, "sha", [None]) != cpu_fingerprint
+
+
+def test_an_extraction_leaves_cudnn_benchmark_and_matmul_precision_as_it_found_them(tmp_path, model):
+    items = make_images(tmp_path / "img", 2)
+    before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("medium")
+        extract_features(items, tmp_path / "f", CFG, backbone=model, progress=False)
+        assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == (True, "medium")
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.set_float32_matmul_precision(before[1])
+
+
+def test_a_store_of_one_layer_is_not_current_for_another_and_is_rebuilt(tmp_path, model):
+    """The layer is part of the fingerprint: stride16 and stride32 of the same weights at the same size are
+    different features (4 x 4 x 112 and 2 x 2 x 1280 at 64 px)."""
+    from dan.features import store_is_current
+
+    items = make_images(tmp_path / "img", 2)
+    extract_features(items, tmp_path / "f", CFG, backbone=model, progress=False)
+    stride32 = replace(CFG, layer="stride32")
+    assert store_is_current(items, tmp_path / "f", CFG) and not store_is_current(items, tmp_path / "f", stride32)
+    store = extract_features(items, tmp_path / "f", stride32, progress=False)
+    assert (store.meta["layer"], store.grid, store.dim) == ("stride32", (2, 2), 1280)
