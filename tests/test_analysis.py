@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -525,3 +526,95 @@ def test_hop_verdict_says_what_the_interval_of_the_difference_allows(diff, ci, v
     sentence = analysis.hop_verdict(hop)
     assert sentence.endswith(f"so {verdict} at 95 % confidence.")
     assert f"(95 % CI {diff - ci:.1f} to {diff + ci:.1f})" in sentence
+
+
+def test_attention_overlay_puts_region_n_at_grid_cell_n_over_the_whole_image() -> None:
+    """Weights [gh * gw] in row-major order (region n = cell (n // gw, n % gw)), scaled by their maximum, drawn over
+    the whole image (extent left, right, bottom, top = 0, w, h, 0: row 0 at the top), boxes as [x, y, w, h]."""
+    from PIL import Image
+
+    fig, ax = plt.subplots()
+    viz.attention_overlay(ax, Image.new("RGB", (60, 40)), np.arange(6, dtype=np.float32), (2, 3),
+                          title="step 1", boxes=[[5, 6, 10, 12]])
+    overlay = ax.images[1]
+    np.testing.assert_allclose(np.asarray(overlay.get_array()), [[0.0, 0.2, 0.4], [0.6, 0.8, 1.0]], rtol=1e-6)
+    assert tuple(overlay.get_extent()) == (0, 60, 40, 0) and ax.get_title() == "step 1"
+    (box,) = ax.patches
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (5, 6, 10, 12)
+    plt.close(fig)
+
+
+def test_text_attention_html_shades_each_word_by_its_share_of_the_largest_weight() -> None:
+    html = viz.text_attention_html(["a", "red", "cube"], np.array([0.1, 0.4, 0.2]))
+    shades = [float(a) for a in re.findall(r"rgba\(255,140,0,([0-9.]+)\)", html)]
+    assert shades == [0.25, 1.0, 0.5] and [w for w in ("a", "red", "cube") if f">{w}</span>" in html] == \
+        ["a", "red", "cube"]
+    assert viz.text_attention_html([], np.array([])) == ""
+
+
+def test_t_interval_is_the_students_t_interval_and_none_for_one_seed() -> None:
+    assert viz._t_interval(np.array([3.0])) == (3.0, 3.0)  # no bar rather than NaN bounds
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n) for [1, 2, 3]
+    assert viz._t_interval(np.array([1.0, 2.0, 3.0])) == pytest.approx((2.0 - half, 2.0 + half))
+
+
+def test_ablation_panels_label_each_panel_and_plot_the_seed_means() -> None:
+    df = pd.DataFrame({"K": [1, 1, 1, 2, 2, 2], "acc": [1.0, 2.0, 3.0, 5.0, 6.0, 10.0],
+                       "loss": [0.5, 0.5, 0.5, 0.25, 0.25, 0.25]})
+    fig = viz.ablation_panels(df, "K", ["acc", "loss"], labels={"acc": "accuracy", "K": "steps K"})
+    assert [ax.get_title() for ax in fig.axes] == ["accuracy", "loss"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["steps K", "steps K"]
+    means = [line for line in fig.axes[0].get_lines() if len(line.get_ydata()) == 2]
+    assert [list(line.get_ydata()) for line in means][0] == [2.0, 7.0]
+    plt.close(fig)
+
+
+def test_plot_history_draws_each_metric_against_the_epoch() -> None:
+    a = [{"epoch": e, "loss": 1.0 / e, "acc": 10.0 * e} for e in (1, 2, 3)]
+    fig = viz.plot_history(a, ["acc"])
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == [10.0, 20.0, 30.0]
+    assert fig.axes[0].get_xlabel() == "epoch"
+    plt.close(fig)
+
+
+def test_grounding_bars_mark_each_scores_own_chance_level_and_name_the_panels() -> None:
+    df = pd.DataFrame({"image_id": np.arange(8), "step": np.repeat([1, 2], 4), "family": np.tile(["a", "b"], 4),
+                       "hit": [1, 0, 1, 1, 0, 0, 1, 0], "mass": np.linspace(0.1, 0.8, 8),
+                       "chance_hit": 0.2, "chance_mass": 0.1})
+    fig = viz.grounding_bars(df, x="step", hue="family", what="key words")
+    assert [ax.get_title() for ax in fig.axes] == ["most attended word is a key word (%)",
+                                                   "attention mass on key words (%)"]
+    for ax, chance in zip(fig.axes, (20.0, 10.0), strict=True):
+        levels = {round(float(y), 6) for c in ax.collections for seg in c.get_segments() for _, y in seg
+                  if len(seg) == 2 and seg[0][0] != seg[1][0]}  # horizontal ticks, not error bars
+        assert levels == {chance}
+        centres = sorted(round(p.get_x() + p.get_width() / 2, 6) for p in ax.patches)
+        assert centres == [-0.2, 0.2, 0.8, 1.2]  # step i: family a at i - 0.2, b at i + 0.2
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    plt.close(fig)
+
+
+def test_show_images_puts_each_title_under_its_own_image(tmp_path) -> None:
+    from PIL import Image
+
+    paths = []
+    for k, colour in enumerate(("red", "green", "blue")):
+        paths.append(tmp_path / f"{k}.png")
+        Image.new("RGB", (8, 8), colour).save(paths[-1])
+    fig = viz.show_images(paths, ["first", "second", "third"], ncols=2)
+    assert [ax.get_title() for ax in fig.axes] == ["first", "second", "third", ""]
+    assert [tuple(ax.images[0].get_array()[0, 0]) for ax in fig.axes[:3]] == [(255, 0, 0), (0, 128, 0),
+                                                                              (0, 0, 255)]
+    assert not fig.axes[3].images
+    plt.close(fig)
+
+
+def test_pick_examples_depend_on_the_seed_and_not_on_the_tables_row_order() -> None:
+    table = pd.DataFrame({"question_id": np.arange(40), "family": "a", "correct": np.arange(40) % 2 == 0})
+    picks = {seed: gallery.pick_examples(table, "question_id", "family", per_group=2, seed=seed)
+             for seed in range(5)}
+    assert len({tuple(p.question_id) for p in picks.values()}) > 1  # another seed, other examples
+    shuffled = table.sample(frac=1.0, random_state=7)
+    for seed, picked in picks.items():
+        assert gallery.pick_examples(shuffled, "question_id", "family", per_group=2, seed=seed).equals(picked)
