@@ -1050,3 +1050,34 @@ def test_a_store_of_one_layer_is_not_current_for_another_and_is_rebuilt(tmp_path
     assert store_is_current(items, tmp_path / "f", CFG) and not store_is_current(items, tmp_path / "f", stride32)
     store = extract_features(items, tmp_path / "f", stride32, progress=False)
     assert (store.meta["layer"], store.grid, store.dim) == ("stride32", (2, 2), 1280)
+
+
+def test_features_beyond_the_float16_range_are_stored_saturated_not_infinite(tmp_path):
+    """Rows are stored in fp16: an activation above 65504 (random weights, an unusual image) is kept as +-65504, a
+    number a model can train on, not inf (which turns every loss NaN)."""
+    from dan.backbones import GridBackbone
+
+    conv = torch.nn.Conv2d(3, 2, 16, stride=16)  # 64 px -> the 4 x 4 grid of efficientnet-lite0/stride16
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([1e6, -3.0]))
+    model = GridBackbone("efficientnet-lite0", "stride16", SIZE, conv, "random")
+    store = extract_features(make_images(tmp_path / "img", 2), tmp_path / "f", CFG, backbone=model, progress=False)
+    feats = store.load_all()
+    assert feats.shape == (2, 16, 2) and np.isfinite(feats).all()
+    assert (feats[..., 0] == 65504).all() and (feats[..., 1] == -3).all()
+
+
+def test_image_sizes_outside_32_to_4096_px_are_refused_naming_the_value():
+    for size in (16, 31, 4097):
+        with pytest.raises(ConfigError, match=rf"image_size must be in \[32, 4096\], got {size}"):
+            replace(CFG, image_size=size).validate()
+    replace(CFG, image_size=32).validate()
+
+
+def test_the_progress_bar_counts_every_image_including_skipped_ones(tmp_path, model, capsys):
+    items = make_images(tmp_path / "img", 5)
+    items[1][1].write_bytes(b"")
+    extract_features(items, tmp_path / "f", replace(CFG, on_bad_image="skip"), backbone=model, progress=True)
+    bars = re.findall(r"features: *\d+%\|[^|]*\| *(\d+)/(\d+)", capsys.readouterr().err)
+    assert bars and bars[-1] == ("5", "5")
