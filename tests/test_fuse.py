@@ -178,3 +178,17 @@ def test_the_cli_runs_resnet_fused_by_default_and_eager_when_asked(tmp_path, cap
     assert main([*base, "--out", str(tmp_path / "eager"), "--no-fuse"]) == 0
     assert FeatureStore(tmp_path / "fused" / "val2014").meta["inference"] == FUSED
     assert FeatureStore(tmp_path / "eager" / "val2014").meta["inference"] == "eager"
+
+
+def test_the_kernel_takes_only_dense_channels_last_tensors_and_a_residual_of_the_outputs_shape():
+    """The kernel indexes ``y`` and the residual alike as ``[pixels, channels]``: a residual that would broadcast
+    (``[B, C, 1, 1]``) or is laid out NCHW would be read at the wrong places, so the torch ops take those."""
+    from dan.fuse import _kernel_fits
+
+    def nhwc(*shape: int) -> torch.Tensor:
+        return torch.zeros(*shape).contiguous(memory_format=torch.channels_last)
+
+    y = nhwc(2, 8, 3, 3)
+    assert _kernel_fits(y, None) and _kernel_fits(y, nhwc(2, 8, 3, 3))
+    assert not _kernel_fits(y, nhwc(2, 8, 1, 1)) and not _kernel_fits(y, torch.zeros(2, 8, 3, 3))
+    assert not _kernel_fits(torch.zeros(2, 8, 3, 3), None) and not _kernel_fits(torch.zeros(16, 8), None)
