@@ -1081,3 +1081,39 @@ def test_the_progress_bar_counts_every_image_including_skipped_ones(tmp_path, mo
     extract_features(items, tmp_path / "f", replace(CFG, on_bad_image="skip"), backbone=model, progress=True)
     bars = re.findall(r"features: *\d+%\|[^|]*\| *(\d+)/(\d+)", capsys.readouterr().err)
     assert bars and bars[-1] == ("5", "5")
+
+
+def test_build_features_builds_no_model_when_every_store_is_current_and_skips_hidden_folders(tmp_path, model,
+                                                                                              monkeypatch):
+    """A rerun over current stores loads no weights (ResNet-152's are 240 MB); a hidden folder in images/
+    (.ipynb_checkpoints, a sync tool's .cache) is not a split."""
+    import dan.features as features
+
+    root = tmp_path / "data"
+    make_images(root / "images" / "val2014", 2)
+    (root / "images" / ".ipynb_checkpoints").mkdir()
+    (root / "images" / ".ipynb_checkpoints" / "x.jpg").write_bytes(b"not an image")
+    assert list(build_features(root, tmp_path / "features", CFG, progress=False)) == ["val2014"]
+
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a model was built although every store is current")
+
+    monkeypatch.setattr(features, "build_backbone", no_model)
+    assert len(build_features(root, tmp_path / "features", CFG, progress=False)["val2014"]) == 2
+
+
+def test_meta_names_the_weights_random_default_or_the_files_name(tmp_path, model):
+    import shutil
+
+    from dan.backbones import _lite_weights_file
+
+    items = make_images(tmp_path / "img", 1)
+    copy = tmp_path / "my_lite0.pth"
+    shutil.copy(_lite_weights_file("efficientnet-lite0"), copy)
+    random = build_backbone("efficientnet-lite0", None, SIZE, random_weights=True)
+    for name, cfg, backbone, sha in [
+            ("default", CFG, model, model.weights_sha256),
+            ("random", replace(CFG, random_weights=True), random, "random"),
+            ("my_lite0.pth", replace(CFG, weights=str(copy)), None, model.weights_sha256)]:
+        meta = extract_features(items, tmp_path / f"f_{name}", cfg, backbone=backbone, progress=False).meta
+        assert (meta["weights"], meta["weights_sha256"]) == (name, sha)
