@@ -181,7 +181,8 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
     """Extract ``[N, D]`` fp16 features of every ``(image_id, path)`` into a store at ``out_dir``; resumable.
 
     An up-to-date store is returned without work; an interrupted extraction with the same fingerprint resumes
-    after its last commit. ``backbone`` reuses a built model; ``on_commit(done)`` is called after each commit.
+    after its last commit. ``backbone`` reuses a built model (it must be the config's: backbone, layer, size,
+    inference and weights, else :class:`ConfigError`); ``on_commit(done)`` is called after each commit.
     """
     cfg = (cfg or FeatureConfig()).validate()
     with frozen_gc(cfg.freeze_gc):  # the collector's full passes stop every thread: see frozen_gc
@@ -200,7 +201,13 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
     if backbone is not None and backbone.inference != inference_label(cfg.backbone, cfg.fuse):
         raise ConfigError(f"backbone runs {backbone.inference!r} but the config asks for "
                           f"{inference_label(cfg.backbone, cfg.fuse)!r} (FeatureConfig.fuse={cfg.fuse})")
-    sha = backbone.weights_sha256 if backbone else weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
+    sha = weights_sha256(cfg.backbone, cfg.weights, cfg.random_weights)
+    if backbone is not None and backbone.weights_sha256 != sha:  # meta["weights"] and the fingerprint follow cfg
+        named = "random weights" if cfg.random_weights else f"weights file {cfg.weights}" if cfg.weights \
+            else "the default weights"
+        raise ConfigError(f"backbone {backbone.name} has weights with sha256 {backbone.weights_sha256[:16]} but the "
+                          f"config names {named} (sha256 {sha[:16]}); set FeatureConfig.weights / random_weights to "
+                          f"what the backbone was built with")
     stats = file_stats(items)
     fp = fingerprint(cfg, items, sha, stats)
     if (current := _current_store(out, fp)) is not None:

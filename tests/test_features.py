@@ -1062,7 +1062,8 @@ def test_features_beyond_the_float16_range_are_stored_saturated_not_infinite(tmp
         conv.weight.zero_()
         conv.bias.copy_(torch.tensor([1e6, -3.0]))
     model = GridBackbone("efficientnet-lite0", "stride16", SIZE, conv, "random")
-    store = extract_features(make_images(tmp_path / "img", 2), tmp_path / "f", CFG, backbone=model, progress=False)
+    store = extract_features(make_images(tmp_path / "img", 2), tmp_path / "f", replace(CFG, random_weights=True),
+                             backbone=model, progress=False)
     feats = store.load_all()
     assert feats.shape == (2, 16, 2) and np.isfinite(feats).all()
     assert (feats[..., 0] == 65504).all() and (feats[..., 1] == -3).all()
@@ -1117,3 +1118,20 @@ def test_meta_names_the_weights_random_default_or_the_files_name(tmp_path, model
             ("my_lite0.pth", replace(CFG, weights=str(copy)), None, model.weights_sha256)]:
         meta = extract_features(items, tmp_path / f"f_{name}", cfg, backbone=backbone, progress=False).meta
         assert (meta["weights"], meta["weights_sha256"]) == (name, sha)
+
+
+def test_a_given_backbone_with_other_weights_than_the_config_names_is_refused(tmp_path, model):
+    """meta["weights"] and the fingerprint are the config's: a random-weight model extracted under a config that
+    names the default weights (or the reverse) would publish untrained features labelled pretrained, and a store
+    whose fingerprint the config never matches (rebuilt on every run)."""
+    items = make_images(tmp_path / "img", 1)
+    random = build_backbone("efficientnet-lite0", None, SIZE, random_weights=True)
+    with pytest.raises(ConfigError, match=r"backbone efficientnet-lite0 has weights with sha256 random but the "
+                                          r"config names the default weights \(sha256 [0-9a-f]{16}\)"):
+        extract_features(items, tmp_path / "f", CFG, backbone=random, progress=False)
+    with pytest.raises(ConfigError, match=r"config names random weights \(sha256 random\)"):
+        extract_features(items, tmp_path / "f", replace(CFG, random_weights=True), backbone=model, progress=False)
+    assert not (tmp_path / "f").exists()
+    store = extract_features(items, tmp_path / "f", replace(CFG, random_weights=True), backbone=random,
+                             progress=False)
+    assert (store.meta["weights"], store.meta["weights_sha256"]) == ("random", "random")
