@@ -80,9 +80,13 @@ def attention_overlay(ax: plt.Axes, image: Image.Image, weights: np.ndarray, gri
 
 
 def text_attention_html(words: Sequence[str], weights: np.ndarray) -> str:
-    """Words shaded by their attention weight, as HTML (for ``IPython.display.HTML``)."""
+    """Words shaded by their attention weight, as HTML (for ``IPython.display.HTML``); each word is escaped, so
+    the vocabulary's ``<unk>`` shows as a word rather than vanishing as an unknown tag."""
+    import html
+
     top = max(float(np.max(weights)), 1e-12) if len(weights) else 1.0
-    spans = [f'<span style="background: rgba(255,140,0,{float(a) / top:.2f}); padding: 1px 2px">{word}</span>'
+    spans = [f'<span style="background: rgba(255,140,0,{float(a) / top:.2f}); padding: 1px 2px">'
+             f'{html.escape(word)}</span>'
              for word, a in zip(words, weights, strict=False)]
     return " ".join(spans)
 

@@ -550,6 +550,8 @@ def test_text_attention_html_shades_each_word_by_its_share_of_the_largest_weight
     assert shades == [0.25, 1.0, 0.5] and [w for w in ("a", "red", "cube") if f">{w}</span>" in html] == \
         ["a", "red", "cube"]
     assert viz.text_attention_html([], np.array([])) == ""
+    unk = viz.text_attention_html(["<unk>", "a&b"], np.array([0.5, 0.5]))  # a tag to the browser, unescaped
+    assert ">&lt;unk&gt;</span>" in unk and ">a&amp;b</span>" in unk and "<unk>" not in unk
 
 
 def test_t_interval_is_the_students_t_interval_and_none_for_one_seed() -> None:
