@@ -33,6 +33,18 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def plain_numbers(config: object) -> None:
+    """Replace NumPy scalars in a config dataclass's fields (and in its list fields) by the Python numbers they
+    hold: ``steps=np.int64(3)`` from ``for k in np.arange(4)`` was refused as no integer, and cannot be written to
+    JSON. A NumPy bool stays a bool, which an integer field still refuses."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, np.generic):
+            setattr(config, f.name, value.item())
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
+            setattr(config, f.name, [v.item() if isinstance(v, np.generic) else v for v in value])
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one training run (data locations, model, optimisation, seed)."""
@@ -79,15 +91,7 @@ class TrainConfig:
     max_train: int | None = None  # use only the first N training questions/images (quick runs)
 
     def __post_init__(self) -> None:
-        """NumPy scalars become the Python numbers they hold (``steps=np.int64(3)`` from ``for k in np.arange(4)``
-        was refused as no integer, and cannot be written to ``config.json``); a NumPy bool stays a bool, which an
-        integer field still refuses."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.generic):
-                setattr(self, f.name, value.item())
-            elif isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
-                setattr(self, f.name, [v.item() if isinstance(v, np.generic) else v for v in value])
+        plain_numbers(self)
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` with the accepted values for any bad field; return self."""

@@ -1135,3 +1135,28 @@ def test_a_given_backbone_with_other_weights_than_the_config_names_is_refused(tm
     store = extract_features(items, tmp_path / "f", replace(CFG, random_weights=True), backbone=random,
                              progress=False)
     assert (store.meta["weights"], store.meta["weights_sha256"]) == ("random", "random")
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("image_size", "224", "an integer"),  # was a TypeError from the range check
+    ("image_size", 224.5, "an integer"),  # passed: a fractional input size
+    ("batch_size", True, "an integer"),
+    ("num_workers", 1.5, "an integer or unset"),
+    ("fuse", "no", "a bool"),  # a non-empty string was taken as True
+    ("random_weights", 1, "a bool"),
+    ("gpu_decode", "yes", "a bool or unset"),
+    ("commit_every_s", float("nan"), "a finite number >= 0"),
+    ("commit_every_mb", -1.0, "a finite number >= 0"),
+    ("weights", 3, "a name/path or unset"),
+    ("backbone", None, "a backbone name"),
+])
+def test_feature_config_fields_of_the_wrong_type_are_refused_naming_the_field(field, value, what):
+    with pytest.raises(ConfigError, match=rf"^{field} must be {what}, got {re.escape(repr(value))}$"):
+        replace(CFG, **{field: value}).validate()
+
+
+def test_feature_config_takes_numpy_scalars_as_the_python_numbers_they_hold():
+    cfg = replace(CFG, image_size=np.int64(64), batch_size=np.int32(4), commit_every_s=np.float32(0.5)).validate()
+    assert (cfg.image_size, cfg.batch_size, cfg.commit_every_s) == (64, 4, 0.5)
+    assert [type(v) for v in (cfg.image_size, cfg.batch_size, cfg.commit_every_s)] == [int, int, float]
+    replace(CFG, weights=Path("w.pt"), commit_every_mb=0, gpu_decode=None, num_workers=None).validate()
