@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import numbers
 import os
 import threading
 import time
@@ -66,7 +65,7 @@ class SweepSpec:
             raise ConfigError(f"unknown task(s) {bad}; accepted: {', '.join(TASKS)}")
         if type(self.workers) is not int or self.workers < 1:
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
-        settings = [(_whole(k), self.steps_attention) for k in self.steps]
+        settings = [(k, self.steps_attention) for k in self.steps]  # NumPy ints: TrainConfig converts
         settings += [(self.attention_steps, a) for a in self.attentions]
         if not (self.tasks and settings and self.seeds):
             raise ConfigError(f"the sweep has no run: tasks {list(self.tasks)}, steps {list(self.steps)} and attention "
@@ -76,7 +75,7 @@ class SweepSpec:
         for task in self.tasks:
             for k, att in settings:
                 for seed in self.seeds:
-                    cfg = preset(self.profile, task, steps=k, attention=att, seed=_whole(seed), **self.overrides)
+                    cfg = preset(self.profile, task, steps=k, attention=att, seed=seed, **self.overrides)
                     if self.runs_root is not None:
                         cfg.out = str(Path(self.runs_root) / cfg.run_name())
                     if cfg.run_name() not in seen:
@@ -88,7 +87,7 @@ class SweepSpec:
         """Comparisons behind one claim (its other levels, as :func:`claim_check` counts them) on the larger of the
         two axes, at least 1. The K axis also holds K = ``attention_steps`` when ``steps_attention`` is among the
         attention types, and the attention axis ``steps_attention`` when ``attention_steps`` is among the Ks."""
-        steps = {_whole(k) for k in self.steps} | ({self.attention_steps} if self.steps_attention in self.attentions
+        steps = set(self.steps) | ({self.attention_steps} if self.steps_attention in self.attentions
                                                    else set())
         types = set(self.attentions) | ({self.steps_attention} if self.attention_steps in steps else set())
         return max(len(steps) - 1, len(types) - 1, 1)
@@ -105,13 +104,6 @@ class SweepSpec:
         if mine == base._identities():
             return f"{stem}.csv"
         return f"{stem}-{hashlib.sha256('|'.join(mine).encode()).hexdigest()[:8]}.csv"
-
-
-def _whole(value):  # noqa: ANN001, ANN202
-    """A whole number (e.g. NumPy's int64) as a Python int; anything else as given, for :meth:`TrainConfig.validate`
-    to refuse by name: ``int()`` made a K of 1.5 a K of 1 and a seed of 0.7 seed 0, and raised a bare ValueError
-    for ``"two"``."""
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
 def as_list(value) -> list:  # noqa: ANN001 - a notebook parameter: a list, or one value given on its own
