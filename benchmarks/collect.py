@@ -28,7 +28,7 @@ def card_of(result: dict) -> str | None:
     devices = [result.get("device", "")] + [r.get("device", "") for r in result.get("train", [])]
     devices += [p.get("device", "") for p in result.get("profile", [])]
     for name in devices:
-        if not name or name.startswith("CPU") or " CPU" in name:
+        if not name or re.search(r"(^|\s)cpu\b", name, re.IGNORECASE):  # "cpu", "x86_64 CPU, 2 torch threads"
             continue
         match = re.search(r"\b([A-Z]\d{2,4}[A-Za-z]?)\b", name)
         if match:

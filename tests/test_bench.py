@@ -221,12 +221,16 @@ def test_collect_names_device_results_after_their_card(tmp_path):
     (src / "cpu.json").write_text(json.dumps({"command": "x", "device": "x86_64 CPU, 2 torch threads",
                                               "device_type": "cpu"}))
     (src / "broken.json").write_text("{")
+    # a CPU rehearsal of benchmarks/device_extract.sh: the checks ran on torch.device("cpu"), not on a card
+    (src / "gpu_checks_cpu.json").write_text(json.dumps({"device": "cpu", "complete": True,
+                                                         "aligned_vs_packed_lstm": {}}))
     (src / "gpu_checks_resize.json").write_text(json.dumps({"device": "NVIDIA H200", "complete": False,
                                                             "aligned_vs_packed_lstm": {}}))
     (src / "notes.json").write_text(json.dumps({"device": "NVIDIA H200"}))  # neither a measurement nor the checks
     rows = {s.name: (t.name if t else None, why) for s, t, why in collect.collect(src, dest)}
     assert rows["gpu_checks_resize.json"] == ("gpu_checks_resize_h200.json", "copied")
     assert rows["notes.json"] == (None, "not a GPU benchmark result")
+    assert rows["gpu_checks_cpu.json"] == (None, "not a GPU benchmark result")
     assert rows["train_profile.json"] == ("train_profile_h200.json", "copied")
     assert rows["extract_long.json"] == ("extract_long_geforce-rtx-4090.json", "copied")
     assert rows["cpu.json"] == (None, "not a GPU benchmark result") and rows["broken.json"][1].startswith("unreadable")
