@@ -59,14 +59,20 @@ def family_t_note(n_seeds: int, comparisons: int = 3) -> str:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Quantile of Student's t (inverse of :func:`t_cdf`, by bisection to 1e-12)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    """Quantile of Student's t (inverse of :func:`t_cdf`, by bisection to 1e-12).
+
+    ``df`` must be finite and positive (the intervals here use n - 1 >= 1). A bracket that passes 1e300 without
+    reaching ``p`` is a ValueError rather than an endless loop or a number that only looks like a quantile.
+    """
+    if not 0.0 < p < 1.0 or not 0.0 < df < math.inf:  # also refuses NaN, which compares False
+        raise ValueError(f"t_quantile needs 0 < p < 1 and a finite df > 0, got p={p}, df={df}")
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
+    while t_cdf(hi, df) < p:  # bracket the quantile; doubling reaches 1e300 after about 1,000 steps
+        if hi > 1e300:
+            raise ValueError(f"the t quantile for p={p}, df={df} lies beyond 1e300")
+        lo, hi = hi, hi * 2.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)

@@ -40,6 +40,19 @@ def test_t_quantile_matches_closed_forms(p: float) -> None:
 def test_t_quantile_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="0 < p < 1"):
         t_quantile(1.0, 3)
+    for df in (math.nan, math.inf, 0.0):  # NaN and inf used to give 4.5e-13 (df = NaN made every t_cdf NaN)
+        with pytest.raises(ValueError, match="finite df > 0"):
+            t_quantile(0.975, df)
+    assert t_quantile(0.975, 0.5) == pytest.approx(-t_quantile(0.025, 0.5)) and t_quantile(0.975, 0.5) > 100
+
+
+def test_t_quantile_stops_bracketing_when_the_cdf_never_reaches_p(monkeypatch) -> None:
+    """The bracket doubled without a cap: a t_cdf that never reaches p (a bug, or float saturation) looped forever."""
+    import dan.stats
+
+    monkeypatch.setattr(dan.stats, "t_cdf", lambda t, df: 0.5)
+    with pytest.raises(ValueError, match="beyond 1e300"):
+        dan.stats.t_quantile(0.975, 3)
 
 
 def test_mean_ci_hand_made() -> None:
