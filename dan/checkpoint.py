@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dan.prepare import Prepared
 
 CHECKPOINT = "checkpoint.pt"
+OTHER_RUN = "another run folder (--out; TrainConfig.out in a notebook)"  # the way out of a clash with a run
 
 
 def rng_state() -> dict:
@@ -171,11 +172,11 @@ def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
                     f"the image ids of feature store {where / name}"
                 state = "was not read by it" if name not in saved else "has other content now"
                 raise DataError(f"{run_dir} was trained on other data: {what} {state}; use the data it was "
-                                f"trained on, or another --out (or delete that folder) to train on this data")
+                                f"trained on, or {OTHER_RUN} (or delete that folder) to train on this data")
 
 
 def check_same_features(saved: dict, current: dict, where: Path, root: Path,
-                        advice: str = "use the features it was trained on (--features) or another --out") -> None:
+                        advice: str = f"use the features it was trained on (--features) or {OTHER_RUN}") -> None:
     """Raise :class:`DataError` naming the first field in which the features ``where`` was trained on differ."""
     for k in FEATURE_KEYS:
         if k in saved and k in current and saved[k] != current[k]:
@@ -194,13 +195,13 @@ def check_resumable(state: dict, ckpt_path: Path, cfg: TrainConfig, prep: Prepar
     except DataError:  # a config another version wrote is another configuration, not a mistake in the flags
         same = False
     if not same:
-        raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose another --out or "
-                          f"delete it")
+        raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose {OTHER_RUN} "
+                          f"or delete it")
     if state["visual_dim"] != prep.bank.dim:
         raise DataError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions "
                         f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "
                         f"{features_root(cfg)} have {prep.bank.dim}-d ({prep.bank.meta.get('backbone')}); "
-                        f"use the features it was trained on or another --out")
+                        f"use the features it was trained on or {OTHER_RUN}")
     check_same_features(state["feature_meta"] or {}, prep.bank.meta, ckpt_path, features_root(cfg))
     for what, saved, now in (("vocabulary", state["vocab"], prep.vocab.to_dict()),
                              ("answer list", state["answers"],
@@ -208,4 +209,4 @@ def check_resumable(state: dict, ckpt_path: Path, cfg: TrainConfig, prep: Prepar
         if saved != now:
             raise DataError(f"{ckpt_path} was trained with another {what} than the training data in "
                             f"{data_root(cfg)} gives (the questions/captions or --max-train differ); use the "
-                            f"data it was trained on (--data) or another --out")
+                            f"data it was trained on (--data) or {OTHER_RUN}")

@@ -67,7 +67,7 @@ def writer_lock(out_dir: Path):
     except OSError as exc:
         raise DanError(f"cannot create feature store in {out}: {exc.strerror or exc}") from exc
     busy = DataError(f"another extraction is writing feature store {out} (it holds {out / LOCK}); wait for it to "
-                     f"finish or stop it, or choose another --out")
+                     f"finish or stop it, or choose another output folder")
     with exclusive_flock(fd, busy):
         yield
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-exported)
     CHECKPOINT,
     INPUTS,
+    OTHER_RUN,
     check_recorded_inputs,
     check_resumable,
     feature_summary,
@@ -158,9 +159,9 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
             raise DataError(f"{flag} folder not found: {given}")
     run_dir = run_dir_for(cfg)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"the run folder (--out) {run_dir} is a file, not a folder; choose another --out")
+        raise ConfigError(f"the run folder (--out) {run_dir} is a file, not a folder; choose another run folder")
     done = run_dir / "metrics.json"
-    if finished_metrics(cfg, advice="choose another --out or delete that folder") is not None:
+    if finished_metrics(cfg, advice=f"choose {OTHER_RUN} or delete that folder") is not None:
         return load_result(run_dir)  # finished, of this config, on these inputs: reused
     seed_everything(cfg.seed)
     prep = prepare(cfg, device)

@@ -400,7 +400,8 @@ def test_a_damaged_checkpoint_is_a_one_line_error(make_cfg, tmp_path):
     state = torch.load(ckpt, weights_only=False)
     for config in ({**state["config"], "warmup_epochs": 3}, ["task"]):  # another version's field; no object at all
         torch.save({**state, "config": config}, ckpt)
-        with pytest.raises(ConfigError, match=r"checkpoint\.pt is a checkpoint of another configuration"):
+        with pytest.raises(ConfigError, match=r"checkpoint\.pt is a checkpoint of another configuration; choose "
+                                              r"another run folder \(--out; TrainConfig\.out in a notebook\)"):
             train(cfg, progress=False)
     (tmp_path / "run" / "metrics.json").write_text("{}")  # a finished run whose config.json is not an object
     (tmp_path / "run" / "config.json").write_text("[]")
@@ -567,7 +568,8 @@ def test_a_finished_run_is_not_reused_on_other_data(vqa_run, make_cfg, smoke_dat
     ann.write_text(json.dumps(content))
     cfg = make_cfg("vqa", vqa_run.run_dir, data=str(data))  # the reference run's folder, other data
     with pytest.raises(DataError, match=r"was trained on other data: data file .*val2014_annotations\.json has "
-                                        r"other content now; use the data it was trained on"):
+                                        r"other content now; use the data it was trained on, or another run folder "
+                                        r"\(--out; TrainConfig\.out in a notebook\)"):
         train(cfg, progress=False)
     recorded = json.loads((vqa_run.run_dir / "inputs.json").read_text())
     assert set(recorded["feature_ids"]) == {"train2014", "val2014"} and len(recorded["data"]) >= 4
