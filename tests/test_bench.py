@@ -405,3 +405,148 @@ def test_a_failing_benchmark_script_is_one_error_with_its_own_message(tmp_path, 
         bench.extract_benchmark(tmp_path / "out.json", num_images=8,
                                 extra=["--backbone", "resnet152", "--image-size", "448", "--layer", "res5c"])
     assert not (tmp_path / "out.json").exists()
+
+
+EXTRACT_AT_TARGET = {"file": "e.json", "backbone": "resnet152", "image_size": 448, "batch_size": 256,
+                     "device": "NVIDIA H200", "model_only_img_s": 2000.0, "end_to_end_img_s": 1850.0}
+
+
+def _extract_met(**fields: float) -> bool | None:
+    return bench.target_table([{**EXTRACT_AT_TARGET, **fields}])[0]["met"]
+
+
+def test_extraction_verdict_needs_both_targets_and_counts_each_boundary_as_met():
+    """An extraction meets its target only with both the rate (>= 1,800 img/s) and the ratio (>= 0.9 x model-only);
+    exactly on a threshold meets it, and the ratio is judged as shown (3 places), as for training."""
+    assert _extract_met(end_to_end_img_s=1800.0) is True  # 1,800 img/s, 0.9 x: both exactly on the line
+    assert _extract_met(end_to_end_img_s=1800.0, model_only_img_s=1900.0) is True
+    assert _extract_met(end_to_end_img_s=1850.0, model_only_img_s=2500.0) is False  # fast enough, ratio 0.74
+    assert _extract_met(end_to_end_img_s=1790.0, model_only_img_s=1800.0) is False  # ratio 0.994, too slow
+    row = bench.target_table([{**EXTRACT_AT_TARGET, "end_to_end_img_s": 1859.9, "model_only_img_s": 2066.6}])[0]
+    assert row["ratio"] == 0.9 and row["met"] is True  # 0.89998 is shown as 0.9: it meets ">= 0.9"
+
+
+def test_a_rate_just_above_its_ceiling_is_judged_and_one_far_above_is_not():
+    """Up to CEILING_SLACK (2 %) above the model-only rate is timing noise and still judged; beyond it there is no
+    verdict, whether the rate would have met the target or not (a 'ceiling' that was not one says nothing)."""
+    assert _extract_met(end_to_end_img_s=2020.0) is True  # 1.01 x
+    slow = bench.target_table([{**EXTRACT_AT_TARGET, "end_to_end_img_s": 1700.0, "model_only_img_s": 1500.0}])[0]
+    assert slow["met"] is None and "not a ceiling" in slow["note"]  # 1.133 x, and below 1,800 img/s
+    base = {"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 16000.0}
+    assert bench.target_table([{"file": "t", "train": [{**base, "fed_samples_per_s": 16160.0}]}])[0]["met"] is True
+
+
+def test_training_rows_are_judged_only_at_every_one_of_the_paper_sizes():
+    """A training row at another batch size or hidden size than the paper's is not the target's setting."""
+    base = {"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 16000.0, "fed_samples_per_s": 15500.0}
+    for other in [{"batch_size": 64}, {"hidden": 256}]:
+        row = bench.target_table([{"file": "t", "train": [{**base, **other}]}])[0]
+        assert row["met"] is None and "paper's sizes" in row["note"], other
+
+
+def test_training_verdicts_use_the_rates_as_shown_and_the_rate_target_is_r_dans_only():
+    """14,999.6 samples/s is shown as 15,000 and meets '>= 15,000'; m-DAN has no rate target, so a slow m-DAN step
+    with its ratio met meets its target."""
+    base = {"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 15200.0, "fed_samples_per_s": 14999.6}
+    row = bench.target_table([{"file": "t", "train": [base]}])[0]
+    assert row["pipeline"] == 15000 and row["met"] is True
+    matching = {**base, "task": "matching", "ceiling_samples_per_s": 9000.0, "fed_samples_per_s": 8800.0}
+    row = bench.target_table([{"file": "t", "train": [matching]}])[0]
+    assert row["met"] is True and row["target"] == ">= 0.95 x ceiling"
+
+
+def test_training_labels_name_the_fused_optimiser_and_the_compile_mode():
+    """A training row's label says whether the step used fused SGD and torch.compile (with its mode)."""
+    base = {"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 16000.0, "fed_samples_per_s": 15500.0}
+    rows = bench.target_table([{"file": "t", "train": [
+        {**base, "fused_sgd": True, "compile": True, "compile_mode": "reduce-overhead"},
+        {**base, "task": "matching", "compile": True, "compile_mode": None}]}])
+    assert rows[0]["measurement"] == "train r-DAN step, batch 128, fused SGD, compiled (reduce-overhead)"
+    assert rows[1]["measurement"] == "train m-DAN step, batch 128, compiled (default)"
+
+
+def test_extraction_labels_name_a_store_in_shared_memory_and_keep_the_steady_rate_to_one_place():
+    """A run whose store lay in /dev/shm says so; the steady-state rate is shown to 0.1 img/s, not rounded away."""
+    src = {**EXTRACT_AT_TARGET, "steady_img_s": 1900.46,
+           "command": "python benchmarks/extract.py --workdir /dev/shm/x --out /root/out/e.json"}
+    rows = bench.target_table([src])
+    assert rows[0]["measurement"].endswith(", store in /dev/shm") and rows[1]["pipeline"] == 1900.5
+
+
+def test_retrieval_is_judged_only_at_1000_by_5000_and_shown_to_the_millisecond():
+    """1,000 images with 1,000 captions is not the target's 1,000 x 5,000; seconds are shown to 3 places."""
+    ret = {"device": "NVIDIA H200", "n_images": 1000, "n_captions": 1000, "seconds_median": 0.01}
+    assert bench.target_table([{"file": "r", "retrieval": ret}])[0]["met"] is None
+    row = bench.target_table([{"file": "r", "retrieval": {**ret, "n_captions": 5000, "seconds_median": 0.1234}}])[0]
+    assert row["pipeline"] == 0.123 and row["met"] is True
+
+
+def test_a_train_field_that_is_not_a_list_is_an_error_naming_the_file():
+    """A ``train`` field that is an object (one result, not a list of them) is a DataError saying so."""
+    from dan.io import DataError
+
+    with pytest.raises(DataError, match="t.json: field 'train' must be a list of results, got dict"):
+        bench.target_table([{"file": "t.json", "train": {"task": "vqa"}}])
+
+
+def test_a_copy_check_that_is_not_a_number_is_not_a_pass():
+    """A NaN rel_diff (NaN features) is not within COPY_TOLERANCE: the run gets no verdict."""
+    row = bench.target_table([{**EXTRACT_AT_TARGET, "copy_check": {"rel_diff": float("nan")}}])[0]
+    assert row["met"] is None and "copy check" in row["note"]
+
+
+def test_the_extraction_verdict_reads_extraction_rows_only_and_ranks_by_rate_first():
+    """A training row that meets its target is not an extraction that does; the closest miss is the fastest one
+    even if a slower one has the better ratio."""
+    train = {"file": "t.json", "train": [{"task": "vqa", **PAPER_ROW, "ceiling_samples_per_s": 16000.0,
+                                          "fed_samples_per_s": 15500.0}]}
+    slow = {**EXTRACT_AT_TARGET, "file": "a.json", "end_to_end_img_s": 1700.0}
+    text = bench.extraction_verdict(bench.target_table([slow, train]))
+    assert text.startswith("None of the 1 judged extractions")
+    fast_low = {**EXTRACT_AT_TARGET, "file": "f.json", "end_to_end_img_s": 1790.0, "model_only_img_s": 3000.0}
+    slow_high = {**EXTRACT_AT_TARGET, "file": "s.json", "end_to_end_img_s": 1000.0, "model_only_img_s": 1010.0}
+    text = bench.extraction_verdict(bench.target_table([slow_high, fast_low]))
+    assert "the fastest, f.json, ran at 1,790.0 img/s" in text
+
+
+def test_timeline_table_keeps_the_batch_time_to_four_places_and_model_only_batch_only_beside_gpu_columns():
+    """batch_at_ceiling_s (batch / model-only rate) keeps 4 places, where the forward period differs from it; the
+    model-only batch time is a column only beside the GPU timeline columns."""
+    tl = {k: 1.0 for k in bench.TIMELINE_KEYS}
+    src = {"file": "a.json", "batch_size": 256, "model_only_img_s": 2013.7, "model_only_batch_s": 0.1271,
+           "timeline": tl}
+    row = bench.timeline_table([src])[0]
+    assert row["batch_at_ceiling_s"] == 0.1271 and "model_only_batch_s" not in row
+
+
+def test_profile_table_rounds_to_three_places():
+    """Profile figures are rounded to 3 places; a key a CPU profile lacks (kernels) is None."""
+    p = {"task": "vqa", "device": "GPU", "wall_ms_per_step": 11.5678, "top_level_ops_per_step": 310.0,
+         "aten_ops_per_step": 900.0, "device_busy": 0.23456}
+    row = bench.profile_table([{"file": "p.json", "profile": [p]}])[0]
+    assert row["wall_ms_per_step"] == 11.568 and row["device_busy"] == 0.235 and row["kernels_per_step"] is None
+
+
+def test_profile_markdown_calls_a_gpu_busy_half_the_step_gpu_bound():
+    """device_busy exactly at host_bound_below (0.5) is not host-bound: only below it is."""
+    p = {"task": "vqa", "device": "GPU", "wall_ms_per_step": 10.0, "top_level_ops_per_step": 300.0,
+         "aten_ops_per_step": 900.0, "kernels_per_step": 400.0, "kernel_ms_per_step": 5.0, "device_busy": 0.5}
+    text = bench.profile_markdown(bench.profile_table([{"file": "p.json", "profile": [p]}]))
+    assert text.endswith("so the GPU's own work sets the pace.")
+
+
+def test_recorded_results_leave_out_files_without_a_command(tmp_path):
+    """gpu_checks results (checks, no command) are not measurements: recorded_results leaves them out."""
+    (tmp_path / "b.json").write_text(json.dumps({"command": "python benchmarks/train.py", "train": []}))
+    (tmp_path / "a_checks.json").write_text(json.dumps({"device": "NVIDIA H200", "ok": True}))
+    (tmp_path / "notes.txt").write_text("{}")
+    assert [r["file"] for r in bench.recorded_results(tmp_path)] == ["b.json"]
+
+
+def test_timeline_table_shows_every_timeline_key_and_only_runs_that_recorded_one():
+    """Each of TIMELINE_KEYS is a column with its own value; an extraction run without --timeline (``timeline``:
+    None) is no row, nor is a run without a steady rate (``steady_img_s``: None) a steady-state row."""
+    tl = {k: float(i) for i, k in enumerate(bench.TIMELINE_KEYS)}
+    row = bench.timeline_table([{"file": "a.json", "timeline": tl}, {"file": "b.json", "timeline": None}])
+    assert len(row) == 1 and all(row[0][k] == v for k, v in tl.items())
+    assert len(bench.target_table([{**EXTRACT_AT_TARGET, "steady_img_s": None}])) == 1
