@@ -252,11 +252,14 @@ def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tm
     spec.loader.exec_module(host_ops)
     step = host_ops.cudnn_like_step("vqa", aligned=True, sizes=TINY)
     assert not any(isinstance(m, torch.nn.LSTM) for m in step.model.modules())
+    assert step.amp and step.foreach and step.model.text.aligned  # as a GPU runs it: bf16, multi-tensor kernels
+    assert host_ops.cudnn_like_step("vqa", aligned=False, sizes=TINY).model.text.aligned is False
     before = [p.detach().clone() for p in step.model.parameters()]
     step(*step.fixed)
     assert all(not torch.equal(a, b) for a, b in zip(before, step.model.parameters(), strict=True))
     assert host_ops.main(["--tasks", "vqa", "--iters", "1", "--out", str(tmp_path / "ops.json")]) == 0
     rows = {p["lstm_path"]: p for p in json.loads((tmp_path / "ops.json").read_text())["profile"]}
+    assert len(rows) == 2 and not any("wall_ms_per_step" in p for p in rows.values())  # no CPU time of a stand-in
     assert rows["aligned"]["aten_ops_per_step"] < rows["packed"]["aten_ops_per_step"]
     assert rows["aligned"]["backward_nodes_per_step"] < rows["packed"]["backward_nodes_per_step"]
 
@@ -550,3 +553,429 @@ def test_timeline_table_shows_every_timeline_key_and_only_runs_that_recorded_one
     row = bench.timeline_table([{"file": "a.json", "timeline": tl}, {"file": "b.json", "timeline": None}])
     assert len(row) == 1 and all(row[0][k] == v for k, v in tl.items())
     assert len(bench.target_table([{**EXTRACT_AT_TARGET, "steady_img_s": None}])) == 1
+
+
+def test_steady_rate_is_none_when_the_commits_span_no_time():
+    """Intermediate commits all at one instant (a coarse clock) give no steady rate, not a division by zero."""
+    assert bench.steady_rate([(1.0, 100), (1.0, 200), (1.0, 300), (2.0, 320)]) is None
+
+
+def _store_of(tmp_path: Path, rows: list[list[float]]) -> FeatureStore:
+    """A 1x1-grid store whose image k has the feature vector rows[k]."""
+    store = write_random_store(tmp_path / "s", num_images=len(rows), grid=(1, 1), dim=len(rows[0]))
+    feats = np.load(store.path / "features.npy", mmap_mode="r+")
+    feats[:, 0, :] = np.asarray(rows, dtype=np.float16)
+    feats.flush()
+    del feats
+    return FeatureStore(store.path)
+
+
+def test_copy_consistency_reports_exactly_the_difference_over_the_mean_spread(tmp_path):
+    """rel_diff = the largest L2 distance of a copy from its original / the mean distance of the originals from
+    their mean; max_abs_diff is the largest |difference|, a difference below the original's value included. Every
+    copy is compared (here image 4, the only one that differs)."""
+    originals = [[0.0, 0.0], [3.0, 0.0], [0.0, 6.0]]
+    rows = originals + [originals[0], [2.0, -1.0], originals[2]]  # image 4 is [3, 0] off by [-1, -1]
+    check = bench.copy_consistency(_store_of(tmp_path, rows), distinct=3)
+    o = np.asarray(originals)
+    spread = np.linalg.norm(o - o.mean(axis=0), axis=1).mean()
+    assert check["compared"] == 3 and check["max_abs_diff"] == 1.0
+    assert check["rel_diff"] == pytest.approx(np.sqrt(2) / spread, rel=1e-12)
+
+
+def test_copy_consistency_needs_copies_and_calls_any_difference_between_identical_originals_infinite(tmp_path):
+    """A store with no more images than distinct ones has no copies to check (an error, not a pass); originals
+    that are all alike (spread 0) make any difference infinitely large, and none a 0."""
+    with pytest.raises(ValueError, match="no copies"):
+        bench.copy_consistency(_store_of(tmp_path / "a", [[1.0], [2.0]]), distinct=2)
+    assert bench.copy_consistency(_store_of(tmp_path / "b", [[1.0], [1.0], [1.0], [1.5]]), distinct=2)["rel_diff"] \
+        == float("inf")
+    assert bench.copy_consistency(_store_of(tmp_path / "c", [[1.0], [1.0], [1.0], [1.0]]), distinct=2)["rel_diff"] \
+        == 0.0
+
+
+def test_copy_consistency_compares_the_copies_of_every_chunk(tmp_path):
+    """The copies are compared 64 at a time: a bad row in the last chunk (image 99 of 100) is found too."""
+    rows = [[float(k % 2), 1.0 - k % 2] for k in range(100)]
+    rows[99] = [0.0, 0.0]
+    check = bench.copy_consistency(_store_of(tmp_path, rows), distinct=2)
+    assert check["compared"] == 98 and check["max_abs_diff"] == 1.0 and check["rel_diff"] > 1
+
+
+class _Clock:
+    """A stand-in for the time module whose perf_counter returns the given readings in turn."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = iter(readings)
+
+    def perf_counter(self) -> float:
+        return next(self.readings)
+
+
+@pytest.mark.parametrize("seconds", [(2.0, 1.0), (1.0, 2.0)])  # the ceiling's first and second pass
+def test_train_throughput_computes_its_rates_from_the_clock(monkeypatch, seconds):
+    """Rates are samples (iters x batch) over the seconds timed; the ceiling is the faster of its two passes
+    (whichever it is), and the ratio is the fed rate over that. The fields the target table judges a row by (sizes,
+    fused SGD) are those of the run: 3 x 3 = 9 regions, no fused SGD on the CPU."""
+    first, second = seconds
+    monkeypatch.setattr(bench, "time", _Clock(0.0, first, 10.0, 14.0, 20.0, 20.0 + second))  # fed: 4 s
+    r = train_throughput("vqa", device="cpu", iters=2, warmup=1, store_images=32, **TINY)
+    assert r["ceiling_passes"] == [16.0 / first, 16.0 / second] and r["ceiling_samples_per_s"] == 16.0
+    assert r["fed_samples_per_s"] == 4.0 and r["ratio"] == 0.25
+    assert (r["regions"], r["batch_size"], r["dim"], r["hidden"]) == (9, 8, 16, 8)
+    assert r["fused_sgd"] is False and r["compile_mode"] is None and r["amp_bf16"] is False
+
+
+def test_retrieval_throughput_reports_the_median_and_the_fastest_repeat(monkeypatch):
+    """seconds_median is the median repeat (not the mean), seconds_min the fastest (not the first)."""
+    monkeypatch.setattr(bench, "time", _Clock(0.0, 3.0, 10.0, 11.0, 20.0, 21.5))  # repeats of 3 s, 1 s, 1.5 s
+    r = retrieval_throughput(n_images=6, per_image=2, dim=4, repeats=3)
+    assert (r["seconds_median"], r["seconds_min"], r["n_captions"]) == (1.5, 1.0, 12)
+
+
+def test_profile_step_computes_per_step_counts_and_the_gpu_busy_fraction(monkeypatch):
+    """profile_step's arithmetic on a CUDA step, with the profiler's events and the clock stood in: per-step counts
+    (divided by iters), top-level ops (no aten op as parent), backward nodes, kernels (device events only), kernel
+    ms per step, device_busy = kernel time / wall time, and the top kernels by time."""
+    from types import SimpleNamespace as NS
+
+    import torch.profiler
+
+    def event(name: str, device: str = "CPU", parent: object = None, us: float = 0.0) -> NS:
+        return NS(name=name, device_type=NS(name=device), cpu_parent=parent, time_range=NS(elapsed_us=lambda: us))
+
+    addmm = event("aten::addmm")
+    one_step = [addmm, event("aten::mm", parent=addmm), event("aten::add_", parent=NS(name="Optimizer.step")),
+                event("aten::add_", parent=NS(name="Optimizer.step")),
+                event("autograd::engine::evaluate_function: AddmmBackward0"),
+                event("gemm_kernel", "CUDA", us=300.0), event("elementwise_kernel", "CUDA", us=50.0),
+                event("elementwise_kernel", "CUDA", us=50.0)]
+
+    class Profile:
+        def __init__(self, activities: list) -> None:
+            pass
+
+        def __enter__(self) -> "Profile":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def events(self) -> list:
+            return one_step * 2
+
+    class Step:
+        task, dev, fixed, calls = "vqa", torch.device("cuda"), (), 0
+
+        def __call__(self) -> None:
+            self.calls += 1
+
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    monkeypatch.setattr(bench, "_sync", lambda dev: None)
+    monkeypatch.setattr(bench, "device_label", lambda dev: "GPU")
+    monkeypatch.setattr(bench, "time", _Clock(0.0, 0.002))  # 2 timed steps in 2 ms
+    step = Step()
+    p = bench.profile_step(step, iters=2, warmup=3)
+    assert step.calls == 3 + 2 + 2  # warm-up, timed, profiled
+    assert p["wall_ms_per_step"] == pytest.approx(1.0)
+    assert (p["aten_ops_per_step"], p["top_level_ops_per_step"], p["backward_nodes_per_step"]) == (4.0, 3.0, 1.0)
+    assert p["top_ops_per_step"] == {"aten::add_": 2.0, "aten::addmm": 1.0}
+    assert p["kernels_per_step"] == 3.0 and p["kernel_ms_per_step"] == pytest.approx(0.4)
+    assert p["device_busy"] == pytest.approx(0.4)
+    assert list(p["top_kernels_ms_per_step"].items()) == [("gemm_kernel", pytest.approx(0.3)),
+                                                          ("elementwise_kernel", pytest.approx(0.1))]
+
+
+def test_a_failing_script_is_reported_by_its_last_line_of_output(tmp_path, monkeypatch):
+    """_run_script quotes the last non-empty line a failed script wrote (its exception, after the traceback), from
+    stderr, or from stdout where stderr is empty."""
+    import dan.io
+    from dan.io import DanError
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "fail.py").write_text(
+        "import sys\nprint('Traceback (most recent call last):', file=sys.stderr)\n"
+        "print('ValueError: the cause', file=sys.stderr)\nprint(file=sys.stderr)\nsys.exit(4)\n")
+    (tmp_path / "benchmarks" / "quiet.py").write_text("print('first')\nprint('the cause on stdout')\n"
+                                                      "raise SystemExit(1)\n")
+    monkeypatch.setattr(dan.io, "repo_root", lambda: tmp_path)
+    with pytest.raises(DanError, match=r"benchmarks/fail\.py failed \(exit status 4\): ValueError: the cause; "):
+        bench._run_script("fail.py", tmp_path / "out.json", [], "result")
+    with pytest.raises(DanError, match=r"\(exit status 1\): the cause on stdout; "):
+        bench._run_script("quiet.py", tmp_path / "out.json", [], "result")
+
+
+def _load_script(name: str):  # noqa: ANN202 - a module loaded from benchmarks/
+    """benchmarks/<name>.py as a module (benchmarks/ is on sys.path while it loads: extract.py imports timeline)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(path))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_script_{name}", path / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path))
+    return module
+
+
+def test_collect_skips_failed_copy_checks_and_other_json_and_replaces_only_with_force(tmp_path):
+    """collect.py leaves out an extraction whose store failed its copy check and a JSON file that is not an object;
+    an existing result is replaced only with force=True."""
+    collect = _load_script("collect")
+    src, dest = tmp_path / "out", tmp_path / "results"
+    src.mkdir()
+    (src / "bad.json").write_text(json.dumps({"command": "x", "device": "NVIDIA H200", "copy_check_failed": True}))
+    (src / "list.json").write_text(json.dumps([{"command": "x", "device": "NVIDIA H200"}]))
+    (src / "e.json").write_text(json.dumps({"command": "x", "device": "NVIDIA H200", "n": 1}))
+    rows = {s.name: (t, why) for s, t, why in collect.collect(src, dest)}
+    assert rows["bad.json"] == (None, "its store failed the copy check: not a measurement to keep")
+    assert rows["list.json"] == (None, "not a GPU benchmark result") and rows["e.json"][1] == "copied"
+    (src / "e.json").write_text(json.dumps({"command": "x", "device": "NVIDIA H200", "n": 2}))
+    assert collect.collect(src, dest)[1][1] is None
+    assert json.loads((dest / "e_h200.json").read_text())["n"] == 1
+    again = {s.name: why for s, t, why in collect.collect(src, dest, force=True)}
+    assert again["e.json"] == "copied" and json.loads((dest / "e_h200.json").read_text())["n"] == 2
+    assert sorted(p.name for p in dest.iterdir()) == ["e_h200.json"]  # no partial copy left behind
+
+
+def test_collect_names_a_card_found_only_in_a_profile_or_a_later_entry():
+    """card_of reads the devices of the result, its train entries and its profile entries, skipping CPU ones."""
+    collect = _load_script("collect")
+    assert collect.card_of({"profile": [{"device": "NVIDIA H100 80GB HBM3"}]}) == "h100"
+    assert collect.card_of({"device": "cpu", "train": [{"device": "CPU (x86_64, 2 threads)"},
+                                                       {"device": "NVIDIA A100-SXM4-80GB"}]}) == "a100"
+    assert collect.card_of({"device": "NVIDIA L4"}) == "l4" and collect.card_of({"device": "cpu"}) is None
+
+
+def test_collect_main_says_whether_anything_was_copied(tmp_path, monkeypatch, capsys):
+    """main exits 2 for a folder that does not exist, 1 when nothing was copied, 0 when something was."""
+    collect = _load_script("collect")
+    assert collect.main([str(tmp_path / "missing")]) == 2
+    (tmp_path / "notes.json").write_text("{}")
+    assert collect.main([str(tmp_path)]) == 1  # nothing to copy: the real results folder is not touched
+    monkeypatch.setattr(collect, "collect", lambda folder, force: [(folder / "a.json", folder / "a_h200.json",
+                                                                   "copied")])
+    assert collect.main([str(tmp_path)]) == 0
+    assert "a.json: copied -> " in capsys.readouterr().out
+
+
+def test_timeline_summarise_turns_events_into_spans(monkeypatch):
+    """benchmarks/timeline.py: the start-up spans, first/last times, the steady forward period (median gap between
+    forwards, the first quarter left out), the writer and loader waits, and the GC pauses, from known events."""
+    timeline = _load_script("timeline")
+    tl = timeline.Timeline()
+    marks = {"pipeline>": [0.1], "pipeline<": [9.0], "check_images>": [0.2], "check_images<": [0.25],
+             "file_stats>": [0.26], "file_stats<": [0.28], "fingerprint>": [0.3], "fingerprint<": [0.4],
+             "store_open>": [0.5], "store_open<": [0.55], "loader_start>": [0.6], "loader_start<": [0.9],
+             "batch_in": [1.0, 2.0, 3.0, 4.0, 5.0], "staged": [1.5, 2.1, 3.2, 4.3, 5.4],
+             "forward>": [1.6, 3.6, 4.1, 5.1, 6.6125, 8.6], "copy_out>": [1.7, 3.7, 4.2, 5.2, 6.7],
+             "copy_out<": [1.71, 3.72, 4.23, 5.24, 6.75], "put>": [1.8, 3.8], "put<": [2.0, 3.9],
+             "write>": [2.0, 4.0, 7.0], "write<": [2.5, 4.2, 7.3], "commit>": [2.6, 7.4], "commit<": [2.7, 7.6],
+             "writer_close>": [7.7], "writer_close<": [7.8, 8.9], "finish>": [8.0], "finish<": [8.5]}
+    tl.events = sorted((t, name) for name, ts in marks.items() for t in ts)
+    tl.gc = [(1.0, 0, 0.01), (2.0, 2, 0.2), (3.0, 1, 0.05), (4.0, 2, 0.1)]
+    s = timeline.summarise(tl, 9.5)
+    assert s == {"total_s": 9.5, "check_images_s": 0.05, "file_stats_s": 0.02, "fingerprint_s": 0.1,
+                 "store_open_s": 0.05, "loader_start_s": 0.3, "pipeline_entered_s": 0.1, "first_batch_in_s": 1.0,
+                 "first_forward_s": 1.6, "first_write_done_s": 2.5, "first_commit_done_s": 2.7,
+                 "steady_forward_period_s": 1.2563, "last_forward_s": 8.6, "last_write_done_s": 7.3,
+                 "writer_close_done_s": 7.8, "pipeline_done_s": 9.0, "finish_s": 0.5,
+                 "copy_out_s_first3": [0.01, 0.02, 0.03], "copy_out_s_max": 0.05, "put_wait_s": 0.3,
+                 "write_s_median": 0.3, "commit_s_median": 0.15, "stage_s_median": 0.25,
+                 "loader_wait_s_median": 0.8, "batches": 6, "gc_collections": 4, "gc_s_total": 0.36,
+                 "gc_s_max": 0.2, "gc_full_collections": 2}
+    tl.events = [(1.0, "forward>"), (2.0, "forward>"), (2.4, "write>"), (2.5, "write<")]  # too few for a period
+    assert timeline.summarise(tl, 3.0)["steady_forward_period_s"] is None
+    assert timeline.summarise(timeline.Timeline(), 1.23456) == {"total_s": 1.235}
+    tl.events = [(1.0, "forward>")]  # no rows written yet: the total only
+    assert timeline.summarise(tl, 2.0) == {"total_s": 2.0}
+
+
+def test_timeline_gpu_spans_leave_out_the_first_quarter_and_the_last_forward(monkeypatch):
+    """The GPU's median time per forward skips the first quarter (start-up) and the last forward (maybe a short
+    batch); the median wait between forwards skips the first quarter; fewer than 4 forwards give nothing."""
+    timeline = _load_script("timeline")
+
+    class Event:  # a recorded CUDA event at t seconds
+        def __init__(self, t: float) -> None:
+            self.t = t
+
+        def elapsed_time(self, end: "Event") -> float:
+            return (end.t - self.t) * 1e3
+
+    monkeypatch.setattr(timeline.torch.cuda, "synchronize", lambda: None)
+    tl = timeline.Timeline()
+    tl.gpu = [(Event(a), Event(b)) for a, b in [(0.0, 0.5), (1.0, 1.6), (2.0, 2.7), (3.0, 3.8), (4.0, 4.2)]]
+    assert timeline._gpu_spans(tl) == {"gpu_forward_s_median": 0.7, "gpu_gap_s_median": 0.3, "gpu_gap_s_total": 0.9}
+    tl.gpu = tl.gpu[:3]
+    assert timeline._gpu_spans(tl) == {}
+
+
+def test_timeline_notes_gc_pauses_and_stage_times_and_restores_everything(monkeypatch):
+    """A GC pause is noted at its start (seconds since the timeline's start) with its generation and duration; a
+    timed stage marks its entry and exit even when it raises; record() puts back every function it wrapped and
+    its GC hook."""
+    import gc
+
+    timeline = _load_script("timeline")
+    monkeypatch.setattr(timeline, "time", _Clock(100.0, 101.0, 101.5, 102.0, 102.25, 103.0))
+    tl = timeline.Timeline()
+    tl.on_gc("start", {"generation": 2})
+    tl.on_gc("stop", {"generation": 2})
+    assert tl.gc == [(1.0, 2, 0.5)]
+
+    def boom() -> None:
+        raise RuntimeError("x")
+
+    with pytest.raises(RuntimeError):
+        timeline._timed(tl, "stage", boom)()
+    assert tl.events == [(2.0, "stage>"), (2.25, "stage<")]
+    def patched() -> tuple:
+        return (timeline.ft._check_images, timeline.ft.run_pipeline, timeline.ex.forward_padded,
+                timeline.st.PartialStore.commit, timeline.ex.DataLoader, timeline.ex._Stager.__call__,
+                list(gc.callbacks))
+
+    before = patched()
+    with timeline.record(timeline.Timeline()):
+        assert all(a is not b for a, b in zip(patched()[:-1], before[:-1], strict=True))
+    assert patched() == before
+
+
+def test_extract_model_only_rate_counts_the_timed_steps_after_warm_up(monkeypatch):
+    """_timed_steps: 3 warm-up calls (not timed), then at least 3 timed ones and more until ``seconds`` pass; the
+    rate is timed calls x batch / elapsed seconds."""
+    extract = _load_script("extract")
+    calls = []
+    monkeypatch.setattr(extract, "time", _Clock(0.0, 0.5, 1.2, 2.0))  # start, 2 checks after 3 and 4 steps, end
+    rate = extract._timed_steps(lambda: calls.append(1), lambda: None, False, 8, 1.0)
+    assert len(calls) == 3 + 4 and rate == 4 * 8 / 2.0
+
+
+def test_extract_profile_sums_device_time_by_group_per_batch(monkeypatch, tmp_path):
+    """profile_extraction: the device events' milliseconds summed by kernel group and by name, per model batch
+    (ceil(images / batch size)); host events are left out; the top kernels are the ones with the most time (not
+    the most calls)."""
+    from types import SimpleNamespace as NS
+
+    import torch.profiler
+
+    extract = _load_script("extract")
+
+    def event(name: str, us: float, device: str = "CUDA") -> NS:
+        return NS(name=name, device_type=NS(name=device), time_range=NS(elapsed_us=lambda: us))
+
+    events = [event("_resample_kernel", 300.0), event("sm90_xmma_gemm", 900.0), event("sm90_xmma_gemm", 900.0),
+              *[event("Memcpy HtoD", 10.0)] * 3, event("aten::conv2d", 5000.0, "CPU")]
+
+    class Profile:
+        def __init__(self, activities: list) -> None:
+            pass
+
+        def __enter__(self) -> "Profile":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def events(self) -> list:
+            return events
+
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: None)
+    monkeypatch.setattr(extract, "time", _Clock(0.0, 1.5))
+    p = extract.profile_extraction(list(range(10)), tmp_path, NS(device="cuda", batch_size=4), model=None)
+    assert (p["images"], p["batches"], p["wall_s"]) == (10, 3, 1.5)
+    assert p["device_ms_per_batch_by_group"] == {"copies": 0.01, "model (conv/gemm)": 0.6, "resize (ours)": 0.1}
+    assert p["top_kernels"][0] == {"name": "sm90_xmma_gemm", "ms_per_batch": 0.6, "calls_per_batch": 0.7}
+    assert [k["name"] for k in p["top_kernels"]] == ["sm90_xmma_gemm", "_resample_kernel", "Memcpy HtoD"]
+
+
+@pytest.mark.parametrize("args", [["--num-images", "0"], ["--num-images", "1", "--profile-images", "-1"],
+                                  ["--num-images", "1", "--model-seconds", "0"]])
+def test_extract_refuses_arguments_out_of_range(args, monkeypatch, tmp_path):
+    """--num-images < 1, --profile-images < 0 or --model-seconds <= 0 is a usage error (exit status 2)."""
+    extract = _load_script("extract")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a mutant that ran on finds no weights and stops
+    with pytest.raises(SystemExit) as exc:
+        extract.main([*args, "--backbone", "resnet152", "--image-size", "448", "--layer", "res5c"])
+    assert exc.value.code == 2
+
+
+def test_train_script_records_each_task_the_profile_and_retrieval_at_the_chosen_sizes(tmp_path, monkeypatch):
+    """benchmarks/train.py main (measurements stood in): each task's result at the chosen sizes and with the fused
+    SGD choice passed on, a profile of at most 20 steps, retrieval at the model's embedding size ((steps + 1) x
+    hidden: 1,536 at the paper's sizes) and the command that reruns it."""
+    train = _load_script("train")
+    seen: dict = {"train": [], "profile": []}
+
+    def throughput(task: str, **kw: object) -> dict:
+        seen["train"].append((task, kw))
+        return {"task": task, "device": "cpu", "ceiling_samples_per_s": 2.0, "fed_samples_per_s": 1.0, "ratio": 0.5}
+
+    def profile(step: object, iters: int, warmup: int) -> dict:
+        seen["profile"].append(iters)
+        return {"task": step, "wall_ms_per_step": 1.0}
+
+    monkeypatch.setattr(train, "train_throughput", throughput)
+    monkeypatch.setattr(train, "TrainStep", lambda task, *a, **kw: task)
+    monkeypatch.setattr(train, "profile_step", profile)
+    monkeypatch.setattr(train, "retrieval_throughput", lambda dim, device: {"dim": dim, "n_images": 1000,
+                                                                            "n_captions": 5000, "seconds_median": 0.1})
+    out = tmp_path / "t.json"
+    argv = ["--tasks", "vqa", "matching", "--iters", "30", "--no-fused-sgd", "--profile", "--out", str(out)]
+    assert train.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["command"] == "python benchmarks/train.py " + " ".join(argv) and res["sizes"] == "paper"
+    assert [t for t, _ in seen["train"]] == ["vqa", "matching"] and [r["task"] for r in res["train"]] == ["vqa",
+                                                                                                         "matching"]
+    kw = seen["train"][0][1]
+    assert kw["hidden"] == 512 and kw["dim"] == 2048 and kw["fused"] is False and kw["iters"] == 30
+    assert seen["profile"] == [20, 20] and [p["task"] for p in res["profile"]] == ["vqa", "matching"]
+    assert res["retrieval"]["dim"] == 1536
+    assert train.main(["--sizes", "default", "--tasks", "vqa", "--iters", "3", "--profile"]) == 0
+    assert seen["train"][-1][1]["hidden"] == bench.DEFAULT_SIZES["hidden"] and seen["profile"][-1] == 3
+
+
+def test_host_ops_profiles_both_lstm_paths_of_every_task(tmp_path, monkeypatch):
+    """host_ops.py main (profiling stood in) records one row per task and text path, in that order."""
+    host_ops = _load_script("host_ops")
+    monkeypatch.setattr(host_ops, "cudnn_like_step", lambda task, aligned: task)
+    monkeypatch.setattr(host_ops, "profile_step", lambda step, **kw: {
+        "task": step, "wall_ms_per_step": 1.0, "top_level_ops_per_step": 1.0, "aten_ops_per_step": 2.0,
+        "backward_nodes_per_step": 1.0, "top_ops_per_step": {}})
+    assert host_ops.main(["--out", str(tmp_path / "ops.json")]) == 0
+    rows = json.loads((tmp_path / "ops.json").read_text())["profile"]
+    assert [(p["task"], p["lstm_path"]) for p in rows] == [("vqa", "aligned"), ("vqa", "packed"),
+                                                           ("matching", "aligned"), ("matching", "packed")]
+
+
+@pytest.mark.parametrize("section, bad", [
+    (None, None),  # every check passes
+    ("lstm_paths", {"rel_diff": {"h": 0.0}, "padding_max_abs": 0.5}),  # non-zero output on padding
+    ("lstm_paths", {"rel_diff": {"h": 0.01}, "padding_max_abs": 0.0}),  # beyond the tolerance
+    ("optimizer_paths", {"rel_diff_max": 0.0, "built": "fused", "against": "foreach", "steps": 1}),  # fused on a CPU
+    ("resize_paths", {"mismatched_pixels": {"640x480": 0}, "normalised_max_abs_diff": {"640x480": 1e-3},
+                      "ms_per_256_images": {}}),
+    ("resize_paths", {"mismatched_pixels": {"kernel -> products 640x480": 0}, "normalised_max_abs_diff": {},
+                      "ms_per_256_images": {}}),  # the kernel fell back
+    ("fused_paths", {"rel_err_vs_fp32_eager": {"fused": 0.0, "eager": 0.0}, "kernel_ran": True, "batch": 1,
+                     "image_size": 8, "ms_per_batch": {}}),  # a kernel that cannot run on a CPU "ran"
+])
+def test_gpu_checks_fail_on_each_checked_difference(tmp_path, monkeypatch, section, bad):
+    """gpu_checks.py main, sections stood in: all good is ok (exit 0); any one check out of line fails the run."""
+    gpu_checks = _load_script("gpu_checks")
+    good = {"lstm_paths": {"rel_diff": {"h": 0.0}, "padding_max_abs": 0.0},
+            "optimizer_paths": {"rel_diff_max": 0.0, "built": "default", "against": "foreach", "steps": 1},
+            "resize_paths": {"mismatched_pixels": {"640x480": 0}, "normalised_max_abs_diff": {"640x480": 0.0},
+                             "ms_per_256_images": {}},
+            "fused_paths": {"rel_err_vs_fp32_eager": {"fused": 0.0, "eager": 0.0}, "kernel_ran": False, "batch": 1,
+                            "image_size": 8, "ms_per_batch": {}},
+            "decode_paths": {"decoders": {}}}
+    for name, res in {**good, **({section: bad} if section else {})}.items():
+        monkeypatch.setattr(gpu_checks, name, lambda device, res=res: res)
+    out = tmp_path / "checks.json"
+    assert gpu_checks.main(["--device", "cpu", "--out", str(out)]) == (1 if section else 0)
+    assert json.loads(out.read_text())["ok"] is (section is None)
