@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/timeline.py)
 
 from dan.backbones import build_backbone  # noqa: E402
-from dan.bench import COPY_TOLERANCE, copy_consistency, steady_rate  # noqa: E402
+from dan.bench import COPY_TOLERANCE, copy_consistency, extraction_rates, steady_rate  # noqa: E402
 from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 from dan.jpeg import hardware_engines  # noqa: E402
@@ -264,12 +264,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
         "jpeg_mean_kb": round(mean_kb, 1),
         "decode": store.meta["decode"], "precision": store.meta["precision"], "inference": store.meta["inference"],
         "jpeg_hw_engines": None,  # nvImageCodec: probed after the first write (a probe that hangs loses nothing)
-        "model_only_img_s": round(ceiling, 1), "model_only_batch_s": round(cfg.batch_size / ceiling, 4),
-        "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3),
-        "end_to_end_s": round(e2e_s, 2), "generate_s": round(gen_s, 2),
-        "steady_img_s": round(steady, 1) if steady else None,
-        "steady_ratio": round(steady / ceiling, 3) if steady else None,
-        "fixed_overhead_s": round(e2e_s - len(items) / steady, 2) if steady else None,
+        **extraction_rates(len(items), e2e_s, ceiling, cfg.batch_size, commits), "generate_s": round(gen_s, 2),
         "commits": len(commits), "commit_every_mb": cfg.commit_every_mb, "copy_check": check,
         "store_mb": round((work / "store" / "features.npy").stat().st_size / 1e6, 1),
         "timeline": summarise(tl, e2e_s) if args.timeline else None,

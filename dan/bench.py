@@ -279,6 +279,21 @@ def steady_rate(commits: list[tuple[float, int]]) -> float | None:
     return (n_b - n_a) / (t_b - t_a)
 
 
+def extraction_rates(num_images: int, seconds: float, ceiling: float, batch_size: int,
+                     commits: list[tuple[float, int]]) -> dict[str, float | None]:
+    """The rate fields of an extraction benchmark's result, rounded as recorded: ``num_images`` JPEGs to a
+    finished store in ``seconds`` against the model-only ``ceiling`` (img/s at ``batch_size``), and the steady
+    rate between commits (:func:`steady_rate`). ``fixed_overhead_s`` is what the run took beyond the images at the
+    steady rate (start-up, fill, final flush); the steady fields are None where no steady rate exists."""
+    e2e = num_images / seconds
+    steady = steady_rate(commits)
+    return {"model_only_img_s": round(ceiling, 1), "model_only_batch_s": round(batch_size / ceiling, 4),
+            "end_to_end_img_s": round(e2e, 1), "ratio": round(e2e / ceiling, 3), "end_to_end_s": round(seconds, 2),
+            "steady_img_s": round(steady, 1) if steady else None,
+            "steady_ratio": round(steady / ceiling, 3) if steady else None,
+            "fixed_overhead_s": round(seconds - num_images / steady, 2) if steady else None}
+
+
 def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> dict:
     """Integrity check of an extraction benchmark's store, whose image ``k`` (k = 0, 1, ... in id order) is a byte
     copy of image ``k % distinct``: compares up to ``samples`` copies, spread over the whole store, with their

@@ -979,3 +979,16 @@ def test_gpu_checks_fail_on_each_checked_difference(tmp_path, monkeypatch, secti
     out = tmp_path / "checks.json"
     assert gpu_checks.main(["--device", "cpu", "--out", str(out)]) == (1 if section else 0)
     assert json.loads(out.read_text())["ok"] is (section is None)
+
+
+def test_extraction_rates_are_the_recorded_ratios_of_images_seconds_and_ceiling():
+    """The numbers the performance page judges: end to end = images / seconds, ratio = that over the model-only
+    ceiling, the batch's model-only seconds, and the steady rate between the first and the last intermediate
+    commit with the run's overhead beyond it. None of them had a test (benchmarks/extract.py computed them inline)."""
+    commits = [(1.0, 256), (2.0, 756), (3.0, 1256), (4.5, 1500)]  # 500 img/s between t=1 and t=3; the last: flush
+    r = bench.extraction_rates(1500, 4.0, 625.0, 256, commits)
+    assert r == {"model_only_img_s": 625.0, "model_only_batch_s": 0.4096, "end_to_end_img_s": 375.0, "ratio": 0.6,
+                 "end_to_end_s": 4.0, "steady_img_s": 500.0, "steady_ratio": 0.8, "fixed_overhead_s": 1.0}
+    odd = bench.extraction_rates(1000, 3.0, 700.0, 128, commits[:2])  # two commits: no steady rate
+    assert odd["end_to_end_img_s"] == 333.3 and odd["ratio"] == 0.476 and odd["model_only_batch_s"] == 0.1829
+    assert odd["steady_img_s"] is odd["steady_ratio"] is odd["fixed_overhead_s"] is None
