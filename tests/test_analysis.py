@@ -620,3 +620,166 @@ def test_pick_examples_depend_on_the_seed_and_not_on_the_tables_row_order() -> N
     shuffled = table.sample(frac=1.0, random_state=7)
     for seed, picked in picks.items():
         assert gallery.pick_examples(shuffled, "question_id", "family", per_group=2, seed=seed).equals(picked)
+
+
+def _panels(fig) -> dict[tuple[int, int], plt.Axes]:
+    """The gallery's axes by their (row, column) in its grid; no two axes share a cell."""
+    panels = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        panels[spec.rowspan.start, spec.colspan.start] = ax
+    assert len(panels) == len(fig.axes)
+    return panels
+
+
+def _drawn_boxes(ax: plt.Axes) -> list[tuple]:
+    """The rectangles on ``ax``: (x, y, w, h, colour, dashed)."""
+    from matplotlib.colors import to_rgba
+
+    names = {to_rgba("cyan"): "cyan", to_rgba("lime"): "lime"}
+    return [(p.get_x(), p.get_y(), p.get_width(), p.get_height(), names[tuple(p.get_edgecolor())],
+             p.get_linestyle() not in ("-", "solid")) for p in ax.patches]
+
+
+def _white_words(ax: plt.Axes) -> list[str]:
+    """The words shaded darkest (written in white): the most attended word of a step."""
+    return [t.get_text() for t in ax.texts if t.get_color() == "white"]
+
+
+def _overlay(ax: plt.Axes) -> np.ndarray:
+    """The attention map drawn over the image (the second image on a step's axes), as [gh, gw]."""
+    return np.asarray(ax.images[1].get_array())
+
+
+def _image(path: Path, colour: str) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (100, 100), colour).save(path)
+    return path
+
+
+def _colour(ax: plt.Axes) -> str:
+    """The colour (red, green or blue) of the image drawn first on ``ax``."""
+    return ("red", "green", "blue")[int(np.argmax(np.asarray(ax.images[0].get_array())[50, 50]))]
+
+
+def test_vqa_gallery_draws_each_questions_own_image_boxes_maps_and_words(tmp_path) -> None:
+    """Each row shows the asked question's own prediction row (not its neighbour's), its family and answer type,
+    its question, prediction (✓/✗) and answer on their own lines, the target boxes in cyan and the anchor dashed in
+    lime on the image and on every step, step k's own visual map titled "step k", and step k's most attended word."""
+    from dan.data.grounding import Grounding, QuestionGT
+    from dan.data.vqa import vqa_image_path
+
+    for image_id, colour in ((5, "red"), (6, "blue")):  # in the run's own image folder, whichever it is
+        _image(vqa_image_path(tmp_path, "train2014", image_id), colour)
+    images = {5: ImageGT(100, 100, [ObjectGT(0, "circle", "red", "small", [0.0, 0.0, 50.0, 50.0]),
+                                    ObjectGT(1, "square", "blue", "small", [50.0, 50.0, 50.0, 50.0])]),
+              6: ImageGT(100, 100, [ObjectGT(3, "star", "red", "small", [60.0, 10.0, 30.0, 30.0]),
+                                    ObjectGT(2, "square", "green", "small", [10.0, 60.0, 20.0, 20.0])])}
+    questions = {1: QuestionGT("multi-hop", [0, 1], [0], [1], ["red"], 5),
+                 2: QuestionGT("single-hop", [2], [], [], ["green"], 6)}
+    preds = pd.DataFrame({"question_id": [2, 1], "image_id": [6, 5], "answer_type": ["yes/no", "other"],
+                          "correct": [True, False],
+                          "question": ["is there a green square", "what is right of the red circle"],
+                          "predicted": ["yes", "blue"], "multiple_choice_answer": ["yes", "square"]})
+    visual = np.zeros((2, 2, 4), dtype=np.float32)  # [Q, K, N]: row i, step k all on cell 2 i + k
+    for i in range(2):
+        for k in range(2):
+            visual[i, k, 2 * i + k] = 1.0
+    text = np.zeros((2, 2, 8), dtype=np.float32)
+    text[0, 0, 3] = text[0, 1, 4] = 1.0  # "green", then "square"
+    text[1, 0, 5] = text[1, 1, 6] = 1.0  # "red", then "circle"
+    text[:, :, 7] = 0.5  # beyond the shorter question: padding, never shown as a word
+    out = analysis.VQAOutputs(tmp_path, preds, visual, text, np.array([5, 7]), (2, 2), tmp_path, "train2014")
+    fig = gallery.vqa_gallery(out, Grounding(images, questions, {}), [1, 2])
+    panels = _panels(fig)
+    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (4, 3)  # 2 rows x (image + K steps)
+    expected = [  # (title, caption, boxes, prediction row, most attended words, image)
+        ("multi-hop (other)", "what is right of the red circle\npredicted: blue ✗\nanswer: square",
+         [(50.0, 50.0, 50.0, 50.0, "cyan", False), (0.0, 0.0, 50.0, 50.0, "lime", True)], 1, ["red", "circle"], "red"),
+        ("single-hop (yes/no)", "is there a green square\npredicted: yes ✓\nanswer: yes",
+         [(10.0, 60.0, 20.0, 20.0, "cyan", False)], 0, ["green", "square"], "blue"),
+    ]
+    for r, (title, caption, boxes, i, words, colour) in enumerate(expected):
+        assert panels[2 * r, 0].get_title() == title
+        assert _colour(panels[2 * r, 0]) == _colour(panels[2 * r, 1]) == colour
+        assert _drawn_boxes(panels[2 * r, 0]) == boxes
+        assert [t.get_text() for t in panels[2 * r + 1, 0].texts] == [caption]
+        for k in range(2):
+            step = panels[2 * r, k + 1]
+            assert step.get_title() == f"step {k + 1}"
+            assert np.array_equal(_overlay(step), visual[i, k].reshape(2, 2))
+            assert _drawn_boxes(step) == boxes
+            assert _white_words(panels[2 * r + 1, k + 1]) == [words[k]]
+    assert [t.get_text() for t in panels[3, 1].texts] == ["is", "there", "a", "green", "square"]
+    plt.close(fig)
+    with pytest.raises(DataError, match=r"these are not among them: \[7, 8, 9, 10, 11\]$"):
+        gallery.vqa_gallery(out, Grounding(images, questions, {}), [1, 7, 8, 9, 10, 11, 12])
+
+
+def test_mdan_gallery_draws_each_images_own_maps_the_objects_all_its_captions_name_and_the_chosen_caption(
+        tmp_path) -> None:
+    """Each row is the asked image's: titled with its id, its own image attention at step k, cyan boxes on every
+    object any of its captions names (captions without grounding skipped), its ``caption``-th caption shaded by
+    that caption's attention, and its top-ranked caption marked ✓ only when it is one of its own."""
+    from dan.data.grounding import CaptionGT, Grounding
+
+    images = {10: ImageGT(100, 100, [ObjectGT(0, "circle", "red", "small", [0.0, 0.0, 40.0, 40.0]),
+                                     ObjectGT(1, "square", "blue", "small", [50.0, 50.0, 40.0, 40.0]),
+                                     ObjectGT(2, "star", "green", "small", [10.0, 60.0, 20.0, 20.0])]),
+              11: ImageGT(100, 100, [ObjectGT(0, "circle", "red", "small", [60.0, 0.0, 30.0, 30.0]),
+                                     ObjectGT(1, "star", "yellow", "small", [0.0, 60.0, 30.0, 30.0])])}
+    captions = {100: CaptionGT([0], ["red"], 10), 101: CaptionGT([1], ["blue"], 10), 110: CaptionGT([1], ["star"], 11)}
+    sentences = {100: "a red circle", 101: "a blue square above it", 110: "a star", 111: "the yellow star"}
+    image_att = np.zeros((2, 2, 4), dtype=np.float32)  # image n, step k all on cell 2 n + k
+    for n in range(2):
+        for k in range(2):
+            image_att[n, k, 2 * n + k] = 1.0
+    text_att = np.zeros((4, 2, 6), dtype=np.float32)
+    text_att[1, 0, 1] = text_att[1, 1, 3] = 1.0  # caption 101: "blue", then "above"
+    text_att[3, 0, 1] = text_att[3, 1, 2] = 1.0  # caption 111: "yellow", then "star"
+    text_att[0, :, 0] = text_att[2, :, 0] = 1.0  # the other captions: their first word
+    similarity = np.zeros((2, 4), dtype=np.float32)
+    similarity[0, 1] = similarity[1, 0] = 1.0  # image 10's best: its own 101; image 11's: image 10's 100
+    files = {i: _image(tmp_path / f"{i}.png", colour) for i, colour in ((10, "green"), (11, "blue"))}
+    out = analysis.MDANOutputs(tmp_path, np.array([10, 11]), np.array([100, 101, 110, 111]), np.array([3, 5, 2, 3]),
+                               (2, 2), image_att, text_att, similarity, sentences, files, 2, tmp_path)
+    fig = gallery.mdan_gallery(out, Grounding(images, {}, captions), [11, 10], caption=1)
+    panels = _panels(fig)
+    expected = [  # (title, top caption, boxes, row n, most attended words, image)
+        ("image 11", "top-ranked caption ✗: a red circle", [(0.0, 60.0, 30.0, 30.0, "cyan", False)], 1,
+         ["yellow", "star"], "blue"),
+        ("image 10", "top-ranked caption ✓: a blue square above it",
+         [(0.0, 0.0, 40.0, 40.0, "cyan", False), (50.0, 50.0, 40.0, 40.0, "cyan", False)], 0, ["blue", "above"],
+         "green"),
+    ]
+    for r, (title, top, boxes, n, words, colour) in enumerate(expected):
+        assert panels[2 * r, 0].get_title() == title
+        assert _colour(panels[2 * r, 0]) == _colour(panels[2 * r, 1]) == colour
+        assert _drawn_boxes(panels[2 * r, 0]) == boxes
+        assert [t.get_text().replace("\n", " ") for t in panels[2 * r + 1, 0].texts] == [top]
+        for k in range(2):
+            assert panels[2 * r, k + 1].get_title() == f"step {k + 1}"
+            assert np.array_equal(_overlay(panels[2 * r, k + 1]), image_att[n, k].reshape(2, 2))
+            assert _drawn_boxes(panels[2 * r, k + 1]) == boxes
+            assert _white_words(panels[2 * r + 1, k + 1]) == [words[k]]
+    plt.close(fig)
+
+
+def test_pick_examples_orders_groups_keeps_its_columns_and_handles_no_group_and_no_rows() -> None:
+    """Rows come group by group in sorted order (not the order of the groups' first ids), with exactly the
+    columns [id, group, correct]; without a group each id still appears once; an empty table gives an empty
+    table with those columns."""
+    table = pd.DataFrame({"question_id": [1, 1, 2, 3, 4], "family": ["b", "b", "a", "b", "a"],
+                          "correct": [True, True, False, False, True], "mass": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    picked = gallery.pick_examples(table, "question_id", "family", per_group=3)
+    assert list(picked.columns) == ["question_id", "family", "correct"]
+    assert list(picked.itertuples(index=False, name=None)) == [(4, "a", True), (2, "a", False), (1, "b", True),
+                                                              (3, "b", False)]
+    overall = gallery.pick_examples(table, "question_id", per_group=3)
+    assert list(overall.columns) == ["question_id", "correct"]
+    assert list(overall.itertuples(index=False, name=None)) == [(1, True), (4, True), (2, False), (3, False)]
+    for group, cols in ((None, ["question_id", "correct"]), ("family", ["question_id", "family", "correct"])):
+        empty = gallery.pick_examples(table.iloc[:0], "question_id", group)
+        assert empty.empty and list(empty.columns) == cols
