@@ -4,13 +4,18 @@ reported in, the paths stripped from executed copies, and the stage times record
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 import pytest
 
 import dan.study as study
-from dan.io import ConfigError
+from dan.io import ConfigError, DanError
 
 
 def _touch_notebooks(root: Path, names: list[str]) -> None:
@@ -126,3 +131,264 @@ def test_a_study_into_another_folder_records_times_only_when_asked_and_builds_no
     assert (tmp_path / "copies" / "03_c.ipynb").is_file()
     times = study.run_study("smoke", out=tmp_path / "copies", book=False, record_times=True)
     assert json.loads(times_file.read_text()) == times and "book" not in times
+
+
+def _fake_papermill(monkeypatch, effect: Callable[[Path], None]) -> list[dict]:
+    """papermill.execute_notebook replaced by ``effect(output path)``; returns the calls' arguments (with the
+    PYTHONHASHSEED the kernel would inherit)."""
+    import papermill
+
+    calls: list[dict] = []
+
+    def execute_notebook(input_path: str, output_path: str, **kwargs) -> None:
+        calls.append({"input": input_path, "output": output_path, "hashseed": os.environ.get("PYTHONHASHSEED"),
+                      **kwargs})
+        effect(Path(output_path))
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_execute_gives_papermill_the_parameters_and_folder_and_strips_the_root_from_the_copy(tmp_path,
+                                                                                           monkeypatch) -> None:
+    """The kernel gets the parameters, the working folder asked for, python3 and string hashing fixed (unless set);
+    the executed copy keeps no path of this machine; the time returned is the call's."""
+    root = tmp_path / "study"
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+
+    def run(out: Path) -> None:
+        time.sleep(0.05)
+        out.write_text(f'{{"input_path": "{root}/notebooks/01_a.ipynb"}}')
+
+    calls = _fake_papermill(monkeypatch, run)
+    nb, out = root / "notebooks" / "01_a.ipynb", tmp_path / "staging" / "01_a.ipynb"
+    out.parent.mkdir()
+    seconds = study.execute(nb, out, {"profile": "smoke", "epochs": 2}, cwd=tmp_path / "elsewhere")
+    assert 0.05 <= seconds < 30
+    (call,) = calls
+    assert (call["input"], call["output"], call["parameters"], call["cwd"], call["kernel_name"]) == (
+        str(nb), str(out), {"profile": "smoke", "epochs": 2}, str(tmp_path / "elsewhere"), "python3")
+    assert call["hashseed"] == "0"
+    assert out.read_text() == '{"input_path": "notebooks/01_a.ipynb"}'
+    monkeypatch.setenv("PYTHONHASHSEED", "5")  # one set by the user is kept
+    study.execute(nb, out, {"profile": "smoke"}, cwd=tmp_path)
+    assert calls[-1]["hashseed"] == "5"
+
+
+def test_a_failing_cell_is_one_line_naming_notebook_cell_error_and_copy_and_the_copy_is_stripped(
+        tmp_path, monkeypatch) -> None:
+    """papermill's cell index (not the execution count) names the cell; a multi-line error value is one line;
+    the executed copy with the error has this machine's paths stripped too."""
+    from papermill.exceptions import PapermillExecutionError
+
+    root = tmp_path / "study"
+    monkeypatch.setenv("DAN_ROOT", str(root))
+
+    def fail(out: Path) -> None:
+        _executed(out, [("profile = 'smoke'", ["injected-parameters"]), (f"print('{root}/results')", []),
+                        ("open('results/x.json')", [])])
+        raise PapermillExecutionError(2, 7, "open(...)", "FileNotFoundError", "no such file:\n   x.json", [])
+
+    _fake_papermill(monkeypatch, fail)
+    out = tmp_path / "01_a.ipynb"
+    with pytest.raises(DanError) as exc:
+        study.execute(tmp_path / "notebooks" / "01_a.ipynb", out, {"profile": "smoke"}, cwd=tmp_path)
+    assert str(exc.value) == (f"notebook 01_a.ipynb failed in cell 2 (`open('results/x.json')`): FileNotFoundError: "
+                              f"no such file: x.json; the executed copy with the error is at {out}")
+    assert str(root) not in out.read_text()
+
+
+def _started(path: Path, started: list[bool]) -> Path:
+    """An executed copy whose cells papermill started (``start_time`` set) or not."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"cell_{i} = {i}", metadata={
+        "tags": ["injected-parameters"] if i == 0 else [],
+        "papermill": {"start_time": "2024-01-01T00:00:00" if s else None,
+                      "end_time": "2024-01-01T00:00:01" if s and i + 1 < len(started) and started[i + 1] else None}})
+        for i, s in enumerate(started)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_dead_kernel_names_the_cell_it_was_running_or_a_cell_without_a_copy(tmp_path, monkeypatch) -> None:
+    """The cell named is the last one papermill started (it has no end time); with no executed copy, or none of
+    its cells started, the message says "a cell" and is still the study's one-line error (not a missing file)."""
+    from nbclient.exceptions import DeadKernelError
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    copies = {"running": [True, True, True, False], "unstarted": [False, False], "none": None}
+    assert study._last_started_cell(_started(tmp_path / "running.ipynb", copies["running"])) == 2
+    assert study._last_started_cell(_started(tmp_path / "unstarted.ipynb", copies["unstarted"])) is None
+    for name, started in copies.items():
+        def die(out: Path, started: list[bool] | None = started) -> None:
+            if started is not None:
+                _started(out, started)
+            raise DeadKernelError("Kernel died")
+
+        _fake_papermill(monkeypatch, die)
+        with pytest.raises(DanError, match=r"^notebook 01_a.ipynb: its kernel died in (\S+ \S+)") as exc:
+            study.execute(tmp_path / "01_a.ipynb", tmp_path / f"{name}-out.ipynb", {}, cwd=tmp_path)
+        where = "cell 2 (`cell_2 = 2`)" if name == "running" else "a cell"
+        assert str(exc.value).startswith(f"notebook 01_a.ipynb: its kernel died in {where} (killed from outside")
+
+
+def test_failing_cell_without_a_parameters_cell_and_with_a_long_first_line(tmp_path) -> None:
+    """papermill injects its parameters at the top of a notebook without a parameters cell: that injected cell is
+    not counted, but a "parameters" cell of the notebook's own is; the first line is cut at 80 characters."""
+    long = "x = " + "1 + " * 30 + "1"
+    executed = _executed(tmp_path / "01_x.ipynb", [
+        ("profile = 'smoke'", ["injected-parameters"]),
+        ("print('fine')", []),
+        (long, []),
+    ])
+    assert study._failing_cell(executed, 2) == f"cell 2 (`{long[:80]}`)"
+    own = _executed(tmp_path / "02_x.ipynb", [("steps = 2", ["parameters"]), ("1 / 0", [])])
+    assert study._failing_cell(own, 1) == "cell 2 (`1 / 0`)"
+
+
+@pytest.fixture
+def fake_jupyter_book(tmp_path, monkeypatch) -> tuple[Path, list, dict]:
+    """A study root with a last good book, a jupyter-book beside the interpreter, and subprocess.run replaced by
+    a build (of 0.02 s) that writes ``intro.html`` into the folder it is given and exits with
+    ``result["returncode"]``."""
+    root = tmp_path / "study"
+    (root / "_build" / "html").mkdir(parents=True)
+    (root / "_build" / "html" / "marker").write_text("last good book")
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "jupyter-book").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    calls: list = []
+    result = {"returncode": 0, "stdout": "", "stderr": ""}
+
+    def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+        calls.append((cmd, kwargs))
+        time.sleep(0.02)
+        html = Path(cmd[cmd.index("--path-output") + 1]) / "_build" / "html"
+        html.mkdir(parents=True, exist_ok=True)
+        (html / "intro.html").write_text("new book")
+        return subprocess.CompletedProcess(cmd, result["returncode"], result["stdout"], result["stderr"])
+
+    monkeypatch.setattr(study.subprocess, "run", run)
+    return root, calls, result
+
+
+def test_build_book_builds_strictly_into_a_fresh_folder_and_then_replaces_the_book(fake_jupyter_book,
+                                                                                   tmp_path) -> None:
+    """The build is jupyter-book's beside the interpreter, strict (warnings are errors), of every page, into a
+    staging folder emptied first (a killed build's pages do not reach the book); the new book replaces the old
+    one whole, and neither the staging folder nor the old book (nor a killed swap's html.old) is left."""
+    root, calls, _ = fake_jupyter_book
+    stale = root / "_build" / "book-staging" / "_build" / "html"
+    stale.mkdir(parents=True)
+    (stale / "removed_page.html").write_text("from a killed build")
+    (root / "_build" / "html.old").mkdir()
+    assert study.build_book(root) >= 0.02  # the build's wall time, recorded as the "book" stage
+    ((cmd, kwargs),) = calls
+    staging = root / "_build" / "book-staging"
+    assert cmd == [str(tmp_path / "venv" / "bin" / "jupyter-book"), "build", str(root), "--path-output", str(staging),
+                   "--all", "-W", "-n", "--keep-going"]
+    assert kwargs == {"cwd": root, "capture_output": True, "text": True}
+    assert sorted(p.name for p in (root / "_build").iterdir()) == ["html"]
+    assert [p.name for p in (root / "_build" / "html").iterdir()] == ["intro.html"]
+    study.build_book(root, strict=False)
+    assert calls[-1][0][-1] == "--all"
+
+
+def test_a_failed_book_build_keeps_the_last_good_book_and_shows_the_end_of_its_output(fake_jupyter_book,
+                                                                                      monkeypatch) -> None:
+    """A build that fails (or is killed by a signal: a negative exit code) raises with the last 25 lines of its
+    output and leaves ``_build/html`` as it was; without a jupyter-book beside the interpreter, the one on PATH
+    is run."""
+    root, calls, result = fake_jupyter_book
+    result.update(stdout="".join(f"line {i}\n" for i in range(20)),
+                  stderr="".join(f"line {i}\n" for i in range(20, 30)))
+    for returncode in (1, -9):
+        result["returncode"] = returncode
+        with pytest.raises(DanError, match=r"the book build failed \(the previous book in _build/html is kept\):\n"
+                                           r"line 5\nline 6\n(.|\n)*line 19\nline 20\n(.|\n)*line 29$"):
+            study.build_book(root)
+        assert [p.name for p in (root / "_build" / "html").iterdir()] == ["marker"]
+        assert not (root / "_build" / "html.old").exists()
+    monkeypatch.setattr(sys, "executable", str(root / "elsewhere" / "python"))
+    monkeypatch.setattr(study.shutil, "which", lambda name: f"/opt/jb/bin/{name}")
+    with pytest.raises(DanError):
+        study.build_book(root)
+    assert calls[-1][0][0] == "/opt/jb/bin/jupyter-book"
+
+
+def test_run_study_gives_each_notebook_the_extra_parameters_its_folder_and_the_root_and_stages_per_profile(
+        fake_study, monkeypatch) -> None:
+    """Every notebook runs in its own folder with the extra parameters beside the profile, DAN_ROOT set to the
+    study's root for its kernel, and its executed copy staged under _build/staging/<profile>."""
+    root, _ = fake_study
+    seen: list[tuple] = []
+
+    def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+        seen.append((nb.name, out, parameters, cwd, os.environ.get("DAN_ROOT")))
+        out.write_text("executed")
+        return 1.0
+
+    monkeypatch.setattr(study, "execute", execute)
+    monkeypatch.delenv("DAN_ROOT")
+    monkeypatch.setattr(study, "repo_root", lambda: root)
+    study.run_study("smoke", extra={"epochs": 2}, book=False)
+    staging = root / "_build" / "staging" / "smoke"
+    assert seen == [(name, staging / name, {"profile": "smoke", "epochs": 2}, root / "notebooks", str(root))
+                    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb")]
+
+
+@pytest.mark.parametrize("last", ['{"01_a": 7.0, "02_b": 8.0, "03_c": 9.0, "total": 24.0}', None])
+@pytest.mark.parametrize("stop", [ValueError("broken"), KeyboardInterrupt()])
+def test_a_study_stopped_by_an_error_or_ctrl_c_restores_the_last_record_and_publishes_nothing(
+        fake_study, monkeypatch, stop, last) -> None:
+    """Each finished stage's time is written at once (the later notebooks show this run's times so far); a run
+    that stops (an error, or Ctrl-C) puts the last complete record back (or leaves none if there was none) and
+    leaves book/notebooks as it was."""
+    root, _ = fake_study
+    times_file = root / "results" / "smoke" / "study_times.json"
+    times_file.parent.mkdir(parents=True)
+    if last is not None:
+        times_file.write_text(last)
+    (root / "book" / "notebooks").mkdir(parents=True)
+    (root / "book" / "notebooks" / "01_a.ipynb").write_text("last good copy")
+    seen: dict[str, dict] = {}
+
+    def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+        seen[nb.stem] = json.loads(times_file.read_text()) if times_file.exists() else {}
+        out.write_text("executed")
+        if nb.stem == "03_c":
+            raise stop
+        return 1.0
+
+    monkeypatch.setattr(study, "execute", execute)
+    with pytest.raises(type(stop)):
+        study.run_study("smoke")
+    assert seen["02_b"] == {"01_a": 1.0} and seen["03_c"] == {"01_a": 1.0, "02_b": 1.0}
+    assert (times_file.read_text() if times_file.exists() else None) == last
+    assert [p.name for p in (root / "book" / "notebooks").iterdir()] == ["01_a.ipynb"]
+    assert (root / "book" / "notebooks" / "01_a.ipynb").read_text() == "last good copy"
+
+
+def test_the_study_command_passes_its_options_to_the_run(fake_study, tmp_path, monkeypatch, capsys) -> None:
+    """``python -m dan.study``: the default profile unless one is given, --only, --out and --no-book reach the run,
+    a run without --out records its times, and --book-only builds the book (strict) from the root and runs
+    nothing."""
+    root, ran = fake_study
+    books: list[tuple] = []
+    monkeypatch.setattr(study, "build_book", lambda *args, **kwargs: books.append((args, kwargs)) or 5.0)
+    assert study.main(["--only", "01"]) == 0
+    assert ran == ["01_a.ipynb"] and books == [((root,), {})]
+    assert (root / "book" / "notebooks" / "01_a.ipynb").read_text() == 'executed 01_a.ipynb with {"profile": "default"}'
+    assert json.loads((root / "results" / "default" / "study_times.json").read_text()) == {"01_a": 1.0, "book": 5.0}
+    assert study.main(["--profile", "smoke", "--no-book"]) == 0
+    assert len(books) == 1 and ran[1:] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert set(json.loads((root / "results" / "smoke" / "study_times.json").read_text())) == {"01_a", "02_b", "03_c",
+                                                                                             "total"}
+    assert study.main(["--profile", "smoke", "--only", "02", "--out", str(tmp_path / "copies")]) == 0
+    assert [p.name for p in (tmp_path / "copies").iterdir()] == ["02_b.ipynb"] and len(books) == 1
+    del ran[:]
+    assert study.main(["--book-only"]) == 0
+    assert ran == [] and books[1:] == [((root,), {})]
+    assert "[study] book built in 5.0 s" in capsys.readouterr().out
