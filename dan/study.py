@@ -179,7 +179,8 @@ def build_book(root: Path, strict: bool = True) -> float:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        output = f"{proc.stdout.rstrip()}\n{proc.stderr}"  # stdout's last line not glued to stderr's first
+        tail = "\n".join(output.strip().splitlines()[-25:])
         raise DanError(f"the book build failed (the previous book in _build/html is kept):\n{tail}")
     final, old = root / "_build" / "html", root / "_build" / "html.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -392,3 +392,15 @@ def test_the_study_command_passes_its_options_to_the_run(fake_study, tmp_path, m
     assert study.main(["--book-only"]) == 0
     assert ran == [] and books[1:] == [((root,), {})]
     assert "[study] book built in 5.0 s" in capsys.readouterr().out
+
+
+def test_a_failed_book_builds_output_keeps_its_last_stdout_line_apart_from_its_first_stderr_line(
+        fake_jupyter_book) -> None:
+    """stdout without a final newline was glued to stderr's first line ("line 19line 20") in the error's tail,
+    which then also showed one line too many of the start."""
+    root, _, result = fake_jupyter_book
+    result.update(returncode=1, stdout="\n".join(f"line {i}" for i in range(20)),
+                  stderr="\n".join(f"line {i}" for i in range(20, 30)))
+    with pytest.raises(DanError) as exc:
+        study.build_book(root)
+    assert str(exc.value).splitlines()[1:] == [f"line {i}" for i in range(5, 30)]
