@@ -182,11 +182,16 @@ def build_book(root: Path, strict: bool = True) -> float:
         output = f"{proc.stdout.rstrip()}\n{proc.stderr}"  # stdout's last line not glued to stderr's first
         tail = "\n".join(output.strip().splitlines()[-25:])
         raise DanError(f"the book build failed (the previous book in _build/html is kept):\n{tail}")
+    built = staging / "_build" / "html"
+    if not (built / "index.html").is_file():  # checked before the old book is moved aside
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DanError(f"jupyter-book exited 0 but wrote no {built / 'index.html'} (the previous book in _build/html "
+                       f"is kept); its output ended:\n" + "\n".join(proc.stdout.strip().splitlines()[-10:]))
     final, old = root / "_build" / "html", root / "_build" / "html.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
-    (staging / "_build" / "html").rename(final)
+    built.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
     return time.perf_counter() - start

@@ -250,8 +250,8 @@ def test_failing_cell_without_a_parameters_cell_and_with_a_long_first_line(tmp_p
 @pytest.fixture
 def fake_jupyter_book(tmp_path, monkeypatch) -> tuple[Path, list, dict]:
     """A study root with a last good book, a jupyter-book beside the interpreter, and subprocess.run replaced by
-    a build (of 0.02 s) that writes ``intro.html`` into the folder it is given and exits with
-    ``result["returncode"]``."""
+    a build (of 0.02 s) that writes ``index.html`` and ``intro.html`` into the folder it is given (unless
+    ``result["writes"]`` is False) and exits with ``result["returncode"]``."""
     root = tmp_path / "study"
     (root / "_build" / "html").mkdir(parents=True)
     (root / "_build" / "html" / "marker").write_text("last good book")
@@ -260,14 +260,16 @@ def fake_jupyter_book(tmp_path, monkeypatch) -> tuple[Path, list, dict]:
     (venv / "jupyter-book").write_text("#!/bin/sh\n")
     monkeypatch.setattr(sys, "executable", str(venv / "python"))
     calls: list = []
-    result = {"returncode": 0, "stdout": "", "stderr": ""}
+    result = {"returncode": 0, "stdout": "", "stderr": "", "writes": True}
 
     def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
         calls.append((cmd, kwargs))
         time.sleep(0.02)
         html = Path(cmd[cmd.index("--path-output") + 1]) / "_build" / "html"
         html.mkdir(parents=True, exist_ok=True)
-        (html / "intro.html").write_text("new book")
+        if result["writes"]:
+            (html / "index.html").write_text("redirect")
+            (html / "intro.html").write_text("new book")
         return subprocess.CompletedProcess(cmd, result["returncode"], result["stdout"], result["stderr"])
 
     monkeypatch.setattr(study.subprocess, "run", run)
@@ -291,7 +293,7 @@ def test_build_book_builds_strictly_into_a_fresh_folder_and_then_replaces_the_bo
                    "--all", "-W", "-n", "--keep-going"]
     assert kwargs == {"cwd": root, "capture_output": True, "text": True}
     assert sorted(p.name for p in (root / "_build").iterdir()) == ["html"]
-    assert [p.name for p in (root / "_build" / "html").iterdir()] == ["intro.html"]
+    assert sorted(p.name for p in (root / "_build" / "html").iterdir()) == ["index.html", "intro.html"]
     study.build_book(root, strict=False)
     assert calls[-1][0][-1] == "--all"
 
@@ -316,6 +318,18 @@ def test_a_failed_book_build_keeps_the_last_good_book_and_shows_the_end_of_its_o
     with pytest.raises(DanError):
         study.build_book(root)
     assert calls[-1][0][0] == "/opt/jb/bin/jupyter-book"
+
+
+def test_a_book_build_that_exits_0_without_writing_a_book_keeps_the_last_one(fake_jupyter_book) -> None:
+    """jupyter-book exiting 0 with no index.html: the old book was moved to html.old before the swap raised a
+    FileNotFoundError, so _build/html was gone. Now a clear error, with the old book in place and no staging left."""
+    root, _, result = fake_jupyter_book
+    result.update(writes=False, stdout="building...\nno pages\n")
+    with pytest.raises(DanError, match=r"jupyter-book exited 0 but wrote no .*index\.html \(the previous book in "
+                                       r"_build/html is kept\); its output ended:\nbuilding\.\.\.\nno pages$"):
+        study.build_book(root)
+    assert sorted(p.name for p in (root / "_build").iterdir()) == ["html"]
+    assert [p.name for p in (root / "_build" / "html").iterdir()] == ["marker"]
 
 
 def test_run_study_gives_each_notebook_the_extra_parameters_its_folder_and_the_root_and_stages_per_profile(
