@@ -633,6 +633,25 @@ def test_retrieval_throughput_reports_the_median_and_the_fastest_repeat(monkeypa
     assert (r["seconds_median"], r["seconds_min"], r["n_captions"]) == (1.5, 1.0, 12)
 
 
+def _fake_profiler(events: list) -> type:
+    """A stand-in for torch.profiler.profile whose ``events()`` are the given ones."""
+
+    class Profile:
+        def __init__(self, activities: list) -> None:
+            pass
+
+        def __enter__(self) -> "Profile":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def events(self) -> list:
+            return events
+
+    return Profile
+
+
 def test_profile_step_computes_per_step_counts_and_the_gpu_busy_fraction(monkeypatch):
     """profile_step's arithmetic on a CUDA step, with the profiler's events and the clock stood in: per-step counts
     (divided by iters), top-level ops (no aten op as parent), backward nodes, kernels (device events only), kernel
@@ -651,18 +670,7 @@ def test_profile_step_computes_per_step_counts_and_the_gpu_busy_fraction(monkeyp
                 event("gemm_kernel", "CUDA", us=300.0), event("elementwise_kernel", "CUDA", us=50.0),
                 event("elementwise_kernel", "CUDA", us=50.0)]
 
-    class Profile:
-        def __init__(self, activities: list) -> None:
-            pass
-
-        def __enter__(self) -> "Profile":
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def events(self) -> list:
-            return one_step * 2
+    Profile = _fake_profiler(one_step * 2)
 
     class Step:
         task, dev, fixed, calls = "vqa", torch.device("cuda"), (), 0
@@ -870,18 +878,7 @@ def test_extract_profile_sums_device_time_by_group_per_batch(monkeypatch, tmp_pa
     events = [event("_resample_kernel", 300.0), event("sm90_xmma_gemm", 900.0), event("sm90_xmma_gemm", 900.0),
               *[event("Memcpy HtoD", 10.0)] * 3, event("aten::conv2d", 5000.0, "CPU")]
 
-    class Profile:
-        def __init__(self, activities: list) -> None:
-            pass
-
-        def __enter__(self) -> "Profile":
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def events(self) -> list:
-            return events
+    Profile = _fake_profiler(events)
 
     monkeypatch.setattr(torch.profiler, "profile", Profile)
     monkeypatch.setattr(extract, "extract_features", lambda *a, **k: None)
