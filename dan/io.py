@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -185,6 +186,78 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise DataError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{what} {path} is not UTF-8 text: {exc}") from exc
+    except RecursionError:  # json's decoder recurses once per nested [ or {: some thousands of them end it
+        raise DataError(f"{what} {path} is nested too deeply to read (thousands of [ or {{ inside each other)") \
+            from None
+
+
+_KINDS = {"number": "a finite number", "int": "an integer", "string": "a string", "object": "an object",
+          "list": "a list", "any": "any value"}
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, tuple):
+        return " or ".join(_describe(s) for s in schema)
+    if schema is None:
+        return "null"
+    if isinstance(schema, dict):
+        return "an object"
+    if isinstance(schema, list):
+        return "a list"
+    return _KINDS[schema]
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    if kind is None:
+        return value is None
+    if isinstance(kind, dict) or kind == "object":
+        return isinstance(value, dict)
+    if isinstance(kind, list) or kind == "list":
+        return isinstance(value, list)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    return kind == "any"
+
+
+def check_json(value: Any, schema: Any, where: str, path: str = "") -> None:
+    """Check ``value`` (read from a JSON file) against ``schema``; a mismatch is a :class:`DataError` naming
+    ``where`` (the file), the field's path (``runs.vqa.metrics.overall``, ``history[2].epoch``) and the value.
+
+    ``schema``: ``"number"`` (finite, not a bool), ``"int"`` (not a bool), ``"string"``, ``"object"``, ``"list"``,
+    ``"any"``, ``None`` (null), a tuple of alternatives, ``[item]`` (a list of items) or ``{key: schema}`` (an
+    object with those keys; ``"key?"`` may be missing; ``"*"``: every key not named). Keys not in the schema are
+    allowed (fields this version does not read)."""
+    alternatives = schema if isinstance(schema, tuple) else (schema,)
+    kind = next((s for s in alternatives if _matches(value, s)), _NO_MATCH)
+    if kind is _NO_MATCH:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        field = f"field {path!r}" if path else "the file"
+        raise DataError(f"{where}: {field} must be {_describe(schema)}, got {shown}")
+    if isinstance(kind, list):
+        for i, item in enumerate(value):
+            check_json(item, kind[0], where, f"{path}[{i}]")
+    elif isinstance(kind, dict):
+        for key, sub in kind.items():
+            name = key.rstrip("?")
+            if key == "*":
+                continue
+            if name not in value:
+                if not key.endswith("?"):
+                    raise DataError(f"{where}: missing field {(path + '.' if path else '') + name!r}")
+                continue
+            check_json(value[name], sub, where, f"{path}.{name}" if path else name)
+        if "*" in kind:
+            named = {k.rstrip("?") for k in kind}
+            for key, item in value.items():
+                if key not in named:
+                    check_json(item, kind["*"], where, f"{path}.{key}" if path else key)
+
+
+_NO_MATCH = object()
 
 
 def first_line(exc: BaseException) -> str:

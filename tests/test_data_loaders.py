@@ -646,6 +646,42 @@ def test_a_folder_where_a_json_file_belongs_and_a_bad_image_name_name_their_fold
         list_images(images)
 
 
+def test_json_nested_thousands_deep_is_a_data_error_naming_the_file(tmp_path):
+    """json's decoder recurses once per [ or {: a file of 100,000 of them raised RecursionError, not the file's fault
+    named (found by fuzzing every reader of user files)."""
+    from dan.data.grounding import load_grounding
+
+    path = tmp_path / "grounding.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=rf"grounding file {path} is nested too deeply"):
+        load_grounding(path)
+
+
+def test_check_json_names_the_file_the_field_path_and_the_value():
+    from dan.io import check_json
+
+    schema = {"runs": {"vqa": {"overall": "number"}}, "calls?": [{"seconds": ("number", None)}],
+              "times": {"*": "number"}}
+    check_json({"runs": {"vqa": {"overall": 1, "extra": "x"}}, "times": {"a": 1.5}}, schema, "f.json")
+    check_json({"runs": {"vqa": {"overall": 1.0}}, "calls": [{"seconds": None}], "times": {}}, schema, "f.json")
+    for doc, message in (([], "f.json: the file must be an object, got []"),
+                         ({"times": {}}, "f.json: missing field 'runs'"),
+                         ({"runs": {"vqa": {}}, "times": {}}, "f.json: missing field 'runs.vqa.overall'"),
+                         ({"runs": {"vqa": {"overall": True}}, "times": {}},
+                          "f.json: field 'runs.vqa.overall' must be a finite number, got True"),
+                         ({"runs": {"vqa": {"overall": float("nan")}}, "times": {}},
+                          "f.json: field 'runs.vqa.overall' must be a finite number, got nan"),
+                         ({"runs": {"vqa": {"overall": 1}}, "calls": [{}, {"seconds": "2"}], "times": {}},
+                          "f.json: missing field 'calls[0].seconds'"),
+                         ({"runs": {"vqa": {"overall": 1}}, "calls": [{"seconds": "2"}], "times": {}},
+                          "f.json: field 'calls[0].seconds' must be a finite number or null, got '2'"),
+                         ({"runs": {"vqa": {"overall": 1}}, "times": {"b": [1]}},
+                          "f.json: field 'times.b' must be a finite number, got [1]")):
+        with pytest.raises(DataError) as err:
+            check_json(doc, schema, "f.json")
+        assert str(err.value) == message
+
+
 def test_list_images_orders_by_numeric_id_and_refuses_two_files_of_one_id(tmp_path):
     """Names sort as text ("10.jpg" before "9.jpg"); the ids come back in numeric order, as a feature store's rows
     are. Two files giving one id (a COCO name and a Flickr-style name of it) are an error naming both."""
