@@ -25,11 +25,27 @@ from pathlib import Path
 
 from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
-from dan.io import ROOT_HELP, ConfigError, DataError, read_json, repo_root, study_paths, write_json_atomic
+from dan.io import ROOT_HELP, ConfigError, DataError, check_json, read_json, repo_root, study_paths, write_json_atomic
 
 FORMAT = "dan-study-record/1"
 RUN_FORMAT = "dan-run-record/1"  # one training run made outside the study (e.g. a longer schedule), see collect_run
 RECORDS = "records"  # folder (under the repository root) of committed records
+
+# The fields of a record that this module, dan.report and the book read (dan.io.check_json): a record missing one,
+# or holding another type, is an error naming the field when it is loaded, not a KeyError in the chapter using it.
+_MACHINE = {"gpu?": ("string", None), "cpus": ("int", None)}
+_SECONDS = {"*": "number"}
+SCHEMAS = {
+    FORMAT: {"profile": "string", "date": "string", "machine": _MACHINE, "stage_seconds": _SECONDS,
+             "earlier_calls?": [{"stage_seconds": _SECONDS, "wall_seconds?": ("number", None),
+                                 "interrupted?": (None, {"stage": "string", "seconds": "number"})}],
+             "runs": {"vqa": {"metrics": {"overall": "number", "majority_baseline": "number"}},
+                      "matching": {"metrics": {"i2t": {"r1": "number"}, "t2i": {"r1": "number"}}}},
+             "note?": ("string", None)},
+    RUN_FORMAT: {"config": {"epochs": "int"}, "wall_seconds": "number", "command?": "string", "date?": "string",
+                 "machine?": _MACHINE, "metrics?": "object", "note?": ("string", None),
+                 "history?": [{"epoch": "int", "val_i2t_r1?": "number", "val_t2i_r1?": "number"}]},
+}
 
 
 def machine() -> dict:
@@ -188,6 +204,7 @@ def load(path: str | Path, fmt: str = FORMAT) -> dict | None:
                         f"{type(rec).__name__}")
     if rec.get("format") != fmt:
         raise DataError(f"{path}: field 'format' is {rec.get('format')!r}, expected {fmt!r}")
+    check_json(rec, SCHEMAS[fmt], str(path))
     return rec
 
 

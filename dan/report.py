@@ -10,7 +10,7 @@ import pandas as pd
 from dan import reference
 from dan.data.captions import load_karpathy
 from dan.data.vqa import load_vqa_split
-from dan.io import DataError
+from dan.io import DataError, check_json
 
 VQA_COLUMNS = ["overall", "yes/no", "number", "other"]
 
@@ -259,6 +259,10 @@ def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     the end, and both runs' test R@1."""
     if not rec.get("history"):
         raise DataError(f"the record of `{rec.get('command', '?')}` has no training history (an empty run?)")
+    check_json(rec, {"command": "string", "date": "string", "machine": {"gpu?": ("string", None), "cpus": "any"},
+                     "metrics": {"i2t": {"r1": "number"}, "t2i": {"r1": "number"}},
+                     "history": [{"epoch": "int", "val_i2t_r1": "number", "val_t2i_r1": "number"}]},
+               f"the record of `{rec.get('command', '?')}`")  # m-DAN's: an r-DAN record has no R@1
     hist = {h["epoch"]: h for h in rec["history"]}
     last = rec["history"][-1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -277,3 +278,42 @@ def test_a_resumed_runs_record_counts_its_wall_time_from_the_first_start(tmp_pat
     assert config.stat().st_mtime == first
     rec = record.collect_run(tmp_path / "run", "python -m dan.train (resumed)")
     assert rec["wall_seconds"] >= 1000.0
+
+
+def test_a_record_missing_or_mistyping_a_field_it_is_read_by_is_named_on_load(tmp_path):
+    """The book's readers (headline, study_seconds, recorded_checks) indexed a loaded record's fields: a record with
+    one missing or of another type raised KeyError/TypeError/AttributeError deep in them (found by fuzzing)."""
+    rec = {"format": record.FORMAT, "profile": "full", "date": "d", "machine": {"gpu": "H100", "cpus": 16},
+           "stage_seconds": {"01_data": 60.0, "total": 330.0},
+           "earlier_calls": [{"stage_seconds": {"02_features": 120.0}, "interrupted": None}],
+           "runs": {"vqa": {"metrics": {"overall": 61.26, "majority_baseline": 22.04}},
+                    "matching": {"metrics": {"i2t": {"r1": 33.35}, "t2i": {"r1": 24.44}}}}}
+    path = tmp_path / "full_profile.json"
+    path.write_text(json.dumps(rec))
+    assert record.load(path) == rec
+    bad = [({**rec, "runs": {"vqa": rec["runs"]["vqa"]}}, "missing field 'runs.matching'"),
+           ({**rec, "stage_seconds": {"01_data": "60"}},
+            "field 'stage_seconds.01_data' must be a finite number, got '60'"),
+           ({**rec, "earlier_calls": [{"stage_seconds": {}, "interrupted": {"stage": "05_abl", "seconds": None}}]},
+            "field 'earlier_calls[0].interrupted.seconds' must be a finite number, got None"),
+           ({**rec, "machine": ["H100"]}, "field 'machine' must be an object, got ['H100']")]
+    for doc, message in bad:
+        path.write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+            record.load(path)
+    run = tmp_path / "records" / "check.json"
+    run.parent.mkdir()
+    run.write_text(json.dumps({"format": record.RUN_FORMAT, "config": {"epochs": "6"}, "wall_seconds": 60.0}))
+    with pytest.raises(DataError, match=re.escape(f"{run}: field 'config.epochs' must be an integer, got '6'")):
+        record.load_run("check", tmp_path)
+
+
+def test_run_record_summary_names_a_missing_recall_of_the_record():
+    from dan import report
+
+    rec = {"command": "python -m dan.train", "date": "d", "machine": {"cpus": 2}, "wall_seconds": 60.0,
+           "metrics": {"i2t": {"r1": 1.0}, "t2i": {"r1": 2.0}},
+           "history": [{"epoch": 1, "val_i2t_r1": 1.0, "val_t2i_r1": 2.0}, {"epoch": 2, "val_acc": 50.0}]}
+    with pytest.raises(DataError, match=re.escape("the record of `python -m dan.train`: missing field "
+                                                  "'history[1].val_i2t_r1'")):
+        report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=1)
