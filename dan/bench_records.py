@@ -7,6 +7,7 @@ book's tables need neither torch nor a GPU.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 # The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128; the training
@@ -25,10 +26,35 @@ def recorded_results(folder: Path) -> list[dict]:
     """Benchmark JSON files committed under ``folder`` (e.g. GPU runs), each with its file name. Files without the
     ``command`` that made them (e.g. ``benchmarks/gpu_checks.py`` results, checks rather than measurements) are left
     out."""
-    from dan.io import read_json
+    from dan.io import check_json, read_json
 
-    found = [{"file": p.name, **read_json(p, "benchmark result")} for p in sorted(Path(folder).glob("*.json"))]
-    return [r for r in found if "command" in r]
+    found = []
+    for p in sorted(Path(folder).glob("*.json")):
+        result = read_json(p, "benchmark result")
+        check_json(result, "object", str(p))
+        if "command" in result:
+            check_json(result, RESULT_SCHEMA, str(p))
+            for k, row in enumerate(result.get("profile") or []):  # a GPU's row: profile_markdown prints these
+                if row.get("device_busy") is not None:
+                    check_json(row, dict.fromkeys(_GPU_PROFILE_KEYS, "number"), str(p), f"profile[{k}]")
+            found.append({"file": p.name, **result})
+    return found
+
+
+_NUMBER = ("number", None)  # a field a table shows: a number, or null where the run had none
+# The fields of a benchmark result that the tables below read, by type (dan.io.check_json): one of another type
+# is a DataError naming the file and field, not a TypeError in the performance chapter. Which must be there, and
+# be positive, target_table checks (its "need").
+_GPU_PROFILE_KEYS = ("wall_ms_per_step", "top_level_ops_per_step", "kernels_per_step")
+RESULT_SCHEMA = {
+    "command": "string", "config?": "object", "copy_check?": (None, {"rel_diff?": _NUMBER}),
+    "num_images?": ("int", None), "batch_size?": ("int", None), "model_only_img_s?": _NUMBER,
+    "model_only_batch_s?": _NUMBER, "steady_img_s?": _NUMBER, "train?": (None, ["object"]),
+    "retrieval?": (None, {"n_images?": "int", "n_captions?": "int"}), "timeline?": (None, "object"),
+    "kernel_profile?": (None, {"device_ms_per_batch_by_group": "object"}),
+    "profile?": [{"task": "string", "device": "any", "wall_ms_per_step?": _NUMBER, "top_level_ops_per_step?": _NUMBER,
+                  "kernels_per_step?": _NUMBER, "device_busy?": _NUMBER}],
+}
 
 
 # The speed targets of the feature and training issues, set for one H200 (an H100 runs these models more slowly).
@@ -99,7 +125,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
     def need(src: dict, keys: tuple[str, ...], where: str = "") -> None:
         for k in keys:
             v = src.get(k)
-            if not (isinstance(v, int | float) and v > 0):
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
                 raise DataError(f"{src.get('file', '?')}: {where}field {k!r} is missing or not a positive number "
                                 f"({v!r})")
 

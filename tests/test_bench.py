@@ -1,6 +1,7 @@
 """The benchmark helpers measure what they claim on tiny sizes (speed itself is not asserted here)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,8 @@ def test_target_table_verdicts_agree_with_the_numbers_it_shows():
     assert row["pipeline"] == 1.0 and row["met"] is False
 
 
-@pytest.mark.parametrize("bad", [{"model_only_img_s": None}, {"model_only_img_s": 0}, {"end_to_end_img_s": "fast"}])
+@pytest.mark.parametrize("bad", [{"model_only_img_s": None}, {"model_only_img_s": 0}, {"end_to_end_img_s": "fast"},
+                                 {"end_to_end_img_s": float("inf")}, {"model_only_img_s": True}])
 def test_a_result_missing_a_number_is_an_error_naming_the_file_and_field(bad):
     from dan.io import DataError
 
@@ -130,6 +132,30 @@ def test_a_result_missing_a_number_is_an_error_naming_the_file_and_field(bad):
         bench.target_table([extract])
     with pytest.raises(DataError, match="t.json: train\\[0\\] must be an object"):
         bench.target_table([{"file": "t.json", "train": ["x"]}])
+
+
+def test_a_result_file_of_another_shape_is_named_with_its_field(tmp_path):
+    """The performance chapter's tables indexed a result's fields: a file holding a list, a count as text, a GPU
+    profile row without its kernel count raised TypeError/AttributeError in them (found by fuzzing); and a train
+    rate of Infinity (JSON accepts it) raised OverflowError in round()."""
+    from dan.io import DataError
+
+    good = {"command": "python benchmarks/train.py",
+            "profile": [{"task": "vqa", "device": "cpu", "wall_ms_per_step": 3}]}
+    for doc, message in (([good], "the file must be an object, got"),
+                         ({**good, "num_images": "8192"}, "field 'num_images' must be an integer or null, got '8192'"),
+                         ({**good, "config": ["fp16"]}, "field 'config' must be an object, got ['fp16']"),
+                         ({**good, "profile": [{"task": "vqa", "device": "H200", "device_busy": 0.5,
+                                                "wall_ms_per_step": 1, "top_level_ops_per_step": 90}]},
+                          "missing field 'profile[0].kernels_per_step'")):
+        (tmp_path / "r.json").write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'r.json'}: {message}")):
+            bench.recorded_results(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps(good))
+    assert bench.profile_table(bench.recorded_results(tmp_path))[0]["wall_ms_per_step"] == 3
+    train = {"command": "c", "train": [{"fed_samples_per_s": float("inf"), "ceiling_samples_per_s": 1.0}]}
+    with pytest.raises(DataError, match=r"t\.json: train\[0\] field 'fed_samples_per_s' is missing or not a positive"):
+        bench.target_table([{"file": "t.json", **train}])
 
 
 def test_committed_gpu_results_have_the_fields_the_book_reads():
