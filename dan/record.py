@@ -26,6 +26,7 @@ from pathlib import Path
 from dan.cli import OneLineParser, guard
 from dan.config import PROFILES
 from dan.io import ROOT_HELP, ConfigError, DataError, check_json, read_json, repo_root, study_paths, write_json_atomic
+from dan.study import read_study_times
 
 FORMAT = "dan-study-record/1"
 RUN_FORMAT = "dan-run-record/1"  # one training run made outside the study (e.g. a longer schedule), see collect_run
@@ -145,12 +146,7 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     paths = study_paths(profile, root or repo_root())
-    times = read_json(paths.results / "study_times.json", "study times")
-    bad = ([repr(times)] if not isinstance(times, dict) else
-           [f"{k}: {v!r}" for k, v in times.items() if isinstance(v, bool) or not isinstance(v, (int, float))])
-    if bad:
-        raise DataError(f"{paths.results / 'study_times.json'}: expected seconds per stage (an object of numbers), "
-                        f"got {', '.join(bad[:3])}; rerun the study to rewrite it")
+    times = read_study_times(paths.results / "study_times.json")
     if "total" not in times:
         raise DataError(f"{paths.results / 'study_times.json'} has no total: the {profile} study did not run "
                         f"through (stages recorded: {', '.join(times) or 'none'})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -39,6 +40,19 @@ from dan.io import (
 )
 
 STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
+
+
+def read_study_times(path: Path) -> dict[str, float]:
+    """``study_times.json``: seconds per stage (an object of finite numbers >= 0); anything else is a
+    :class:`DataError` naming the file and up to three bad entries."""
+    times = read_json(path, "study times")
+    bad = ([repr(times)] if not isinstance(times, dict) else
+           [f"{k}: {v!r}" for k, v in times.items()
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0])
+    if bad:
+        raise DataError(f"{path}: expected seconds per stage (an object of numbers), got {', '.join(bad[:3])}; "
+                        f"rerun the study to rewrite it")
+    return times
 
 
 def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
@@ -222,8 +236,10 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     staging.mkdir(parents=True, exist_ok=True)
     times_file = study_paths(profile, root).results / "study_times.json"
     times: dict[str, float] = {}
+    if record_times and times_file.exists() and not times_file.is_file():  # else found after the first notebook
+        raise DataError(f"study times {times_file} is a folder, not a file; remove it and rerun")
     if only and times_file.is_file():  # a partial run updates its stages in the last complete run's record
-        times = {k: v for k, v in read_json(times_file, "study times").items() if k not in ("book", "total")}
+        times = {k: v for k, v in read_study_times(times_file).items() if k not in ("book", "total")}
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
     before = times_file.read_bytes() if record_times and times_file.is_file() else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -115,6 +116,25 @@ def test_a_partial_study_updates_its_stages_in_the_last_record_and_claims_no_tot
     assert ran == ["02_b.ipynb"]
     assert times == {"01_a": 7.0, "02_b": 2.0, "03_c": 9.0}
     assert json.loads(times_file.read_text()) == times
+
+
+@pytest.mark.parametrize("content, message", [
+    ('[1, 2]', "expected seconds per stage (an object of numbers), got [1, 2]"),
+    ('{"01_a": 7.0, "02_b": "8 s"}', "got 02_b: '8 s'"),
+    ('{"01_a": NaN, "02_b": -1}', "got 01_a: nan, 02_b: -1"),
+    (None, "is a folder, not a file")])
+def test_a_partial_study_over_times_that_are_not_seconds_names_the_file_and_runs_nothing(fake_study, content,
+                                                                                           message) -> None:
+    """A list raised AttributeError, a text value TypeError in the final summary (after every notebook ran), NaN
+    went through to the record; a folder in the file's place raised IsADirectoryError over the DanError of its
+    write. Each is an error naming the file before any notebook runs (found by fuzzing)."""
+    root, ran = fake_study
+    times_file = root / "results" / "smoke" / "study_times.json"
+    times_file.parent.mkdir(parents=True)
+    times_file.mkdir() if content is None else times_file.write_text(content)
+    with pytest.raises(DanError, match=re.escape(f"{times_file}") + ".*" + re.escape(message)):
+        study.run_study("smoke", only=["02_b"], book=False)
+    assert ran == []
 
 
 def test_a_study_into_another_folder_records_times_only_when_asked_and_builds_no_book(fake_study, tmp_path,
