@@ -456,6 +456,13 @@ def test_grid_coverage_is_row_major_on_a_grid_of_other_height_and_width():
                                                              r"write it as \"5\""),
     (lambda d: d["questions"].update({" 7": d["questions"].pop("5000")}), r"question  7: id ' 7' is not written as"),
     (lambda d: d["captions"].update({"x": d["captions"].pop("0")}), r"caption x: id 'x' is not an integer"),
+    # found by fuzzing: a NaN or infinite corner passed (NaN <= 0 is false) and made the masks NaN; an image_id
+    # that is a list raised TypeError (unhashable), one written 5.0 or true stood for image 5 or 1
+    (lambda d: d["images"]["5"]["objects"][1].update(bbox=[1, 2, float("nan"), 3]), r"image 5, object 1: bbox"),
+    (lambda d: d["images"]["5"]["objects"][1].update(bbox=[float("-inf"), 2, 3, 3]), r"image 5, object 1: bbox"),
+    (lambda d: d["images"]["5"]["objects"][1].update(bbox=[True, 2, 3, 3]), r"image 5, object 1: bbox"),
+    (lambda d: d["captions"]["0"].update(image_id=[5]), r"caption 0: image_id must be an integer, got \[5\]"),
+    (lambda d: d["questions"]["5000"].update(image_id=5.0), r"question 5000: image_id must be an integer, got 5\.0"),
 ])
 def test_grounding_bad_input(tmp_path, mutate, pattern):
     data = _grounding()
