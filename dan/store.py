@@ -86,16 +86,15 @@ class PartialStore:
     def open(self) -> tuple[int, list[dict]]:
         """Resume committed progress (same fingerprint) or start afresh; returns ``(images done, skipped so far)``."""
         prog_path, data = self.dir / PROGRESS, self.dir / FEATURES
-        if (self.dir / META).is_file() and read_json(self.dir / META).get("fingerprint") == self.fingerprint:
+        if self._finished():
             return self.num_images, []  # finished but not yet published: finish() publishes
         try:
             prog = read_json(prog_path) if prog_path.is_file() else {}
             shape = npy_header(data)[0] if data.is_file() else None
         except (DataError, ValueError, OSError):
             prog, shape = {}, None
-        if prog.get("fingerprint") == self.fingerprint and prog.get("software", {}) == self.software \
-                and shape == (self.num_images, *self.row_shape):
-            start, skipped = int(prog["done"]), list(prog["skipped"])
+        if self._resumable(prog) and shape == (self.num_images, *self.row_shape):
+            start, skipped = prog["done"], list(prog["skipped"])
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
@@ -110,6 +109,36 @@ class PartialStore:
         self._offset = npy_header(data)[2]
         self._fd = os.open(data, os.O_RDWR)
         return start, skipped
+
+    def _finished(self) -> bool:
+        """Whether ``.partial`` holds this extraction's ``meta.json`` (written by :meth:`finish` before publishing).
+        One that is unreadable, not an object or of another fingerprint is removed, so that finish() rewrites it:
+        publish() would otherwise read it (a list raised AttributeError, a bad file stopped every rerun)."""
+        meta = self.dir / META
+        if not meta.exists():
+            return False
+        try:
+            found = read_json(meta, "feature store meta")
+        except DataError:
+            found = None
+        if isinstance(found, dict) and found.get("fingerprint") == self.fingerprint \
+                and isinstance(found.get("skipped"), list):
+            return True
+        shutil.rmtree(meta, ignore_errors=True) if meta.is_dir() else meta.unlink(missing_ok=True)
+        return False
+
+    def _resumable(self, prog: object) -> bool:
+        """Whether committed progress ``prog`` (``progress.json``) is of this extraction and well formed: rows
+        ``done`` in [0, num_images] (an integer) and ``skipped`` a list of ``{"image_id": int, "file": str,
+        "reason": str}``. Anything else (a list, a count of -1 or "x", skips that are not objects) starts afresh, as
+        an unreadable file does: it was resumed from, or raised KeyError/TypeError/ValueError."""
+        if not isinstance(prog, dict) or prog.get("fingerprint") != self.fingerprint \
+                or prog.get("software", {}) != self.software:
+            return False
+        done, skipped = prog.get("done"), prog.get("skipped")
+        return _count(done, 0) and done <= self.num_images and isinstance(skipped, list) \
+            and all(isinstance(s, dict) and _count(s.get("image_id"), 0) and isinstance(s.get("file"), str)
+                    and isinstance(s.get("reason"), str) for s in skipped)
 
     def write_rows(self, positions: np.ndarray, rows: np.ndarray) -> None:
         """Write ``rows`` (float16 [b, N, D]) at row ``positions`` (int [b], ascending)."""

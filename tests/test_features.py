@@ -982,6 +982,47 @@ def test_progress_without_its_rows_file_starts_the_extraction_afresh(tmp_path, d
     assert json.loads((tmp_path / "s" / PARTIAL / PROGRESS).read_text())["done"] == 0
 
 
+@pytest.mark.parametrize("progress", [[], {"done": -1}, {"done": 99}, {"done": "2"}, {"done": 1.5}, {"done": True},
+                                      {"skipped": None}, {"skipped": "x"}, {"skipped": [7]}, {"skipped": [{}]}])
+def test_damaged_progress_starts_the_extraction_afresh(tmp_path, progress):
+    """progress.json not an object, rows done not a count in [0, num_images] or skips not records: resumed from
+    (done -1, 99, true, 1.5; skips ["x"]) or KeyError/TypeError/ValueError/AttributeError before (found by
+    fuzzing); an unreadable file already started afresh, and so does each of these."""
+    from dan.store import PartialStore
+
+    part = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    part.open()
+    part.write_rows(np.array([0, 1]), np.ones((2, 1, 2), dtype=np.float16))
+    part.commit(2, [{"image_id": 9, "file": "9.jpg", "reason": "truncated"}])
+    part.close()
+    path = tmp_path / "s" / PARTIAL / PROGRESS
+    good = json.loads(path.read_text())
+    assert PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2)).open() == (2, good["skipped"])
+    path.write_text(json.dumps({**good, **progress} if isinstance(progress, dict) else progress))
+    again = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    assert again.open() == (0, [])
+    again.close()
+    assert json.loads(path.read_text())["done"] == 0
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", "{", '{"fingerprint": "fp"}'])
+def test_a_damaged_finished_meta_is_written_anew_not_published(tmp_path, meta):
+    """.partial/meta.json (written before publishing) that is not an object raised AttributeError on every rerun,
+    an unreadable one a DataError, one without skips a TypeError when published: it is removed and the run goes on
+    from its progress, so that finish() writes it anew."""
+    from dan.store import PartialStore
+
+    part = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    part.open()
+    part.commit(2, [])
+    part.close()
+    (tmp_path / "s" / PARTIAL / META).write_text(meta)
+    again = PartialStore(tmp_path / "s", "fp", num_images=3, row_shape=(1, 2))
+    assert again.open() == (2, [])
+    again.close()
+    assert not (tmp_path / "s" / PARTIAL / META).exists()
+
+
 def test_store_writer_commits_each_time_a_chunk_of_bytes_is_written():
     """every_bytes: a commit once that many bytes of rows were written since the last one (24 bytes a batch here),
     whatever the clock says; close commits only what is left."""
