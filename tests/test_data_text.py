@@ -53,6 +53,25 @@ def test_vocab_bad_files(tmp_path):
         Vocab(["<pad>", "<unk>", "a", "a"])
 
 
+@pytest.mark.parametrize("cls, doc, message", [
+    (Vocab, {"min_count": "2"}, "field 'min_count' must be an integer >= 1, got '2'"),
+    (Vocab, {"min_count": None}, "field 'min_count' must be an integer >= 1, got None"),
+    (Vocab, {"min_count": 1.5}, "field 'min_count' must be an integer >= 1, got 1.5"),
+    (Vocab, {"itos": ["<pad>", "<unk>", "a", 3]}, "vocabulary entry 3 (3) is not a new string"),
+    (AnswerVocab, {"top": "10"}, "field 'top' must be an integer >= 0 or null, got '10'"),
+    (AnswerVocab, {"answers": ["yes", "yes"]}, "answer vocabulary entry 1 ('yes') is not a new string")])
+def test_a_saved_vocabulary_with_a_bad_field_names_the_file_and_field(tmp_path, cls, doc, message):
+    """min_count went through int(): "x", None or NaN raised ValueError/TypeError, 1.5 became 1 (found by
+    fuzzing); a bad entry's error did not name the file."""
+    path = tmp_path / "v.json"
+    base = {"type": "Vocab", "itos": ["<pad>", "<unk>", "a"], "min_count": 1} if cls is Vocab else \
+        {"type": "AnswerVocab", "answers": ["yes", "no"], "top": 2}
+    path.write_text(json.dumps({**base, **doc}))
+    with pytest.raises(DataError) as err:
+        cls.load(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
 def test_answer_vocab_build_normalises_and_ranks():
     mc = ["Two", "2", "2.", "yes", "Yes", "no", "the dog", "dog", "cat", "bird"]
     av = AnswerVocab.build(mc, top=3)

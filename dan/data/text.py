@@ -84,7 +84,13 @@ class Vocab:
     def from_dict(cls, d: Any, where: str = "vocabulary") -> Vocab:
         if not isinstance(d, dict) or d.get("type") != "Vocab" or not isinstance(d.get("itos"), list):
             raise DataError(f"{where}: not a saved Vocab (expected keys 'type': 'Vocab' and 'itos')")
-        return cls(d["itos"], min_count=d.get("min_count", 1))
+        min_count = d.get("min_count", 1)
+        if type(min_count) is not int or min_count < 1:  # int() raised TypeError/ValueError on "x", None, NaN
+            raise DataError(f"{where}: field 'min_count' must be an integer >= 1, got {min_count!r}")
+        try:
+            return cls(d["itos"], min_count=min_count)
+        except DataError as exc:  # an entry that is no new string: named with the file
+            raise DataError(f"{where}: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, self.to_dict())
@@ -167,7 +173,13 @@ class AnswerVocab:
         ok = isinstance(d, dict) and d.get("type") == "AnswerVocab" and isinstance(d.get("answers"), list)
         if not ok:
             raise DataError(f"{where}: not a saved AnswerVocab (expected keys 'type' and 'answers')")
-        return cls(d["answers"], top=d.get("top"))
+        top = d.get("top")
+        if top is not None and (type(top) is not int or top < 0):
+            raise DataError(f"{where}: field 'top' must be an integer >= 0 or null, got {top!r}")
+        try:
+            return cls(d["answers"], top=top)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, self.to_dict())
