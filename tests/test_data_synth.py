@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -241,6 +242,22 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     with pytest.raises(ConfigError):
         main(["generate", "--profile", "nope", "--debug"])
+
+
+@pytest.mark.parametrize("files", [["vqa/x.json"], {"grounding.json": 123}, 5])
+def test_a_manifest_damaged_in_its_files_is_regenerated_and_named_by_info(smoke, tmp_path, capsys, files):
+    """A manifest.json whose 'files' is not an object of objects raised AttributeError when generate checked
+    whether the data set was complete, and `info` raised TypeError on a number (found by fuzzing): generate now
+    makes the data set anew, and info names the file and field."""
+    out = tmp_path / "d"
+    shutil.copytree(smoke, out)
+    manifest = _json(out, "manifest.json")
+    (out / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+    if not isinstance(files, dict | list):
+        assert main(["info", "--root", str(out)]) != 0
+        assert f"{out / 'manifest.json'}: field 'files' must be an object" in capsys.readouterr().err
+    assert synth.generate("smoke", out=out, progress=False) == out
+    assert _json(out, "manifest.json") == manifest and _tree_hash(out) == _tree_hash(smoke)
 
 
 def test_cli_generate_info_check(smoke, capsys, tmp_path):

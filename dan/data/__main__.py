@@ -55,8 +55,12 @@ def _info(ns: argparse.Namespace) -> int:
     m = read_json(root / "manifest.json", "manifest")
     if not isinstance(m, dict):
         raise DataError(f"{root / 'manifest.json'}: not a manifest object")
+    files = m.get("files") or {}
+    if not isinstance(files, dict):  # len() of a number raised TypeError
+        raise DataError(f"{root / 'manifest.json'}: field 'files' must be an object (file -> size and sha256), got "
+                        f"{files!r}; regenerate the data set")
     summary = {k: v for k, v in m.items() if k != "files"}
-    summary["files"] = len(m.get("files") or {})
+    summary["files"] = len(files)
     print(json.dumps(summary, indent=1, sort_keys=True))
     return 0
 

@@ -162,7 +162,9 @@ def _is_complete(out: Path, profile: str, seed: int, cfg: SynthConfig) -> bool:
                                    m.get("seed"), m.get("config")) != (GENERATOR, GENERATOR_VERSION, profile,
                                                                         seed, dataclasses.asdict(cfg)):
         return False
-    files = m.get("files") or {}
+    files = m.get("files")  # a manifest edited or damaged in its files (not an object of objects): regenerated
+    if not isinstance(files, dict) or not all(isinstance(info, dict) for info in files.values()):
+        return False
     return bool(files) and all((out / rel).is_file() and (out / rel).stat().st_size == info.get("bytes")
                                for rel, info in files.items())
 
