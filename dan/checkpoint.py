@@ -161,7 +161,12 @@ def check_recorded_inputs(run_dir: Path, cfg: TrainConfig) -> None:
             check_same_features(summary, feature_summary(read_json(meta, "feature store meta")), run_dir, root)
     if not isinstance(recorded.get("data"), dict):
         return  # recorded before data digests were
-    now = input_digests(cfg, list(recorded.get("feature_ids") or {}))
+    ids = recorded.get("feature_ids") or {}
+    if not isinstance(ids, dict):  # written with "data" since it was: anything else is a damaged file
+        raise DataError(f"{path}: field 'feature_ids' must be an object (store -> sha256 of its image ids), got "
+                        f"{ids!r}; the record of what {run_dir} was trained on is damaged: choose {OTHER_RUN} (or "
+                        f"delete that folder)")
+    now = input_digests(cfg, list(ids))
     for kind, where in (("data", data_root(cfg)), ("feature_ids", root)):
         saved = recorded.get(kind) or {}
         for name in sorted(set(saved) | set(now[kind])):

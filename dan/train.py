@@ -293,8 +293,14 @@ def load_result(run_dir: str | Path) -> RunResult:
     (``config.json``): where its data and features were, and the device settings, are not in it (None, i.e. the
     profile's defaults); :func:`dan.evaluate.load_trained_run` gives the checkpoint's full config."""
     run_dir = Path(run_dir)
-    cfg_d = read_json(run_dir / "config.json", "run config")
-    cfg = TrainConfig.from_dict(cfg_d)
+    path = run_dir / "config.json"
+    cfg_d = read_json(path, "run config")
+    if not isinstance(cfg_d, dict):  # TrainConfig(**...) raised TypeError
+        raise DataError(f"{path}: expected a run's configuration (a JSON object), got {type(cfg_d).__name__}")
+    try:
+        cfg = TrainConfig.from_dict(cfg_d)
+    except ConfigError as exc:  # unknown fields: named with the file they are in
+        raise DataError(f"{path}: {exc}") from None
     return RunResult(run_dir, cfg, read_json(run_dir / "metrics.json", "run metrics"),
                      read_json(run_dir / "history.json", "run history"))
 

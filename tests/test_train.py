@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1055,3 +1056,29 @@ def test_prepare_matching_trains_on_train_and_restval_and_needs_enough_captions_
     (root / "captions" / "dataset_hand.json").write_text(json.dumps(karpathy))
     with pytest.raises(DataError, match=r"split 'val'.*: image 3 \(3\.jpg\) has 1 captions, 2 needed"):
         prepare(cfg, torch.device("cpu"))
+
+
+def test_a_run_folder_with_a_damaged_config_or_inputs_record_names_the_file(tmp_path):
+    """config.json that is not an object raised TypeError in load_result, one with an unknown field a ConfigError
+    that did not say which file; inputs.json whose feature_ids is not an object raised TypeError in
+    finished_metrics (found by fuzzing)."""
+    from dan.checkpoint import INPUTS
+    from dan.train import finished_metrics, load_result
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = preset("smoke", "vqa", out=str(run), data=str(tmp_path), features=str(tmp_path))
+    for name, content in (("metrics.json", {"overall": 50.0}), ("history.json", [])):
+        (run / name).write_text(json.dumps(content))
+    for content, message in (([1, 2], "expected a run's configuration (a JSON object), got list"),
+                             ({**cfg.identity(), "stepz": 2}, "unknown config field(s): stepz")):
+        (run / "config.json").write_text(json.dumps(content))
+        with pytest.raises(DataError, match=re.escape(f"{run / 'config.json'}: {message}")):
+            load_result(run)
+    (run / "config.json").write_text(json.dumps(cfg.identity()))
+    assert load_result(run).config.identity() == cfg.identity()
+    (run / INPUTS).write_text(json.dumps({"data": {}, "feature_ids": 7}))
+    with pytest.raises(DataError, match=re.escape(f"{run / INPUTS}: field 'feature_ids' must be an object")):
+        finished_metrics(cfg)
+    (run / INPUTS).write_text(json.dumps({"data": {}, "feature_ids": {}}))
+    assert finished_metrics(cfg) == {"overall": 50.0}
