@@ -117,6 +117,8 @@ def _bad_question_file(tmp_path, case):
         qs["questions"][1]["question"] = "   "
     elif case == "unknown image":
         qs["questions"][1]["image_id"] = 999
+    elif case == "bad id":  # past int64: read, then OverflowError where ids became int64 arrays (found by fuzzing)
+        qs["questions"][1]["image_id"] = 2**63
     return _write(tmp_path / "q.json", qs)
 
 
@@ -125,6 +127,8 @@ def _bad_question_file(tmp_path, case):
     ("duplicate id", r"q\.json: duplicate question_id 2"),
     ("empty question", r"q\.json: question 2 has an empty question"),
     ("unknown image", r"q\.json: question 2 references image 999"),
+    ("bad id", r"q\.json: question #1: question_id/image_id must be integers in \[0, 2\*\*63\), got "
+               r"2/9223372036854775808"),
 ])
 def test_vqa_bad_questions_name_file_and_id(tmp_path, case, pattern):
     path = _bad_question_file(tmp_path, case)
@@ -206,8 +210,8 @@ def test_vqa_boolean_ids_and_a_blank_majority_answer_are_errors_and_questions_ar
     (it would be the training target of the question); a question's surrounding blanks are not part of its text."""
     qs = _questions()
     qs["questions"][0]["question_id"] = True
-    with pytest.raises(DataError, match=r"q\.json: question #0: question_id/image_id must be integers, got "
-                                        r"True/10"):
+    with pytest.raises(DataError, match=r"q\.json: question #0: question_id/image_id must be integers in "
+                                        r"\[0, 2\*\*63\), got True/10"):
         load_vqa(_write(tmp_path / "q.json", qs))
     q = _write(tmp_path / "q.json", _questions(qs=((1, 10, "  What color is it? \n"), (2, 10, "How many?"))))
     anns = _annotations(rows=((1, 10, "red", "other"), (2, 10, "2", "number")))
@@ -336,14 +340,19 @@ def test_karpathy_records_as_released_load(tmp_path):
     (lambda d: d["images"][0].update(filename=5), r"image #0: field 'filename' must be a non-empty string, got 5"),
     (lambda d: d["images"][0].update(filename=None), r"field 'filename' must be a non-empty string, got None"),
     (lambda d: d["images"][0].update(filepath=3), r"field 'filepath' must be a string, got 3"),
-    (lambda d: d["images"][0].update(cocoid=True), r"field 'cocoid' must be an integer >= 0, got True"),
+    (lambda d: d["images"][0].update(cocoid=True), r"field 'cocoid' must be an integer in \[0, 2\*\*63\), got True"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens=[1, 2]),
      r"image 42 .*sentence #0: 'tokens' must be a list of strings, got \[1, 2\]"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=None, tokens="a dog"), r"'tokens' must be a list"),
     (lambda d: d["images"][0]["sentences"][0].update(raw=5), r"sentence #0: 'raw' must be a string, got 5"),
-    (lambda d: d["images"][0]["sentences"][1].update(sentid=True), r"sentence #1: 'sentid' must be an integer, "
-                                                                   r"got True"),  # true was read as sentence 1
-    (lambda d: d["images"][0]["sentences"][0].update(sentid="0"), r"sentence #0: 'sentid' must be an integer, got '0'"),
+    (lambda d: d["images"][0]["sentences"][1].update(sentid=True), r"sentence #1: 'sentid' must be an integer in "
+                                                                   r"the int64 range, got True"),  # was sentence 1
+    (lambda d: d["images"][0]["sentences"][0].update(sentid="0"), r"sentence #0: 'sentid' must be an integer in "
+                                                                  r"the int64 range, got '0'"),
+    # found by fuzzing: ids past int64 were read, then raised OverflowError where they became int64 arrays
+    (lambda d: d["images"][0]["sentences"][0].update(sentid=2**63), r"'sentid' must be an integer in the int64 range"),
+    (lambda d: d["images"][0].update(cocoid=2**63), r"field 'cocoid' must be an integer in \[0, 2\*\*63\), got "
+                                                    r"9223372036854775808"),
     (lambda d: d["images"][0].update(sentences={"raw": "A dog."}), r"image 42 .*'sentences' must be a list, got dict"),
     (lambda d: (d.pop("dataset"), d.update(annotations=[{"image_id": 42, "id": 1, "caption": "A dog."}])),
      r"COCO's own captions file .*Karpathy's split files"),
@@ -687,6 +696,15 @@ def test_check_json_names_the_file_the_field_path_and_the_value():
         with pytest.raises(DataError) as err:
             check_json(doc, schema, "f.json")
         assert str(err.value) == message
+
+
+def test_an_image_file_name_whose_id_is_past_int64_is_named(tmp_path):
+    from dan.data.images import image_id_from_filename, list_images
+
+    assert image_id_from_filename("9223372036854775807.jpg") == 2**63 - 1
+    (tmp_path / "9223372036854775808.jpg").write_bytes(b"x")
+    with pytest.raises(DataError, match=rf"{tmp_path}: image id of file name '9223372036854775808\.jpg' is larger "):
+        list_images(tmp_path)
 
 
 def test_list_images_orders_by_numeric_id_and_refuses_two_files_of_one_id(tmp_path):

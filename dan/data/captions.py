@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dan.data.images import image_id_from_filename
+from dan.data.images import MAX_ID, image_id_from_filename, is_id
 from dan.data.vqa import DataWarning, check_image_file
 from dan.io import DataError, read_json, require_keys
 
@@ -56,8 +56,8 @@ def _check_fields(rec: dict, where: str) -> None:
     if rec["split"] not in KARPATHY_SPLITS:
         raise bad("split", f"one of {', '.join(KARPATHY_SPLITS)}")
     for key in ("cocoid", "imgid"):
-        if key in rec and rec[key] is not None and (type(rec[key]) is not int or rec[key] < 0):
-            raise bad(key, "an integer >= 0")
+        if key in rec and rec[key] is not None and not is_id(rec[key]):
+            raise bad(key, "an integer in [0, 2**63)")
 
 
 def _image_id(rec: dict, where: str) -> int:
@@ -122,8 +122,9 @@ def load_karpathy(path: str | Path, splits: Iterable[str] | None = None) -> list
             sid = s.get("sentid", sentids[j] if j < len(sentids) else None)
             if sid is None:
                 sid = -1  # no sentence id in this file
-            elif type(sid) is not int:  # true would have been sentence 1
-                raise DataError(f"{where}, sentence #{j}: 'sentid' must be an integer, got {sid!r}")
+            elif type(sid) is not int or not -MAX_ID <= sid <= MAX_ID:  # true would have been sentence 1
+                raise DataError(f"{where}, sentence #{j}: 'sentid' must be an integer in the int64 range, got "
+                                f"{sid!r}")
             elif sid in seen_sents:
                 raise DataError(f"{where}: duplicate sentence id {sid}")
             else:

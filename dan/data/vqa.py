@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dan.data.images import coco_image_name, list_images
+from dan.data.images import coco_image_name, is_id, list_images
 from dan.io import ConfigError, DataError, read_json, require_keys
 
 SPLIT_ALIASES = {"train": "train2014", "val": "val2014", "test": "test2015", "test-dev": "test-dev2015"}
@@ -112,7 +112,7 @@ class _Problems:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_id(value) else None
 
 
 def _records(data: Any, key: str, path: Path) -> list:
@@ -147,7 +147,7 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
             continue
         qid, iid, text = _int(rec["question_id"]), _int(rec["image_id"]), rec["question"]
         if qid is None or iid is None:
-            problems("bad id", f"{where}: question_id/image_id must be integers, got "
+            problems("bad id", f"{where}: question_id/image_id must be integers in [0, 2**63), got "
                                f"{rec['question_id']!r}/{rec['image_id']!r}")
         elif qid in examples:
             problems("duplicate id", f"{qpath}: duplicate question_id {qid}")
@@ -170,7 +170,8 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
                 require_keys(ann, ["question_id", "answers", "multiple_choice_answer"], where)
                 qid = _int(ann["question_id"])
                 if qid is None:
-                    raise DataError(f"{where}: question_id must be an integer, got {ann['question_id']!r}")
+                    raise DataError(f"{where}: question_id must be an integer in [0, 2**63), got "
+                                    f"{ann['question_id']!r}")
                 answers = _answers(ann["answers"], f"{apath}: annotation of question {qid}")
                 mca = ann["multiple_choice_answer"]
                 if not isinstance(mca, str) or not mca.strip():
