@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,14 @@ NEGATIVES = ("sampled", "hardest")
 CHOICES = {"task": TASKS, "attention": ATTENTIONS, "profile": PROFILES, "negatives": NEGATIVES,
            "optimizer": ("sgd", "adam"), "clip_mode": ("norm", "value"), "resident_features": ("auto", "yes", "no"),
            "amp": ("auto", "bf16", "off"), "compile": COMPILE_MODES}
+# the fields naming a file, folder, split or device: strings, never empty
+TEXT_FIELDS = ("captions_file", "caption_image_folder", "train_split", "val_split", "device")
+PATH_FIELDS = ("data", "features", "out")  # folders, or None for the profile's default
+# upper bounds of sizes: (field, largest value, why); larger ones failed in torch, not here
+LIMITS = (("steps", 100, "each step adds attention layers of its own; the paper takes 2"),
+          ("hidden_dim", 65536, "the LSTM's 4H x H weights alone would take 64 GiB"),
+          ("embed_dim", 65536, "as hidden_dim"),
+          ("threads", 1024, "torch starts that many CPU threads"))
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
 # (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
 
@@ -96,11 +105,21 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` with the accepted values for any bad field; return self."""
         def one_of(name: str, value: object, allowed: tuple) -> None:
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:  # a NumPy array compared element-wise
                 raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, allowed))}")
 
         for name, allowed in CHOICES.items():
             one_of(name, getattr(self, name), allowed)
+        for name in TEXT_FIELDS:  # -p device None (or a number) was accepted here and a TypeError in training
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        for name in PATH_FIELDS:  # "" was taken as unset: --out "$RUN" with RUN unset trained into the default folder
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, os.PathLike) or isinstance(value, str) and value.strip()):
+                raise ConfigError(f"{name} must be a folder path or unset (None), got {value!r}")
+        if not isinstance(self.soft_targets, bool):  # soft_targets="false" is a true string: soft targets ran
+            raise ConfigError(f"soft_targets must be True or False, got {self.soft_targets!r}")
         if not _is_int(self.steps) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
@@ -125,8 +144,14 @@ class TrainConfig:
         number("lr_decay", 0, 1, low_open=True)
         number("grad_clip", 0, math.inf, high_open=True)  # 0 = off
         number("margin", 0, math.inf, low_open=True, high_open=True)
-        if any(not _is_int(e) or e < 1 for e in self.lr_decay_epochs):
-            raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {list(self.lr_decay_epochs)!r}")
+        epochs = self.lr_decay_epochs
+        if not isinstance(epochs, (list, tuple)):  # lr_decay_epochs=30 was "'int' object is not iterable"
+            raise ConfigError(f"lr_decay_epochs must be a list of epochs >= 1 (e.g. [30]), got {epochs!r}")
+        if any(not _is_int(e) or e < 1 for e in epochs):
+            raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {list(epochs)!r}")
+        if any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):  # MultiStepLR decays twice at a repeat
+            raise ConfigError(f"lr_decay_epochs must be increasing epochs (each decays the lr once), got "
+                              f"{list(epochs)!r}")
         for name, low in (("seed", 0), ("min_word_count", 1)):
             if not _is_int(getattr(self, name)) or getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
@@ -138,6 +163,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
+        # sizes no machine can hold: a MemoryError or a torch overflow traceback once training started (K = 10**20
+        # built attention layers for half a minute first)
+        for name, limit, why in LIMITS:
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                raise ConfigError(f"{name} must be at most {limit} ({why}), got {value}")
         return self
 
     def to_dict(self) -> dict:
@@ -203,10 +234,12 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict]] = {
 
 def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainConfig:
     """The configuration of ``profile`` for ``task``: the paper's setting, shrunk for CPU profiles, then overrides."""
+    if not isinstance(profile, str):  # -y profile: [smoke] was "unhashable type: 'list'"
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}, paper")
     if profile == "paper":  # the paper's setting on the real data: the real profile (m-DAN on Flickr30K)
         profile = "real"
     if profile in PROFILE_OVERRIDES:
-        if task not in PROFILE_OVERRIDES[profile]:
+        if not isinstance(task, str) or task not in PROFILE_OVERRIDES[profile]:
             raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
         profile_fields = PROFILE_OVERRIDES[profile][task]
     else:

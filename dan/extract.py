@@ -98,7 +98,10 @@ def frozen_gc(enabled: bool = True):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request raises :class:`ConfigError`."""
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request raises :class:`ConfigError`, and so
+    does a device that is no string (``-p device None`` was torch's TypeError; ``0`` would be taken as ``cuda:0``)."""
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a string (auto, cpu, cuda, cuda:N), got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -50,6 +50,14 @@ def train_argv(smoke_data, smoke_features, tmp_path) -> list[str]:
     (["--soft-targets", "maybe"], "argument --soft-targets: expected true or false, got 'maybe'"),
     (["--lr", "nan"], "lr must be a finite number in (0, 100], got nan"),
     (["--max-train", "0"], "max_train must be an integer >= 1 (or unset), got 0"),
+    # found by fuzzing: "" trained into the profile's default run folder; the others were tracebacks (a MemoryError
+    # after K = 10**20 attention layers, torch's overflow, 100000 threads) or a silent second decay at one epoch
+    (["--out", ""], "out must be a folder path or unset (None), got ''"),
+    (["--data", ""], "data must be a folder path or unset (None), got ''"),
+    (["--steps", "99999999999999999999"], "steps must be at most 100 (each step adds attention layers of its own"),
+    (["--hidden-dim", "99999999999999999999"], "hidden_dim must be at most 65536"),
+    (["--threads", "100000"], "threads must be at most 1024 (torch starts that many CPU threads), got 100000"),
+    (["--lr-decay-epochs", "2", "2"], "lr_decay_epochs must be increasing epochs (each decays the lr once)"),
 ])
 def test_train_cli_misuse(train_argv, tmp_path, capsys, extra, message):
     code = 2

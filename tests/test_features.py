@@ -1190,6 +1190,8 @@ def test_a_given_backbone_with_other_weights_than_the_config_names_is_refused(tm
     ("commit_every_mb", -1.0, "a finite number >= 0"),
     ("weights", 3, "a name/path or unset"),
     ("backbone", None, "a backbone name"),
+    ("device", None, r"a string \(auto, cpu, cuda, cuda:N\)"),  # -p device None in 02_features: torch's TypeError
+    ("device", 0, r"a string \(auto, cpu, cuda, cuda:N\)"),
 ])
 def test_feature_config_fields_of_the_wrong_type_are_refused_naming_the_field(field, value, what):
     with pytest.raises(ConfigError, match=rf"^{field} must be {what}, got {re.escape(repr(value))}$"):

@@ -251,11 +251,39 @@ def test_per_example_outputs_have_the_documented_shapes(vqa_run, matching_run, s
     (dict(margin=True), r"margin must be a finite number in \(0, inf\), got True"),
     (dict(dropout="0.5"), r"dropout must be in \[0, 1\), got '0.5'"),
     (dict(lr_decay_epochs=[True]), r"lr_decay_epochs must be epochs >= 1, got \[True\]"),
+    # found by fuzzing: a TypeError, a MemoryError or a torch overflow traceback, or a run that silently did otherwise
+    (dict(lr_decay_epochs=30), r"lr_decay_epochs must be a list of epochs >= 1 \(e\.g\. \[30\]\), got 30"),
+    (dict(lr_decay_epochs=[2, 2]), r"lr_decay_epochs must be increasing epochs \(each decays the lr once\), got "
+                                   r"\[2, 2\]"),
+    (dict(soft_targets="false"), r"soft_targets must be True or False, got 'false'"),
+    (dict(device=0), r"device must be a non-empty string, got 0"),  # None: the preset's, as for every field
+    (dict(val_split=""), r"val_split must be a non-empty string, got ''"),
+    (dict(captions_file=3), r"captions_file must be a non-empty string, got 3"),
+    (dict(out=""), r"out must be a folder path or unset \(None\), got ''"),
+    (dict(data=3), r"data must be a folder path or unset \(None\), got 3"),
+    (dict(attention=np.array(["dual", "none"])), r"unknown attention array\(\['dual', 'none'\]"),
+    (dict(steps=10**20), r"steps must be at most 100 \(each step adds attention layers of its own; the paper takes "
+                         r"2\), got 100000000000000000000"),
+    (dict(hidden_dim=10**18), r"hidden_dim must be at most 65536 \(the LSTM's 4H x H weights alone would take 64 "
+                              r"GiB\)"),
+    (dict(embed_dim=65537), r"embed_dim must be at most 65536 \(as hidden_dim\), got 65537"),
+    (dict(threads=100_000), r"threads must be at most 1024 \(torch starts that many CPU threads\), got 100000"),
 ])
 def test_bad_configs_get_clear_errors(override, message):
     kwargs = {"profile": "smoke", "task": "vqa", **override}
     with pytest.raises(ConfigError, match=message):
         preset(kwargs.pop("profile"), kwargs.pop("task"), **kwargs)
+
+
+@pytest.mark.parametrize("profile, task, message", [
+    (["smoke"], "vqa", r"unknown profile \['smoke'\]; accepted: smoke, default, full, real, paper"),
+    ("smoke", ["vqa"], r"unknown task \['vqa'\]; accepted: vqa, matching"),
+    (None, "vqa", r"unknown profile None; accepted"),
+])
+def test_a_profile_or_task_that_is_no_string_is_named(profile, task, message):
+    """-y profile: [smoke] was "unhashable type: 'list'" from the preset's dict lookup."""
+    with pytest.raises(ConfigError, match=message):
+        preset(profile, task)
 
 
 def test_numpy_scalars_become_python_numbers_and_a_numpy_bool_is_still_refused(tmp_path):
@@ -284,6 +312,11 @@ EDGES = [
     ("dropout", 0.0, True), ("dropout", 0.99, True), ("dropout", 1.0, False),
     ("steps", 0, True), ("seed", 0, True), ("seed", 2**32 - 1, True), ("seed", 2**32, False),
     ("lr_decay_epochs", [1], True), ("lr_decay_epochs", [0], False), ("lr_decay_epochs", [], True),
+    ("lr_decay_epochs", (3, 5), True), ("lr_decay_epochs", [5, 3], False), ("lr_decay_epochs", 5, False),
+    ("steps", 100, True), ("steps", 101, False), ("hidden_dim", 65536, True), ("hidden_dim", 65537, False),
+    ("embed_dim", 65536, True), ("embed_dim", 65537, False), ("threads", 1024, True), ("threads", 1025, False),
+    ("soft_targets", True, True), ("soft_targets", 1, False), ("device", "cuda:1", True), ("device", "", False),
+    ("out", Path("runs/a"), True), ("out", None, True), ("out", " ", False),
     ("min_word_count", 1, True), ("min_word_count", 0, False),
     *((name, 0, False) for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image",
                                     "eval_batch_size", "threads", "max_train", "embed_dim")),
