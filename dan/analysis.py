@@ -117,11 +117,12 @@ def analysable(steps: int, attention: str) -> bool:
 def check_analysable(steps, attention) -> None:  # noqa: ANN001 - the attention notebook's parameters
     """:class:`ConfigError` naming the attention notebook's ``steps`` and ``attention`` when their runs cannot be
     analysed: before its two trainings, not after them (``-p attention visual`` trained r-DAN and m-DAN, then
-    failed on the first map)."""
+    failed on the first map). None is the preset's value, as in :func:`analysed_configs` (``-p steps None`` was a
+    TypeError here)."""
     from dan.config import preset
 
-    preset("default", "vqa", steps=steps, attention=attention)  # bad values: validate()'s own errors
-    if not analysable(steps, attention):
+    cfg = preset("default", "vqa", steps=steps, attention=attention)  # bad values: validate()'s own errors
+    if not analysable(cfg.steps, cfg.attention):
         raise ConfigError(f"steps {steps!r}, attention {attention!r}: {NEEDS}")
 
 

@@ -15,14 +15,19 @@ from dan.analysis import MDANOutputs, VQAOutputs
 from dan.data.grounding import Grounding
 from dan.data.text import tokenize
 from dan.data.vqa import vqa_image_path
-from dan.io import DataError
+from dan.io import ConfigError, DataError
 from dan.viz import attention_overlay, shaded_words
 
 
 def pick_examples(table: pd.DataFrame, id_column: str, group: str | None = None, per_group: int = 1,
                   seed: int = 0) -> pd.DataFrame:
     """``per_group`` correct and ``per_group`` failed rows of ``table`` (column ``correct``) for every value of
-    ``group`` (or overall), drawn with a fixed seed; one row per id with columns [id_column, group, correct]."""
+    ``group`` (or overall), drawn with a fixed seed; one row per id with columns [id_column, group, correct]. A
+    ``per_group`` that is not an integer >= 1 is a :class:`ConfigError` naming the attention notebook's
+    ``examples_per_group`` (it was NumPy's error, or an empty gallery's, after both runs had trained)."""
+    if isinstance(per_group, (bool, np.bool_)) or not isinstance(per_group, (int, np.integer)) or per_group < 1:
+        raise ConfigError(f"per_group (the attention notebook's examples_per_group) must be an integer >= 1, got "
+                          f"{per_group!r}")
     rng = np.random.default_rng(seed)
     ids = table.drop_duplicates(id_column).sort_values(id_column)
     parts = []

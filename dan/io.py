@@ -328,7 +328,12 @@ class StudyPaths:
 
 def study_paths(profile: str, root: str | os.PathLike | None = None) -> StudyPaths:
     """Default locations for ``profile``: ``data/generated/<profile>`` (``data/real`` for ``real``, where
-    ``data/download.py`` puts the real data sets) and ``results/<profile>/...``."""
+    ``data/download.py`` puts the real data sets) and ``results/<profile>/...``. A ``profile`` that is no string is
+    a :class:`ConfigError` (``-p profile 1`` was pathlib's TypeError in every notebook's first cell)."""
+    if not isinstance(profile, str):
+        from dan.config import PROFILES  # dan.config imports this module
+
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     base = Path(root) if root is not None else repo_root()
     res = base / "results" / profile
     data = base / "data" / "real" if profile == "real" else base / "data" / "generated" / profile

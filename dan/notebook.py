@@ -15,10 +15,13 @@ from dan.io import ConfigError
 def setup(seed: int = 0, threads: int = 2) -> None:
     """Seed Python/NumPy/PyTorch, make CPU kernels deterministic, fix the thread count, style figures/tables; under
     papermill, refuse parameters the notebook does not take (:func:`check_parameters`). A ``seed`` that is not an
-    integer in [0, 2**32) is a :class:`ConfigError` naming it (NumPy's own errors did not; ``True`` ran as 1)."""
+    integer in [0, 2**32) is a :class:`ConfigError` naming it (NumPy's own errors did not; ``True`` ran as 1), and so is
+    a ``threads`` that is not an integer in [1, 1024]."""
     check_parameters()
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:  # torch's own errors
+        raise ConfigError(f"threads must be an integer in [1, 1024], got {threads!r}")  # named no parameter
     import matplotlib
     import pandas as pd
     import seaborn as sns

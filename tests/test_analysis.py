@@ -371,6 +371,24 @@ def test_pick_examples_gives_each_id_once_correct_and_failed_per_group():
     assert one.question_id.is_unique
 
 
+@pytest.mark.parametrize("per_group", [0, -1, 1.5, "2", True, None])
+def test_pick_examples_refuses_a_per_group_that_is_no_count_by_the_notebooks_name(per_group):
+    """The attention notebook's examples_per_group reached NumPy (or an empty gallery: 0) only after both runs had
+    trained: "negative dimensions are not allowed", "'<' not supported between 'int' and 'str'"."""
+    table = pd.DataFrame({"question_id": [1, 2], "family": ["a", "a"], "correct": [True, False]})
+    with pytest.raises(ConfigError, match=rf"per_group \(the attention notebook's examples_per_group\) must be an "
+                                          rf"integer >= 1, got {re.escape(repr(per_group))}"):
+        gallery.pick_examples(table, "question_id", "family", per_group=per_group)
+    assert len(gallery.pick_examples(table, "question_id", "family", per_group=np.int64(1))) == 2
+
+
+def test_the_attention_notebooks_steps_none_is_the_presets_as_for_its_runs():
+    """-p steps None in 06: analysed_configs gave the preset's K = 2 to the runs, but check_analysable compared
+    None >= 1 (a TypeError)."""
+    rdan, mdan = analysis.analysed_configs("smoke", steps=None, attention=None)
+    assert (rdan.steps, rdan.attention, mdan.steps) == (2, "dual", 2)
+
+
 def _texts(fig) -> list:
     return [t for ax in fig.axes for t in ax.texts]
 

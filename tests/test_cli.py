@@ -294,6 +294,9 @@ def test_a_misspelled_profile_creates_no_folder(tmp_path, monkeypatch):
         study_paths("smok").ensure()
     assert list(tmp_path.iterdir()) == []
     assert study_paths("smoke").ensure().runs.is_dir()
+    for profile in (1, None, ["smoke"]):  # -p profile 1: pathlib's TypeError in every notebook's first cell
+        with pytest.raises(ConfigError, match=rf"unknown profile {re.escape(repr(profile))}; accepted: smoke"):
+            study_paths(profile)
 
 
 def test_train_cli_passes_every_flag_it_is_given_into_the_config(monkeypatch, capsys, tmp_path):

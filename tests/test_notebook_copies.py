@@ -90,6 +90,24 @@ def test_a_bad_seed_parameter_is_one_error_naming_it(seed, tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("threads", [0, "2", 2.0, None, True, 10**20])
+def test_a_bad_thread_count_is_one_error_naming_it(threads, tmp_path):
+    """setup(threads=...) went to torch.set_num_threads unchecked: "set_num_threads expects an int, but got str",
+    "Overflow when unpacking long long"; generate()'s workers likewise ("'<' not supported between 'str' and
+    'int'", or a float reaching multiprocessing)."""
+    from dan.data.synth import generate
+    from dan.io import ConfigError
+    from dan.notebook import setup
+
+    value = re.escape(repr(threads))
+    with pytest.raises(ConfigError, match=rf"threads must be an integer in \[1, 1024\], got {value}"):
+        setup(0, threads=threads)
+    if threads is not None:  # workers None: automatic
+        with pytest.raises(ConfigError, match=rf"workers must be an integer in \[1, 64\] \(or unset\), got {value}"):
+            generate("smoke", out=tmp_path / "data", workers=threads, progress=False)
+    assert not (tmp_path / "data").exists()
+
+
 def test_notebook_setup_seeds_python_numpy_and_torch_with_its_seed(monkeypatch):
     """``setup(seed)``: the next draws of Python's, NumPy's and torch's global generators are those of a generator
     of their own seeded with ``seed`` (and another seed gives other draws); it also fixes the thread count."""

@@ -215,10 +215,11 @@ def generate(profile: str = "default", out: str | Path | None = None, seed: int 
     if profile == "real":
         raise ConfigError("profile 'real' is the real data sets, which are downloaded, not generated "
                           f"(python data/download.py, see data/README.md); accepted here: {', '.join(PROFILES)}")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:  # a list was "unhashable type: 'list'"
         raise ConfigError(f"unknown profile {profile!r} (accepted: {', '.join(PROFILES)})")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64):
+        # "2" was a TypeError, 2.0 multiprocessing's, 10**20 processes started until killed
+        raise ConfigError(f"workers must be an integer in [1, 64] (or unset), got {workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # True would reuse seed 1's data set
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     cfg = (config or PROFILES[profile]).check()
