@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -56,10 +57,26 @@ class SweepSpec:
     steps_attention: str = "dual"
     attention_steps: int = 2
 
-    def configs(self) -> list[TrainConfig]:
-        """The distinct run configurations of the sweep (task, then K axis, then attention axis, then seed)."""
+    def check_types(self) -> None:
+        """:class:`ConfigError` naming the field when an axis is no list (``steps=3`` was "'int' object is not
+        iterable"), holds None (which :func:`dan.config.preset` reads as the preset's value: ``seeds=[0, None]`` ran
+        seed 0 twice, once under the name of another), or when ``overrides`` is no dict or ``runs_root`` no path."""
         if isinstance(self.tasks, str):
             self.tasks = [self.tasks]
+        for name in ("tasks", "steps", "attentions", "seeds"):
+            check_axis(name, getattr(self, name))
+        for name in ("steps_attention", "attention_steps"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{name} must be set, got None")
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides must be a dict of TrainConfig fields, got {self.overrides!r}")
+        root = self.runs_root
+        if root is not None and not (isinstance(root, os.PathLike) or isinstance(root, str) and root.strip()):
+            raise ConfigError(f"runs_root must be a folder path or unset (None), got {root!r}")
+
+    def configs(self) -> list[TrainConfig]:
+        """The distinct run configurations of the sweep (task, then K axis, then attention axis, then seed)."""
+        self.check_types()
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"unknown task(s) {bad}; accepted: {', '.join(TASKS)}")
@@ -87,6 +104,7 @@ class SweepSpec:
         """Comparisons behind one claim (its other levels, as :func:`claim_check` counts them) on the larger of the
         two axes, at least 1. The K axis also holds K = ``attention_steps`` when ``steps_attention`` is among the
         attention types, and the attention axis ``steps_attention`` when ``attention_steps`` is among the Ks."""
+        self.check_types()
         steps = set(self.steps) | ({self.attention_steps} if self.steps_attention in self.attentions
                                                    else set())
         types = set(self.attentions) | ({self.steps_attention} if self.attention_steps in steps else set())
@@ -106,11 +124,23 @@ class SweepSpec:
         return f"{stem}-{hashlib.sha256('|'.join(mine).encode()).hexdigest()[:8]}.csv"
 
 
-def as_list(value) -> list:  # noqa: ANN001 - a notebook parameter: a list, or one value given on its own
-    """A notebook's list parameter as a list: papermill's ``-p tasks vqa`` or ``-p seeds 0`` pass one value, not
-    a list of one (``list("vqa")`` would be three letters)."""
-    if isinstance(value, (str, bytes, int, float)):
+def check_axis(name: str, value) -> None:  # noqa: ANN001 - a sweep axis as given
+    """:class:`ConfigError` naming ``name`` unless ``value`` is a list (tuple, NumPy array) without None."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise ConfigError(f"{name} must be a list, got {value!r}")
+    if any(v is None for v in value):
+        raise ConfigError(f"{name} must not hold None (a sweep value the preset would replace), got {list(value)!r}")
+
+
+def as_list(value, name: str = "value") -> list:  # noqa: ANN001 - a notebook parameter: a list, or one value
+    """A notebook's list parameter ``name`` as a list: papermill's ``-p tasks vqa`` or ``-p seeds 0`` pass one
+    value, not a list of one (``list("vqa")`` would be three letters); so is a NumPy scalar or None (which
+    :func:`check_axis` then refuses). Anything else that is no list (tuple, NumPy array, range) is a
+    :class:`ConfigError` naming ``name`` (``list(None)`` was a TypeError, a dict's keys were taken)."""
+    if value is None or isinstance(value, (str, bytes, int, float, np.generic)):
         return [value]
+    if not isinstance(value, (list, tuple, np.ndarray, range)):
+        raise ConfigError(f"{name} must be a list or one value, got {value!r}")
     return list(value)
 
 
@@ -123,7 +153,7 @@ SWEEP_DEFAULTS = {"smoke": {"seeds": [0, 1], "workers": 2}, "default": {"seeds":
 
 def sweep_defaults(profile: str) -> dict:
     """``{"seeds": [...], "workers": n}`` of ``profile``'s sweep (:data:`SWEEP_DEFAULTS`)."""
-    if profile not in SWEEP_DEFAULTS:
+    if not isinstance(profile, str) or profile not in SWEEP_DEFAULTS:  # a list was "unhashable type: 'list'"
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(SWEEP_DEFAULTS)}")
     d = SWEEP_DEFAULTS[profile]
     return {"seeds": list(d["seeds"]), "workers": d["workers"]}
@@ -137,8 +167,13 @@ def notebook_spec(profile: str, tasks, steps_list, attention_list, seeds=None, w
     refused by the run's validation, not dropped). The notebook reads the lists back from the spec, so its tables,
     figures and counts follow what the sweep ran."""
     defaults = sweep_defaults(profile)
-    return SweepSpec(tasks=as_list(tasks), steps=as_list(steps_list), attentions=as_list(attention_list),
-                     seeds=as_list(defaults["seeds"] if seeds is None else seeds), profile=profile,
+    axes = {"tasks": tasks, "steps_list": steps_list, "attention_list": attention_list,
+            "seeds": defaults["seeds"] if seeds is None else seeds}
+    for name, value in axes.items():  # named as the notebook's parameters, not SweepSpec's fields
+        axes[name] = as_list(value, name)
+        check_axis(name, axes[name])
+    return SweepSpec(tasks=axes["tasks"], steps=axes["steps_list"], attentions=axes["attention_list"],
+                     seeds=axes["seeds"], profile=profile,
                      workers=defaults["workers"] if workers is None else workers,
                      overrides={} if epochs is None else {"epochs": epochs})
 

@@ -252,6 +252,44 @@ def test_sweep_refuses_values_that_are_not_whole_numbers_by_name(field, value, m
     assert [(c.steps, type(c.steps), c.seed, type(c.seed)) for c in spec.configs()] == [(3, int, 1, int)]
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    # found by fuzzing: each was a TypeError ("'int' object is not iterable", "argument after ** must be a mapping",
+    # pathlib's), or None ran as the preset's value: seeds [0, None] trained seed 0 once, reported as two seeds
+    ("steps", 3, r"steps must be a list, got 3"),
+    ("seeds", None, r"seeds must be a list, got None"),
+    ("tasks", {"vqa": 1}, r"tasks must be a list, got \{'vqa': 1\}"),
+    ("seeds", [0, None], r"seeds must not hold None \(a sweep value the preset would replace\), got \[0, None\]"),
+    ("attentions", [None], r"attentions must not hold None"),
+    ("steps_attention", None, r"steps_attention must be set, got None"),
+    ("overrides", ["epochs", 1], r"overrides must be a dict of TrainConfig fields, got \['epochs', 1\]"),
+    ("runs_root", 3, r"runs_root must be a folder path or unset \(None\), got 3"),
+    ("runs_root", "", r"runs_root must be a folder path or unset \(None\), got ''"),
+])
+def test_sweep_fields_of_the_wrong_type_are_refused_by_name(field, value, message) -> None:
+    kw = {"tasks": ["vqa"], "steps": [1], "attentions": [], "seeds": [0], "profile": "smoke", field: value}
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec(**kw).configs()
+    with pytest.raises(ConfigError, match=message):
+        SweepSpec(**kw).comparisons()
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("steps_list", None, r"steps_list must not hold None"),  # list(None): a TypeError
+    ("seeds", np.int64(1), None),  # a NumPy scalar is one value, as an int is (list() of it was a TypeError)
+    ("tasks", {"vqa": 1}, r"tasks must be a list or one value, got \{'vqa': 1\}"),  # its keys were taken
+    ("attention_list", Path("dual"), r"attention_list must be a list or one value, got PosixPath\('dual'\)"),
+    ("profile", ["smoke"], r"unknown profile \['smoke'\]; accepted: smoke"),  # "unhashable type: 'list'"
+])
+def test_the_ablation_notebooks_parameters_are_refused_by_their_own_names(param, value, message) -> None:
+    kw = dict(profile="smoke", tasks=["vqa"], steps_list=[1], attention_list=["dual"], seeds=None, workers=None)
+    kw[param] = value
+    if message is None:
+        assert [c.seed for c in ablation.notebook_spec(**kw).configs()] == [1, 1]
+        return
+    with pytest.raises(ConfigError, match=message):
+        ablation.notebook_spec(**kw)
+
+
 def test_paired_differences_pair_by_seed_not_by_row_order() -> None:
     # reference K = 2 over seeds 0, 1, 2; K = 1 has seeds 2 and 0 only, listed in that order
     df = pd.DataFrame({"steps": [2, 2, 2, 1, 1], "seed": [0, 1, 2, 2, 0], "acc": [10.0, 20.0, 30.0, 27.0, 9.0]})
