@@ -118,6 +118,10 @@ def test_features_cli_misuse(tmp_path, capsys, smoke_data):
     assert "['test2015'] not in" in one_line_error(capsys, "python -m dan.features")
     with pytest.raises(DanError, match="--data folder not found"):
         features_main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f"), "--debug"])
+    # 4097 DataLoader processes were started until the command was killed, leaving a partial store
+    assert features_main(["--data", str(smoke_data), "--out", str(tmp_path / "f"), "--num-workers", "4097"]) == 2
+    assert "num_workers must be at most 64 (each is a process), got 4097" in \
+        one_line_error(capsys, "python -m dan.features")
     assert not (tmp_path / "f").exists()
 
 
