@@ -15,6 +15,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from dan.io import ROOT_HELP, DanError
 
@@ -39,6 +40,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def nonempty(text: str) -> str:
+    """An argparse type: the text as given, unless it is empty (``--out "$RUN"`` with RUN unset): an empty path read
+    as "." or as unset, so the command wrote into the current folder or the default one instead of failing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a non-empty value, got {text!r}")
+    return text
+
+
+def nonempty_path(text: str) -> Path:
+    """:func:`nonempty`, as a :class:`~pathlib.Path`."""
+    return Path(nonempty(text))
 
 
 def _parse_bool(text: str) -> bool:

@@ -267,25 +267,27 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dan.cli import OneLineParser, guard
+    from dan.cli import OneLineParser, guard, nonempty
 
     p = OneLineParser(prog="python -m dan.evaluate",
                       description="Evaluate a trained run's checkpoint on a split, without retraining. r-DAN: writes "
                                   "the VQA evaluation server's results file and scores annotated splits; m-DAN: "
                                   "retrieval metrics of a Karpathy split.")
-    p.add_argument("run_dir", help="a run folder of dan.train (holds checkpoint.pt)")
-    p.add_argument("--split", required=True,
+    p.add_argument("run_dir", type=nonempty, help="a run folder of dan.train (holds checkpoint.pt)")
+    p.add_argument("--split", type=nonempty, required=True,
                    help="VQA: val2014, test-dev2015, test2015 (or val, test-dev, test); matching: train, val, test")
-    p.add_argument("--data", help="data root (default: the one the run was trained on)")
-    p.add_argument("--features", help="feature stores' root (default: the run's)")
-    p.add_argument("--out", help="output file (default: in the run folder)")
-    p.add_argument("--questions", metavar="FILE", help="VQA: only these question ids of the split (a file, one id per "
+    p.add_argument("--data", type=nonempty, help="data root (default: the one the run was trained on)")
+    p.add_argument("--features", type=nonempty, help="feature stores' root (default: the run's)")
+    p.add_argument("--out", type=nonempty, help="output file (default: in the run folder)")
+    p.add_argument("--questions", type=nonempty, metavar="FILE",
+                   help="VQA: only these question ids of the split (a file, one id per "
                    "line); the results file's default name then says subset")
-    p.add_argument("--images", metavar="FILE", help="matching: only these image ids of the split and their captions (a "
+    p.add_argument("--images", type=nonempty, metavar="FILE",
+                   help="matching: only these image ids of the split and their captions (a "
                    "file, one id per line); the default output name then says subset")
     p.add_argument("--folds", type=int, default=1, help="matching: rank the split's images in this many consecutive "
                    "folds and average the metrics (COCO 1K test: --split test --folds 5); default 1")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=nonempty, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = p.parse_args(argv)

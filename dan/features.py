@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
-from dan.cli import OneLineParser, guard
+from dan.cli import OneLineParser, guard, nonempty
 from dan.config import _is_int, plain_numbers
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
 from dan.io import ConfigError, DataError
@@ -320,18 +320,18 @@ def build_features(data_root: str | os.PathLike, features_root: str | os.PathLik
 def main(argv: list[str] | None = None) -> int:
     """CLI: build feature stores for every image folder of ``--data`` into ``--out``."""
     p = OneLineParser(prog="python -m dan.features", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="data root holding images/<split>/")
-    p.add_argument("--out", required=True, help="features root; one store per split is written below it")
+    p.add_argument("--data", required=True, type=nonempty, help="data root holding images/<split>/")
+    p.add_argument("--out", required=True, type=nonempty, help="features root; one store per split is written below it")
     p.add_argument("--profile", default="default", choices=sorted(FEATURE_PROFILES))
-    p.add_argument("--splits", nargs="+", help="image folders to do (default: all)")
+    p.add_argument("--splits", nargs="+", type=nonempty, help="image folders to do (default: all)")
     p.add_argument("--backbone", choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
                                           "resnet152", "vgg19"])
-    p.add_argument("--layer")
+    p.add_argument("--layer", type=nonempty)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--num-workers", type=int)
-    p.add_argument("--device")
-    p.add_argument("--weights", help="ImageNet weights file (state dict) for the backbone")
+    p.add_argument("--device", type=nonempty)
+    p.add_argument("--weights", type=nonempty, help="ImageNet weights file (state dict) for the backbone")
     p.add_argument("--random-weights", action="store_true", help="untrained weights (tests/benchmarks only)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip and report unreadable images")
     p.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None)

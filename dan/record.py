@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from dan.cli import OneLineParser, guard
+from dan.cli import OneLineParser, guard, nonempty, nonempty_path
 from dan.config import PROFILES
 from dan.io import ROOT_HELP, ConfigError, DataError, check_json, read_json, repo_root, study_paths, write_json_atomic
 from dan.study import read_study_times
@@ -250,15 +250,16 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m dan.record", description=__doc__.split("\n\n")[0], epilog=ROOT_HELP)
-    parser.add_argument("--profile", default="full", help=f"one of {', '.join(PROFILES)} (default: full)")
+    parser.add_argument("--profile", default="full", type=nonempty,
+                        help=f"one of {', '.join(PROFILES)} (default: full)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the K = 2 dual runs to record")
-    parser.add_argument("--out", type=Path, help="record file (default: records/<profile>_profile.json)")
+    parser.add_argument("--out", type=nonempty_path, help="record file (default: records/<profile>_profile.json)")
     parser.add_argument("--note", default="", help="a remark kept with the record (e.g. that the run was resumed)")
-    parser.add_argument("--earlier-log", type=Path, action="append", default=[],
+    parser.add_argument("--earlier-log", type=nonempty_path, action="append", default=[],
                         help="a device_session.sh log whose cut-off study calls this study finished (repeatable)")
-    parser.add_argument("--amend", type=Path, metavar="RECORD",
+    parser.add_argument("--amend", type=nonempty_path, metavar="RECORD",
                         help="set the earlier calls (--earlier-log) of an existing record instead of collecting one")
-    parser.add_argument("--run", type=Path, metavar="RUN_DIR",
+    parser.add_argument("--run", type=nonempty_path, metavar="RUN_DIR",
                         help="record this one finished training run instead of a study (needs --out and --command)")
     parser.add_argument("--command", help="with --run: the command that made the run")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from dan.cli import OneLineParser, guard
+from dan.cli import OneLineParser, guard, nonempty, nonempty_path
 from dan.config import PROFILES
 from dan.io import (
     ROOT_HELP,
@@ -276,9 +276,10 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m dan.study", description=__doc__.split("\n\n")[0], epilog=ROOT_HELP)
-    parser.add_argument("--profile", help=f"one of {', '.join(STUDY_PROFILES)} (default: default)")
-    parser.add_argument("--only", nargs="*", help="run only the notebooks whose name contains one of these")
-    parser.add_argument("--out", type=Path, help="execute into this folder only (no book)")
+    parser.add_argument("--profile", type=nonempty, help=f"one of {', '.join(STUDY_PROFILES)} (default: default)")
+    parser.add_argument("--only", nargs="+", type=nonempty,  # "" and no name at all ran every notebook
+                        help="run only the notebooks whose name contains one of these")
+    parser.add_argument("--out", type=nonempty_path, help="execute into this folder only (no book)")
     parser.add_argument("--no-book", action="store_true", help="do not build the book")
     parser.add_argument("--book-only", action="store_true", help="only build the book from book/notebooks")
     parser.add_argument("--record-times", action="store_true",

@@ -167,6 +167,42 @@ def test_train_cli_out_naming_a_file_is_one_line(train_argv, tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("prog, argv, flag", [
+    # found by fuzzing: an empty path was read as "." (the notebooks executed into the current folder, features
+    # stores written there) or as unset (the default output, profile or data root), and --only "" or --only with no
+    # name ran every notebook of the study
+    ("study", ["--out", ""], "--out"),
+    ("study", ["--profile", ""], "--profile"),
+    ("study", ["--only", ""], "--only"),
+    ("study", ["--only"], "--only"),
+    ("evaluate", ["run", "--split", "val2014", "--out", ""], "--out"),
+    ("evaluate", ["run", "--split", "val2014", "--data", ""], "--data"),
+    ("evaluate", ["", "--split", "val2014"], "run_dir"),
+    ("record", ["--run", "r", "--out", "", "--command", "x"], "--out"),
+    ("record", ["--run", "", "--out", "r.json", "--command", "x"], "--run"),
+    ("features", ["--data", "d", "--out", ""], "--out"),
+    ("features", ["--data", "d", "--out", "o", "--weights", ""], "--weights"),
+    ("data", ["generate", "--profile", "smoke", "--out", ""], "--out"),
+    ("data", ["check", "--root", ""], "--root"),
+])
+def test_an_empty_path_or_name_on_the_command_line_is_refused_naming_the_flag(prog, argv, flag, capsys, tmp_path,
+                                                                              monkeypatch):
+    from dan.evaluate import main as evaluate_main
+    from dan.record import main as record_main
+
+    monkeypatch.chdir(tmp_path)
+    main = {"study": study_main, "evaluate": evaluate_main, "record": record_main, "features": features_main,
+            "data": data_main}[prog]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"argument {flag}: expected a non-empty value, got ''" in err or (
+        flag == "--only" and "argument --only: expected at least one argument" in err), err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--seed", str(2**32)], "seed must be below 2**32, got 4294967296"),
     (["--val-split", "train2014"], "val_split must differ from train_split (both 'train2014')"),

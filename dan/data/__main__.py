@@ -148,14 +148,14 @@ def _decode_all(images: dict[Path, int]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dan.cli import OneLineParser
+    from dan.cli import OneLineParser, nonempty
 
     parser = OneLineParser(prog=PROG, description="Generate, summarise and check data sets.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     g = sub.add_parser("generate", help="generate the embedded benchmark of a profile", epilog=ROOT_HELP)
     g.add_argument("--profile", default="default", help="smoke | default | full")
-    g.add_argument("--out", default=None, help="target folder (default data/generated/<profile>)")
+    g.add_argument("--out", default=None, type=nonempty, help="target folder (default data/generated/<profile>)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--force", action="store_true", help="regenerate even if a complete data set is there")
     g.add_argument("--workers", type=int, default=None,
@@ -163,17 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="print a generated data set's manifest summary", epilog=ROOT_HELP)
     i.add_argument("--profile", default="default")
-    i.add_argument("--root", default=None)
+    i.add_argument("--root", default=None, type=nonempty)
     c = sub.add_parser("check", help="load every split of a data root and report counts", epilog=ROOT_HELP)
     c.add_argument("--profile", default="default", help="smoke | default | full | real (data/real)")
-    c.add_argument("--root", default=None, help="any data root (overrides --profile)")
+    c.add_argument("--root", default=None, type=nonempty, help="any data root (overrides --profile)")
     c.add_argument("--verify-images", action="store_true",
                    help="also require every image file (present and non-empty; not decoded); image folders that are "
                         "not there are listed as not verified")
     c.add_argument("--decode-images", action="store_true",
                    help="--verify-images, and decode every image the questions and captions refer to (truncated or "
                         "corrupt files are listed; slower: a full decode of each image)")
-    c.add_argument("--caption-image-folder", default=None,
+    c.add_argument("--caption-image-folder", default=None, type=nonempty,
                    help="image folder of Karpathy entries without a filepath, for every captions file (default: "
                         "flickr30k-images for dataset_flickr30k.json, Flicker8k_Dataset for dataset_flickr8k.json)")
     for p in (g, i, c):
