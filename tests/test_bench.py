@@ -867,6 +867,9 @@ def test_timeline_notes_gc_pauses_and_stage_times_and_restores_everything(monkey
     with pytest.raises(RuntimeError):
         timeline._timed(tl, "stage", boom)()
     assert tl.events == [(2.0, "stage>"), (2.25, "stage<")]
+    # the real clock again: a collection while record() is active calls on_gc, which must not meet the spent one
+    monkeypatch.setattr(timeline, "time", __import__("time"))
+
     def patched() -> tuple:
         return (timeline.ft._check_images, timeline.ft.run_pipeline, timeline.ex.forward_padded,
                 timeline.st.PartialStore.commit, timeline.ex.DataLoader, timeline.ex._Stager.__call__,
