@@ -160,6 +160,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     run_dir = run_dir_for(cfg)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"the run folder (--out) {run_dir} is a file, not a folder; choose another run folder")
+    _check_run_folder(run_dir)
     done = run_dir / "metrics.json"
     if finished_metrics(cfg, advice=f"choose {OTHER_RUN} or delete that folder") is not None:
         return load_result(run_dir)  # finished, of this config, on these inputs: reused
@@ -261,6 +262,19 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
     if world > 1:
         dist.barrier()
     return load_result(run_dir) if rank == 0 else RunResult(run_dir, cfg, {}, history)
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuse a folder that holds files but is no run folder (no ``config.json``, which a run writes before anything
+    else): ``--out data/generated/default`` trained into the data set's folder, beside its files. Temp files of a
+    killed writer (``.NAME.*.tmp``) do not count."""
+    if not run_dir.is_dir() or (run_dir / "config.json").exists():
+        return
+    foreign = sorted(p.name for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"the run folder {run_dir} holds {shown} but no config.json, so it is not a run folder of "
+                          f"dan.train; choose {OTHER_RUN}: an empty or new folder")
 
 
 def _write_config_once(path: Path, identity: dict) -> None:

@@ -1115,3 +1115,27 @@ def test_a_run_folder_with_a_damaged_config_or_inputs_record_names_the_file(tmp_
         finished_metrics(cfg)
     (run / INPUTS).write_text(json.dumps({"data": {}, "feature_ids": {}}))
     assert finished_metrics(cfg) == {"overall": 50.0}
+
+
+def test_a_folder_with_other_files_is_refused_as_a_run_folder(make_cfg, smoke_data, tmp_path):
+    """--out naming a folder that holds files but no config.json (the data set's folder, say) trained into it beside
+    its files; now it is refused before anything is written there. A killed writer's temp file does not count, so a
+    run killed before its config.json still starts."""
+    cfg = make_cfg("vqa", smoke_data)
+    before = sorted(p.name for p in smoke_data.iterdir())
+    with pytest.raises(ConfigError, match=r"holds .* but no config\.json, so it is not a run folder of dan\.train; "
+                                          r"choose another run folder"):
+        train(cfg, progress=False)
+    assert sorted(p.name for p in smoke_data.iterdir()) == before
+    many = tmp_path / "many"
+    many.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", ".config.json.123-host.abc.tmp"):
+        (many / name).write_text("x")
+    with pytest.raises(ConfigError, match=r"holds a\.txt, b\.txt, c\.txt and 1 more but no config\.json"):
+        train(make_cfg("vqa", many), progress=False)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / ".config.json.123-host.abc.tmp").write_text("{")
+    from dan.train import _check_run_folder
+
+    _check_run_folder(killed)  # only a temp file: a run may start here
