@@ -250,9 +250,9 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m dan.record", description=__doc__.split("\n\n")[0], epilog=ROOT_HELP)
-    parser.add_argument("--profile", default="full", type=nonempty,
+    parser.add_argument("--profile", type=nonempty,
                         help=f"one of {', '.join(PROFILES)} (default: full)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the K = 2 dual runs to record")
+    parser.add_argument("--seed", type=int, help="seed of the K = 2 dual runs to record (default: 0)")
     parser.add_argument("--out", type=nonempty_path, help="record file (default: records/<profile>_profile.json)")
     parser.add_argument("--note", default="", help="a remark kept with the record (e.g. that the run was resumed)")
     parser.add_argument("--earlier-log", type=nonempty_path, action="append", default=[],
@@ -264,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="with --run: the command that made the run")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
+    given = {"--profile": ns.profile is not None, "--seed": ns.seed is not None, "--amend": ns.amend is not None,
+             "--earlier-log": bool(ns.earlier_log), "--command": ns.command is not None}
+    ignored = {"--run": ("--profile", "--seed", "--amend", "--earlier-log"),  # a run record has none of these
+               "--amend": ("--profile", "--seed")}  # an amended record keeps its own
+    for mode, flags in ignored.items():
+        if getattr(ns, mode[2:]) is not None and any(given[f] for f in flags):
+            parser.error(f"{mode} takes no {', '.join(f for f in flags if given[f])} (they would be ignored)")
+    if ns.command is not None and ns.run is None:
+        parser.error("--command goes with --run (the command that made the run it records)")
+    profile, seed = ns.profile or "full", 0 if ns.seed is None else ns.seed
 
     def go() -> int:
         earlier = []
@@ -287,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec["note"] = ns.note
             out = ns.out or ns.amend
         else:
-            out = ns.out or record_path(ns.profile)
-            rec = collect(ns.profile, ns.seed, note=ns.note, earlier_calls=earlier)
+            out = ns.out or record_path(profile)
+            rec = collect(profile, seed, note=ns.note, earlier_calls=earlier)
         write_json_atomic(out, rec, indent=1)
         print(f"[record] {out}: " + ", ".join(f"{k} {v}" for k, v in headline(rec).items()))
         return 0

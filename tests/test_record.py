@@ -158,6 +158,22 @@ def test_amend_sets_earlier_calls_and_headline_counts_them(tmp_path, vqa_run, ma
     assert "none.json: no such record" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--run", "r", "--out", "o.json", "--command", "c", "--seed", "1"], "--run takes no --seed"),
+    (["--run", "r", "--out", "o.json", "--command", "c", "--profile", "smoke", "--amend", "x.json"],
+     "--run takes no --profile, --amend"),
+    (["--run", "r", "--out", "o.json", "--command", "c", "--earlier-log", "l.log"], "--run takes no --earlier-log"),
+    (["--amend", "x.json", "--profile", "smoke"], "--amend takes no --profile"),
+    (["--profile", "smoke", "--command", "python -m dan.train"], "--command goes with --run"),
+])
+def test_record_refuses_options_that_its_mode_would_ignore(args, message, capsys) -> None:
+    """--run records one run: a --profile, --seed, --amend or --earlier-log beside it was silently ignored, as were
+    --amend's --profile and --seed (the record keeps its own) and a --command without --run."""
+    with pytest.raises(SystemExit) as exc:
+        record.main(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_single_run_record_keeps_the_run_and_the_command(tmp_path, matching_run, capsys):
     run = tmp_path / "run"
     shutil.copytree(matching_run.run_dir, run)
