@@ -58,6 +58,13 @@ def train_argv(smoke_data, smoke_features, tmp_path) -> list[str]:
     (["--hidden-dim", "99999999999999999999"], "hidden_dim must be at most 65536"),
     (["--threads", "100000"], "threads must be at most 1024 (torch starts that many CPU threads), got 100000"),
     (["--lr-decay-epochs", "2", "2"], "lr_decay_epochs must be increasing epochs (each decays the lr once)"),
+    # the other task's flags, and SGD's momentum beside Adam, were ignored (and named a run folder of their own)
+    (["--negatives", "hardest"], "--task vqa takes no --negatives: it is for --task matching"),
+    (["--task", "vqa", "--margin", "5", "--captions-per-image", "2"],
+     "--task vqa takes no --margin, --captions-per-image: they are for --task matching"),
+    (["--task", "matching", "--soft-targets", "true"], "--task matching takes no --soft-targets: it is for --task vqa"),
+    (["--task", "matching", "--val-split", "val2014"], "--task matching takes no --val-split"),
+    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum is SGD's; the optimizer of this run is 'adam'"),
 ])
 def test_train_cli_misuse(train_argv, tmp_path, capsys, extra, message):
     code = 2
@@ -353,20 +360,23 @@ def test_train_cli_passes_every_flag_it_is_given_into_the_config(monkeypatch, ca
         return dan.train.RunResult(tmp_path, cfg, {"overall": 1.0}, [])
 
     monkeypatch.setattr(dan.train, "train", fake_train)
-    argv = ["--task", "matching", "--profile", "smoke", "--lr-decay-epochs", "3", "5", "--soft-targets", "false",
+    argv = ["--task", "matching", "--profile", "smoke", "--lr-decay-epochs", "3", "5",
             "--embed-dim", "24", "--lr", "0.02", "--margin", "2.5", "--negatives", "hardest", "--seed", "7",
             "--clip-mode", "value", "--out", str(tmp_path / "run"), "--no-progress"]
     assert train_main(argv) == 0
     (cfg, progress), = seen
     assert json.loads(capsys.readouterr().out) == {"run_dir": str(tmp_path), "metrics": {"overall": 1.0}}
     assert not progress
-    expected = preset("smoke", "matching", lr_decay_epochs=[3, 5], soft_targets=False, embed_dim=24, lr=0.02,
+    expected = preset("smoke", "matching", lr_decay_epochs=[3, 5], embed_dim=24, lr=0.02,
                       margin=2.5, negatives="hardest", seed=7, clip_mode="value", out=str(tmp_path / "run"))
     assert cfg == expected and cfg.hidden_dim == 32 and cfg.epochs == 6  # the rest: the smoke preset's
     seen.clear()
     assert train_main(["--profile", "smoke", "--soft-targets", "true", "--lr-decay-epochs"]) == 0
     (cfg, progress), = seen
     assert progress and cfg.task == "vqa" and cfg.soft_targets is True and cfg.lr_decay_epochs == []
+    seen.clear()
+    assert train_main(["--profile", "smoke", "--soft-targets", "false"]) == 0
+    assert seen[0][0].soft_targets is False
     seen.clear()
     assert train_main([]) == 0  # no flag at all: the default profile's r-DAN preset
     assert seen[0][0] == preset("default", "vqa")
