@@ -280,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=nonempty, help="feature stores' root (default: the run's)")
     p.add_argument("--out", type=nonempty, help="output file (default: in the run folder)")
     p.add_argument("--questions", type=nonempty, metavar="FILE",
-                   help="VQA: only these question ids of the split (a file, one id per "
-                   "line); the results file's default name then says subset")
+                   help="VQA: only these question ids of the split (a file, one id per line); the results file's "
+                        "default name then says subset")
     p.add_argument("--images", type=nonempty, metavar="FILE",
-                   help="matching: only these image ids of the split and their captions (a "
-                   "file, one id per line); the default output name then says subset")
+                   help="matching: only these image ids of the split and their captions (a file, one id per line); "
+                        "the default output name then says subset")
     p.add_argument("--folds", type=int, default=1, help="matching: rank the split's images in this many consecutive "
                    "folds and average the metrics (COCO 1K test: --split test --folds 5); default 1")
     p.add_argument("--device", default="auto", type=nonempty, help="auto, cpu, cuda, cuda:N")

@@ -191,6 +191,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             from None
 
 
+_NO_MATCH = object()  # check_json: no alternative of a schema matched
 _KINDS = {"number": "a finite number", "int": "an integer", "string": "a string", "object": "an object",
           "list": "a list", "any": "any value"}
 
@@ -256,8 +257,6 @@ def check_json(value: Any, schema: Any, where: str, path: str = "") -> None:
                 if key not in named:
                     check_json(item, kind["*"], where, f"{path}.{key}" if path else key)
 
-
-_NO_MATCH = object()
 
 
 def first_line(exc: BaseException) -> str:

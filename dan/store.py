@@ -124,7 +124,10 @@ class PartialStore:
         if isinstance(found, dict) and found.get("fingerprint") == self.fingerprint \
                 and isinstance(found.get("skipped"), list):
             return True
-        shutil.rmtree(meta, ignore_errors=True) if meta.is_dir() else meta.unlink(missing_ok=True)
+        if meta.is_dir():
+            shutil.rmtree(meta, ignore_errors=True)
+        else:
+            meta.unlink(missing_ok=True)
         return False
 
     def _resumable(self, prog: object) -> bool:

@@ -13,13 +13,13 @@ from dan.io import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_ID = 2**63 - 1  # ids become int64 arrays (feature stores, batches): a larger one raised OverflowError there
+_COCO = re.compile(r"^COCO_[A-Za-z0-9]+_0*(\d+)$")
+_DIGITS = re.compile(r"^0*(\d+)(?:_[0-9a-fA-F]+)?$")
 
 
 def is_id(value: object) -> bool:
     """An id as the loaders accept it: an integer (not a bool) in [0, :data:`MAX_ID`]."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
-_COCO = re.compile(r"^COCO_[A-Za-z0-9]+_0*(\d+)$")
-_DIGITS = re.compile(r"^0*(\d+)(?:_[0-9a-fA-F]+)?$")
 
 
 def image_id_from_filename(name: str) -> int:
@@ -27,9 +27,9 @@ def image_id_from_filename(name: str) -> int:
     stem = Path(name).stem
     for pattern in (_COCO, _DIGITS):
         m = pattern.match(stem)
-        if m and int(m.group(1)) > MAX_ID:
-            raise DataError(f"image id of file name {name!r} is larger than {MAX_ID} (2**63 - 1)")
         if m:
+            if int(m.group(1)) > MAX_ID:
+                raise DataError(f"image id of file name {name!r} is larger than {MAX_ID} (2**63 - 1)")
             return int(m.group(1))
     raise DataError(f"cannot read an image id from file name {name!r}: expected COCO_<split>_<id>.jpg or <id>.jpg")
 
