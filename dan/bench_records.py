@@ -7,7 +7,6 @@ book's tables need neither torch nor a GPU.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 # The paper's sizes (PAPER.md): 14x14 ResNet-152 regions, hidden 512, 2000 answers, batch 128; the training
@@ -111,7 +110,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
     numbers as shown (rates in whole units, ratios to 3 places), so that a row never reads 0.95 and "misses
     >= 0.95". A result file missing a field the table needs is a :class:`~dan.io.DataError` naming the file and
     the field."""
-    from dan.io import DataError
+    from dan.io import DataError, is_number
 
     rows = []
 
@@ -125,7 +124,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
     def need(src: dict, keys: tuple[str, ...], where: str = "") -> None:
         for k in keys:
             v = src.get(k)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            if not (is_number(v) and v > 0):
                 raise DataError(f"{src.get('file', '?')}: {where}field {k!r} is missing or not a positive number "
                                 f"({v!r})")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dan.io import ConfigError
+from dan.io import ConfigError, is_int
 
 TASKS = ("vqa", "matching")
 ATTENTIONS = ("dual", "visual", "textual", "none")
@@ -34,12 +34,6 @@ LIMITS = (("steps", 100, "each step adds attention layers of its own; the paper 
           ("threads", 1024, "torch starts that many CPU threads"))
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
 # (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
-
-
-def _is_int(value: object) -> bool:
-    """An int and not a bool: ``isinstance(True, int)`` holds, so ``-p steps True`` trained K = 1 in a run folder
-    named ``vqa-dual-KTrue-s0``."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def plain_numbers(config: object) -> None:
@@ -120,7 +114,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a folder path or unset (None), got {value!r}")
         if not isinstance(self.soft_targets, bool):  # soft_targets="false" is a true string: soft targets ran
             raise ConfigError(f"soft_targets must be True or False, got {self.soft_targets!r}")
-        if not _is_int(self.steps) or self.steps < 0:
+        if not is_int(self.steps) or self.steps < 0:
             raise ConfigError(f"steps (K) must be an integer >= 0, got {self.steps!r}")
         for name in ("hidden_dim", "epochs", "batch_size", "num_answers", "captions_per_image", "eval_batch_size"):
             value = getattr(self, name)
@@ -147,13 +141,13 @@ class TrainConfig:
         epochs = self.lr_decay_epochs
         if not isinstance(epochs, (list, tuple)):  # lr_decay_epochs=30 was "'int' object is not iterable"
             raise ConfigError(f"lr_decay_epochs must be a list of epochs >= 1 (e.g. [30]), got {epochs!r}")
-        if any(not _is_int(e) or e < 1 for e in epochs):
+        if any(not is_int(e) or e < 1 for e in epochs):
             raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {list(epochs)!r}")
         if any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):  # MultiStepLR decays twice at a repeat
             raise ConfigError(f"lr_decay_epochs must be increasing epochs (each decays the lr once), got "
                               f"{list(epochs)!r}")
         for name, low in (("seed", 0), ("min_word_count", 1)):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < low:
+            if not is_int(getattr(self, name)) or getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
         if self.seed >= 2**32:  # epoch seeds derive from it (seed * 100_003 + epoch) and must fit 64 bits
             raise ConfigError(f"seed must be below 2**32, got {self.seed}")
@@ -161,7 +155,7 @@ class TrainConfig:
             raise ConfigError(f"val_split must differ from train_split (both {self.train_split!r})")
         for name in ("threads", "max_train", "embed_dim"):  # None = automatic / all / hidden_dim
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
         # sizes no machine can hold: a MemoryError or a torch overflow traceback once training started (K = 10**20
         # built attention layers for half a minute first)

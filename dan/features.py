@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import stat
@@ -44,9 +43,9 @@ import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
 from dan.cli import OneLineParser, guard, nonempty
-from dan.config import _is_int, plain_numbers
+from dan.config import plain_numbers
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
-from dan.io import ConfigError, DataError
+from dan.io import ConfigError, DataError, is_int, is_number
 from dan.jpeg import JPEG_DECODERS, decoder_label
 from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore, writer_lock
@@ -89,12 +88,12 @@ class FeatureConfig:
 
         check(("backbone",), lambda v: isinstance(v, str), "a backbone name")
         check(("layer", "weights"), lambda v: v is None or isinstance(v, (str, os.PathLike)), "a name/path or unset")
-        check(("image_size", "batch_size"), _is_int, "an integer")
-        check(("num_workers",), lambda v: v is None or _is_int(v), "an integer or unset")
+        check(("image_size", "batch_size"), is_int, "an integer")
+        check(("num_workers",), lambda v: v is None or is_int(v), "an integer or unset")
         check(("random_weights", "fuse", "prioritise_model", "freeze_gc"), lambda v: isinstance(v, bool), "a bool")
         check(("gpu_decode",), lambda v: v is None or isinstance(v, bool), "a bool or unset")
         check(("commit_every_mb", "commit_every_s"),
-              lambda v: (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v >= 0, "a finite number >= 0")
+              lambda v: is_number(v) and v >= 0, "a finite number >= 0")
         backbone_spec(self.backbone, self.layer)
         if self.device_resize not in RESIZE_MODES:
             raise ConfigError(f"device_resize must be one of {', '.join(RESIZE_MODES)}, got {self.device_resize!r}")

@@ -191,6 +191,18 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             from None
 
 
+def is_int(value: object) -> bool:
+    """An int and not a bool: ``isinstance(True, int)`` holds, so ``-p steps True`` trained K = 1 in a run folder
+    named ``vqa-dual-KTrue-s0``, and JSON's ``true`` read as 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool (NaN passes ``x > 0``-style checks as False both ways; JSON allows
+    Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 _NO_MATCH = object()  # check_json: no alternative of a schema matched
 _KINDS = {"number": "a finite number", "int": "an integer", "string": "a string", "object": "an object",
           "list": "a list", "any": "any value"}
@@ -216,9 +228,9 @@ def _matches(value: Any, kind: Any) -> bool:
     if isinstance(kind, list) or kind == "list":
         return isinstance(value, list)
     if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return is_number(value)
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if kind == "string":
         return isinstance(value, str)
     return kind == "any"

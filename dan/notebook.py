@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from dan.io import ConfigError
+from dan.io import ConfigError, is_int
 
 
 def setup(seed: int = 0, threads: int = 2) -> None:
@@ -20,7 +20,7 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     check_parameters()
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:  # torch's own errors
+    if not is_int(threads) or not 1 <= threads <= 1024:  # torch's own errors
         raise ConfigError(f"threads must be an integer in [1, 1024], got {threads!r}")  # named no parameter
     import matplotlib
     import pandas as pd

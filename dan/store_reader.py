@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dan.io import DataError, read_json, require_keys
+from dan.io import DataError, is_int, read_json, require_keys
 
 FEATURES, IDS, META, PARTIAL = "features.npy", "ids.npy", "meta.json", ".partial"
 META_KEYS = ("backbone", "layer", "weights_sha256", "image_size", "grid", "dim", "dtype", "preprocessing",
@@ -43,7 +43,7 @@ def _read_header(fh, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 def _count(value, least: int = 1) -> bool:
     """An integer (not a bool) >= ``least``: a meta.json field that sizes the arrays."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return is_int(value) and value >= least
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from dan.io import (
     ConfigError,
     DanError,
     DataError,
+    is_number,
     read_json,
     repo_root,
     study_paths,
@@ -48,7 +48,7 @@ def read_study_times(path: Path) -> dict[str, float]:
     times = read_json(path, "study times")
     bad = ([repr(times)] if not isinstance(times, dict) else
            [f"{k}: {v!r}" for k, v in times.items()
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0])
+            if not is_number(v) or v < 0])
     if bad:
         raise DataError(f"{path}: expected seconds per stage (an object of numbers), got {', '.join(bad[:3])}; "
                         f"rerun the study to rewrite it")

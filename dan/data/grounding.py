@@ -10,14 +10,13 @@ relation and ``target_ids`` the objects the answer is about; single-hop question
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dan.io import DataError, read_json, require_keys
+from dan.io import DataError, is_int, is_number, read_json, require_keys
 
 
 @dataclass
@@ -72,15 +71,6 @@ def _ids(value: Any, where: str) -> list[int]:
     return list(value)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite number, not a bool (JSON's true would be a coordinate of 1)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _words(value: Any, where: str) -> list[str]:
     """``key_words``: a list of strings (a bare string would be split into letters)."""
     if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
@@ -122,17 +112,17 @@ def load_grounding(path: str | Path) -> Grounding:
         image_id = _key(k, where)
         require_keys(rec, ["width", "height", "objects"], where)
         for key in ("width", "height"):  # a 0 would make every grid cell's coverage NaN
-            if not _is_int(rec[key]) or rec[key] <= 0:
+            if not is_int(rec[key]) or rec[key] <= 0:
                 raise DataError(f"{where}: {key} must be an integer > 0, got {rec[key]!r}")
         if not isinstance(rec["objects"], list):
             raise DataError(f"{where}: 'objects' must be a list, got {rec['objects']!r}")
         objs = []
         for j, o in enumerate(rec["objects"]):
             require_keys(o, ["id", "shape", "color", "size", "bbox"], f"{where}, object #{j}")
-            if not _is_int(o["id"]):
+            if not is_int(o["id"]):
                 raise DataError(f"{where}, object #{j}: id must be an integer, got {o['id']!r}")
             box = o["bbox"]  # finite: a NaN corner made every cell's coverage NaN, and NaN <= 0 let it through
-            numeric = isinstance(box, list) and all(_is_number(v) for v in box)
+            numeric = isinstance(box, list) and all(is_number(v) for v in box)
             if not numeric or len(box) != 4 or box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"{where}, object {o['id']}: bbox must be [x, y, w, h] with w, h > 0, "
                                 f"got {box!r}")
@@ -145,7 +135,7 @@ def load_grounding(path: str | Path) -> Grounding:
     def check_refs(where: str, image_id: Any, ids: list[int]) -> int | None:
         if image_id is None:
             return None
-        if not _is_int(image_id):  # a list raised TypeError (unhashable); true or 1.0 stood for image 1
+        if not is_int(image_id):  # a list raised TypeError (unhashable); true or 1.0 stood for image 1
             raise DataError(f"{where}: image_id must be an integer, got {image_id!r}")
         if image_id not in images:
             raise DataError(f"{where}: refers to image {image_id!r}, which has no entry under 'images'")

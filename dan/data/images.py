@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dan.io import DataError
+from dan.io import DataError, is_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_ID = 2**63 - 1  # ids become int64 arrays (feature stores, batches): a larger one raised OverflowError there
@@ -19,7 +19,7 @@ _DIGITS = re.compile(r"^0*(\d+)(?:_[0-9a-fA-F]+)?$")
 
 def is_id(value: object) -> bool:
     """An id as the loaders accept it: an integer (not a bool) in [0, :data:`MAX_ID`]."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+    return is_int(value) and 0 <= value <= MAX_ID
 
 
 def image_id_from_filename(name: str) -> int:

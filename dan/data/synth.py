@@ -25,7 +25,7 @@ from dan.data.synth_captions import make_captions
 from dan.data.synth_lang import human_answers, make_questions
 from dan.data.text import tokenize
 from dan.data.vqa import VQAExample
-from dan.io import ConfigError, DanError, read_json, sha256_file, study_paths, write_json_atomic
+from dan.io import ConfigError, DanError, is_int, read_json, sha256_file, study_paths, write_json_atomic
 from dan.metrics import vqa_accuracy
 
 GENERATOR = "dan.data.synth"
@@ -217,7 +217,7 @@ def generate(profile: str = "default", out: str | Path | None = None, seed: int 
                           f"(python data/download.py, see data/README.md); accepted here: {', '.join(PROFILES)}")
     if not isinstance(profile, str) or profile not in PROFILES:  # a list was "unhashable type: 'list'"
         raise ConfigError(f"unknown profile {profile!r} (accepted: {', '.join(PROFILES)})")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64):
+    if workers is not None and (not is_int(workers) or not 1 <= workers <= 64):
         # "2" was a TypeError, 2.0 multiprocessing's, 10**20 processes started until killed
         raise ConfigError(f"workers must be an integer in [1, 64] (or unset), got {workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # True would reuse seed 1's data set
