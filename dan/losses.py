@@ -49,6 +49,8 @@ def vqa_loss(logits: Tensor, targets: Tensor, soft_targets: Tensor | None = None
     return per_row.sum() / valid.sum().clamp_min(1)
 
 
+@torch.compiler.disable  # drawn on the host as in eager mode: a compiled step (train --compile) sees the same
+# negatives, and tracing would fail on the pinned copy to the GPU (host_to_device: fake tensors cannot be pinned)
 def sample_negatives(batch: int, generator: torch.Generator | None = None,
                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Random negative indices for each positive pair i: (caption j_u [B], image j_v [B]), j != i, uniform.

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import dan.losses
 from dan.io import ConfigError, DataError
 from dan.losses import matching_loss, sample_negatives, vqa_loss
 
@@ -158,3 +159,22 @@ def test_the_matching_step_scores_pairs_in_fp32_under_bf16_autocast():
     rounded = matching_loss(model.similarity(zi, zt).float(), margin=100.0, negatives="hardest")
     assert torch.equal(loss, want)
     assert not torch.equal(want, rounded)  # the check can tell the two apart
+
+
+def test_a_compiled_matching_loss_draws_its_negatives_outside_the_graph(monkeypatch):
+    """train --compile on a GPU traced sample_negatives and failed: its pinned copy to the device cannot be made of
+    fake tensors. Here host_to_device pins while being traced, as it does on CUDA; the compiled loss must run and
+    equal the eager one drawn from the same seed (the negatives are drawn on the host, as without compile)."""
+    real = dan.losses.host_to_device
+
+    def pins_when_traced(t, device):  # noqa: ANN001, ANN202 - the CUDA branch's call, where tracing sees it
+        if torch.compiler.is_compiling():
+            t = t.pin_memory()
+        return real(t, device)
+
+    monkeypatch.setattr(dan.losses, "host_to_device", pins_when_traced)
+    torch._dynamo.reset()
+    S = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    compiled = torch.compile(lambda S, gen: matching_loss(S, 100.0, "sampled", gen), backend="eager")
+    got = compiled(S, torch.Generator().manual_seed(3))
+    assert got.item() == pytest.approx(matching_loss(S, 100.0, "sampled", torch.Generator().manual_seed(3)).item())
