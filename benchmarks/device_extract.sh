@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The prepared device run for issue 4 (extraction speed), as of 2026-11-27 (seventh version; the H200 calls of
-# 2026-11-27 ran its earlier versions: benchmarks/results/*_h200.json). It leaves 8 files in $OUT, the most the
-# device tool brings back: keep it so when adding a stage.
+# The prepared device run for issue 4 (extraction speed), as of 2026-11-28 (eighth version; the H200 calls of
+# 2026-11-27 ran its earlier versions, the call of 2026-11-28 its seventh: benchmarks/results/*_h200.json). It
+# leaves 8 files in $OUT, the most the device tool brings back: keep it so when adding a stage.
 #
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=480,
@@ -26,7 +26,8 @@
 #                                disk takes ~1.5 GB/s, i.e. at most ~1,870 ResNet-152 rows/s)
 #   extract_nvimgcodec_val2014.json  the same with nvImageCodec
 #   extract_pil_eager_8k.json    the defaults with --no-fuse: what fusing changes
-#   extract_pil_noprio_8k.json   the defaults with the model on a stream of normal priority (--no-prioritise-model)
+#   extract_pil_prio_8k.json     the defaults with the model on a stream of the highest priority (--prioritise-model;
+#                                off by default since the A/B of 2026-11-28, which ran it the other way round)
 #   train-cli (log only)         python -m dan.features / dan.train on the embedded smoke data on the GPU: ResNet-152
 #                                (random weights) stores, r-DAN with SGD eager and with compile=reduce-overhead, m-DAN
 #                                with reduce-overhead: training's own GPU path end to end, not a benchmark
@@ -96,7 +97,7 @@ else
     echo "[device] extract-nvimgcodec-val2014 skipped: nvImageCodec's 8k run did not go through"
 fi
 eight_k extract-pil-eager 75 extract_pil_eager_8k.json --no-fuse
-eight_k extract-pil-noprio 40 extract_pil_noprio_8k.json --no-prioritise-model
+eight_k extract-pil-prio 40 extract_pil_prio_8k.json --prioritise-model
 cli="${TMPDIR:-/tmp}/dan-cli" smoke="${TMPDIR:-/tmp}/dan-cli/data"  # data/generated/ is ignored: it does not travel
 train_cli() {  # the smoke data through the package's own commands on "$dev"
     set -eo pipefail

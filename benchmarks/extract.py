@@ -44,7 +44,7 @@ from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/time
 
 from dan.backbones import build_backbone  # noqa: E402
 from dan.bench import COPY_TOLERANCE, copy_consistency, extraction_rates, steady_rate  # noqa: E402
-from dan.features import FEATURE_PROFILES, extract_features, keep_freed_memory, resolve_device  # noqa: E402
+from dan.features import FEATURE_PROFILES, FeatureConfig, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 from dan.jpeg import hardware_engines  # noqa: E402
 
@@ -170,7 +170,7 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", default="efficientnet-lite0",
                    choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet152", "vgg19"])
@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         "engines: dan.jpeg)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="ResNet-152 with BatchNorm folded and bias/residual/ReLU fused (dan.fuse; default) or eager")
-    p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction, default=True,
-                   help="CUDA: run the model on a high-priority stream (default; dan.extract.model_stream)")
+    p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction,
+                   help="CUDA: run the model on a high-priority stream (dan.extract.model_stream; default: the "
+                        "package's, off)")
     p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                    help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
                         "(default; dan.extract.frozen_gc)")
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="afterwards, extract this many of the images again under torch.profiler and report the "
                         "device time by kernel group and name per batch (0: no profile)")
     p.add_argument("--out", help="JSON file for the results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.num_images < 1 or args.profile_images < 0 or args.model_seconds <= 0:
         p.error(f"--num-images must be >= 1 (got {args.num_images}), --profile-images >= 0 (got "
@@ -216,21 +222,27 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def run_config(args: argparse.Namespace, device: torch.device) -> FeatureConfig:
+    """The extraction's configuration: the package's (the default or the real profile's, by backbone) with the
+    flags given; a flag left out keeps the package's default."""
+    lite = args.backbone.startswith("efficientnet-lite")
+    base = FEATURE_PROFILES["default"] if lite else FEATURE_PROFILES["real"]
+    return replace(base, backbone=args.backbone, layer=args.layer or (base.layer if lite else None),
+                   image_size=args.image_size or (224 if lite else 448), device=str(device),
+                   batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
+                   num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
+                   device_resize=args.device_resize or base.device_resize,
+                   jpeg_decoder=args.jpeg_decoder or base.jpeg_decoder,
+                   random_weights=args.random_weights, fuse=args.fuse, freeze_gc=args.freeze_gc,
+                   prioritise_model=base.prioritise_model if args.prioritise_model is None else args.prioritise_model,
+                   commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
+                   ).validate()
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
     try:
         device = resolve_device(args.device)
-        lite = args.backbone.startswith("efficientnet-lite")
-        base = FEATURE_PROFILES["default"] if lite else FEATURE_PROFILES["real"]
-        cfg = replace(base, backbone=args.backbone, layer=args.layer or (base.layer if lite else None),
-                      image_size=args.image_size or (224 if lite else 448), device=str(device),
-                      batch_size=args.batch_size or (256 if device.type == "cuda" else 32),
-                      num_workers=args.num_workers, gpu_decode=args.gpu_decode, weights=args.weights,
-                      device_resize=args.device_resize or base.device_resize,
-                      jpeg_decoder=args.jpeg_decoder or base.jpeg_decoder,
-                      random_weights=args.random_weights, fuse=args.fuse, prioritise_model=args.prioritise_model,
-                      freeze_gc=args.freeze_gc,
-                      commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
-                      ).validate()
+        cfg = run_config(args, device)
         t0 = time.perf_counter()
         items = synthetic_jpegs(work / "images", args.num_images)
         gen_s = time.perf_counter() - t0

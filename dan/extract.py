@@ -179,7 +179,8 @@ def model_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream | 
     """CUDA with ``prioritise``: a stream of the device's highest priority for the model (its work waits for what the
     current stream has queued, e.g. moving the weights). The decode/resize stream keeps the default priority, the
     lowest, so where both have work queued the GPU schedules the forward's blocks first and the next batch's
-    decoding fills what the forward leaves idle. None: run on the current stream (the CPU; ``prioritise`` off)."""
+    decoding fills what the forward leaves idle. None: run on the current stream (the CPU; ``prioritise`` off, the
+    default since the H200 A/B of 2026-11-28: prioritised, the fused forward waited longer for its next input)."""
     if device.type != "cuda" or not prioritise:
         return None
     highest = min(torch.cuda.Stream.priority_range())  # a lower number is a higher priority: e.g. (0, -5) -> -5

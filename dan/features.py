@@ -70,9 +70,12 @@ class FeatureConfig:
     on_bad_image: str = "error"  # or "skip": counted and reported in meta["skipped"]
     gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
     device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
-    jpeg_decoder: str = "torchvision"  # device decoding: "torchvision" (nvJPEG) or "nvimgcodec" (dan.jpeg)
+    jpeg_decoder: str = "torchvision"  # device decoding: "torchvision" (nvJPEG) or "nvimgcodec" (dan.jpeg: its
+    # pixels are much closer to the CPU's; the H200 runs of 2026-11-28 found it no faster end to end)
     fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
-    prioritise_model: bool = True  # CUDA: the model's stream outranks the decode/resize stream (same results)
+    prioritise_model: bool = False  # CUDA: the model's stream outranks the decode/resize stream (same results). Off:
+    # with the fused ResNet-152 on an H200 (2026-11-28, 8,192 JPEGs, one call) the forward then waited longer for
+    # its input, and the run was slower end to end (benchmarks/results/extract_pil{,_noprio}_8k_h200.json)
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first

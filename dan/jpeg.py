@@ -11,8 +11,12 @@ Two decoders behind one call (:func:`build_jpeg_decoder`, ``FeatureConfig.jpeg_d
 - On the CPU (tests), both are libjpeg-turbo.
 
 Both give ``[3, H, W]`` uint8 RGB images, EXIF orientation ignored (as Pillow's ``Image.open`` and the CPU path
-ignore it). On the CPU both are libjpeg-turbo and equal Pillow's decoding pixel for pixel (tested); on a GPU their
-pixels may differ from libjpeg's by a level here and there (``benchmarks/gpu_checks.py`` counts them).
+ignore it). On the CPU both are libjpeg-turbo and equal Pillow's decoding pixel for pixel (tested). On a GPU they
+differ from it, by very different amounts (``benchmarks/gpu_checks.py`` counts them): on an H200 (2026-11-28,
+``benchmarks/results/gpu_checks_resize_h200.json``, 640x480 JPEGs of quality 90) nvImageCodec's values differed
+from Pillow's in about one in ten thousand, by one level, and torchvision's nvJPEG in about half, by up to 129
+levels. A store extracted on a GPU with ``torchvision`` therefore holds features of slightly different pixels from
+a CPU store of the same images; ``nvimgcodec`` comes much closer to the CPU's.
 :func:`decode_jpeg_batch` then resizes (PIL's result, :class:`dan.resize.PilResize`) by input size.
 """
 

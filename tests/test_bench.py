@@ -372,7 +372,7 @@ def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
     assert rows[0]["gc_s_max"] is None and rows[1]["gc_full_collections"] == 1 and rows[1]["gc_s_max"] == 0.155
 
 
-def test_extraction_profile_groups_kernels_by_name():
+def _extract_script():  # noqa: ANN202 - benchmarks/extract.py as a module
     import importlib.util
     import sys
 
@@ -384,6 +384,30 @@ def test_extraction_profile_groups_kernels_by_name():
         spec.loader.exec_module(extract)
     finally:
         sys.path.remove(str(path))
+    return extract
+
+
+def test_the_extraction_benchmark_runs_the_packages_defaults_unless_a_flag_says_otherwise():
+    """benchmarks/extract.py hard-coded --prioritise-model's default (on) after FeatureConfig's had been turned
+    off: the benchmark measured what the package no longer does. Left out, each flag keeps the package's value."""
+    from dan.features import FEATURE_PROFILES
+
+    extract = _extract_script()
+    cpu = torch.device("cpu")
+    for backbone, profile in (("resnet152", "real"), ("efficientnet-lite0", "default")):
+        cfg = extract.run_config(extract.build_parser().parse_args(["--backbone", backbone]), cpu)
+        base = FEATURE_PROFILES[profile]
+        for field in ("prioritise_model", "jpeg_decoder", "device_resize", "fuse", "freeze_gc", "commit_every_mb"):
+            assert getattr(cfg, field) == getattr(base, field), (backbone, field)
+    flags = ["--backbone", "resnet152", "--prioritise-model", "--jpeg-decoder", "nvimgcodec", "--no-fuse"]
+    cfg = extract.run_config(extract.build_parser().parse_args(flags), cpu)
+    assert (cfg.prioritise_model, cfg.jpeg_decoder, cfg.fuse) == (True, "nvimgcodec", False)
+    off = extract.run_config(extract.build_parser().parse_args([*flags, "--no-prioritise-model"]), cpu)
+    assert off.prioritise_model is False
+
+
+def test_extraction_profile_groups_kernels_by_name():
+    extract = _extract_script()
     names = {"_resample_kernel": "resize (ours)", "nvjpeg::decode_batched": "jpeg decode",
              "_bias_act_kernel": "model bias+ReLU (ours)",
              "sm90_xmma_fprop_implicit_gemm_bf16": "model (conv/gemm)", "Memcpy HtoD (Pinned -> Device)": "copies",
