@@ -7,7 +7,8 @@
   median rank both ways.
 
 ``benchmarks/train.py`` is the command-line front end; the performance notebook calls these functions. The
-recorded results' tables and verdicts are in :mod:`dan.bench_records` (re-exported here).
+recorded results' tables and verdicts are in :mod:`dan.bench_records`, their side-by-side pairs and the GPU
+decoders' check in :mod:`dan.bench_compare` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from dan.attention import host_to_device
 from dan.batches import FeatureBank, batch_text
+from dan.bench_compare import EXTRACT_PAIRS, ab_table, decoder_table  # noqa: F401 (re-exported, as below)
 from dan.bench_records import (  # noqa: F401 (re-exported: the book and the tests read them from dan.bench)
     CEILING_SLACK,
     COPY_TOLERANCE,

@@ -1042,3 +1042,52 @@ def test_extraction_rates_are_the_recorded_ratios_of_images_seconds_and_ceiling(
     odd = bench.extraction_rates(1000, 3.0, 700.0, 128, commits[:2])  # two commits: no steady rate
     assert odd["end_to_end_img_s"] == 333.3 and odd["ratio"] == 0.476 and odd["model_only_batch_s"] == 0.1829
     assert odd["steady_img_s"] is odd["steady_ratio"] is odd["fixed_overhead_s"] is None
+
+
+def test_ab_table_pairs_the_named_runs_and_leaves_out_pairs_with_a_missing_file():
+    """Each named pair becomes one row with both sides' fields (timeline fields from the timeline) and the rate
+    with the change over the rate without it; a pair whose file is not recorded is left out, not half shown."""
+    a = {"file": "a.json", "model_only_img_s": 3000.0, "end_to_end_img_s": 2000.0, "ratio": 0.667,
+         "steady_ratio": 0.7, "timeline": {"put_wait_s": 10.5, "gpu_gap_s_median": 0.03}}
+    b = {"file": "b.json", "model_only_img_s": 3000.0, "end_to_end_img_s": 2500.0, "ratio": 0.833,
+         "steady_ratio": 0.86, "timeline": {"put_wait_s": 0.003}}
+    rows = bench.ab_table([a, b], (("x", "fuse", "a.json", "b.json"), ("y", "fuse", "a.json", "c.json"),
+                                   ("z", "fuse", "b.json", "a.json")))
+    assert [r["change"] for r in rows] == ["x", "z"]
+    x = rows[0]
+    assert (x["field"], x["without"], x["with"]) == ("fuse", "a.json", "b.json")
+    assert (x["end_to_end_img_s_a"], x["end_to_end_img_s_b"], x["put_wait_s_a"], x["put_wait_s_b"]) == \
+        (2000.0, 2500.0, 10.5, 0.003)
+    assert x["gpu_gap_s_median_b"] is None and x["steady_ratio_b"] == 0.86
+    assert x["end_to_end_change"] == 1.25 and rows[1]["end_to_end_change"] == 0.8
+
+
+def test_the_named_pairs_are_recorded_and_differ_in_the_setting_they_name():
+    """EXTRACT_PAIRS names files under benchmarks/results: each must be there, and the two runs of a pair must
+    differ in the config field its label names and agree on the others that the labels name."""
+    recorded = {src["file"]: src for src in bench.recorded_results(Path(__file__).resolve().parents[1]
+                                                                    / "benchmarks" / "results")}
+    compared = ("fuse", "prioritise_model", "jpeg_decoder", "device_resize", "batch_size", "image_size", "backbone")
+    for change, field, a, b in bench.EXTRACT_PAIRS:
+        ca, cb = recorded[a]["config"], recorded[b]["config"]
+        assert recorded[a]["num_images"] == recorded[b]["num_images"], change
+        assert ca[field] != cb[field], (change, field)
+        assert all(ca[f] == cb[f] for f in compared if f != field), change
+
+
+def test_decoder_table_reads_the_gpu_checks_decoders_and_names_a_bad_entry():
+    checks = {"jpeg_decoders": {"n": 256, "decoders": {
+        "torchvision": {"decoded": 64, "of": 64, "values_differing_from_pillow": 0.54, "max_abs_diff": 129,
+                        "ms_per_n": 13.2, "img_s": 19409},
+        "nvimgcodec cuda_only": {"error": "RuntimeError: Could not create decoder"}}}}
+    rows = bench.decoder_table(checks)
+    assert rows[0] == {"decoder": "torchvision", "decoded": 64, "of": 64, "values_differing_from_pillow": 0.54,
+                       "max_abs_diff": 129, "img_s": 19409, "error": ""}
+    assert rows[1]["decoder"] == "nvimgcodec cuda_only" and rows[1]["error"].startswith("RuntimeError")
+    assert bench.decoder_table({"device": "NVIDIA H200"}) == []
+    from dan.io import DataError
+
+    with pytest.raises(DataError, match=r"gpu_checks_x\.json: jpeg_decoders\.decoders\['torchvision'\]"):
+        bench.decoder_table({"jpeg_decoders": {"decoders": {"torchvision": 3}}}, "gpu_checks_x.json")
+    with pytest.raises(DataError, match="must hold a 'decoders' object"):
+        bench.decoder_table({"jpeg_decoders": {"n": 3}}, "gpu_checks_x.json")

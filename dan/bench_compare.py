@@ -1,0 +1,79 @@
+"""Recorded GPU runs read side by side: pairs of extractions that differ in one setting (:func:`ab_table`), and the
+GPU JPEG decoders' pixels against Pillow's (:func:`decoder_table`, from ``benchmarks/gpu_checks.py``'s result).
+
+The performance chapter shows both; the pairs are named, not inferred, because two runs that differ in one config
+field may still differ in what the machine did (e.g. which run of a device call wrote the first large store), and
+the chapter's prose says which pairs are clean.
+"""
+
+from __future__ import annotations
+
+from dan.io import DataError
+
+# (what changes, the config field it is, the run without the change, the run with it): H200 extractions,
+# ResNet-152 at 448 px; two runs of a pair agree on every other setting (tests/test_bench.py checks it)
+EXTRACT_PAIRS = (
+    ("fused ResNet-152 (dan.fuse) instead of eager, 8,192 JPEGs", "fuse",
+     "extract_pil_eager_8k_h200.json", "extract_pil_8k_h200.json"),
+    ("model stream at normal priority instead of the highest, 8,192 JPEGs", "prioritise_model",
+     "extract_pil_8k_h200.json", "extract_pil_noprio_8k_h200.json"),
+    ("nvImageCodec decoding instead of torchvision's nvJPEG, 8,192 JPEGs", "jpeg_decoder",
+     "extract_pil_8k_h200.json", "extract_nvimgcodec_8k_h200.json"),
+    ("model stream at normal priority instead of the highest, 40,504 JPEGs", "prioritise_model",
+     "extract_pil_val2014_h200.json", "extract_pil_noprio_val2014_h200.json"),
+    ("model stream at normal priority instead of the highest, nvImageCodec decoding, 40,504 JPEGs",
+     "prioritise_model", "extract_nvimgcodec_val2014_h200.json", "extract_nvimgcodec_noprio_val2014_h200.json"),
+)
+
+# the fields of each run shown per side: rates, ratio, steady ratio, and the two waits that say what held it back
+_SIDE = (("model_only_img_s", None), ("end_to_end_img_s", None), ("ratio", None), ("steady_ratio", None),
+         ("put_wait_s", "timeline"), ("gpu_gap_s_median", "timeline"))
+
+
+def _field(src: dict, key: str, where: str | None) -> float | None:
+    holder = (src.get(where) or {}) if where else src
+    return holder.get(key)
+
+
+def ab_table(recorded: list[dict], pairs: tuple[tuple[str, str, str, str], ...] = EXTRACT_PAIRS) -> list[dict]:
+    """One row per pair in ``pairs`` whose two files are both in ``recorded`` (:func:`dan.bench.recorded_results`):
+    the change, the config field that differs, both files, and per side (``_a`` without the change, ``_b`` with
+    it) the model-only and end-to-end rates (img/s), their ratio, the steady-state ratio, ``put_wait_s`` (seconds
+    the GPU loop waited on the store writer) and ``gpu_gap_s_median`` (the compute stream's median wait for its
+    next input, seconds); and ``end_to_end_change``, the rate with the change over the rate without it. Pairs with
+    a file missing are left out (a checkout with fewer results shows fewer rows)."""
+    by_file = {src["file"]: src for src in recorded}
+    rows = []
+    for change, field, a, b in pairs:
+        if a not in by_file or b not in by_file:
+            continue
+        row = {"change": change, "field": field, "without": a, "with": b}
+        for key, where in _SIDE:
+            row[f"{key}_a"] = _field(by_file[a], key, where)
+            row[f"{key}_b"] = _field(by_file[b], key, where)
+        e2e_a, e2e_b = row["end_to_end_img_s_a"], row["end_to_end_img_s_b"]
+        row["end_to_end_change"] = round(e2e_b / e2e_a, 3) if e2e_a and e2e_b else None
+        rows.append(row)
+    return rows
+
+
+def decoder_table(checks: dict, source: str = "gpu checks") -> list[dict]:
+    """One row per JPEG decoder in ``benchmarks/gpu_checks.py``'s result ``checks`` (its ``jpeg_decoders``): the
+    images decoded of those given, the share of decoded values (uint8, all channels) that differ from Pillow's
+    (libjpeg-turbo), the largest difference in levels, and the decoder's img/s on its own; a decoder that could not
+    run has its error instead. ``[]`` where the result holds no decoder check (results before 2026-11-28). A
+    decoder entry that is not an object is a :class:`~dan.io.DataError` naming ``source`` and the decoder."""
+    section = checks.get("jpeg_decoders")
+    if not section:
+        return []
+    decoders = section.get("decoders") if isinstance(section, dict) else None
+    if not isinstance(decoders, dict):
+        raise DataError(f"{source}: jpeg_decoders must hold a 'decoders' object, got {section!r}")
+    rows = []
+    for name, d in decoders.items():
+        if not isinstance(d, dict):
+            raise DataError(f"{source}: jpeg_decoders.decoders[{name!r}] must be an object, got {d!r}")
+        rows.append({"decoder": name, "decoded": d.get("decoded"), "of": d.get("of"),
+                     "values_differing_from_pillow": d.get("values_differing_from_pillow"),
+                     "max_abs_diff": d.get("max_abs_diff"), "img_s": d.get("img_s"), "error": d.get("error", "")})
+    return rows
