@@ -23,6 +23,15 @@ EXTRACT_PAIRS = (
      "extract_pil_val2014_h200.json", "extract_pil_noprio_val2014_h200.json"),
     ("model stream at normal priority instead of the highest, nvImageCodec decoding, 40,504 JPEGs",
      "prioritise_model", "extract_nvimgcodec_val2014_h200.json", "extract_nvimgcodec_noprio_val2014_h200.json"),
+    # benchmarks/device_extract.sh's eighth version (/dev/shm touched first; shown once collected)
+    ("touched /dev/shm: the highest priority instead of normal, 8,192 JPEGs", "prioritise_model",
+     "warm_extract_8k_h200.json", "warm_extract_prio_8k_h200.json"),
+    ("touched /dev/shm: nvImageCodec decoding instead of torchvision's nvJPEG, 8,192 JPEGs", "jpeg_decoder",
+     "warm_extract_8k_h200.json", "warm_extract_nvimgcodec_8k_h200.json"),
+    ("touched /dev/shm: the highest priority instead of normal, 40,504 JPEGs", "prioritise_model",
+     "warm_extract_val2014_h200.json", "warm_extract_prio_val2014_h200.json"),
+    ("touched /dev/shm: nvImageCodec decoding instead of torchvision's nvJPEG, 40,504 JPEGs", "jpeg_decoder",
+     "warm_extract_val2014_h200.json", "warm_extract_nvimgcodec_val2014_h200.json"),
 )
 
 # the fields of each run shown per side: rates, ratio, steady ratio, and the two waits that say what held it back
