@@ -7,27 +7,32 @@
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=420,
 #                     kind="nvidia-h200")
-#   (~310 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
+#   (~340 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
 #   .whl-jpeg the nvImageCodec stages say they are skipped and the rest runs.)
 #
 # What version 7 left open, and the stage that answers it:
 #   - in each device call the first 40,504-image run waited seconds on the store writer, the second did not. Is the
 #     first large write into a fresh machine's memory slow? shm-touch writes 32 GiB into /dev/shm twice with dd
 #     (both rates in extract.log), before any extraction, so that every run below writes into touched memory.
-#   - the model stream's priority: one clean pair (8,192 JPEGs) favoured normal priority, now the default; here it
-#     is paired at 8,192 and at 40,504 JPEGs in one call.
+#   - one of the four chunks of each batch took about a forward's time to stage, whatever the decoder and priority
+#     (benchmarks/staging_blocks.py says why). gpu_checks now times each staging step while other GPU work runs on
+#     each kind of stream, and the own-stream runs put the model on a non-blocking stream of normal priority
+#     (--own-model-stream), which a library's blocking stream does not wait for.
+#   - the model stream's priority: one clean pair (8,192 JPEGs) favoured normal priority, now the default; here it is
+#     paired again at 40,504 JPEGs, in one call.
 #
 #   gpu_checks_warm.json              benchmarks/gpu_checks.py: aligned LSTM, fused optimiser, PIL-exact resize and
-#                                     fused ResNet-152 against their references, the JPEG decoders against Pillow
+#                                     fused ResNet-152 against their references, the JPEG decoders against Pillow,
+#                                     and the staging steps' host time beside busy GPU work (staging_blocking)
 #   warm_extract_8k.json              ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults
-#                                     (torchvision decoding, PIL-exact resize, fused ResNet, normal priority). Each
-#                                     8k run also extracts 2,048 of the images again under torch.profiler and sums
-#                                     the GPU time per batch by kernel group
-#   warm_extract_prio_8k.json         the same with --prioritise-model
-#   warm_extract_nvimgcodec_8k.json   the same as the first with --jpeg-decoder nvimgcodec
+#                                     (torchvision decoding, PIL-exact resize, fused ResNet, the model on the current
+#                                     stream). Each 8k run also extracts 2,048 of the images again under
+#                                     torch.profiler and sums the GPU time per batch by kernel group
+#   warm_extract_own_8k.json          the same with --own-model-stream
 #   warm_extract_val2014.json         the defaults on 40,504 JPEGs (COCO val2014's size; store 32.5 GB in /dev/shm)
+#   warm_extract_own_val2014.json     the same with --own-model-stream
 #   warm_extract_prio_val2014.json    the same with --prioritise-model
-#   warm_extract_nvimgcodec_val2014.json  the same as the first with nvImageCodec
+#   warm_extract_nvimgcodec_val2014.json  the defaults with --jpeg-decoder nvimgcodec
 # (m-DAN and r-DAN training under --compile on CUDA ran on 2026-11-28: benchmarks/device_defaults.sh and
 # device_extract_h200.log; no longer repeated here.)
 # DAN_DEVICE_SKIP="gpu-checks shm-touch ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy
@@ -87,10 +92,9 @@ nv() {  # the nvImageCodec stages need its wheels
     [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
 }
 run extract-8k 225 warm_extract_8k.json "$n_short"
-run extract-prio-8k 190 warm_extract_prio_8k.json "$n_short" --prioritise-model
-nv extract-nvimgcodec-8k && run extract-nvimgcodec-8k 150 warm_extract_nvimgcodec_8k.json "$n_short" \
-    --jpeg-decoder nvimgcodec
-run extract-val2014 100 warm_extract_val2014.json "$n_long"
+run extract-own-8k 190 warm_extract_own_8k.json "$n_short" --own-model-stream
+run extract-val2014 145 warm_extract_val2014.json "$n_long"
+run extract-own-val2014 100 warm_extract_own_val2014.json "$n_long" --own-model-stream
 run extract-prio-val2014 50 warm_extract_prio_val2014.json "$n_long" --prioritise-model
 nv extract-nvimgcodec-val2014 && run extract-nvimgcodec-val2014 0 warm_extract_nvimgcodec_val2014.json "$n_long" \
     --jpeg-decoder nvimgcodec

@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prioritise-model", action=argparse.BooleanOptionalAction,
                    help="CUDA: run the model on a high-priority stream (dan.extract.model_stream; default: the "
                         "package's, off)")
+    p.add_argument("--own-model-stream", action=argparse.BooleanOptionalAction,
+                   help="CUDA: run the model on a non-blocking stream of its own at normal priority, not the current "
+                        "(default) stream (dan.extract.model_stream; default: the package's, off)")
     p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                    help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
                         "(default; dan.extract.frozen_gc)")
@@ -235,6 +238,7 @@ def run_config(args: argparse.Namespace, device: torch.device) -> FeatureConfig:
                    jpeg_decoder=args.jpeg_decoder or base.jpeg_decoder,
                    random_weights=args.random_weights, fuse=args.fuse, freeze_gc=args.freeze_gc,
                    prioritise_model=base.prioritise_model if args.prioritise_model is None else args.prioritise_model,
+                   own_model_stream=base.own_model_stream if args.own_model_stream is None else args.own_model_stream,
                    commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                    ).validate()
 

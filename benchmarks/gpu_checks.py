@@ -10,7 +10,9 @@ same weights on the same batches, and compares the weights after them. And it ch
 and times it against torch's antialiased ``interpolate`` (the resize the extraction used before) on a model
 batch of 256 640 x 480 images (4 chunks of 64, as the loader hands them over). And the fused ResNet-152
 (``dan.fuse``, its Triton kernel) against the eager one in bf16, both measured against float32, and timed per batch.
-And it reports the JPEG decoders' (``dan.jpeg``) differences from Pillow and their rates (not a check).
+And it reports the JPEG decoders' (``dan.jpeg``) differences from Pillow and their rates (not a check), and which
+step of the extraction's input staging holds the host while the GPU is busy (``benchmarks/staging_blocks.py``; not
+a check either).
 Writes a JSON result and exits with 1 if a check fails.
 
     python benchmarks/gpu_checks.py --device cuda --out gpu_checks.json
@@ -249,6 +251,15 @@ def decode_paths(device: str, n: int = 256, reps: int = 10) -> dict:  # n >= 64
     return {"n": n, "image": "640x480 JPEG quality 90", "decoders": out}
 
 
+def staging_paths(device: str) -> dict:
+    """benchmarks/staging_blocks.py: which step of the extraction's input staging holds the host while the GPU is
+    busy with other work (reported, not checked)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from staging_blocks import staging_blocking
+
+    return staging_blocking(device)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
                  "tolerance": a.tolerance, "complete": False}
     sections = (("aligned_vs_packed_lstm", lstm_paths), ("optimizer", optimizer_paths), ("resize", resize_paths),
-                ("fused_resnet", fused_paths), ("jpeg_decoders", decode_paths))
+                ("fused_resnet", fused_paths), ("jpeg_decoders", decode_paths), ("staging_blocking", staging_paths))
     for key, check_fn in sections:  # each section alone: one that raises costs only itself (never yet run on a GPU)
         try:
             res[key] = check_fn(a.device)
@@ -303,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"JPEG decoder {name} on {res['device']}: " + (d["error"] if "error" in d else
               f"{d['decoded']}/{d['of']} decoded, {d['values_differing_from_pillow']:.2%} of values differ from "
               f"Pillow's (at most by {d['max_abs_diff']}), {d['img_s']} img/s"))
+    for name, row in res["staging_blocking"].get("steps", {}).items():  # reported, not checked
+        print(f"staging step {name} on {res['device']}: " + (row["error"] if "error" in row else ", ".join(
+            f"{k} {v['host_ms']} ms of {v['busy_ms']} ms busy" + (" (BLOCKED)" if v["blocked"] else "")
+            for k, v in row.items() if isinstance(v, dict)) + f"; idle {row['idle_host_ms']} ms"))
+    if "skipped" in res["staging_blocking"]:
+        print(f"staging steps: {res['staging_blocking']['skipped']}")
     if a.out:
         write_json_atomic(a.out, res, indent=1)
     return 0 if res["ok"] else 1

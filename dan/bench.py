@@ -23,7 +23,7 @@ import torch
 
 from dan.attention import host_to_device
 from dan.batches import FeatureBank, batch_text
-from dan.bench_compare import EXTRACT_PAIRS, ab_table, decoder_table  # noqa: F401 (re-exported, as below)
+from dan.bench_compare import EXTRACT_PAIRS, ab_table, decoder_table, staging_table  # noqa: F401 (re-exported)
 from dan.bench_records import (  # noqa: F401 (re-exported: the book and the tests read them from dan.bench)
     CEILING_SLACK,
     COPY_TOLERANCE,

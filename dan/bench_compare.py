@@ -24,10 +24,10 @@ EXTRACT_PAIRS = (
     ("model stream at normal priority instead of the highest, nvImageCodec decoding, 40,504 JPEGs",
      "prioritise_model", "extract_nvimgcodec_val2014_h200.json", "extract_nvimgcodec_noprio_val2014_h200.json"),
     # benchmarks/device_extract.sh's eighth version (/dev/shm touched first; shown once collected)
-    ("touched /dev/shm: the highest priority instead of normal, 8,192 JPEGs", "prioritise_model",
-     "warm_extract_8k_h200.json", "warm_extract_prio_8k_h200.json"),
-    ("touched /dev/shm: nvImageCodec decoding instead of torchvision's nvJPEG, 8,192 JPEGs", "jpeg_decoder",
-     "warm_extract_8k_h200.json", "warm_extract_nvimgcodec_8k_h200.json"),
+    ("touched /dev/shm: the model on a stream of its own (normal priority), 8,192 JPEGs", "own_model_stream",
+     "warm_extract_8k_h200.json", "warm_extract_own_8k_h200.json"),
+    ("touched /dev/shm: the model on a stream of its own (normal priority), 40,504 JPEGs", "own_model_stream",
+     "warm_extract_val2014_h200.json", "warm_extract_own_val2014_h200.json"),
     ("touched /dev/shm: the highest priority instead of normal, 40,504 JPEGs", "prioritise_model",
      "warm_extract_val2014_h200.json", "warm_extract_prio_val2014_h200.json"),
     ("touched /dev/shm: nvImageCodec decoding instead of torchvision's nvJPEG, 40,504 JPEGs", "jpeg_decoder",
@@ -85,4 +85,32 @@ def decoder_table(checks: dict, source: str = "gpu checks") -> list[dict]:
         rows.append({"decoder": name, "decoded": d.get("decoded"), "of": d.get("of"),
                      "values_differing_from_pillow": d.get("values_differing_from_pillow"),
                      "max_abs_diff": d.get("max_abs_diff"), "img_s": d.get("img_s"), "error": d.get("error", "")})
+    return rows
+
+
+def staging_table(recorded: list[dict]) -> list[dict]:
+    """One row per extraction whose timeline kept its events (``benchmarks/extract.py --timeline``): how long the
+    prefetch thread took to stage each loader chunk (``batch_in`` to ``staged``, host milliseconds), grouped by model
+    batch (``chunks`` per batch, from the count of chunks over the batches): the median over batches of the slowest
+    chunk of each batch, and of the other chunks' median, beside the GPU's median time per forward. A slowest chunk
+    as long as a forward says that staging waited for the forward (see ``benchmarks/staging_blocks.py``)."""
+    import statistics
+
+    rows = []
+    for src in recorded:
+        timeline, events = src.get("timeline") or {}, src.get("timeline_events") or []
+        starts = [t for t, name in events if name == "batch_in"]
+        ends = [t for t, name in events if name == "staged"]
+        batches = timeline.get("batches")
+        if not starts or not batches or len(starts) != len(ends) or len(starts) % batches:
+            continue
+        per = len(starts) // batches
+        spans = [1e3 * (b - a) for a, b in zip(starts, ends, strict=True)]
+        groups = [sorted(spans[k:k + per]) for k in range(0, len(spans), per)]
+        forward = timeline.get("gpu_forward_s_median")
+        rows.append({"file": src["file"], "chunks_per_batch": per,
+                     "slowest_chunk_ms_median": round(statistics.median(g[-1] for g in groups), 1),
+                     "other_chunks_ms_median": round(statistics.median(x for g in groups for x in g[:-1]), 1)
+                     if per > 1 else None,
+                     "gpu_forward_ms_median": round(1e3 * forward, 1) if forward else None})
     return rows

@@ -175,16 +175,19 @@ def _copy_out(y: torch.Tensor, stream: torch.cuda.Stream) -> tuple[torch.Tensor,
     return rows, event
 
 
-def model_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream | None:
-    """CUDA with ``prioritise``: a stream of the device's highest priority for the model (its work waits for what the
-    current stream has queued, e.g. moving the weights). The decode/resize stream keeps the default priority, the
-    lowest, so where both have work queued the GPU schedules the forward's blocks first and the next batch's
-    decoding fills what the forward leaves idle. None: run on the current stream (the CPU; ``prioritise`` off, the
-    default since the H200 A/B of 2026-11-28: prioritised, the fused forward waited longer for its next input)."""
-    if device.type != "cuda" or not prioritise:
+def model_stream(device: torch.device, prioritise: bool, own: bool = False) -> torch.cuda.Stream | None:
+    """The stream the model runs on. CUDA with ``prioritise``: a stream of the device's highest priority (its work waits
+    for what the current stream has queued, e.g. moving the weights); the decode/resize stream keeps the default
+    priority, the lowest, so where both have work queued the GPU schedules the forward's blocks first. Off by default
+    since the H200 A/B of 2026-11-28: prioritised, the fused forward waited longer for its next input. CUDA with
+    ``own`` (and not ``prioritise``): a stream of its own at the default priority. Unlike the current stream (the
+    legacy default stream, unless a caller set another), it is non-blocking, so a library's work queued on a blocking
+    stream of its own (e.g. an nvJPEG decoder's) does not wait for the forward. None: run on the current stream (the
+    CPU; both off)."""
+    if device.type != "cuda" or not (prioritise or own):
         return None
-    highest = min(torch.cuda.Stream.priority_range())  # a lower number is a higher priority: e.g. (0, -5) -> -5
-    stream = torch.cuda.Stream(device, priority=highest)
+    priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority
+    stream = torch.cuda.Stream(device, priority=min(priorities) if prioritise else max(priorities))
     stream.wait_stream(torch.cuda.current_stream(device))
     return stream
 
@@ -218,7 +221,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
                                               chunks, cfg.device_resize, decoder))
         copy_stream = torch.cuda.Stream(device) if cuda else None
-        compute = model_stream(device, cfg.prioritise_model)
+        compute = model_stream(device, cfg.prioritise_model, cfg.own_model_stream)
         bar = tqdm(total=len(items), initial=start, unit="img", desc="features", disable=not progress, smoothing=0.05)
         with torch.inference_mode(), keep_freed_memory() if not cuda else contextlib.nullcontext(), \
                 torch.cuda.stream(compute) if compute is not None else contextlib.nullcontext():

@@ -76,6 +76,9 @@ class FeatureConfig:
     prioritise_model: bool = False  # CUDA: the model's stream outranks the decode/resize stream (same results). Off:
     # with the fused ResNet-152 on an H200 (2026-11-28, 8,192 JPEGs, one call) the forward then waited longer for
     # its input, and the run was slower end to end (benchmarks/results/extract_pil{,_noprio}_8k_h200.json)
+    own_model_stream: bool = False  # CUDA: the model on a stream of its own at normal priority, not on the current
+    # (default) stream, which a library's blocking stream waits for (dan.extract.model_stream; prioritise_model implies
+    # a stream of its own); not yet measured on a GPU
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
@@ -93,7 +96,8 @@ class FeatureConfig:
         check(("layer", "weights"), lambda v: v is None or isinstance(v, (str, os.PathLike)), "a name/path or unset")
         check(("image_size", "batch_size"), is_int, "an integer")
         check(("num_workers",), lambda v: v is None or is_int(v), "an integer or unset")
-        check(("random_weights", "fuse", "prioritise_model", "freeze_gc"), lambda v: isinstance(v, bool), "a bool")
+        check(("random_weights", "fuse", "prioritise_model", "own_model_stream", "freeze_gc"),
+              lambda v: isinstance(v, bool), "a bool")
         check(("gpu_decode",), lambda v: v is None or isinstance(v, bool), "a bool or unset")
         check(("commit_every_mb", "commit_every_s"),
               lambda v: is_number(v) and v >= 0, "a finite number >= 0")

@@ -1203,3 +1203,40 @@ def test_feature_config_takes_numpy_scalars_as_the_python_numbers_they_hold():
     assert (cfg.image_size, cfg.batch_size, cfg.commit_every_s) == (64, 4, 0.5)
     assert [type(v) for v in (cfg.image_size, cfg.batch_size, cfg.commit_every_s)] == [int, int, float]
     replace(CFG, weights=Path("w.pt"), commit_every_mb=0, gpu_decode=None, num_workers=None).validate()
+
+
+def test_model_stream_picks_the_stream_the_config_asks_for(monkeypatch):
+    """CUDA: prioritise_model -> a stream of the highest priority; own_model_stream -> one of its own at the default
+    (lowest) priority; neither -> None (the current stream). Each waits for the current stream's queued work. The
+    CPU never gets a stream. CUDA streams are faked here (no GPU): what is asked of them is what is checked."""
+    from dan.extract import model_stream
+
+    made, waited = [], []
+
+    class FakeStream:
+        @staticmethod
+        def priority_range():
+            return (0, -5)  # (lowest, highest), as CUDA reports them
+
+        def __init__(self, device, priority=0):
+            made.append((str(device), priority))
+
+        def wait_stream(self, other):
+            waited.append(other)
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "current")
+    cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert model_stream(cuda, prioritise=False) is None and model_stream(cuda, False, own=False) is None
+    assert all(model_stream(cpu, p, own=o) is None for p in (False, True) for o in (False, True))
+    assert made == []
+    assert isinstance(model_stream(cuda, prioritise=True), FakeStream)
+    assert isinstance(model_stream(cuda, prioritise=False, own=True), FakeStream)
+    assert isinstance(model_stream(cuda, prioritise=True, own=True), FakeStream)
+    assert made == [("cuda:0", -5), ("cuda:0", 0), ("cuda:0", -5)] and waited == ["current"] * 3
+
+
+def test_own_model_stream_is_a_bool_field():
+    assert FeatureConfig().own_model_stream is False
+    with pytest.raises(ConfigError, match="own_model_stream must be a bool, got 'yes'"):
+        FeatureConfig(own_model_stream="yes").validate()
