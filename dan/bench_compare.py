@@ -1,7 +1,8 @@
-"""Recorded GPU runs read side by side: pairs of extractions that differ in one setting (:func:`ab_table`), and the
-GPU JPEG decoders' pixels against Pillow's (:func:`decoder_table`, from ``benchmarks/gpu_checks.py``'s result).
+"""Recorded GPU runs read side by side: pairs of extractions that differ in one setting (:func:`ab_table`), the
+GPU JPEG decoders' pixels against Pillow's (:func:`decoder_table`, from ``benchmarks/gpu_checks.py``'s result), and
+how long each loader chunk took to stage (:func:`staging_table`, from the timelines' events).
 
-The performance chapter shows both; the pairs are named, not inferred, because two runs that differ in one config
+The performance chapter shows them; the pairs are named, not inferred, because two runs that differ in one config
 field may still differ in what the machine did (e.g. which run of a device call wrote the first large store), and
 the chapter's prose says which pairs are clean.
 """
@@ -91,7 +92,8 @@ def decoder_table(checks: dict, source: str = "gpu checks") -> list[dict]:
 def staging_table(recorded: list[dict]) -> list[dict]:
     """One row per extraction whose timeline kept its events (``benchmarks/extract.py --timeline``): how long the
     prefetch thread took to stage each loader chunk (``batch_in`` to ``staged``, host milliseconds), grouped by model
-    batch (``chunks`` per batch, from the count of chunks over the batches): the median over batches of the slowest
+    batch (``chunks`` per batch, from the count of chunks over the batches; a last, partial batch is left out): the
+    median over batches of the slowest
     chunk of each batch, and of the other chunks' median, beside the GPU's median time per forward. A slowest chunk
     as long as a forward says that staging waited for the forward (see ``benchmarks/staging_blocks.py``)."""
     import statistics
@@ -102,11 +104,13 @@ def staging_table(recorded: list[dict]) -> list[dict]:
         starts = [t for t, name in events if name == "batch_in"]
         ends = [t for t, name in events if name == "staged"]
         batches = timeline.get("batches")
-        if not starts or not batches or len(starts) != len(ends) or len(starts) % batches:
+        if not starts or not batches or len(starts) != len(ends):
             continue
-        per = len(starts) // batches
+        per = -(-len(starts) // batches)  # chunks per batch; only the last batch may have fewer (a partial one)
+        if len(starts) <= (batches - 1) * per:
+            continue
         spans = [1e3 * (b - a) for a, b in zip(starts, ends, strict=True)]
-        groups = [sorted(spans[k:k + per]) for k in range(0, len(spans), per)]
+        groups = [sorted(spans[k:k + per]) for k in range(0, len(spans), per) if k + per <= len(spans)]
         forward = timeline.get("gpu_forward_s_median")
         rows.append({"file": src["file"], "chunks_per_batch": per,
                      "slowest_chunk_ms_median": round(statistics.median(g[-1] for g in groups), 1),

@@ -1122,15 +1122,21 @@ def test_the_staging_diagnostic_runs_only_on_cuda():
 
 
 def test_staging_table_groups_chunks_by_batch_and_reports_the_slowest():
-    """Two batches of 4 chunks: per batch the slowest chunk (80 and 70 ms: median 75) and the others' median
-    (5 ms); runs without events, or whose chunk count does not divide by the batches, are left out."""
-    spans = [5, 80, 5, 5, 70, 4, 6, 5]  # ms per chunk
-    events, t = [], 0.0
-    for ms in spans:
-        events += [[t, "batch_in"], [t + ms / 1e3, "staged"]]
-        t += ms / 1e3 + 0.001
-    src = {"file": "e.json", "timeline": {"batches": 2, "gpu_forward_s_median": 0.081}, "timeline_events": events}
-    rows = bench.staging_table([src, {"file": "none.json"}, {**src, "file": "odd.json",
-                                                              "timeline": {"batches": 3}}])
-    assert rows == [{"file": "e.json", "chunks_per_batch": 4, "slowest_chunk_ms_median": 75.0,
-                     "other_chunks_ms_median": 5.0, "gpu_forward_ms_median": 81.0}]
+    """Batches of 4 chunks: per batch the slowest chunk (80, 70, 80, 70, 75 ms: median 75) and the others' median
+    (5 ms). A last, partial batch (the split's last images, one chunk here) is left out of the medians; runs without
+    events, or whose chunk count does not fit the batches (more than the last batch short), are left out."""
+    def run(spans: list[float]) -> list:
+        events, t = [], 0.0
+        for ms in spans:
+            events += [[t, "batch_in"], [t + ms / 1e3, "staged"]]
+            t += ms / 1e3 + 0.001
+        return events
+
+    spans = [5, 80, 5, 5, 70, 4, 6, 5, 5, 5, 80, 5, 5, 5, 5, 70, 75, 5, 5, 5]  # 5 batches x 4 chunks (ms)
+    src = {"file": "e.json", "timeline": {"batches": 5, "gpu_forward_s_median": 0.081}, "timeline_events": run(spans)}
+    partial = {"file": "partial.json", "timeline": {"batches": 6}, "timeline_events": run([*spans, 2])}
+    short = {"file": "short.json", "timeline": {"batches": 5}, "timeline_events": run(spans[:4])}  # 4 chunks, 5 batches
+    rows = bench.staging_table([src, {"file": "none.json"}, partial, short])
+    expected = {"chunks_per_batch": 4, "slowest_chunk_ms_median": 75.0, "other_chunks_ms_median": 5.0}
+    assert rows == [{"file": "e.json", **expected, "gpu_forward_ms_median": 81.0},
+                    {"file": "partial.json", **expected, "gpu_forward_ms_median": None}]
