@@ -17,10 +17,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DAN_DEVICE_BUDGET_DEFAULT=${DAN_DEVICE_BUDGET_DEFAULT:-290} DAN_DEVICE_LOG=defaults.log
 source benchmarks/device_lib.sh
-if ls .whl-jpeg/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dan-jpeg \
-        .whl-jpeg/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/dan-jpeg" || echo "[device] jpeg wheel install failed"
-fi
 if [ "$rehearsal" = 1 ]; then
     dev=cpu n=48 shm="${TMPDIR:-/tmp}/dan-defaults-shm" cli_size=64 compile_mode=default
     extract=(--backbone resnet152 --random-weights --batch-size 8 --image-size 224 --model-seconds 1 --gpu-decode)

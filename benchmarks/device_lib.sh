@@ -2,7 +2,7 @@
 # wheels, and `stage NAME RESERVE_S CMD...`, which runs CMD with what is left of DAN_DEVICE_BUDGET_S minus RESERVE_S
 # so that a script ends inside the device tool's 600-second limit and whatever finished comes back.
 # Expects DAN_DEVICE_BUDGET_DEFAULT (seconds) and DAN_DEVICE_LOG (log file name under $out) from the caller;
-# DAN_DEVICE_WHEELS=1 installs the carried wheels in .whl/ first.
+# DAN_DEVICE_WHEELS=1 installs the carried wheels in .whl/ first; carried .whl-jpeg/ wheels are always installed.
 set -uo pipefail
 out="${OUT:-/tmp/dan-device-out}"
 mkdir -p "$out"
@@ -33,6 +33,10 @@ if [ "${DAN_DEVICE_WHEELS:-0}" = 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="/tmp/dan-site"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ls .whl-jpeg/*.whl >/dev/null 2>&1; then  # nvImageCodec and nvJPEG where carried (device_wheels.sh 3.12 jpeg)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dan-jpeg \
+        .whl-jpeg/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/dan-jpeg" || echo "[device] jpeg wheel install failed"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "[device] no nvidia-smi"
 python3 -c "import torch, torchvision, sys; print('[device] python', sys.version.split()[0], 'torch', torch.__version__,
 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0)

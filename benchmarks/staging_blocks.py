@@ -6,9 +6,9 @@ four loader chunks of each model batch took about one forward's time to stage (`
 the fused ResNet-152, 100-120 ms with the eager one) and the other three a few milliseconds, whatever the decoder
 and the model stream's priority; the GPU then waited between forwards for the rest of the batch
 (``gpu_gap_s_median``). A staging step that synchronises the host with GPU work queued behind the forward would do
-exactly that. torchvision's nvJPEG decoding synchronises its own stream before it returns, and in some of its
-versions that stream is a blocking one, which waits for the legacy default stream, where the model runs unless
-``FeatureConfig.own_model_stream`` or ``prioritise_model`` gives it a stream of its own.
+exactly that. Read in torchvision's source (not measured here): its nvJPEG decoding synchronises its own stream
+before it returns, and in one version that stream is a blocking one, which waits for the legacy default stream,
+where the model runs unless ``FeatureConfig.own_model_stream`` or ``prioritise_model`` gives it a stream of its own.
 
 What it measures: for each step (each decoder, the PIL-exact resize, a pinned copy to the device, new device memory
 from the driver, and a whole chunk as the extraction stages it) and for each stream that the busy work (bf16 matrix
@@ -77,10 +77,10 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
                   "a whole chunk (torchvision decode + resize)":
                       lambda: decode_jpeg_batch(jpegs, size, dev, resize, decoders["torchvision decode"])})
     side = torch.cuda.Stream(dev)
-    lowest, highest = (max(torch.cuda.Stream.priority_range()), min(torch.cuda.Stream.priority_range()))
+    priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority
     where = {"legacy default stream": torch.cuda.default_stream(dev),
-             "own stream, normal priority": torch.cuda.Stream(dev, priority=lowest),
-             "own stream, highest priority": torch.cuda.Stream(dev, priority=highest)}
+             "own stream, normal priority": torch.cuda.Stream(dev, priority=max(priorities)),
+             "own stream, highest priority": torch.cuda.Stream(dev, priority=min(priorities))}
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
     times = _calibrate(a, busy_ms)
     out: dict = {"n": n, "busy_products": times, "steps": {}}

@@ -182,7 +182,8 @@ def model_stream(device: torch.device, prioritise: bool, own: bool = False) -> t
     since the H200 A/B of 2026-11-28: prioritised, the fused forward waited longer for its next input. CUDA with
     ``own`` (and not ``prioritise``): a stream of its own at the default priority. Unlike the current stream (the
     legacy default stream, unless a caller set another), it is non-blocking, so a library's work queued on a blocking
-    stream of its own (e.g. an nvJPEG decoder's) does not wait for the forward. None: run on the current stream (the
+    stream of its own (one torchvision version's nvJPEG decoder, read in its source) does not wait for the forward;
+    whether that shortens the extraction is not yet measured. None: run on the current stream (the
     CPU; both off)."""
     if device.type != "cuda" or not (prioritise or own):
         return None

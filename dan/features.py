@@ -77,8 +77,8 @@ class FeatureConfig:
     # with the fused ResNet-152 on an H200 (2026-11-28, 8,192 JPEGs, one call) the forward then waited longer for
     # its input, and the run was slower end to end (benchmarks/results/extract_pil{,_noprio}_8k_h200.json)
     own_model_stream: bool = False  # CUDA: the model on a stream of its own at normal priority, not on the current
-    # (default) stream, which a library's blocking stream waits for (dan.extract.model_stream; prioritise_model implies
-    # a stream of its own); not yet measured on a GPU
+    # (default) stream, which a library's blocking stream would wait for (dan.extract.model_stream; prioritise_model
+    # implies a stream of its own); not yet measured on a GPU
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first

@@ -231,13 +231,8 @@ def test_profile_table_reads_the_profiles_and_says_what_sets_the_pace():
 
 
 def test_collect_names_device_results_after_their_card(tmp_path):
-    import importlib.util
     import json
-
-    spec = importlib.util.spec_from_file_location("collect", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "collect.py")
-    collect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collect)
+    collect = _load_script("collect")
     src, dest = tmp_path / "out", tmp_path / "results"
     src.mkdir()
     (src / "train_profile.json").write_text(json.dumps({"command": "python benchmarks/train.py", "train": [
@@ -269,13 +264,8 @@ def test_collect_names_device_results_after_their_card(tmp_path):
 def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tmp_path):
     """benchmarks/host_ops.py: a step as a GPU would dispatch it (one-op LSTM stand-in, foreach optimiser) still
     trains, and the text encoder's aligned path (no packing) dispatches fewer ops than the packed one."""
-    import importlib.util
     import json
-
-    spec = importlib.util.spec_from_file_location("host_ops", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "host_ops.py")
-    host_ops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(host_ops)
+    host_ops = _load_script("host_ops")
     step = host_ops.cudnn_like_step("vqa", aligned=True, sizes=TINY)
     assert not any(isinstance(m, torch.nn.LSTM) for m in step.model.modules())
     assert step.amp and step.foreach and step.model.text.aligned  # as a GPU runs it: bf16, multi-tensor kernels
@@ -292,12 +282,7 @@ def test_host_ops_counts_a_gpu_like_step_and_the_aligned_lstm_dispatches_less(tm
 
 def test_gpu_checks_compares_the_lstm_paths(tmp_path):
     """benchmarks/gpu_checks.py (run first on a device): on the CPU both LSTM paths agree, so the check passes."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "gpu_checks.py")
-    gpu_checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_checks)
+    gpu_checks = _load_script("gpu_checks")
     res = gpu_checks.lstm_paths("cpu", batch=6, width=5, dim=8)
     assert len(res["rel_diff"]) == 10 and max(res["rel_diff"].values()) < 1e-4 and res["padding_max_abs"] == 0.0
 
@@ -305,12 +290,7 @@ def test_gpu_checks_compares_the_lstm_paths(tmp_path):
 def test_gpu_checks_keeps_each_sections_result_when_a_later_one_fails(tmp_path, monkeypatch):
     """A section that raises is recorded as failed without losing the others, and the JSON is written after each
     section, so a crash (here an interrupt) in the decoders' section still leaves the checks before it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "gpu_checks.py")
-    gpu_checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_checks)
+    gpu_checks = _load_script("gpu_checks")
     lstm = {"rel_diff": {"h": 0.0}, "padding_max_abs": 0.0}
     monkeypatch.setattr(gpu_checks, "lstm_paths", lambda device: lstm)
     monkeypatch.setattr(gpu_checks, "optimizer_paths", lambda device: {"rel_diff_max": 0.0, "built": "foreach",
@@ -372,27 +352,12 @@ def test_timeline_table_shows_the_gpu_columns_only_where_recorded():
     assert rows[0]["gc_s_max"] is None and rows[1]["gc_full_collections"] == 1 and rows[1]["gc_s_max"] == 0.155
 
 
-def _extract_script():  # noqa: ANN202 - benchmarks/extract.py as a module
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(path))  # benchmarks/extract.py imports benchmarks/timeline.py
-    try:
-        spec = importlib.util.spec_from_file_location("extract_bench", path / "extract.py")
-        extract = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(extract)
-    finally:
-        sys.path.remove(str(path))
-    return extract
-
-
 def test_the_extraction_benchmark_runs_the_packages_defaults_unless_a_flag_says_otherwise():
     """benchmarks/extract.py hard-coded --prioritise-model's default (on) after FeatureConfig's had been turned
     off: the benchmark measured what the package no longer does. Left out, each flag keeps the package's value."""
     from dan.features import FEATURE_PROFILES
 
-    extract = _extract_script()
+    extract = _load_script("extract")
     cpu = torch.device("cpu")
     for backbone, profile in (("resnet152", "real"), ("efficientnet-lite0", "default")):
         cfg = extract.run_config(extract.build_parser().parse_args(["--backbone", backbone]), cpu)
@@ -410,7 +375,7 @@ def test_the_extraction_benchmark_runs_the_packages_defaults_unless_a_flag_says_
 
 
 def test_extraction_profile_groups_kernels_by_name():
-    extract = _extract_script()
+    extract = _load_script("extract")
     names = {"_resample_kernel": "resize (ours)", "nvjpeg::decode_batched": "jpeg decode",
              "_bias_act_kernel": "model bias+ReLU (ours)",
              "sm90_xmma_fprop_implicit_gemm_bf16": "model (conv/gemm)", "Memcpy HtoD (Pinned -> Device)": "copies",
@@ -1112,12 +1077,7 @@ def test_decoder_table_reads_the_gpu_checks_decoders_and_names_a_bad_entry():
 def test_the_staging_diagnostic_runs_only_on_cuda():
     """benchmarks/staging_blocks.py asks whether a staging step waits for other GPU work: a CUDA-only question, which
     on the CPU is answered with a reason and not with timings that mean nothing."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "staging_blocks.py"
-    spec = importlib.util.spec_from_file_location("staging_blocks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("staging_blocks")
     assert module.staging_blocking("cpu") == {"skipped": "CUDA only: on the CPU every step runs on the host anyway"}
 
 
