@@ -1,40 +1,42 @@
 #!/usr/bin/env bash
-# The prepared device run for issue 4 (extraction speed), eighth version (2026-11-28). The H200 calls of 2026-11-27
-# ran versions 1-6 and the call of 2026-11-28 version 7 (benchmarks/results/*_h200.json, device_extract_h200.log).
-# It leaves 8 files in $OUT, the most the device tool brings back: keep it so when adding a stage. Its file names
-# differ from the earlier versions', so that benchmarks/collect.py adds them beside the recorded ones.
+# The prepared device run for issue 4 (extraction speed), ninth version (2026-11-28, not yet run). The H200 calls of
+# 2026-11-27 ran versions 1-6 and the call of 2026-11-28 version 7 (benchmarks/results/*_h200.json,
+# device_extract_h200.log); version 8 was never run. It leaves 8 files in $OUT (7 JSON files and extract.log), the
+# most the device tool brings back: keep it so when adding a stage. Its file names differ from the earlier
+# versions', so that benchmarks/collect.py adds them beside the recorded ones.
 #
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=420,
 #                     kind="nvidia-h200")
-#   (~340 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
-#   .whl-jpeg the nvImageCodec stages say they are skipped and the rest runs.)
+#   (~310 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
+#   .whl-jpeg the nvImageCodec stage says it is skipped and the rest runs.)
 #
-# What version 7 left open, and the stage that answers it:
-#   - in each device call the first 40,504-image run waited seconds on the store writer, the second did not. Is the
-#     first large write into a fresh machine's memory slow? shm-touch writes 32 GiB into /dev/shm twice with dd
-#     (both rates in extract.log), before any extraction, so that every run below writes into touched memory.
-#   - one of the four chunks of each batch took about a forward's time to stage, whatever the decoder and priority
-#     (benchmarks/staging_blocks.py says why). gpu_checks now times each staging step while other GPU work runs on
-#     each kind of stream, and the own-stream runs put the model on a non-blocking stream of normal priority
-#     (--own-model-stream), which a library's blocking stream does not wait for.
-#   - the model stream's priority: one clean pair (8,192 JPEGs) favoured normal priority, now the default; here it is
-#     paired again at 40,504 JPEGs, in one call.
+# What version 7 left open: one of the four loader chunks of each batch took about a forward's time to stage, with
+# either decoder, and the GPU waited between forwards for the rest of the batch (the ratio target's shortfall). The
+# timelines say the host waits in the first chunk staged after a forward is queued, until that forward ends; with
+# nvImageCodec, which decodes on the extraction's own staging stream, too. Guess (benchmarks/staging_blocks.py): the
+# staging kernels, queued behind the forward's at the same priority, run only after them, and the host waits for
+# them. What answers it:
+#   - gpu_checks' staging section times each step's host call and its stream's completion beside busy GPU work,
+#     with the staging stream at normal and at the highest priority ("starved": its work finished late);
+#   - --prioritise-staging (the staging stream at the highest priority: its blocks are scheduled first);
+#   - --cpu-decode-share 0.5 (half of each batch decoded by PIL in the loader workers: those chunks only need a copy
+#     and a normalisation on the GPU, so less staging work waits behind the forward);
+#   - the 8k configuration with the best end-to-end rate other than the defaults, again at COCO val2014's size.
+# /dev/shm is touched first (a 32 GiB dd, twice): in version 7's calls the first 40,504-image run of each call waited
+# seconds on the store writer and the second did not.
 #
-#   gpu_checks_warm.json              benchmarks/gpu_checks.py: aligned LSTM, fused optimiser, PIL-exact resize and
-#                                     fused ResNet-152 against their references, the JPEG decoders against Pillow,
-#                                     and the staging steps' host time beside busy GPU work (staging_blocking)
-#   warm_extract_8k.json              ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults
-#                                     (torchvision decoding, PIL-exact resize, fused ResNet, the model on the current
-#                                     stream). Each 8k run also extracts 2,048 of the images again under
-#                                     torch.profiler and sums the GPU time per batch by kernel group
-#   warm_extract_own_8k.json          the same with --own-model-stream
-#   warm_extract_val2014.json         the defaults on 40,504 JPEGs (COCO val2014's size; store 32.5 GB in /dev/shm)
-#   warm_extract_own_val2014.json     the same with --own-model-stream
-#   warm_extract_prio_val2014.json    the same with --prioritise-model
-#   warm_extract_nvimgcodec_val2014.json  the defaults with --jpeg-decoder nvimgcodec
-# (m-DAN and r-DAN training under --compile on CUDA ran on 2026-11-28: benchmarks/device_defaults.sh and
-# device_extract_h200.log; no longer repeated here.)
+#   gpu_checks_split.json               benchmarks/gpu_checks.py: aligned LSTM, fused optimiser, PIL-exact resize and
+#                                       fused ResNet-152 against their references, the JPEG decoders against Pillow,
+#                                       and the staging steps beside busy GPU work (staging_blocking)
+#   split_extract_8k.json               ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults.
+#                                       Each 8k run also extracts 2,048 of the images again under torch.profiler
+#   split_extract_half_8k.json          the same with --cpu-decode-share 0.5
+#   split_extract_stageprio_8k.json     the defaults with --prioritise-staging
+#   split_extract_nvimg_stageprio_8k.json  --prioritise-staging with --jpeg-decoder nvimgcodec (which decodes on the
+#                                       prioritised stream; torchvision's nvJPEG decodes on a stream of its own)
+#   split_extract_val2014.json          the defaults on 40,504 JPEGs (COCO val2014's size; store 32.5 GB in /dev/shm)
+#   split_extract_best_val2014.json     the fastest 8k configuration but the defaults, on 40,504 JPEGs
 # DAN_DEVICE_SKIP="gpu-checks shm-touch ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy
 # sizes (checks the script, not the speed).
 set -uo pipefail
@@ -59,7 +61,7 @@ NvImageCodecJpeg(d); print('[device] nvImageCodec decodes on', d, '- hardware en
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
 eb=(python3 benchmarks/extract.py --device "$dev" "${extract[@]}" --timeline)
-want gpu-checks && stage gpu-checks 290 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_warm.json"
+want gpu-checks && stage gpu-checks 245 python3 benchmarks/gpu_checks.py --device "$dev" --out "$out/gpu_checks_split.json"
 touch_shm() {  # 32 GiB written twice into /dev/shm (dd prints each rate), then freed
     set -e
     mkdir -p "$shm"
@@ -71,7 +73,7 @@ touch_shm() {  # 32 GiB written twice into /dev/shm (dd prints each rate), then 
 }
 export -f touch_shm
 export shm touch_blocks
-want shm-touch && stage shm-touch 265 bash -c touch_shm
+want shm-touch && stage shm-touch 225 bash -c touch_shm
 rm -rf "$shm"
 run() {  # NAME RESERVE_S FILE N FLAGS...: one run of N images (timeline; profile at 8k) with the store in /dev/shm
     local name=$1 reserve=$2 file=$3 n=$4
@@ -87,13 +89,33 @@ run() {  # NAME RESERVE_S FILE N FLAGS...: one run of N images (timeline; profil
 nv() {  # the nvImageCodec stages need its wheels
     [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
 }
-run extract-8k 225 warm_extract_8k.json "$n_short"
-run extract-own-8k 190 warm_extract_own_8k.json "$n_short" --own-model-stream
-run extract-val2014 145 warm_extract_val2014.json "$n_long"
-run extract-own-val2014 100 warm_extract_own_val2014.json "$n_long" --own-model-stream
-run extract-prio-val2014 50 warm_extract_prio_val2014.json "$n_long" --prioritise-model
-nv extract-nvimgcodec-val2014 && run extract-nvimgcodec-val2014 0 warm_extract_nvimgcodec_val2014.json "$n_long" \
-    --jpeg-decoder nvimgcodec
+declare -A flags=([split_extract_8k.json]="" [split_extract_half_8k.json]="--cpu-decode-share 0.5"
+    [split_extract_stageprio_8k.json]="--prioritise-staging"
+    [split_extract_nvimg_stageprio_8k.json]="--prioritise-staging --jpeg-decoder nvimgcodec")
+run extract-8k 190 split_extract_8k.json "$n_short"
+run extract-half-8k 155 split_extract_half_8k.json "$n_short" ${flags[split_extract_half_8k.json]}
+run extract-stageprio-8k 120 split_extract_stageprio_8k.json "$n_short" ${flags[split_extract_stageprio_8k.json]}
+nv extract-nvimg-stageprio-8k && run extract-nvimg-stageprio-8k 90 split_extract_nvimg_stageprio_8k.json \
+    "$n_short" ${flags[split_extract_nvimg_stageprio_8k.json]}
+run extract-val2014 45 split_extract_val2014.json "$n_long"
+best=$(python3 - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+rates = {}
+for f in Path(sys.argv[1]).glob("split_extract_*_8k.json"):  # the defaults' file is split_extract_8k.json: not matched
+    try:
+        rates[f.name] = json.loads(f.read_text())["end_to_end_img_s"]
+    except (OSError, ValueError, KeyError):
+        pass
+print(max(rates, key=rates.get) if rates else "")
+PY
+)
+if [ -n "$best" ]; then
+    echo "[device] fastest 8k configuration but the defaults: $best (${flags[$best]})"
+    run extract-best-val2014 0 split_extract_best_val2014.json "$n_long" ${flags[$best]}
+else
+    echo "[device] extract-best-val2014 skipped: no 8k run but the defaults finished"
+fi
 n_files=$(find "$out" -type f | wc -l)
 echo "[device] done in $((SECONDS - t0)) s; $n_files files in \$OUT$( ((n_files > 8)) && echo ' (MORE THAN THE 8 THAT COME BACK)')"
 sleep 1

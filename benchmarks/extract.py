@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--own-model-stream", action=argparse.BooleanOptionalAction,
                    help="CUDA: run the model on a non-blocking stream of its own at normal priority, not the current "
                         "(default) stream (dan.extract.model_stream; default: the package's, off)")
+    p.add_argument("--prioritise-staging", action=argparse.BooleanOptionalAction,
+                   help="CUDA: run the decode/resize stream at the highest priority (dan.extract.staging_stream; "
+                        "default: the package's, off)")
+    p.add_argument("--cpu-decode-share", type=float,
+                   help="with device decoding: the share (0-1) of each batch decoded by PIL in the DataLoader "
+                        "workers instead (dan.feature_config.cpu_decoded_per_batch; default: the package's, 0)")
     p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                    help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
                         "(default; dan.extract.frozen_gc)")
@@ -239,6 +245,9 @@ def run_config(args: argparse.Namespace, device: torch.device) -> FeatureConfig:
                    random_weights=args.random_weights, fuse=args.fuse, freeze_gc=args.freeze_gc,
                    prioritise_model=base.prioritise_model if args.prioritise_model is None else args.prioritise_model,
                    own_model_stream=base.own_model_stream if args.own_model_stream is None else args.own_model_stream,
+                   prioritise_staging=base.prioritise_staging if args.prioritise_staging is None
+                   else args.prioritise_staging,
+                   cpu_decode_share=base.cpu_decode_share if args.cpu_decode_share is None else args.cpu_decode_share,
                    commit_every_mb=base.commit_every_mb if args.commit_every_mb is None else args.commit_every_mb,
                    ).validate()
 

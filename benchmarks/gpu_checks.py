@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Pillow's (at most by {d['max_abs_diff']}), {d['img_s']} img/s"))
     for name, row in res["staging_blocking"].get("steps", {}).items():  # reported, not checked
         print(f"staging step {name} on {res['device']}: " + (row["error"] if "error" in row else ", ".join(
-            f"{k} {v['host_ms']} ms of {v['busy_ms']} ms busy" + (" (BLOCKED)" if v["blocked"] else "")
+            f"{k} {v['host_ms']} ms (done {v.get('done_ms', '?')}) of {v['busy_ms']} ms busy"
+            + (" (BLOCKED)" if v["blocked"] else "") + (" (STARVED)" if v.get("starved") else "")
             for k, v in row.items() if isinstance(v, dict)) + f"; idle {row['idle_host_ms']} ms"))
     if "skipped" in res["staging_blocking"]:
         print(f"staging steps: {res['staging_blocking']['skipped']}")

@@ -10,12 +10,19 @@ exactly that. Read in torchvision's source (not measured here): its nvJPEG decod
 before it returns, and in one version that stream is a blocking one, which waits for the legacy default stream,
 where the model runs unless ``FeatureConfig.own_model_stream`` or ``prioritise_model`` gives it a stream of its own.
 
-What it measures: for each step (each decoder, the PIL-exact resize, a pinned copy to the device, new device memory
-from the driver, and a whole chunk as the extraction stages it) and for each stream that the busy work (bf16 matrix
-products, about ``busy_ms``) is queued on (the legacy default stream, a non-blocking stream of normal priority, one
-of the highest priority), the host milliseconds of the step's call made on a stream of its own while that work
-runs, beside the busy work's own GPU time and the call's time on an idle GPU. ``blocked``: the call took more than
-half the busy time.
+A second guess, from the same timelines (2026-11-28): nvImageCodec, which decodes on the extraction's own staging
+stream, stalled in the same way, so the host may wait for the staging work itself, whose kernels, queued behind the
+forward's at the same (default) priority, run only after them. If so, a staging stream of the highest priority
+(``FeatureConfig.prioritise_staging``) or less decoding on the device (``cpu_decode_share``) shortens the wait.
+
+What it measures: for each step (each decoder, the PIL-exact resize, a pinned copy to the device, a CPU-decoded
+chunk's copy and normalisation, new device memory from the driver, and a whole chunk as the extraction stages it)
+and for each placement (the stream the busy work, bf16 matrix products of about ``busy_ms``, is queued on: the
+legacy default stream, a non-blocking stream of normal priority, one of the highest priority; and the priority of
+the step's own stream: normal, or the highest), the host milliseconds of the step's call while that work runs
+(``host_ms``) and until the step's own stream has finished its work (``done_ms``), beside the busy work's GPU time
+and the call's time on an idle GPU. ``blocked``: the call took more than half the busy time; ``starved``: its
+stream's work finished only after more than half the busy time.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
     from extract import synthetic_jpegs  # benchmarks/extract.py (gpu_checks puts benchmarks/ on the path)
 
     from dan.jpeg import NvImageCodecJpeg, TorchvisionJpeg, decode_jpeg_batch, plain_jpeg_bytes
-    from dan.resize import PilResize
+    from dan.resize import PilResize, normalise_
 
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = [torch.from_numpy(plain_jpeg_bytes(p)).pin_memory() for _, p in synthetic_jpegs(Path(tmp), n)]
@@ -64,6 +71,8 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
         decoders["nvimgcodec decode"] = exc
     decoded = decoders["torchvision decode"](jpegs)
     pinned = torch.empty(n * 3 * 480 * 640, dtype=torch.uint8).pin_memory()
+    pixels = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8).pin_memory()  # a CPU-decoded chunk, NHWC
+    scale, shift = torch.full((1, 3, 1, 1), 1 / 58.0, device=dev), torch.full((1, 3, 1, 1), -2.0, device=dev)
     grown = [0]
 
     def new_memory() -> None:  # more than the caching allocator holds: the driver is asked for memory
@@ -73,14 +82,19 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
     steps = {name: (lambda d=d: d(jpegs)) for name, d in decoders.items() if not isinstance(d, Exception)}
     steps.update({"PIL-exact resize": lambda: resize(decoded),
                   "pinned copy to the device": lambda: pinned.to(dev, non_blocking=True),
+                  "a CPU-decoded chunk (copy + normalise)": lambda: normalise_(
+                      pixels.to(dev, non_blocking=True).permute(0, 3, 1, 2), scale, shift),
                   "new device memory": new_memory,
                   "a whole chunk (torchvision decode + resize)":
                       lambda: decode_jpeg_batch(jpegs, size, dev, resize, decoders["torchvision decode"])})
-    side = torch.cuda.Stream(dev)
     priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority
-    where = {"legacy default stream": torch.cuda.default_stream(dev),
-             "own stream, normal priority": torch.cuda.Stream(dev, priority=max(priorities)),
-             "own stream, highest priority": torch.cuda.Stream(dev, priority=min(priorities))}
+    side, side_high = (torch.cuda.Stream(dev, priority=p) for p in (max(priorities), min(priorities)))
+    normal, high = (torch.cuda.Stream(dev, priority=p) for p in (max(priorities), min(priorities)))
+    legacy = torch.cuda.default_stream(dev)
+    where = {"legacy default stream": (legacy, side), "own stream, normal priority": (normal, side),
+             "own stream, highest priority": (high, side),
+             "legacy default stream, staging at the highest priority": (legacy, side_high),
+             "own stream, normal priority, staging at the highest priority": (normal, side_high)}
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
     times = _calibrate(a, busy_ms)
     out: dict = {"n": n, "busy_products": times, "steps": {}}
@@ -94,20 +108,22 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
                 step()
                 row["idle_host_ms"] = round(1e3 * (time.perf_counter() - t), 2)
             torch.cuda.synchronize(dev)
-            for label, stream in where.items():
+            for label, (stream, own) in where.items():
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 with torch.cuda.stream(stream):
                     start.record()
                     _busy(a, times)
                     end.record()
-                with torch.cuda.stream(side):
+                with torch.cuda.stream(own):
                     t = time.perf_counter()
                     step()
                     host_ms = 1e3 * (time.perf_counter() - t)
+                own.synchronize()  # the step's own work (and what its stream waited for) is done
+                done_ms = 1e3 * (time.perf_counter() - t)
                 torch.cuda.synchronize(dev)
                 gpu_ms = start.elapsed_time(end)
-                row[label] = {"host_ms": round(host_ms, 2), "busy_ms": round(gpu_ms, 1),
-                              "blocked": host_ms > 0.5 * gpu_ms}
+                row[label] = {"host_ms": round(host_ms, 2), "done_ms": round(done_ms, 2), "busy_ms": round(gpu_ms, 1),
+                              "blocked": host_ms > 0.5 * gpu_ms, "starved": done_ms > 0.5 * gpu_ms}
         except Exception as exc:  # noqa: BLE001 - one step's failure costs only its own row
             torch.cuda.synchronize(dev)
             row["error"] = f"{type(exc).__name__}: {exc}"

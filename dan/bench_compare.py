@@ -24,15 +24,14 @@ EXTRACT_PAIRS = (
      "extract_pil_val2014_h200.json", "extract_pil_noprio_val2014_h200.json"),
     ("model stream at normal priority instead of the highest, nvImageCodec decoding, 40,504 JPEGs",
      "prioritise_model", "extract_nvimgcodec_val2014_h200.json", "extract_nvimgcodec_noprio_val2014_h200.json"),
-    # benchmarks/device_extract.sh's eighth version (/dev/shm touched first; shown once collected)
-    ("touched /dev/shm: the model on a stream of its own (normal priority), 8,192 JPEGs", "own_model_stream",
-     "warm_extract_8k_h200.json", "warm_extract_own_8k_h200.json"),
-    ("touched /dev/shm: the model on a stream of its own (normal priority), 40,504 JPEGs", "own_model_stream",
-     "warm_extract_val2014_h200.json", "warm_extract_own_val2014_h200.json"),
-    ("touched /dev/shm: the highest priority instead of normal, 40,504 JPEGs", "prioritise_model",
-     "warm_extract_val2014_h200.json", "warm_extract_prio_val2014_h200.json"),
-    ("touched /dev/shm: nvImageCodec decoding instead of torchvision's nvJPEG, 40,504 JPEGs", "jpeg_decoder",
-     "warm_extract_val2014_h200.json", "warm_extract_nvimgcodec_val2014_h200.json"),
+    # benchmarks/device_extract.sh's ninth version (/dev/shm touched first; shown once collected)
+    ("half of each batch decoded by PIL in the loader workers, 8,192 JPEGs", "cpu_decode_share",
+     "split_extract_8k_h200.json", "split_extract_half_8k_h200.json"),
+    ("the staging stream at the highest priority, 8,192 JPEGs", "prioritise_staging",
+     "split_extract_8k_h200.json", "split_extract_stageprio_8k_h200.json"),
+    ("nvImageCodec decoding (on the staging stream) instead of torchvision's nvJPEG, staging stream at the highest "
+     "priority, 8,192 JPEGs", "jpeg_decoder",
+     "split_extract_stageprio_8k_h200.json", "split_extract_nvimg_stageprio_8k_h200.json"),
 )
 
 # the fields of each run shown per side: rates, ratio, steady ratio, and the two waits that say what held it back
@@ -95,7 +94,15 @@ def staging_table(recorded: list[dict]) -> list[dict]:
     batch (``chunks`` per batch, from the count of chunks over the batches; a last, partial batch is left out): the
     median over batches of the slowest
     chunk of each batch, and of the other chunks' median, beside the GPU's median time per forward. A slowest chunk
-    as long as a forward says that staging waited for the forward (see ``benchmarks/staging_blocks.py``)."""
+    as long as a forward says that staging waited for the forward (see ``benchmarks/staging_blocks.py``).
+
+    Where the run also has its forward calls' events and the GPU's forward time, two more medians, over the forwards
+    but the first and last two: ``slow_chunk_end_vs_forward_end_ms``, when the longest chunk whose staging began
+    during a forward (from 5 ms before its call to the call plus a GPU forward's time) ended, against that forward's
+    end on the GPU as the host sees it (its call plus the median GPU forward time; the GPU is idle when the call
+    comes, waiting for that input); near 0 says the chunk waited for the forward to end. And
+    ``next_forward_after_ms``: how long after that chunk's end the next forward was called (the GPU's idle time, about,
+    the rest of the batch being staged then)."""
     import statistics
 
     rows = []
@@ -112,9 +119,30 @@ def staging_table(recorded: list[dict]) -> list[dict]:
         spans = [1e3 * (b - a) for a, b in zip(starts, ends, strict=True)]
         groups = [sorted(spans[k:k + per]) for k in range(0, len(spans), per) if k + per <= len(spans)]
         forward = timeline.get("gpu_forward_s_median")
-        rows.append({"file": src["file"], "chunks_per_batch": per,
-                     "slowest_chunk_ms_median": round(statistics.median(g[-1] for g in groups), 1),
-                     "other_chunks_ms_median": round(statistics.median(x for g in groups for x in g[:-1]), 1)
-                     if per > 1 else None,
-                     "gpu_forward_ms_median": round(1e3 * forward, 1) if forward else None})
+        row = {"file": src["file"], "chunks_per_batch": per,
+               "slowest_chunk_ms_median": round(statistics.median(g[-1] for g in groups), 1),
+               "other_chunks_ms_median": round(statistics.median(x for g in groups for x in g[:-1]), 1)
+               if per > 1 else None,
+               "gpu_forward_ms_median": round(1e3 * forward, 1) if forward else None}
+        row.update(_chunk_vs_forward(list(zip(starts, ends, strict=True)),
+                                     [t for t, name in events if name == "forward>"], forward))
+        rows.append(row)
     return rows
+
+
+def _chunk_vs_forward(chunks: list[tuple[float, float]], calls: list[float], forward: float | None) -> dict:
+    """:func:`staging_table`'s two forward-relative medians (ms); None without forward calls or forward time."""
+    import statistics
+
+    vs_end, idle = [], []
+    for k in range(2, len(calls) - 2) if forward else ():
+        call = calls[k]
+        during = [(b - a, b) for a, b in chunks if call - 0.005 <= a < call + forward]
+        if during:
+            end = max(during)[1]
+            vs_end.append(1e3 * (end - (call + forward)))
+            idle.append(1e3 * (calls[k + 1] - end))
+    if not vs_end:
+        return {"slow_chunk_end_vs_forward_end_ms": None, "next_forward_after_ms": None}
+    return {"slow_chunk_end_vs_forward_end_ms": round(statistics.median(vs_end), 1),
+            "next_forward_after_ms": round(statistics.median(idle), 1)}

@@ -147,6 +147,10 @@ def target_table(recorded: list[dict]) -> list[dict]:
             what += ", model stream not prioritised" if src.get("config", {}).get("prioritise_model") is False else ""
             what += ", model on its own stream" if src.get("config", {}).get("own_model_stream") \
                 and not src.get("config", {}).get("prioritise_model") else ""
+            what += ", staging stream prioritised" if src.get("config", {}).get("prioritise_staging") else ""
+            share = src.get("config", {}).get("cpu_decode_share")
+            what += f", {share:.0%} of each batch decoded by PIL" if share and not str(
+                src.get("decode", "")).startswith("PIL") else ""
             what += ", GC not frozen" if src.get("config", {}).get("freeze_gc") is False else ""
             met = (e2e >= t["extract_img_s"] and ratio >= t["extract_ratio"]) if target and not why else None
             if met is not None and ratio > CEILING_SLACK:

@@ -6,12 +6,12 @@ JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into 
 ``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and
 the device decodes them in a batch (:mod:`dan.jpeg`: nvJPEG, or the GPU's JPEG engines; resized to PIL's result
 exactly and normalised by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is
-missing). With several workers
+missing); ``cpu_decode_share`` splits each batch between the two. With several workers
 a model batch is read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A
 prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream
-(non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``,
-channels_last) while the model runs the current one (bf16 autocast on CUDA, on a stream of the highest priority:
-:func:`model_stream`); :func:`run_pipeline` turns each output
+(:func:`staging_stream`; non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float
+``x [b, 3, S, S]``, channels_last) while the model runs the current one (bf16 autocast on CUDA, on the stream
+:func:`model_stream` picks); :func:`run_pipeline` turns each output
 ``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream
 (:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store_writer.StoreWriter` thread
 writes into the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come
@@ -142,6 +142,15 @@ def loader_chunks(batch_size: int, workers: int) -> int:
     return 1
 
 
+def loader_workers(asked: int | None, cuda: bool, bytes_only: bool, cpus: int) -> int:
+    """DataLoader processes: ``asked`` if given; else, feeding a GPU, 4 where the workers only read files' bytes
+    (``bytes_only``: every image is decoded on the device) and 14 where they decode (all images, or a share:
+    ``cpu_decode_share``), at most one per CPU; on the CPU, where the model needs the cores, at most 2."""
+    if asked is not None:
+        return asked
+    return min(cpus, 4 if bytes_only else 14) if cuda else min(2, cpus)
+
+
 def forward_padded(model: GridBackbone, x: torch.Tensor, pad_to: int, bf16: bool) -> torch.Tensor:
     """``model(x)`` for x [b, 3, S, S] -> [b, D, gh, gw], with a short batch (b < ``pad_to``) padded by zero images.
 
@@ -193,17 +202,32 @@ def model_stream(device: torch.device, prioritise: bool, own: bool = False) -> t
     return stream
 
 
+def staging_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream | None:
+    """The stream on which the prefetch thread copies, decodes (nvImageCodec; torchvision's nvJPEG decodes on a stream
+    of its own, then this one waits for it) and resizes each chunk: CUDA only, at the highest priority with
+    ``prioritise``, else at the default (lowest) one, which the model's stream has too unless
+    ``prioritise_model``. Why ask: the H200 timelines of 2026-11-28 show one chunk a batch staged in about a
+    forward's time, as if its kernels, queued while the forward's were, ran only after them (a guess, not measured;
+    ``benchmarks/staging_blocks.py``); a higher-priority stream's blocks are scheduled first as the forward's
+    finish. None on the CPU."""
+    if device.type != "cuda":
+        return None
+    priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority
+    return torch.cuda.Stream(device, priority=min(priorities) if prioritise else max(priorities))
+
+
 def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict], model: GridBackbone,
                  device: torch.device, cfg: FeatureConfig, gpu_decode: bool, part: PartialStore, on_commit,
                  progress: bool) -> list[dict]:
     """Extract images ``start..`` into ``part``: loader workers -> prefetch thread -> model -> writer thread."""
+    from dan.feature_config import cpu_decoded_per_batch  # (it imports resolve_device from here)
+
     cuda = device.type == "cuda"
-    workers = cfg.num_workers
-    if workers is None:
-        cpus = os.cpu_count() or 1
-        workers = min(cpus, 4 if gpu_decode else 14) if cuda else min(2, cpus)
+    cpu_first = cpu_decoded_per_batch(cfg) if gpu_decode else 0
+    workers = loader_workers(cfg.num_workers, cuda, gpu_decode and not cpu_first, os.cpu_count() or 1)
     chunks = loader_chunks(cfg.batch_size, workers)
-    loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode), batch_size=cfg.batch_size // chunks,
+    loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode, cpu_first, cfg.batch_size),
+                        batch_size=cfg.batch_size // chunks,
                         shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
                         prefetch_factor=4 * chunks if workers else None)
     cudnn_benchmark, matmul_precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
@@ -219,7 +243,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         # after the workers' fork (an nvImageCodec decoder kept from an earlier extraction in this process has its
         # threads alive at this fork: the workers only read files and never call into it)
         decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode else None
-        prefetch = _Prefetch(batches, _Stager(items, model, device, torch.cuda.Stream(device) if cuda else None,
+        prefetch = _Prefetch(batches, _Stager(items, model, device, staging_stream(device, cfg.prioritise_staging),
                                               chunks, cfg.device_resize, decoder))
         copy_stream = torch.cuda.Stream(device) if cuda else None
         compute = model_stream(device, cfg.prioritise_model, cfg.own_model_stream)

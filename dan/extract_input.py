@@ -2,7 +2,8 @@
 
 DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize JPEGs (PIL, with DCT-domain
 downscaling when an image is >= 2x the target) into uint8 NHWC chunks ``[b, S, S, 3]``, or, with ``gpu_decode``, only
-read the files' bytes (one uint8 tensor per chunk). A prefetch thread (:class:`_Prefetch`) runs :class:`_Stager` on
+read the files' bytes (one uint8 tensor per chunk), or both (``FeatureConfig.cpu_decode_share``: the first images of
+each model batch decoded here, the rest on the device). A prefetch thread (:class:`_Prefetch`) runs :class:`_Stager` on
 each chunk: it moves the chunk to the device on its own CUDA stream, decodes the bytes there (:mod:`dan.jpeg`; an
 image the device decoder refuses is decoded on the CPU), resizes them (:class:`dan.resize.PilResize`) and normalises
 uint8 0-255 with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last, then joins the chunks of one
@@ -26,10 +27,16 @@ from dan.resize import PilResize, antialias_resize, normalise_
 
 
 class _ImageFiles(Dataset):
-    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``."""
+    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``.
 
-    def __init__(self, items: list[tuple[int, Path]], start: int, size: int, raw_jpeg: bool) -> None:
+    With ``raw_jpeg`` a plain JPEG's bytes are passed on for the device to decode, except for the first
+    ``cpu_first`` images of every ``batch`` (by position in ``items``:
+    :func:`dan.feature_config.cpu_decoded_per_batch`), which are decoded here like every other file."""
+
+    def __init__(self, items: list[tuple[int, Path]], start: int, size: int, raw_jpeg: bool, cpu_first: int = 0,
+                 batch: int = 1) -> None:
         self.items, self.start, self.size, self.raw_jpeg = items, start, size, raw_jpeg
+        self.cpu_first, self.batch = cpu_first, batch
 
     def __len__(self) -> int:
         return len(self.items) - self.start
@@ -38,7 +45,7 @@ class _ImageFiles(Dataset):
         i = self.start + k
         path = self.items[i][1]
         try:
-            data = plain_jpeg_bytes(path) if self.raw_jpeg else None
+            data = plain_jpeg_bytes(path) if self.raw_jpeg and i % self.batch >= self.cpu_first else None
             if data is not None:
                 return i, None, torch.from_numpy(data), ""
             return i, torch.from_numpy(read_image(path, self.size)), None, ""

