@@ -44,7 +44,9 @@ METRICS = {"vqa": VQA_METRICS, "matching": RETRIEVAL_METRICS}
 
 @dataclass
 class SweepSpec:
-    """What to sweep. ``overrides`` go to :func:`dan.config.preset` for every run (e.g. ``epochs``)."""
+    """What to sweep. ``overrides`` go to :func:`dan.config.preset` for every run (e.g. ``epochs``); one that only
+    one task reads (``margin``, ``soft_targets``: :data:`dan.config.TASK_ONLY`) is refused for the other task's
+    runs, so sweep that task alone."""
 
     tasks: list[str] = field(default_factory=lambda: ["vqa", "matching"])
     steps: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # K axis, with ``steps_attention``

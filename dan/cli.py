@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from dan.io import ROOT_HELP, ConfigError, DanError
+from dan.io import ROOT_HELP, DanError
 
 
 def guard(fn: Callable[[], int], debug: bool, prog: str) -> int:
@@ -112,13 +112,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, choices: dict
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
-# TrainConfig fields that only one task reads (dan.prepare, dan.step): the other task's run would ignore them
-TASK_ONLY = {"vqa": ("train_split", "val_split", "num_answers", "soft_targets"),
-             "matching": ("captions_file", "caption_image_folder", "margin", "negatives", "captions_per_image")}
-
-
 def run_train_cli(argv: list[str] | None = None) -> int:
-    from dan.config import CHOICES, TrainConfig, preset
+    from dan.config import CHOICES, TrainConfig, check_ignored, preset
 
     parser = OneLineParser(
         prog="python -m dan.train",
@@ -131,19 +126,12 @@ def run_train_cli(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     values = {k: v for k, v in vars(ns).items() if k not in ("no_progress", "debug") and v is not None}
     task, profile = values.pop("task", "vqa"), values.pop("profile", "default")
-    for other, fields in TASK_ONLY.items():  # given for the other task, a flag was ignored (and named a new run)
-        wrong = [f"--{f.replace('_', '-')}" for f in fields if f in values]
-        if other != task and wrong:
-            parser.error(f"--task {task} takes no {', '.join(wrong)}: {'it is' if len(wrong) == 1 else 'they are'} "
-                         f"for --task {other}")
 
     def go() -> int:
         from dan.train import train
 
-        cfg = preset(profile, task, **values)
-        if cfg.optimizer != "sgd" and "momentum" in values:
-            raise ConfigError(f"--momentum is SGD's; the optimizer of this run is {cfg.optimizer!r}, which would "
-                              f"ignore it")
+        cfg = preset(profile, task, **values)  # validated: refuses the other task's fields, momentum without SGD
+        check_ignored(cfg, given=values)  # ... and those flags even where they repeat the preset's values
         result = train(cfg, progress=not ns.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 holds the metrics
             print(json.dumps({"run_dir": str(result.run_dir), "metrics": result.metrics}, indent=1, default=str))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,9 @@ LIMITS = (("steps", 100, "each step adds attention layers of its own; the paper 
           ("threads", 1024, "torch starts that many CPU threads"))
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
 # (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
+# the fields that only one task reads (dan.prepare, dan.step): the other task's run ignores them (check_ignored)
+TASK_ONLY = {"vqa": ("train_split", "val_split", "num_answers", "soft_targets"),
+             "matching": ("captions_file", "caption_image_folder", "margin", "negatives", "captions_per_image")}
 
 
 def plain_numbers(config: object) -> None:
@@ -97,7 +101,8 @@ class TrainConfig:
         plain_numbers(self)
 
     def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` with the accepted values for any bad field; return self."""
+        """Raise :class:`ConfigError` with the accepted values for any bad field, or naming a field the run would
+        ignore (:func:`check_ignored`: the other task's, ``momentum`` without SGD); return self."""
         def one_of(name: str, value: object, allowed: tuple) -> None:
             if not isinstance(value, str) or value not in allowed:  # a NumPy array compared element-wise
                 raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, allowed))}")
@@ -163,6 +168,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value > limit:
                 raise ConfigError(f"{name} must be at most {limit} ({why}), got {value}")
+        check_ignored(self)  # last: a bad value of a field is named as such first
         return self
 
     def to_dict(self) -> dict:
@@ -235,11 +241,47 @@ def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainCon
     if profile in PROFILE_OVERRIDES:
         if not isinstance(task, str) or task not in PROFILE_OVERRIDES[profile]:
             raise ConfigError(f"unknown task {task!r}; accepted: {', '.join(TASKS)}")
-        profile_fields = PROFILE_OVERRIDES[profile][task]
     else:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}, paper")
-    fields = {**PAPER, **profile_fields, **{k: v for k, v in overrides.items() if v is not None}}
+    fields = {**preset_fields(profile, task), **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig.from_dict({"task": task, "profile": profile, **fields}).validate()
+
+
+def preset_fields(profile: str, task: str) -> dict:
+    """The fields the preset of ``profile`` (one of :data:`PROFILES`) and ``task`` sets: the paper's setting, then
+    the profile's shrinks; not validated (the others keep their dataclass defaults)."""
+    return {**PAPER, **PROFILE_OVERRIDES[profile][task]}
+
+
+def check_ignored(cfg: TrainConfig, given: Iterable[str] | None = None) -> None:
+    """Raise :class:`ConfigError` when ``cfg`` sets a field its run would ignore: one that only the other task
+    reads (:data:`TASK_ONLY`: ``negatives`` or ``margin`` in an r-DAN run, ``soft_targets`` in an m-DAN one, ...),
+    or ``momentum`` beside an optimizer other than SGD. Such a run trained as if the field were unset, yet under a
+    run folder of its own (:func:`dan.train.run_dir_for` names every field that differs from the preset).
+
+    A field counts as set when it is in ``given`` (``python -m dan.train``: the flags given, whatever their
+    values) or, with ``given`` None (:meth:`TrainConfig.validate`, for every entry point), when its value is
+    neither its dataclass default nor the value the preset of ``cfg``'s own profile and task gives it: a config
+    built by :func:`preset` or as ``TrainConfig(...)`` is never refused for what it did not set. The preset is
+    that of ``cfg``'s task, not the other task's: the m-DAN presets of the CPU profiles take ``margin`` 1.0, the
+    r-DAN ones keep the paper's 100, so an r-DAN run with ``margin`` 1.0 is refused (it would ignore the margin,
+    and take a folder of its own). Call it on a config whose task, profile and optimizer are valid."""
+    other = next(t for t in TASKS if t != cfg.task)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name in (*TASK_ONLY[other], "momentum")}
+    unset = {**defaults, **{k: v for k, v in preset_fields(cfg.profile, cfg.task).items() if k in defaults}}
+    chosen = (set(given) if given is not None
+              else {name for name in defaults if getattr(cfg, name) not in (defaults[name], unset[name])})
+    wrong = [name for name in TASK_ONLY[other] if name in chosen]
+    if wrong:
+        one = len(wrong) == 1
+        it, values = ("it" if one else "them"), ", ".join(f"{n} {getattr(cfg, n)!r}" for n in wrong)
+        raise ConfigError(f"task {cfg.task!r} takes no {values}: {'it is' if one else 'they are'} for task {other!r} "
+                          f"(a {cfg.task} run ignores {it}); leave {it} unset (default{'' if one else 's'} "
+                          f"{', '.join(f'{n} {unset[n]!r}' for n in wrong)}) or set task {other!r}")
+    if cfg.optimizer != "sgd" and "momentum" in chosen:
+        raise ConfigError(f"momentum {cfg.momentum!r} is SGD's; the optimizer of this run is {cfg.optimizer!r}, "
+                          f"which would ignore it: leave momentum unset (default {unset['momentum']!r}) or set "
+                          f"optimizer 'sgd'")
 
 
 # What the paper fixes beyond the preset's fields (PAPER.md): 512-d word embeddings, negatives drawn per pair

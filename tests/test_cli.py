@@ -58,13 +58,20 @@ def train_argv(smoke_data, smoke_features, tmp_path) -> list[str]:
     (["--hidden-dim", "99999999999999999999"], "hidden_dim must be at most 65536"),
     (["--threads", "100000"], "threads must be at most 1024 (torch starts that many CPU threads), got 100000"),
     (["--lr-decay-epochs", "2", "2"], "lr_decay_epochs must be increasing epochs (each decays the lr once)"),
-    # the other task's flags, and SGD's momentum beside Adam, were ignored (and named a run folder of their own)
-    (["--negatives", "hardest"], "--task vqa takes no --negatives: it is for --task matching"),
+    # the other task's flags, and SGD's momentum beside Adam, were ignored (and named a run folder of their own);
+    # refused by TrainConfig.validate (dan.config.check_ignored), and given at their defaults by the CLI too
+    (["--negatives", "hardest"], "task 'vqa' takes no negatives 'hardest': it is for task 'matching' (a vqa run "
+                                 "ignores it); leave it unset (default negatives 'sampled') or set task 'matching'"),
     (["--task", "vqa", "--margin", "5", "--captions-per-image", "2"],
-     "--task vqa takes no --margin, --captions-per-image: they are for --task matching"),
-    (["--task", "matching", "--soft-targets", "true"], "--task matching takes no --soft-targets: it is for --task vqa"),
-    (["--task", "matching", "--val-split", "val2014"], "--task matching takes no --val-split"),
-    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum is SGD's; the optimizer of this run is 'adam'"),
+     "task 'vqa' takes no margin 5.0, captions_per_image 2: they are for task 'matching'"),
+    (["--task", "vqa", "--margin", "100"], "task 'vqa' takes no margin 100.0: it is for task 'matching'"),
+    (["--task", "matching", "--soft-targets", "true"], "task 'matching' takes no soft_targets True: it is for task "
+                                                        "'vqa'"),
+    (["--task", "matching", "--val-split", "val2014"], "task 'matching' takes no val_split 'val2014'"),
+    (["--optimizer", "adam", "--momentum", "0.5"], "momentum 0.5 is SGD's; the optimizer of this run is 'adam', which "
+                                                   "would ignore it: leave momentum unset (default 0.9) or set "
+                                                   "optimizer 'sgd'"),
+    (["--momentum", "0.9"], "momentum 0.9 is SGD's; the optimizer of this run is 'adam'"),  # the smoke preset's
 ])
 def test_train_cli_misuse(train_argv, tmp_path, capsys, extra, message):
     code = 2
