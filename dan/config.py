@@ -256,8 +256,10 @@ def preset_fields(profile: str, task: str) -> dict:
 def check_ignored(cfg: TrainConfig, given: Iterable[str] | None = None) -> None:
     """Raise :class:`ConfigError` when ``cfg`` sets a field its run would ignore: one that only the other task
     reads (:data:`TASK_ONLY`: ``negatives`` or ``margin`` in an r-DAN run, ``soft_targets`` in an m-DAN one, ...),
-    or ``momentum`` beside an optimizer other than SGD. Such a run trained as if the field were unset, yet under a
-    run folder of its own (:func:`dan.train.run_dir_for` names every field that differs from the preset).
+    or ``momentum`` beside an optimizer other than SGD, ``clip_mode`` without clipping (``grad_clip`` 0), or
+    ``lr_decay`` without a decay epoch (``lr_decay_epochs`` empty). Such a run trained as if the field were
+    unset, yet under a run folder of its own (:func:`dan.train.run_dir_for` names every field that differs from the
+    preset).
 
     A field counts as set when it is in ``given`` (``python -m dan.train``: the flags given, whatever their
     values) or, with ``given`` None (:meth:`TrainConfig.validate`, for every entry point), when its value is
@@ -267,7 +269,8 @@ def check_ignored(cfg: TrainConfig, given: Iterable[str] | None = None) -> None:
     r-DAN ones keep the paper's 100, so an r-DAN run with ``margin`` 1.0 is refused (it would ignore the margin,
     and take a folder of its own). Call it on a config whose task, profile and optimizer are valid."""
     other = next(t for t in TASKS if t != cfg.task)
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name in (*TASK_ONLY[other], "momentum")}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)
+                if f.name in (*TASK_ONLY[other], "momentum", "clip_mode", "lr_decay")}
     unset = {**defaults, **{k: v for k, v in preset_fields(cfg.profile, cfg.task).items() if k in defaults}}
     chosen = (set(given) if given is not None
               else {name for name in defaults if getattr(cfg, name) not in (defaults[name], unset[name])})
@@ -282,6 +285,11 @@ def check_ignored(cfg: TrainConfig, given: Iterable[str] | None = None) -> None:
         raise ConfigError(f"momentum {cfg.momentum!r} is SGD's; the optimizer of this run is {cfg.optimizer!r}, "
                           f"which would ignore it: leave momentum unset (default {unset['momentum']!r}) or set "
                           f"optimizer 'sgd'")
+    for name, idle, needs in (("clip_mode", not cfg.grad_clip, "grad_clip > 0"),
+                              ("lr_decay", not cfg.lr_decay_epochs, "lr_decay_epochs")):
+        if idle and name in chosen:
+            raise ConfigError(f"{name} {getattr(cfg, name)!r} is ignored without {needs}; leave {name} unset "
+                              f"(default {unset[name]!r}) or set {needs}")
 
 
 # What the paper fixes beyond the preset's fields (PAPER.md): 512-d word embeddings, negatives drawn per pair

@@ -1,7 +1,7 @@
 """Settings a run would ignore (:func:`dan.config.check_ignored`, called by ``TrainConfig.validate``): the other
-task's fields and ``momentum`` beside Adam are refused at every entry point (``TrainConfig(...)``, ``preset``,
-``dan.train.train``), not only by ``python -m dan.train``; what a preset, a profile, a notebook or the dataclass
-defaults set is never refused.
+task's fields, ``momentum`` beside Adam, ``clip_mode`` without clipping and ``lr_decay`` without decay epochs are
+refused at every entry point (``TrainConfig(...)``, ``preset``, ``dan.train.train``), not only by
+``python -m dan.train``; what a preset, a profile, a notebook or the dataclass defaults set is never refused.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ IGNORED = [
                                            r"'sgd'"),
     (dict(task="matching", profile="smoke", momentum=0.0), r"momentum 0\.0 is SGD's; the optimizer of this run is "
                                                            r"'adam'"),  # the smoke preset's optimizer
+    (dict(grad_clip=0.0, clip_mode="value"), r"^clip_mode 'value' is ignored without grad_clip > 0; leave clip_mode "
+                                             r"unset \(default 'norm'\) or set grad_clip > 0$"),
+    (dict(lr_decay_epochs=[], lr_decay=0.5), r"^lr_decay 0\.5 is ignored without lr_decay_epochs; leave lr_decay "
+                                             r"unset \(default 0\.1\) or set lr_decay_epochs$"),
 ]
 
 
@@ -85,6 +89,7 @@ def test_a_bad_value_is_named_as_such_before_the_task_it_belongs_to():
     dict(task="vqa", margin=100.0, negatives="sampled"),  # the other task's fields at their defaults
     dict(task="matching", profile="smoke", margin=1.0),  # the m-DAN preset's margin on its own task
     dict(optimizer="sgd", momentum=0.5), dict(optimizer="adam", momentum=0.9), dict(optimizer="adam"),
+    dict(clip_mode="value"), dict(grad_clip=0.0), dict(lr_decay=0.5), dict(lr_decay_epochs=[]),
 ])
 def test_a_setting_the_run_reads_or_leaves_at_its_default_is_accepted(fields):
     cfg = TrainConfig(**fields)
