@@ -30,7 +30,7 @@ test: $(STAMP)
 ## Re-execute the notebooks on the smoke profile into tests/notebooks (the outputs notebook CI compares).
 refresh-nbval: $(STAMP)
 	rm -rf results/smoke data/generated/smoke
-	$(PY) -m dan.study --profile smoke --out tests/notebooks --no-book
+	$(PY) -m dan.study --profile smoke --out tests/notebooks --no-book --fresh
 
 ## Rebuild the book from the executed notebooks in book/notebooks.
 book: $(STAMP)

@@ -20,7 +20,8 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
   checks), :mod:`dan.stats` (t intervals),
   :mod:`dan.analysis` and :mod:`dan.gallery` (does attention look where it should), :mod:`dan.viz`,
   :mod:`dan.report` (tables from files on disk), :mod:`dan.reference` (the paper's numbers).
-- the study and its records: :mod:`dan.study` (``make study``), :mod:`dan.notebook`, :mod:`dan.record`,
+- the study and its records: :mod:`dan.study` (``make study``; a rerun resumes: :mod:`dan.study_resume`),
+  :mod:`dan.notebook`, :mod:`dan.record`,
   :mod:`dan.bench` and :mod:`dan.bench_records` (speed benchmarks and their committed results).
 """
 

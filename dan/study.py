@@ -6,6 +6,12 @@ notebooks to ``book/notebooks/`` (where ``_toc.yml`` reads them) and builds the 
 then replaces ``_build/html``, so a failed run always leaves the last good book in place. The wall time of
 every stage is printed and written to ``results/<profile>/study_times.json``.
 
+A rerun resumes: it reuses the staged executed copies of the first notebooks that are provably current (completed;
+same notebook, parameters, ``dan`` source, inputs, environment and earlier stages; data as they left them: the rule
+is :mod:`dan.study_resume`'s), prints them, and executes from the first one that is not. A reused stage keeps its
+earlier time, in ``study_times.json`` and the total too. ``--fresh`` executes every notebook, as ``--only`` does
+the ones it names.
+
 ``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``);
 with ``--record-times`` it still writes the stage times (used by the GPU session for the ``full`` profile,
 whose executed notebooks must not replace the default profile's in ``book/notebooks``).
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from dan.cli import OneLineParser, guard, nonempty, nonempty_path
@@ -31,6 +38,7 @@ from dan.io import (
     ConfigError,
     DanError,
     DataError,
+    atomic_path,
     is_number,
     read_json,
     repo_root,
@@ -38,6 +46,7 @@ from dan.io import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from dan.study_resume import Ledger, run_key
 
 STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
 
@@ -71,9 +80,12 @@ def notebook_list(root: Path, only: list[str] | None = None) -> list[Path]:
 def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
     """Execute ``nb`` into ``out`` with papermill; return the wall time in seconds.
 
-    A failing cell raises :class:`DanError` naming the notebook, the cell and the error; so does a kernel that
-    died (killed from outside, or out of memory). A Ctrl-C (SIGINT) ends the kernel with everything it started
-    at once (:func:`_kernel_manager`) and raises :class:`KeyboardInterrupt`, which the CLI reports in one line.
+    papermill writes into a temp file that takes ``out``'s name once executed through (:func:`dan.io.atomic_path`):
+    ``out`` never holds a half-written copy, which a rerun could reuse. A failing cell raises :class:`DanError` naming
+    the notebook, the cell and the error; so does a kernel that died (killed from outside, or out of memory); both
+    copies, written whole, then replace ``out``. A Ctrl-C (SIGINT) ends the kernel with everything it started at once
+    (:func:`_kernel_manager`) and raises :class:`KeyboardInterrupt`, which the CLI reports in one line (its copy is
+    dropped).
     """
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -81,24 +93,34 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
 
     os.environ.setdefault("PYTHONHASHSEED", "0")  # the kernel inherits it: string hashing fixed from its start
     start = time.perf_counter()
-    try:
-        with _interrupt_kills_the_kernel():
-            pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
-                                kernel_name="python3", kernel_manager_class=_kernel_manager())
-    except PapermillExecutionError as exc:
-        evalue = " ".join(str(exc.evalue).split())
-        raise DanError(f"notebook {nb.name} failed in {_failing_cell(out, exc.cell_index)}: {exc.ename}: {evalue}; "
-                       f"the executed copy with the error is at {out}") from None
-    except DeadKernelError:
-        cell = _last_started_cell(out)
-        where = "a cell" if cell is None else _failing_cell(out, cell)
-        raise DanError(f"notebook {nb.name}: its kernel died in {where} "
-                       f"(killed from outside, or out of memory); rerun the same command to resume: finished "
-                       f"stages' data, feature stores and runs are reused, interrupted ones resume") from None
-    finally:
-        if out.is_file():
-            strip_root(out, repo_root())
+    with atomic_path(out) as partial:
+        try:
+            with _interrupt_kills_the_kernel(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The specified file .* does not end in")  # the .tmp name
+                pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                                    kernel_name="python3", kernel_manager_class=_kernel_manager())
+        except PapermillExecutionError as exc:
+            where = _failing_cell(partial, exc.cell_index)
+            _settle(partial, out)
+            evalue = " ".join(str(exc.evalue).split())
+            raise DanError(f"notebook {nb.name} failed in {where}: {exc.ename}: {evalue}; "
+                           f"the executed copy with the error is at {out}") from None
+        except DeadKernelError:
+            cell = _last_started_cell(partial)
+            where = "a cell" if cell is None else _failing_cell(partial, cell)
+            _settle(partial, out)
+            raise DanError(f"notebook {nb.name}: its kernel died in {where} "
+                           f"(killed from outside, or out of memory); rerun the same command to resume: finished "
+                           f"notebooks, data, feature stores and runs are reused, interrupted ones resume") from None
+        strip_root(partial, repo_root(), final=out)
     return time.perf_counter() - start
+
+
+def _settle(partial: Path, out: Path) -> None:
+    """The copy of a notebook that failed, which papermill finished writing, takes ``out``'s name (if it wrote any)."""
+    if partial.is_file() and partial.stat().st_size:
+        strip_root(partial, repo_root(), final=out)
+        os.replace(partial, out)
 
 
 _INTERRUPTED = threading.Event()  # set by a Ctrl-C during a notebook: the kernel is then killed, not interrupted
@@ -155,13 +177,15 @@ def _last_started_cell(executed: Path) -> int | None:
         return None
 
 
-def strip_root(nb_path: Path, root: Path) -> None:
+def strip_root(nb_path: Path, root: Path, final: Path | None = None) -> None:
     """Make paths under ``root`` relative in an executed notebook (papermill metadata, printed output).
 
-    Executed notebooks are committed and rendered; a reader's machine has none of this machine's paths.
+    Executed notebooks are committed and rendered; a reader's machine has none of this machine's paths. ``final``:
+    the name the copy will have, for the temp name papermill wrote it under (its ``output_path``).
     """
     text = nb_path.read_text(encoding="utf-8")
-    cleaned = text.replace(str(root).rstrip("/") + "/", "")
+    cleaned = text if final is None else text.replace(str(nb_path), str(final))
+    cleaned = cleaned.replace(str(root).rstrip("/") + "/", "")
     if cleaned != text:
         write_bytes_atomic(nb_path, cleaned.encode("utf-8"))
 
@@ -212,12 +236,14 @@ def build_book(root: Path, strict: bool = True) -> float:
 
 
 def run_study(profile: str = "default", only: list[str] | None = None, out: Path | None = None,
-              book: bool = True, extra: dict | None = None, record_times: bool | None = None) -> dict[str, float]:
+              book: bool = True, extra: dict | None = None, record_times: bool | None = None,
+              fresh: bool = False) -> dict[str, float]:
     """Run the study for ``profile``; return the wall time of each stage in seconds.
 
     ``record_times`` (default: when ``out`` is None) writes them to ``results/<profile>/study_times.json``.
     ``extra``: parameters passed to every notebook beside ``profile``; each notebook must take them (a name a
-    notebook's parameters cell lacks is an error: :func:`dan.notebook.check_parameters`).
+    notebook's parameters cell lacks is an error: :func:`dan.notebook.check_parameters`). A whole run reuses the
+    executed copies of its first notebooks that are provably current (:mod:`dan.study_resume`) unless ``fresh``.
     """
     if record_times is None:
         record_times = out is None
@@ -242,12 +268,23 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         times = {k: v for k, v in read_study_times(times_file).items() if k not in ("book", "total")}
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
+    ledger = Ledger(staging, root, profile, run_key(root, params), [nb.name for nb in notebook_list(root)],
+                    skip=(times_file,))
+    plan = ledger.plan(nbs, refused="--fresh" if fresh else "--only executes the notebooks it names" if only else "")
     before = times_file.read_bytes() if record_times and times_file.is_file() else None
     try:
         for nb in nbs:
-            print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
-            times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
-            print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
+            if nb.name in plan.reused:
+                times[nb.stem] = ledger.reuse(nb.name)
+                print(f"[study] {nb.name} reused: current (its earlier time kept: {times[nb.stem]:.1f} s)", flush=True)
+            else:
+                if nb is nbs[len(plan.reused)]:  # the first one executed
+                    print(f"[study] executing from {nb.name}: {plan.reason}", flush=True)
+                print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
+                ledger.start(nb)
+                times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
+                ledger.record(nb, times[nb.stem])
+                print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
             if record_times:  # after every stage: later notebooks (performance) show this run's times so far
                 write_json_atomic(times_file, times, indent=1)
     except BaseException:
@@ -266,8 +303,8 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         print("[study] building the book ...", flush=True)
         times["book"] = build_book(root)
         print(f"[study] book built in {times['book']:.1f} s: {root / '_build' / 'html' / 'book' / 'intro.html'}")
-    if not only:  # a partial run's duration is no total of the study
-        times["total"] = time.perf_counter() - total
+    if not only:  # a partial run's duration is no total of the study; a resumed one's counts its reused stages
+        times["total"] = time.perf_counter() - total + sum(times[Path(name).stem] for name in plan.reused)
     if record_times:
         write_json_atomic(times_file, times, indent=1)
     print("[study] wall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))
@@ -282,24 +319,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=nonempty_path, help="execute into this folder only (no book)")
     parser.add_argument("--no-book", action="store_true", help="do not build the book")
     parser.add_argument("--book-only", action="store_true", help="only build the book from book/notebooks")
+    parser.add_argument("--fresh", action="store_true", help="execute every notebook (a rerun reuses none of them)")
     parser.add_argument("--record-times", action="store_true",
                         help="with --out: still write results/<profile>/study_times.json")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     ns = parser.parse_args(argv)
     if ns.book_only:  # the book is built from book/notebooks as they are: these options would be ignored
         given = [f for f, v in (("--profile", ns.profile), ("--only", ns.only), ("--out", ns.out),
-                                ("--no-book", ns.no_book), ("--record-times", ns.record_times)) if v]
+                                ("--no-book", ns.no_book), ("--record-times", ns.record_times),
+                                ("--fresh", ns.fresh)) if v]
         if given:
             parser.error(f"--book-only builds the book from book/notebooks as they are; it takes no "
                          f"{', '.join(given)} (run the study without --book-only to execute notebooks)")
     if ns.record_times and ns.out is None:
         parser.error("--record-times is for --out runs (a run without --out records its times anyway)")
+    if ns.fresh and ns.only:
+        parser.error("--only executes the notebooks it names anyway; it takes no --fresh")
 
     def go() -> int:
         if ns.book_only:
             print(f"[study] book built in {build_book(repo_root()):.1f} s")
             return 0
-        run_study(ns.profile or "default", ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or None)
+        run_study(ns.profile or "default", ns.only, ns.out, book=not ns.no_book, record_times=ns.record_times or None,
+                  fresh=ns.fresh)
         return 0
 
     return guard(go, ns.debug, parser.prog)

@@ -258,6 +258,8 @@ def test_study_cli_misuse(tmp_path, capsys, monkeypatch):
     (["--book-only", "--only", "03"], "--only"),
     (["--book-only", "--out", "x", "--no-book"], "--out, --no-book"),
     (["--record-times"], "--record-times is for --out runs"),
+    (["--book-only", "--fresh"], "it takes no --fresh"),
+    (["--only", "03", "--fresh"], "--only executes the notebooks it names anyway; it takes no --fresh"),
 ])
 def test_study_cli_refuses_options_it_would_ignore(argv, named, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -366,6 +366,29 @@ def test_a_failed_study_keeps_the_last_complete_stage_times(tmp_path, monkeypatc
     assert times.read_text() == '{"01_fine": 1.0, "02_broken": 2.0, "total": 3.0}'  # not {"01_fine": ...} alone
 
 
+def test_a_rerun_after_a_failing_notebook_reuses_the_executed_copies_before_it(tmp_path, monkeypatch, capsys):
+    """With papermill and a kernel: the first notebook's copy, renamed into place whole and naming itself (not its
+    temp file), is reused by the rerun after the second notebook is fixed; nothing half-written is left."""
+    from dan.study import main as study_main
+
+    root = tmp_path / "study"
+    _notebook(root / "notebooks" / "01_fine.ipynb", ["print('ok')"])
+    _notebook(root / "notebooks" / "02_fixed.ipynb", ["raise ValueError('broken')"])
+    monkeypatch.setenv("DAN_ROOT", str(root))
+    assert study_main(["--profile", "smoke", "--no-book"]) == 2
+    assert "02_fixed.ipynb failed in cell 2" in capsys.readouterr().err
+    _notebook(root / "notebooks" / "02_fixed.ipynb", ["print('fixed')"])
+    assert study_main(["--profile", "smoke", "--no-book"]) == 0
+    out = capsys.readouterr().out
+    assert "[study] 01_fine.ipynb reused: current" in out and "[study] 01_fine.ipynb (profile" not in out
+    assert "[study] executing from 02_fixed.ipynb: no completed executed copy of it" in out
+    staging = root / "_build" / "staging" / "smoke"
+    assert sorted(p.name for p in staging.iterdir()) == [".study-resume.json", "01_fine.ipynb", "02_fixed.ipynb"]
+    for name in ("01_fine", "02_fixed"):
+        executed = nbformat.read(staging / f"{name}.ipynb", as_version=4)
+        assert executed.metadata.papermill.output_path == f"_build/staging/smoke/{name}.ipynb"
+
+
 def test_a_notebook_whose_kernel_dies_is_named_in_one_line(tmp_path, monkeypatch, capsys):
     from dan.study import main as study_main
 

@@ -179,7 +179,7 @@ def test_execute_gives_papermill_the_parameters_and_folder_and_strips_the_root_f
 
     def run(out: Path) -> None:
         time.sleep(0.05)
-        out.write_text(f'{{"input_path": "{root}/notebooks/01_a.ipynb"}}')
+        out.write_text(f'{{"input_path": "{root}/notebooks/01_a.ipynb", "output_path": "{out}"}}')
 
     calls = _fake_papermill(monkeypatch, run)
     nb, out = root / "notebooks" / "01_a.ipynb", tmp_path / "staging" / "01_a.ipynb"
@@ -187,10 +187,13 @@ def test_execute_gives_papermill_the_parameters_and_folder_and_strips_the_root_f
     seconds = study.execute(nb, out, {"profile": "smoke", "epochs": 2}, cwd=tmp_path / "elsewhere")
     assert 0.05 <= seconds < 30
     (call,) = calls
-    assert (call["input"], call["output"], call["parameters"], call["cwd"], call["kernel_name"]) == (
-        str(nb), str(out), {"profile": "smoke", "epochs": 2}, str(tmp_path / "elsewhere"), "python3")
+    assert (call["input"], call["parameters"], call["cwd"], call["kernel_name"]) == (
+        str(nb), {"profile": "smoke", "epochs": 2}, str(tmp_path / "elsewhere"), "python3")
     assert call["hashseed"] == "0"
-    assert out.read_text() == '{"input_path": "notebooks/01_a.ipynb"}'
+    # papermill wrote a temp file beside the copy, which took the copy's name (and is named so in the copy)
+    assert Path(call["output"]).parent == out.parent and call["output"].endswith(".tmp")
+    assert out.read_text() == f'{{"input_path": "notebooks/01_a.ipynb", "output_path": "{out}"}}'
+    assert [p.name for p in out.parent.iterdir()] == ["01_a.ipynb"]
     monkeypatch.setenv("PYTHONHASHSEED", "5")  # one set by the user is kept
     study.execute(nb, out, {"profile": "smoke"}, cwd=tmp_path)
     assert calls[-1]["hashseed"] == "5"
@@ -421,7 +424,7 @@ def test_the_study_command_passes_its_options_to_the_run(fake_study, tmp_path, m
     assert set(json.loads((root / "results" / "smoke" / "study_times.json").read_text())) == {"01_a", "02_b", "03_c",
                                                                                              "total"}
     assert study.main(["--profile", "smoke", "--only", "02", "--out", str(tmp_path / "copies")]) == 0
-    assert [p.name for p in (tmp_path / "copies").iterdir()] == ["02_b.ipynb"] and len(books) == 1
+    assert [p.name for p in (tmp_path / "copies").glob("*.ipynb")] == ["02_b.ipynb"] and len(books) == 1
     del ran[:]
     assert study.main(["--book-only"]) == 0
     assert ran == [] and books[1:] == [((root,), {})]
@@ -438,3 +441,221 @@ def test_a_failed_book_builds_output_keeps_its_last_stdout_line_apart_from_its_f
     with pytest.raises(DanError) as exc:
         study.build_book(root)
     assert str(exc.value).splitlines()[1:] == [f"line {i}" for i in range(5, 30)]
+
+
+@pytest.fixture
+def attempt(fake_study, monkeypatch) -> Callable[..., list[str]]:
+    """``attempt(**run_study's arguments)`` runs the fake study once more and returns the stages it executed. The
+    n-th attempt's stage i takes 10 n + i s, writes ``results/<profile>/<stage>.txt`` and its executed copy;
+    ``fail="02_b"`` stops that stage with ``stop`` after it wrote half its copy and a file of partial work, as a
+    failing, interrupted or killed notebook does."""
+    root, _ = fake_study
+    attempts: list[list[str]] = []
+
+    def go(fail: str | None = None, stop: BaseException | None = None, profile: str = "smoke",
+           **kwargs) -> list[str]:
+        ran: list[str] = []
+        attempts.append(ran)
+
+        def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+            ran.append(nb.stem)
+            results = root / "results" / parameters["profile"]
+            results.mkdir(parents=True, exist_ok=True)
+            if nb.stem == fail:
+                (results / f"{nb.stem}.partial").write_text("partial work")
+                out.write_text("half a copy")
+                raise stop or KeyboardInterrupt()
+            (results / f"{nb.stem}.txt").write_text(f"{nb.stem} of attempt {len(attempts)}")
+            out.write_text(f"{nb.stem} executed in attempt {len(attempts)} with {json.dumps(parameters)}")
+            return 10.0 * len(attempts) + int(nb.stem[1])
+
+        monkeypatch.setattr(study, "execute", execute)
+        try:
+            study.run_study(profile, **kwargs)
+        except (KeyboardInterrupt, ValueError):
+            assert fail is not None
+        return ran
+
+    return go
+
+
+ALL = ["01_a", "02_b", "03_c"]
+
+
+@pytest.mark.parametrize("stop", [ValueError("a failing cell"), KeyboardInterrupt()])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_rerun_after_a_failure_at_stage_k_executes_exactly_k_and_later_and_keeps_the_earlier_times(
+        attempt, fake_study, capsys, k, stop) -> None:
+    """Stages 1..k-1 are reused from the failed attempt (their copies are the ones published, their times the ones
+    recorded, the total counts them once), stage k and every later one execute; the rerun says which."""
+    root, _ = fake_study
+    assert attempt(fail=ALL[k - 1], stop=stop) == ALL[:k]
+    capsys.readouterr()
+    assert attempt() == ALL[k - 1:]
+    out = capsys.readouterr().out
+    times = json.loads((root / "results" / "smoke" / "study_times.json").read_text())
+    for i, stem in enumerate(ALL, 1):
+        executed_in = 1 if i < k else 2
+        assert times[stem] == 10.0 * executed_in + i
+        assert (root / "book" / "notebooks" / f"{stem}.ipynb").read_text().startswith(
+            f"{stem} executed in attempt {executed_in} ")
+        assert (f"[study] {stem}.ipynb reused: current (its earlier time kept: {10.0 + i:.1f} s)" in out) == (i < k)
+    assert f"[study] executing from {ALL[k - 1]}.ipynb: no completed executed copy of it" in out
+    reused = sum(10.0 + i for i in range(1, k))
+    assert times["book"] == 5.0 and reused <= times["total"] < reused + 20
+    assert attempt() == []  # a third run reuses every stage
+    assert "executing from" not in capsys.readouterr().out
+
+
+def test_a_changed_notebook_re_executes_it_and_every_later_stage_and_its_mtime_alone_does_not(attempt,
+                                                                                           fake_study) -> None:
+    root, _ = fake_study
+    assert attempt() == ALL
+    os.utime(root / "notebooks" / "01_a.ipynb", (1, 1))  # touched, not changed
+    assert attempt() == []
+    (root / "notebooks" / "02_b.ipynb").write_text('{"cells": []}')
+    assert attempt() == ["02_b", "03_c"]
+    assert attempt() == []
+
+
+@pytest.mark.parametrize("first, second", [
+    ({"profile": "smoke"}, {"profile": "default"}),
+    ({"extra": {"epochs": 2}}, {"extra": {"epochs": 3}}),
+    ({"extra": {"epochs": 2}}, {}),
+])
+def test_a_changed_profile_or_parameter_re_executes_every_stage(attempt, tmp_path, first, second) -> None:
+    """Into the same folder (``--out``): a profile of its own does not reach another profile's staging otherwise."""
+    assert attempt(out=tmp_path / "copies", **first) == ALL
+    assert attempt(out=tmp_path / "copies", **first) == []
+    assert attempt(out=tmp_path / "copies", **second) == ALL
+    assert (tmp_path / "copies" / "01_a.ipynb").read_text().startswith("01_a executed in attempt 3 ")
+
+
+def test_a_half_written_or_changed_executed_copy_is_not_reused(attempt, fake_study) -> None:
+    """A stage that stops leaves no stamp, even over the stamp of an earlier attempt that completed it (its copy
+    then holds half a copy here, as papermill's progressive writes left it before); a completed copy changed
+    since is not the one that completed."""
+    root, _ = fake_study
+    staging = root / "_build" / "staging" / "smoke"
+    assert attempt() == ALL
+    assert attempt(fresh=True, fail="02_b") == ["01_a", "02_b"]
+    assert (staging / "02_b.ipynb").read_text() == "half a copy"
+    assert attempt() == ["02_b", "03_c"]
+    (staging / "03_c.ipynb").write_text((staging / "03_c.ipynb").read_text()[:10])
+    assert attempt() == ["03_c"]
+    (staging / "01_a.ipynb").unlink()
+    assert attempt() == ALL
+
+
+def test_fresh_executes_every_stage(attempt, fake_study, capsys, monkeypatch) -> None:
+    root, _ = fake_study
+    assert attempt() == ALL
+    assert attempt(fresh=True) == ALL
+    assert "[study] executing from 01_a.ipynb: --fresh" in capsys.readouterr().out
+    ran: list[str] = []
+    monkeypatch.setattr(study, "execute", lambda nb, out, parameters, cwd: ran.append(nb.stem) or 1.0)
+    assert study.main(["--profile", "smoke", "--fresh", "--no-book"]) == 0
+    assert ran == ALL
+
+
+def test_only_executes_what_it_names_and_a_whole_rerun_then_executes_it_and_every_later_stage(attempt) -> None:
+    """``--only`` re-executes a current stage; the whole study after it reuses the stages before that one only
+    (the later stages' copies were made from what the re-executed stage wrote before)."""
+    assert attempt() == ALL
+    assert attempt(only=["02_b"]) == ["02_b"]
+    assert attempt() == ["02_b", "03_c"]
+    assert attempt(only=["01_a", "02_b"]) == ["01_a", "02_b"]
+    assert attempt() == ["03_c"]  # the stages --only executed from the first one on form the study's chain
+
+
+def test_data_changed_since_a_stage_finished_shrinks_the_reuse_and_added_files_do_not(attempt,
+                                                                                      fake_study) -> None:
+    """Files the interrupted stage added (its partial work) leave the reuse as it was; a file an earlier stage
+    wrote that changed or went since re-executes from that stage (and the study's own times file is no data)."""
+    root, _ = fake_study
+    results = root / "results" / "smoke"
+    assert attempt(fail="03_c") == ALL
+    assert (results / "03_c.partial").is_file()
+    assert attempt(fail="03_c") == ["03_c"]
+    (results / "02_b.txt").write_text("changed by hand")
+    assert attempt(fail="03_c") == ["02_b", "03_c"]
+    (results / "01_a.txt").unlink()
+    assert attempt() == ALL
+    (results / "elsewhere.txt").write_text("added later")
+    assert attempt() == []
+
+
+def test_a_stage_executing_after_an_earlier_stages_file_went_leaves_that_stage_unreusable(attempt,
+                                                                                        fake_study) -> None:
+    """An ``--only`` run does not check what it does not reuse; the ledger it leaves must not make 01 and 02
+    reusable when 01's file went before it (it records the data as they are after 03)."""
+    root, _ = fake_study
+    assert attempt() == ALL
+    assert attempt() == []
+    (root / "results" / "smoke" / "01_a.txt").unlink()
+    assert attempt(only=["03_c"]) == ["03_c"]
+    assert attempt() == ALL
+
+
+def test_a_changed_package_input_or_environment_re_executes_every_stage(attempt, fake_study, tmp_path,
+                                                                         monkeypatch) -> None:
+    """The dan package's source, the records and benchmarks the notebooks read, and the installed packages."""
+    import dan.study_resume as resume
+
+    root, _ = fake_study
+    package = tmp_path / "dan"
+    package.mkdir()
+    (package / "models.py").write_text("K = 2\n")
+    monkeypatch.setattr(resume, "PACKAGE", package)
+    (root / "benchmarks" / "results").mkdir(parents=True)
+    (root / "benchmarks" / "results" / "train_gpu.json").write_text("{}")
+    (root / "benchmarks" / "device_session.sh").write_text("echo\n")
+    assert attempt() == ALL
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "models.cpython-311.pyc").write_text("cache")
+    (root / "benchmarks" / "device_session.sh").write_text("echo again\n")  # no notebook runs it
+    assert attempt() == []
+    (package / "models.py").write_text("K = 3\n")
+    assert attempt() == ALL
+    (root / "benchmarks" / "results" / "train_gpu.json").write_text('{"new": 1}')
+    assert attempt() == ALL
+    (root / "records").mkdir()
+    (root / "records" / "full_profile.json").write_text("{}")
+    assert attempt() == ALL
+    monkeypatch.setattr(resume, "_environment", lambda: "another")
+    assert attempt() == ALL
+    assert attempt() == []
+
+
+@pytest.mark.parametrize("ledger", ["not json", '{"format": "dan-study-resume/1", "stages": [{"name": 1}]}', None])
+def test_an_unreadable_or_foreign_ledger_reuses_nothing(attempt, fake_study, ledger) -> None:
+    root, _ = fake_study
+    assert attempt() == ALL
+    path = root / "_build" / "staging" / "smoke" / ".study-resume.json"
+    path.unlink()
+    path.mkdir() if ledger is None else path.write_text(ledger)
+    if ledger is None:  # a folder in its place: the first stage cannot drop its stamp there
+        with pytest.raises(DanError, match="cannot write"):
+            attempt()
+    else:
+        assert attempt() == ALL
+
+
+def test_execute_never_leaves_a_half_written_copy_under_the_copys_name(tmp_path, monkeypatch) -> None:
+    """While papermill writes, and when it is stopped (Ctrl-C), the copy's name holds the last complete copy; the
+    interrupted one is removed."""
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    out = tmp_path / "01_a.ipynb"
+    out.write_text("the last complete copy")
+    seen: list[str] = []
+
+    def stopped(partial: Path) -> None:
+        partial.write_text('{"cells": [')
+        seen.append(out.read_text())
+        raise KeyboardInterrupt
+
+    _fake_papermill(monkeypatch, stopped)
+    with pytest.raises(KeyboardInterrupt):
+        study.execute(tmp_path / "notebooks" / "01_a.ipynb", out, {"profile": "smoke"}, cwd=tmp_path)
+    assert seen == ["the last complete copy"] and out.read_text() == "the last complete copy"
+    assert [p.name for p in tmp_path.iterdir()] == ["01_a.ipynb"]
