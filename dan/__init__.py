@@ -4,9 +4,10 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
 
 - data: :mod:`dan.data` (``python -m dan.data generate|info|check``): loaders for VQA v1/v2, Karpathy splits and
   Flickr8k in their real formats, and the embedded benchmark generated in those formats (:mod:`dan.data.synth`).
-- features: :mod:`dan.features` (``python -m dan.features``) with :mod:`dan.backbones`, :mod:`dan.extract`
-  (:mod:`dan.extract_input`), :mod:`dan.jpeg`, :mod:`dan.resize` and :mod:`dan.fuse`: frozen-CNN grid features into
-  fp16 stores (:mod:`dan.store`, :mod:`dan.store_writer`), opened lazily by image id (:mod:`dan.store_reader`).
+- features: :mod:`dan.features` (``python -m dan.features``; its configuration in :mod:`dan.feature_config`) with
+  :mod:`dan.backbones`, :mod:`dan.extract` (:mod:`dan.extract_input`), :mod:`dan.jpeg`, :mod:`dan.resize` and
+  :mod:`dan.fuse`: frozen-CNN grid features into fp16 stores (:mod:`dan.store`, :mod:`dan.store_writer`), opened
+  lazily by image id (:mod:`dan.store_reader`).
 - models: :mod:`dan.attention` and :mod:`dan.models` (r-DAN for VQA, m-DAN for image-text matching;
   :func:`dan.models.build_model`), :mod:`dan.losses`.
 - training: :mod:`dan.config` (presets as dataclasses), :mod:`dan.prepare`, :mod:`dan.batches`, :mod:`dan.train`
@@ -18,7 +19,8 @@ The stages, one module each, in the order a study runs them (``python -m dan`` l
   :mod:`dan.retrieval` (m-DAN's: whole split, a subset of images, or COCO's 1K folds).
 - analysis: :mod:`dan.ablation` (sweeps over K and attention type), :mod:`dan.claims` (their tables and claim
   checks), :mod:`dan.stats` (t intervals),
-  :mod:`dan.analysis` and :mod:`dan.gallery` (does attention look where it should), :mod:`dan.viz`,
+  :mod:`dan.analysis` (runs' outputs read back by :mod:`dan.analysis_outputs`) and :mod:`dan.gallery` (does
+  attention look where it should), :mod:`dan.viz`,
   :mod:`dan.report` (tables from files on disk), :mod:`dan.reference` (the paper's numbers).
 - the study and its records: :mod:`dan.study` (``make study``; a rerun resumes: :mod:`dan.study_resume`),
   :mod:`dan.notebook`, :mod:`dan.record`,

@@ -149,7 +149,8 @@ def test_every_import_is_declared(where, extras):
 
 # modules that import the study extra's packages (pandas, matplotlib, seaborn) when imported; every other module
 # of dan imports with the base dependencies only (pip install dan, no extras)
-NEEDS_STUDY = {"dan.ablation", "dan.analysis", "dan.analysis_outputs", "dan.claims", "dan.gallery", "dan.report", "dan.viz"}
+NEEDS_STUDY = {"dan.ablation", "dan.analysis", "dan.analysis_outputs", "dan.claims", "dan.gallery", "dan.report",
+               "dan.viz"}
 
 
 def test_the_stages_import_with_the_base_dependencies_only(tmp_path):
