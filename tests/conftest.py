@@ -86,3 +86,27 @@ def vqa_run(make_cfg, tmp_path_factory: pytest.TempPathFactory):
 def matching_run(make_cfg, tmp_path_factory: pytest.TempPathFactory):
     """Reference m-DAN run (smoke preset, seed 0)."""
     return _train_once(make_cfg("matching", tmp_path_factory.mktemp("runs") / "matching"))
+
+
+@pytest.fixture
+def fake_cuda_streams(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    """``torch.cuda.Stream`` faked (no GPU needed): each stream made is recorded as ``(device, priority)`` in the
+    first list, each ``wait_stream`` argument in the second; the priority range is CUDA's ``(0, -5)`` (lowest,
+    highest), and ``torch.cuda.current_stream`` is the string ``"current"``."""
+    made: list = []
+    waited: list = []
+
+    class FakeStream:
+        @staticmethod
+        def priority_range() -> tuple[int, int]:
+            return (0, -5)
+
+        def __init__(self, device, priority=0) -> None:  # noqa: ANN001 - as torch.cuda.Stream's
+            made.append((str(device), priority))
+
+        def wait_stream(self, other) -> None:  # noqa: ANN001
+            waited.append(other)
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "current")
+    return made, waited

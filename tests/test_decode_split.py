@@ -92,20 +92,11 @@ def test_loader_workers_decode_with_many_processes_and_read_bytes_with_few():
     assert loader_workers(7, cuda=True, bytes_only=True, cpus=16) == 7
 
 
-def test_staging_stream_priority(monkeypatch):
+def test_staging_stream_priority(fake_cuda_streams):
     """CUDA: the highest priority with prioritise_staging, else the lowest (the default); the CPU gets none. CUDA
     streams are faked here (no GPU)."""
-    made = []
-
-    class FakeStream:
-        @staticmethod
-        def priority_range():
-            return (0, -5)  # (lowest, highest), as CUDA reports them
-
-        def __init__(self, device, priority=0):
-            made.append((str(device), priority))
-
-    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    made, _ = fake_cuda_streams
+    FakeStream = torch.cuda.Stream  # noqa: N806 - the fixture's class
     cuda = torch.device("cuda:0")
     assert staging_stream(CPU, True) is None and staging_stream(CPU, False) is None and made == []
     assert isinstance(staging_stream(cuda, True), FakeStream) and isinstance(staging_stream(cuda, False), FakeStream)

@@ -1205,27 +1205,14 @@ def test_feature_config_takes_numpy_scalars_as_the_python_numbers_they_hold():
     replace(CFG, weights=Path("w.pt"), commit_every_mb=0, gpu_decode=None, num_workers=None).validate()
 
 
-def test_model_stream_picks_the_stream_the_config_asks_for(monkeypatch):
+def test_model_stream_picks_the_stream_the_config_asks_for(fake_cuda_streams):
     """CUDA: prioritise_model -> a stream of the highest priority; own_model_stream -> one of its own at the default
     (lowest) priority; neither -> None (the current stream). Each waits for the current stream's queued work. The
     CPU never gets a stream. CUDA streams are faked here (no GPU): what is asked of them is what is checked."""
     from dan.extract import model_stream
 
-    made, waited = [], []
-
-    class FakeStream:
-        @staticmethod
-        def priority_range():
-            return (0, -5)  # (lowest, highest), as CUDA reports them
-
-        def __init__(self, device, priority=0):
-            made.append((str(device), priority))
-
-        def wait_stream(self, other):
-            waited.append(other)
-
-    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "current")
+    made, waited = fake_cuda_streams
+    FakeStream = torch.cuda.Stream  # noqa: N806 - the fixture's class
     cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
     assert model_stream(cuda, prioritise=False) is None and model_stream(cuda, False, own=False) is None
     assert all(model_stream(cpu, p, own=o) is None for p in (False, True) for o in (False, True))
