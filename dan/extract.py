@@ -206,10 +206,10 @@ def staging_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream 
     """The stream on which the prefetch thread copies, decodes (nvImageCodec; torchvision's nvJPEG decodes on a stream
     of its own, then this one waits for it) and resizes each chunk: CUDA only, at the highest priority with
     ``prioritise``, else at the default (lowest) one, which the model's stream has too unless
-    ``prioritise_model``. Why ask: the H200 timelines of 2026-11-28 show one chunk a batch staged in about a
-    forward's time, as if its kernels, queued while the forward's were, ran only after them (a guess, not measured;
-    ``benchmarks/staging_blocks.py``); a higher-priority stream's blocks are scheduled first as the forward's
-    finish. None on the CPU."""
+    ``prioritise_model``. Why ask: in the H200 timelines of 2026-11-28, one chunk a batch, staged during a forward,
+    was done only a few milliseconds after that forward ended (:func:`dan.bench.staging_table`), as if its kernels,
+    queued behind the forward's, ran only after them (a guess, not measured: ``benchmarks/staging_blocks.py``); a
+    higher-priority stream's blocks are scheduled first as the forward's finish. None on the CPU."""
     if device.type != "cuda":
         return None
     priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority

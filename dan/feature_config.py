@@ -103,7 +103,6 @@ FEATURE_PROFILES: dict[str, FeatureConfig] = {
 }
 
 
-
 def decodes_on_device(cfg: FeatureConfig, device) -> bool:  # noqa: ANN001 - a torch.device
     """Whether any image is decoded on ``device``: ``cfg.gpu_decode`` resolved (None means on CUDA devices), and
     not when ``cpu_decode_share`` leaves the device no image of a batch."""
