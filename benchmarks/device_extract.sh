@@ -20,8 +20,10 @@
 #   - gpu_checks' staging section times each step's host call and its stream's completion beside busy GPU work,
 #     with the staging stream at normal and at the highest priority ("starved": its work finished late);
 #   - --prioritise-staging (the staging stream at the highest priority: its blocks are scheduled first);
-#   - --cpu-decode-share 0.5 (half of each batch decoded by PIL in the loader workers: those chunks only need a copy
-#     and a normalisation on the GPU, so less staging work waits behind the forward);
+#   - --cpu-decode-share 0.5 and 0.75 (half, three quarters of each batch decoded by PIL in the loader workers: those
+#     chunks only need a copy and a normalisation on the GPU, so less staging work waits behind the forward; the
+#     CPU-decoding run of 2026-11-27, extract_cpu_decode_h200.json, fed 1,760 img/s steady with 14 workers: whether
+#     that was the CPUs' limit is not known, hence two shares);
 #   - the 8k configuration with the best end-to-end rate other than the defaults, again at COCO val2014's size.
 # /dev/shm is touched first (a 32 GiB dd, twice): in version 7's calls the first 40,504-image run of each call waited
 # seconds on the store writer and the second did not.
@@ -32,11 +34,13 @@
 #   split_extract_8k.json               ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults.
 #                                       Each 8k run also extracts 2,048 of the images again under torch.profiler
 #   split_extract_half_8k.json          the same with --cpu-decode-share 0.5
+#   split_extract_threeq_8k.json        the same with --cpu-decode-share 0.75
 #   split_extract_stageprio_8k.json     the defaults with --prioritise-staging
 #   split_extract_nvimg_stageprio_8k.json  --prioritise-staging with --jpeg-decoder nvimgcodec (which decodes on the
 #                                       prioritised stream; torchvision's nvJPEG decodes on a stream of its own)
-#   split_extract_val2014.json          the defaults on 40,504 JPEGs (COCO val2014's size; store 32.5 GB in /dev/shm)
-#   split_extract_best_val2014.json     the fastest 8k configuration but the defaults, on 40,504 JPEGs
+#   split_extract_best_val2014.json     the fastest 8k configuration but the defaults, on 40,504 JPEGs (COCO
+#                                       val2014's size; store 32.5 GB in /dev/shm). The defaults at that size:
+#                                       extract_pil_noprio_val2014_h200.json (2026-11-28, another call)
 # DAN_DEVICE_SKIP="gpu-checks shm-touch ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy
 # sizes (checks the script, not the speed).
 set -uo pipefail
@@ -90,14 +94,14 @@ nv() {  # the nvImageCodec stages need its wheels
     [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
 }
 declare -A flags=([split_extract_8k.json]="" [split_extract_half_8k.json]="--cpu-decode-share 0.5"
-    [split_extract_stageprio_8k.json]="--prioritise-staging"
+    [split_extract_threeq_8k.json]="--cpu-decode-share 0.75" [split_extract_stageprio_8k.json]="--prioritise-staging"
     [split_extract_nvimg_stageprio_8k.json]="--prioritise-staging --jpeg-decoder nvimgcodec")
 run extract-8k 190 split_extract_8k.json "$n_short"
 run extract-half-8k 155 split_extract_half_8k.json "$n_short" ${flags[split_extract_half_8k.json]}
-run extract-stageprio-8k 120 split_extract_stageprio_8k.json "$n_short" ${flags[split_extract_stageprio_8k.json]}
-nv extract-nvimg-stageprio-8k && run extract-nvimg-stageprio-8k 90 split_extract_nvimg_stageprio_8k.json \
+run extract-threeq-8k 120 split_extract_threeq_8k.json "$n_short" ${flags[split_extract_threeq_8k.json]}
+run extract-stageprio-8k 85 split_extract_stageprio_8k.json "$n_short" ${flags[split_extract_stageprio_8k.json]}
+nv extract-nvimg-stageprio-8k && run extract-nvimg-stageprio-8k 50 split_extract_nvimg_stageprio_8k.json \
     "$n_short" ${flags[split_extract_nvimg_stageprio_8k.json]}
-run extract-val2014 45 split_extract_val2014.json "$n_long"
 best=$(python3 - "$out" <<'PY'
 import json, sys
 from pathlib import Path

@@ -27,6 +27,8 @@ EXTRACT_PAIRS = (
     # benchmarks/device_extract.sh's ninth version (/dev/shm touched first; shown once collected)
     ("half of each batch decoded by PIL in the loader workers, 8,192 JPEGs", "cpu_decode_share",
      "split_extract_8k_h200.json", "split_extract_half_8k_h200.json"),
+    ("three quarters of each batch decoded by PIL in the loader workers, 8,192 JPEGs", "cpu_decode_share",
+     "split_extract_8k_h200.json", "split_extract_threeq_8k_h200.json"),
     ("the staging stream at the highest priority, 8,192 JPEGs", "prioritise_staging",
      "split_extract_8k_h200.json", "split_extract_stageprio_8k_h200.json"),
     ("nvImageCodec decoding (on the staging stream) instead of torchvision's nvJPEG, staging stream at the highest "
