@@ -47,6 +47,22 @@ def test_a_split_batch_gives_the_store_of_either_decoder_alone(tmp_path):
         np.testing.assert_array_equal(feats[name], feats["pil"], err_msg=name)
 
 
+def test_whole_chunks_of_either_kind_join_into_the_same_batches(tmp_path):
+    """Batches of 32 read as 2 chunks of 16 by 2 worker processes: with a share of 0.5 the first chunk of each batch
+    is all pixels and the second all JPEG bytes (each kind's fast path, then the join); the 40 images end in a short
+    batch of 8, all decoded by the workers."""
+    from dan.extract import loader_chunks
+
+    items = write_jpegs(tmp_path / "img", 40)
+    cfg = replace(CFG, batch_size=32, num_workers=2)
+    assert loader_chunks(cfg.batch_size, cfg.num_workers) == 2
+    pil = extract_features(items, tmp_path / "pil", cfg, progress=False).load_all()
+    split = extract_features(items, tmp_path / "split", replace(cfg, gpu_decode=True, cpu_decode_share=0.5),
+                             progress=False)
+    assert split.meta["decode"].endswith("PIL in DataLoader workers for the first 16 of every 32 images")
+    np.testing.assert_array_equal(split.load_all(), pil)
+
+
 def test_the_first_images_of_each_batch_are_decoded_by_the_workers_by_position_not_by_start(tmp_path):
     items = write_jpegs(tmp_path, 10)
 
