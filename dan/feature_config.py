@@ -49,7 +49,8 @@ class FeatureConfig:
     # need not wait behind a queued forward's (dan.extract.staging_stream; same results); not yet measured on a GPU
     cpu_decode_share: float = 0.0  # with device decoding: this share of each model batch (its first
     # round(share * batch_size) images) is decoded and resized by PIL in the DataLoader workers instead, so that less
-    # decoding shares the GPU with the forward (cpu_decoded_per_batch); 0 = all on the device; not yet measured
+    # decoding shares the GPU with the forward; those images' pixels are PIL's, the others' the device decoder's
+    # (cpu_decoded_per_batch); 0 = all on the device; not yet measured
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
@@ -116,5 +117,10 @@ def cpu_decoded_per_batch(cfg: FeatureConfig) -> int:
     sorted image list modulo ``batch_size``, so the split, and so each image's pixels, does not depend on the worker
     count, and a resumed extraction (it restarts at a batch boundary) splits as the first run did. The workers read
     a model batch in up to 4 chunks (:func:`dan.extract.loader_chunks`): a share that is a multiple of 1/4 (or of
-    1/2 with 2 chunks) gives whole chunks of one kind, which skip the per-image join."""
+    1/2 with 2 chunks) gives whole chunks of one kind, which skip the per-image join.
+
+    A split store holds each image's features of the pixels its own decoder gave: on a GPU, torchvision's nvJPEG
+    differs from PIL's decoding (by up to 129 levels on an H200: :mod:`dan.jpeg`; nvImageCodec by at most 1), and
+    JPEGs of at least twice the input size are decoded at a reduced DCT scale on the CPU side only
+    (:func:`dan.backbones.read_image`). The store's ``decode`` entry says which images went where."""
     return round(cfg.cpu_decode_share * cfg.batch_size)
