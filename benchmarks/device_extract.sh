@@ -108,7 +108,9 @@ from pathlib import Path
 rates = {}
 for f in Path(sys.argv[1]).glob("split_extract_*_8k.json"):  # the defaults' file is split_extract_8k.json: not matched
     try:
-        rates[f.name] = json.loads(f.read_text())["end_to_end_img_s"]
+        result = json.loads(f.read_text())
+        if not result.get("copy_check_failed"):  # a store with rows in the wrong place: not a candidate
+            rates[f.name] = result["end_to_end_img_s"]
     except (OSError, ValueError, KeyError):
         pass
 print(max(rates, key=rates.get) if rates else "")

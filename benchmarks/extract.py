@@ -44,6 +44,7 @@ from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/time
 
 from dan.backbones import build_backbone  # noqa: E402
 from dan.bench import COPY_TOLERANCE, copy_consistency, extraction_rates, steady_rate  # noqa: E402
+from dan.feature_config import cpu_decoded_per_batch, decodes_on_device  # noqa: E402
 from dan.features import FEATURE_PROFILES, FeatureConfig, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
 from dan.jpeg import hardware_engines  # noqa: E402
@@ -231,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def decoder_kinds(cfg: FeatureConfig, device: torch.device, n: int) -> np.ndarray | None:
+    """For the copy check: 1 for each of the ``n`` images (in id order) the loader workers decode, 0 for those the
+    device decodes, where the configuration splits the batches (``cpu_decode_share``); None where one decoder makes
+    every image."""
+    n_cpu = cpu_decoded_per_batch(cfg) if decodes_on_device(cfg, device) else 0
+    return (np.arange(n) % cfg.batch_size < n_cpu).astype(np.int64) if n_cpu else None
+
+
 def run_config(args: argparse.Namespace, device: torch.device) -> FeatureConfig:
     """The extraction's configuration: the package's (the default or the real profile's, by backbone) with the
     flags given; a flag left out keeps the package's default."""
@@ -280,7 +289,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
         return 2
     e2e = len(items) / e2e_s
     steady = steady_rate(commits)
-    check = copy_consistency(store, DISTINCT) if len(items) > DISTINCT else None
+    check = copy_consistency(store, DISTINCT, kinds=decoder_kinds(cfg, device, len(items))) \
+        if len(items) > DISTINCT else None
     bad = check is not None and not check["rel_diff"] <= COPY_TOLERANCE
     result = {
         "device": device_name(device), "device_type": device.type, "backbone": cfg.backbone,

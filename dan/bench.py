@@ -296,10 +296,14 @@ def extraction_rates(num_images: int, seconds: float, ceiling: float, batch_size
             "fixed_overhead_s": round(seconds - num_images / steady, 2) if steady else None}
 
 
-def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> dict:
+def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512, kinds: np.ndarray | None = None) -> dict:
     """Integrity check of an extraction benchmark's store, whose image ``k`` (k = 0, 1, ... in id order) is a byte
     copy of image ``k % distinct``: compares up to ``samples`` copies, spread over the whole store, with their
     originals.
+
+    ``kinds`` (int ``[n]``, optional): which decoder made each image, where one store mixes two (a split extraction:
+    :func:`dan.feature_config.cpu_decoded_per_batch`). A copy is then compared with the first image of its own kind
+    that copies the same original, since two decoders' pixels differ by more than rounding (nvJPEG against PIL's).
 
     ``rel_diff`` is the largest ``||copy - original||`` (L2 over all N x D values) divided by how far images lie
     from each other: the mean ``||original_j - mean||`` over the ``distinct`` originals. Measured on the CPU with
@@ -312,10 +316,20 @@ def copy_consistency(store: FeatureStore, distinct: int, samples: int = 512) -> 
     originals = store.gather(np.arange(distinct)).astype(np.float64).reshape(distinct, -1)  # [distinct, N * D]
     spread = float(np.linalg.norm(originals - originals.mean(axis=0), axis=1).mean())
     copies = np.unique(np.linspace(distinct, n - 1, num=min(samples, n - distinct)).astype(np.int64))
+    refs = copies % distinct
+    if kinds is not None:  # the first image of each (original, kind): np.unique keeps first occurrences
+        kinds = np.asarray(kinds, dtype=np.int64)
+        if kinds.shape != (n,):
+            raise ValueError(f"kinds must have one entry per image ({n}), got shape {kinds.shape}")
+        keys = np.arange(n) % distinct + distinct * kinds
+        uniq, first = np.unique(keys, return_index=True)
+        refs = first[np.searchsorted(uniq, keys[copies])]
+        copies, refs = copies[refs != copies], refs[refs != copies]
     diff = err = 0.0
     for lo in range(0, len(copies), 64):
-        k = copies[lo: lo + 64]
-        delta = store.gather(k).astype(np.float64).reshape(len(k), -1) - originals[k % distinct]
+        k, r = copies[lo: lo + 64], refs[lo: lo + 64]
+        ref = originals[r] if kinds is None else store.gather(r).astype(np.float64).reshape(len(r), -1)
+        delta = store.gather(k).astype(np.float64).reshape(len(k), -1) - ref
         diff = max(diff, float(np.abs(delta).max()))
         err = max(err, float(np.linalg.norm(delta, axis=1).max()))
     rel = err / spread if spread > 0 else (0.0 if err == 0 else float("inf"))

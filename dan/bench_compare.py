@@ -100,11 +100,10 @@ def staging_table(recorded: list[dict]) -> list[dict]:
 
     Where the run also has its forward calls' events and the GPU's forward time, two more medians, over the forwards
     but the first and last two: ``slow_chunk_end_vs_forward_end_ms``, when the longest chunk whose staging began
-    during a forward (from 5 ms before its call to the call plus a GPU forward's time) ended, against that forward's
-    end on the GPU as the host sees it (its call plus the median GPU forward time; the GPU is idle when the call
-    comes, waiting for that input); near 0 says the chunk waited for the forward to end. And
-    ``next_forward_after_ms``: how long after that chunk's end the next forward was called (the GPU's idle time, about,
-    the rest of the batch being staged then)."""
+    during a forward ended, against that forward's end on the GPU as the host can tell it (its start plus the median
+    GPU forward time: :func:`_chunk_vs_forward`); near 0 says the chunk waited for the forward to end. And
+    ``next_forward_after_ms``: how long after that chunk's end the next forward was called (about the GPU's idle
+    time, where the forward before had ended by then: the rest of the batch being staged)."""
     import statistics
 
     rows = []
@@ -133,17 +132,26 @@ def staging_table(recorded: list[dict]) -> list[dict]:
 
 
 def _chunk_vs_forward(chunks: list[tuple[float, float]], calls: list[float], forward: float | None) -> dict:
-    """:func:`staging_table`'s two forward-relative medians (ms); None without forward calls or forward time."""
+    """:func:`staging_table`'s two forward-relative medians (ms); None without forward calls or forward time.
+
+    Forward k's end on the GPU is taken as ``max(call_k, end_(k-1)) + forward``: it starts at its call, or when the
+    forward before it ends if the GPU is still busy then (forwards queued back to back). Its chunks are those whose
+    staging began from 5 ms before its call up to its end or 5 ms before the next call, whichever comes first, so
+    that no chunk counts for two forwards."""
     import statistics
 
-    vs_end, idle = [], []
-    for k in range(2, len(calls) - 2) if forward else ():
-        call = calls[k]
-        during = [(b - a, b) for a, b in chunks if call - 0.005 <= a < call + forward]
+    vs_end: list[float] = []
+    idle: list[float] = []
+    ends: list[float] = []
+    for call in calls if forward else ():
+        ends.append(max(call, ends[-1] if ends else call) + forward)
+    for k in range(2, len(ends) - 2):
+        call, end = calls[k], ends[k]
+        during = [(b - a, b) for a, b in chunks if call - 0.005 <= a < min(end, calls[k + 1] - 0.005)]
         if during:
-            end = max(during)[1]
-            vs_end.append(1e3 * (end - (call + forward)))
-            idle.append(1e3 * (calls[k + 1] - end))
+            chunk_end = max(during)[1]
+            vs_end.append(1e3 * (chunk_end - end))
+            idle.append(1e3 * (calls[k + 1] - chunk_end))
     if not vs_end:
         return {"slow_chunk_end_vs_forward_end_ms": None, "next_forward_after_ms": None}
     return {"slow_chunk_end_vs_forward_end_ms": round(statistics.median(vs_end), 1),

@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -623,6 +624,35 @@ def test_copy_consistency_needs_copies_and_calls_any_difference_between_identica
         == 0.0
 
 
+def test_copy_consistency_compares_a_split_stores_copies_with_their_own_decoders_first_image(tmp_path):
+    """A split extraction (batches of 4, the first 2 decoded by the CPU, kind 1): the device's decoder gives every
+    image an offset of 0.5 from what the CPU's gives (as nvJPEG's pixels differ from PIL's). 3 originals repeat, so
+    a copy and its original are often of different kinds. With the kinds, each copy is compared with the first image
+    of its kind and original, and they agree; without them the offset reads as a misplaced row. A wrong row among the
+    device's copies is still found."""
+    distinct, n = 3, 24
+    kinds = (np.arange(n) % 4 < 2).astype(np.int64)
+    rows = [[float(k % distinct), 0.0] if kinds[k] else [float(k % distinct) + 0.5, 0.0] for k in range(n)]
+    check = bench.copy_consistency(_store_of(tmp_path / "a", rows), distinct, kinds=kinds)
+    # images 3..23 are copies; 3, 5 and 7 are the first of their (original, kind) pair, their references
+    assert check["rel_diff"] == 0.0 and check["compared"] == 21 - 3
+    assert bench.copy_consistency(_store_of(tmp_path / "b", rows), distinct)["rel_diff"] > 0.05
+    rows[22] = [0.0, 0.0]  # image 22: a device-decoded copy of original 1
+    assert bench.copy_consistency(_store_of(tmp_path / "c", rows), distinct, kinds=kinds)["rel_diff"] > 0.05
+    with pytest.raises(ValueError, match="one entry per image"):
+        bench.copy_consistency(_store_of(tmp_path / "d", rows), distinct, kinds=kinds[:-1])
+
+
+def test_the_extraction_benchmark_tells_the_copy_check_which_decoder_made_each_image():
+    extract = _load_script("extract")
+    cpu = torch.device("cpu")
+    split = extract.run_config(extract.build_parser().parse_args(
+        ["--batch-size", "4", "--gpu-decode", "--cpu-decode-share", "0.5"]), cpu)
+    assert extract.decoder_kinds(split, cpu, 10).tolist() == [1, 1, 0, 0, 1, 1, 0, 0, 1, 1]
+    assert extract.decoder_kinds(replace(split, cpu_decode_share=0.0), cpu, 10) is None
+    assert extract.decoder_kinds(replace(split, gpu_decode=False), cpu, 10) is None  # PIL decodes every image
+
+
 def test_copy_consistency_compares_the_copies_of_every_chunk(tmp_path):
     """The copies are compared 64 at a time: a bad row in the last chunk (image 99 of 100) is found too."""
     rows = [[float(k % 2), 1.0 - k % 2] for k in range(100)]
@@ -1129,3 +1159,21 @@ def test_staging_table_says_when_the_slow_chunk_ended_against_the_forward_it_was
     assert row["slow_chunk_end_vs_forward_end_ms"] == 3.0 and row["next_forward_after_ms"] == 17.0
     no_time = {**src, "timeline": {"batches": 7}}
     assert bench.staging_table([no_time])[0]["slow_chunk_end_vs_forward_end_ms"] is None
+
+
+def test_staging_table_takes_back_to_back_forwards_as_queued_one_after_the_other():
+    """Forwards of 80 ms called every 60 ms: the GPU is busy at each call, so forward k runs from 80 k to
+    80 (k + 1) ms. One chunk starts 2 ms after each call and ends 1 ms after that forward's GPU end: +1 ms for every
+    forward (taking the end as the call plus 80 ms would put it 20 k + 1 ms late). Each chunk counts for its own
+    forward only; here the host called the next forward before the chunk ended (a negative wait: the queue ran
+    ahead), which the arithmetic keeps as it is."""
+    events = []
+    for k in range(8):
+        call, gpu_end = 0.060 * k, 0.080 * (k + 1)
+        events += [[call + 0.002, "batch_in"], [gpu_end + 0.001, "staged"], [call, "forward>"]]
+    events.sort()
+    src = {"file": "q.json", "timeline": {"batches": 8, "gpu_forward_s_median": 0.080}, "timeline_events": events}
+    row = bench.staging_table([src])[0]
+    assert row["slow_chunk_end_vs_forward_end_ms"] == 1.0
+    # next call after the chunk's end: 60 (k + 1) - (80 (k + 1) + 1) ms, k = 2..5 -> -61, -81, -101, -121: median -91
+    assert row["next_forward_after_ms"] == -91.0

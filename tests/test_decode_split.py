@@ -47,6 +47,24 @@ def test_a_split_batch_gives_the_store_of_either_decoder_alone(tmp_path):
         np.testing.assert_array_equal(feats[name], feats["pil"], err_msg=name)
 
 
+def test_the_extraction_hands_the_device_only_the_images_after_each_batchs_share(tmp_path, monkeypatch):
+    """The pipeline's own loader, not only _ImageFiles alone: of 10 images in batches of 4 with a share of 0.5, the
+    device gets the bytes of images 2, 3, 6 and 7, and the workers decode the rest (on the CPU the stores are equal
+    either way, so this is what tells whether the split happened)."""
+    import dan.extract_input
+
+    read, decoded = [], []
+    bytes_of, pixels_of = dan.extract_input.plain_jpeg_bytes, dan.extract_input.read_image
+    monkeypatch.setattr(dan.extract_input, "plain_jpeg_bytes", lambda path: read.append(path) or bytes_of(path))
+    monkeypatch.setattr(dan.extract_input, "read_image", lambda path, size: decoded.append(path) or pixels_of(
+        path, size))
+    items = write_jpegs(tmp_path / "img", 10)
+    extract_features(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.5), progress=False)
+    paths = [p for _, p in items]
+    assert read == [paths[k] for k in (2, 3, 6, 7)]
+    assert decoded == [paths[k] for k in (0, 1, 4, 5, 8, 9)]
+
+
 def test_whole_chunks_of_either_kind_join_into_the_same_batches(tmp_path):
     """Batches of 32 read as 2 chunks of 16 by 2 worker processes: with a share of 0.5 the first chunk of each batch
     is all pixels and the second all JPEG bytes (each kind's fast path, then the join); the 40 images end in a short
