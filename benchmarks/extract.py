@@ -44,6 +44,7 @@ from timeline import Timeline, record, summarise  # noqa: E402  (benchmarks/time
 
 from dan.backbones import build_backbone  # noqa: E402
 from dan.bench import COPY_TOLERANCE, copy_consistency, extraction_rates, steady_rate  # noqa: E402
+from dan.extract_input import decoded_by_workers  # noqa: E402
 from dan.feature_config import cpu_decoded_per_batch, decodes_on_device  # noqa: E402
 from dan.features import FEATURE_PROFILES, FeatureConfig, extract_features, keep_freed_memory, resolve_device  # noqa: E402
 from dan.io import DanError, write_json_atomic  # noqa: E402
@@ -237,7 +238,7 @@ def decoder_kinds(cfg: FeatureConfig, device: torch.device, n: int) -> np.ndarra
     device decodes, where the configuration splits the batches (``cpu_decode_share``); None where one decoder makes
     every image."""
     n_cpu = cpu_decoded_per_batch(cfg) if decodes_on_device(cfg, device) else 0
-    return (np.arange(n) % cfg.batch_size < n_cpu).astype(np.int64) if n_cpu else None
+    return decoded_by_workers(np.arange(n), n_cpu, cfg.batch_size).astype(np.int64) if n_cpu else None
 
 
 def run_config(args: argparse.Namespace, device: torch.device) -> FeatureConfig:

@@ -26,6 +26,13 @@ from dan.jpeg import decode_jpeg_batch, per_input, plain_jpeg_bytes
 from dan.resize import PilResize, antialias_resize, normalise_
 
 
+def decoded_by_workers(positions, cpu_first: int, batch: int):  # noqa: ANN001, ANN201 - int or int array in kind
+    """Whether the image at ``positions`` (in the sorted image list; an int or an int array) is decoded by the loader
+    workers where the device decodes the rest: the first ``cpu_first`` of every ``batch``
+    (:func:`dan.feature_config.cpu_decoded_per_batch`)."""
+    return positions % batch < cpu_first
+
+
 class _ImageFiles(Dataset):
     """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``.
 
@@ -45,7 +52,8 @@ class _ImageFiles(Dataset):
         i = self.start + k
         path = self.items[i][1]
         try:
-            data = plain_jpeg_bytes(path) if self.raw_jpeg and i % self.batch >= self.cpu_first else None
+            data = plain_jpeg_bytes(path) if self.raw_jpeg and not decoded_by_workers(i, self.cpu_first, self.batch) \
+                else None
             if data is not None:
                 return i, None, torch.from_numpy(data), ""
             return i, torch.from_numpy(read_image(path, self.size)), None, ""
