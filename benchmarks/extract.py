@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the package's, off)")
     p.add_argument("--cpu-decode-share", type=float,
                    help="with device decoding: the share (0-1) of each batch decoded by PIL in the DataLoader "
-                        "workers instead (dan.feature_config.cpu_decoded_per_batch; default: the package's, 0)")
+                        "workers instead, resized on the device (dan.feature_config.cpu_decoded_per_batch; default: "
+                        "the package's, 0)")
     p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                    help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
                         "(default; dan.extract.frozen_gc)")

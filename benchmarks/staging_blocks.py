@@ -16,7 +16,9 @@ forward's at the same (default) priority, run only after them. If so, a staging 
 (``FeatureConfig.prioritise_staging``) or less decoding on the device (``cpu_decode_share``) shortens the wait.
 
 What it measures: for each step (each decoder, the PIL-exact resize, a pinned copy to the device, a CPU-decoded
-chunk's copy and normalisation, new device memory from the driver, and a whole chunk as the extraction stages it)
+chunk's copy and normalisation, new device memory from the driver, a chunk the workers decoded but left unresized
+as the extraction stages it (``cpu_decode_share``: copy and PIL-exact resize, no host synchronisation in the
+package's code), and a whole chunk decoded on the device as the extraction stages it)
 and for each placement (the stream the busy work, bf16 matrix products of about ``busy_ms``, is queued on: the
 legacy default stream, a non-blocking stream of normal priority, one of the highest priority; and the priority of
 the step's own stream: normal, or the highest), the host milliseconds of the step's call while that work runs
@@ -55,14 +57,24 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
         return {"skipped": "CUDA only: on the CPU every step runs on the host anyway"}
     import tempfile
     from pathlib import Path
+    from types import SimpleNamespace
 
     from extract import synthetic_jpegs  # benchmarks/extract.py (gpu_checks puts benchmarks/ on the path)
 
+    from dan.extract_input import _collate, _Stager
+    from dan.images import read_image
     from dan.jpeg import NvImageCodecJpeg, TorchvisionJpeg, decode_jpeg_batch, plain_jpeg_bytes
     from dan.resize import PilResize, normalise_
 
     with tempfile.TemporaryDirectory() as tmp:
-        jpegs = [torch.from_numpy(plain_jpeg_bytes(p)).pin_memory() for _, p in synthetic_jpegs(Path(tmp), n)]
+        files = synthetic_jpegs(Path(tmp), n)
+        jpegs = [torch.from_numpy(plain_jpeg_bytes(p)).pin_memory() for _, p in files]
+        # a chunk as the loader hands it over when the workers decoded it (cpu_decode_share): unresized, pinned
+        chunk = _collate([(k, None, None, "", torch.from_numpy(read_image(p, size, resize=False)))
+                          for k, (_, p) in enumerate(files)])
+        chunk["decoded"] = chunk["decoded"].pin_memory()
+    stager = _Stager([], SimpleNamespace(image_size=size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+                     dev, None)  # no side stream of its own: it stages on the stream each placement sets
     resize = PilResize(size, dev)
     decoders = {"torchvision decode": TorchvisionJpeg(dev)}
     try:
@@ -85,6 +97,8 @@ def staging_blocking(device: str, n: int = 64, size: int = 448, busy_ms: float =
                   "a CPU-decoded chunk (copy + normalise)": lambda: normalise_(
                       pixels.to(dev, non_blocking=True).permute(0, 3, 1, 2), scale, shift),
                   "new device memory": new_memory,
+                  "a worker-decoded chunk (copy + PIL-exact resize, as the extraction stages it)":
+                      lambda: stager._chunk(chunk),
                   "a whole chunk (torchvision decode + resize)":
                       lambda: decode_jpeg_batch(jpegs, size, dev, resize, decoders["torchvision decode"])})
     priorities = torch.cuda.Stream.priority_range()  # (lowest, highest): a lower number is a higher priority

@@ -25,12 +25,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from dan.fuse import FUSED, fuse_resnet
+from dan.images import BadImage, read_image, to_rgb  # noqa: F401 - re-exported (moved)
 from dan.io import ConfigError, first_line, sha256_file
 from dan.jpeg import decode_jpeg_batch, decode_jpegs, per_input, plain_jpeg_bytes  # noqa: F401 - re-exported
 
@@ -307,48 +306,3 @@ def build_backbone(name: str, layer: str | None = None, image_size: int = 224, w
     if inference == FUSED:
         trunk = fuse_resnet(trunk)
     return GridBackbone(name, layer, image_size, trunk, sha, inference)
-
-
-class BadImage(Exception):
-    """An unreadable image file; ``reason`` says why (the caller adds the path and image id)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB version of ``im``: CMYK, gray, palette, 16-bit converted; transparency composited over white."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit gray (PNG): scale 0..65535 to 0..255
-        im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8))
-    return im.convert("RGB")
-
-
-def read_image(path: Path, size: int) -> np.ndarray:
-    """Decode ``path``, convert to RGB and resize the whole image to ``size`` x ``size``: uint8 ``[S, S, 3]``.
-
-    JPEGs at least twice the target size are decoded at 1/2, 1/4 or 1/8 scale by libjpeg (DCT domain) first.
-    Missing, empty, truncated or non-image files raise :class:`BadImage`.
-    """
-    try:
-        if Path(path).stat().st_size == 0:
-            raise BadImage("empty file (0 bytes)")
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft(None, (size, size))
-            im.load()
-            rgb = to_rgb(im).resize((size, size), Image.Resampling.BILINEAR)
-        return np.array(rgb, dtype=np.uint8)
-    except FileNotFoundError as exc:
-        raise BadImage("file not found") from exc
-    except IsADirectoryError as exc:
-        raise BadImage("is a folder, not an image file") from exc
-    except UnidentifiedImageError as exc:
-        raise BadImage("not an image (format not recognised)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise BadImage(f"cannot decode ({exc})") from exc

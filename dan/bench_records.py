@@ -140,7 +140,7 @@ def target_table(recorded: list[dict]) -> list[dict]:
             what += ", CPU decode" if str(src.get("decode", "")).startswith("PIL") else ""
             what += ", nvImageCodec decode" if str(src.get("decode", "")).startswith("nvImageCodec") else ""
             what += ", store in /dev/shm" if "/dev/shm" in src.get("command", "") else ""
-            resize = src.get("config", {}).get("device_resize") if not str(src.get("decode", "")).startswith("PIL") \
+            resize = src.get("config", {}).get("device_resize") if "on the device" in str(src.get("decode", "")) \
                 else None  # recorded since the PIL-exact resize (before it, the device path used interpolate)
             what += {"pil": ", PIL-exact resize", "antialias": ", interpolate resize"}.get(resize, "")
             what += _model_label(src)

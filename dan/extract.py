@@ -1,21 +1,20 @@
 """Feature-extraction pipeline of :mod:`dan.features`: image files -> device batches -> frozen CNN -> store.
 
-Stages, one code path on CPU and GPU (the input side, up to the device batches, is :mod:`dan.extract_input`; its
-names are re-exported here): DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize
-JPEGs (PIL, with DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches
-``[b, S, S, 3]``, or, with ``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and
-the device decodes them in a batch (:mod:`dan.jpeg`: nvJPEG, or the GPU's JPEG engines; resized to PIL's result
-exactly and normalised by :class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is
-missing); ``cpu_decode_share`` splits each batch between the two. With several workers
-a model batch is read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A
-prefetch thread (:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream
-(:func:`staging_stream`; non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float
-``x [b, 3, S, S]``, channels_last) while the model runs the current one (bf16 autocast on CUDA, on the stream
-:func:`model_stream` picks); :func:`run_pipeline` turns each output
-``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host memory on a third CUDA stream
-(:func:`_copy_out`, overlapping the next batch's forward), that a :class:`~dan.store_writer.StoreWriter` thread
-writes into the partial store with ``pwrite``, committing progress every chunk (resumable). Unreadable images come
-back as ``(index, reason)`` pairs.
+Stages, one code path on CPU and GPU (the input side, up to the device batches, is :mod:`dan.extract_input`; its names
+are re-exported here): DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize JPEGs (PIL, with
+DCT-domain downscaling when an image is >= 2x the target) into pinned uint8 NHWC batches ``[b, S, S, 3]``, or, with
+``gpu_decode`` (default on CUDA), only read the files' bytes (one uint8 tensor per chunk) and the device decodes them in
+a batch (:mod:`dan.jpeg`: nvJPEG, or the GPU's JPEG engines; resized to PIL's result exactly and normalised by
+:class:`dan.resize.PilResize`: a Triton kernel, or matrix products where Triton is missing); with ``cpu_decode_share``
+the workers decode a share of each batch (PIL) and the device resizes those too. With several workers a model batch is
+read as up to 4 chunks in parallel (:func:`loader_chunks`: the first batch is ready sooner). A prefetch thread
+(:class:`_Prefetch`, :class:`_Stager`) moves each chunk to the device on its own CUDA stream (:func:`staging_stream`;
+non-blocking copies; uint8 0-255 normalised with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last)
+while the model runs the current one (bf16 autocast on CUDA, on the stream :func:`model_stream` picks);
+:func:`run_pipeline` turns each output ``[b, D, gh, gw]`` into fp16 rows ``[b, N = gh * gw, D]``, copied to pinned host
+memory on a third CUDA stream (:func:`_copy_out`, overlapping the next batch's forward), that a
+:class:`~dan.store_writer.StoreWriter` thread writes into the partial store with ``pwrite``, committing progress every
+chunk (resumable). Unreadable images come back as ``(index, reason)`` pairs.
 
 Also here: :func:`resolve_device` (``--device`` -> :class:`torch.device`, shared with :mod:`dan.train`),
 :func:`keep_freed_memory` (glibc heap setting: half the CPU time used to go to page faults), :func:`frozen_gc`
@@ -219,7 +218,9 @@ def staging_stream(device: torch.device, prioritise: bool) -> torch.cuda.Stream 
 def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict], model: GridBackbone,
                  device: torch.device, cfg: FeatureConfig, gpu_decode: bool, part: PartialStore, on_commit,
                  progress: bool) -> list[dict]:
-    """Extract images ``start..`` into ``part``: loader workers -> prefetch thread -> model -> writer thread."""
+    """Extract images ``start..`` into ``part``: loader workers -> prefetch thread -> model -> writer thread.
+    ``gpu_decode``: the device resizes the images and decodes those the workers leave it
+    (:func:`dan.feature_config.pixels_on_device`)."""
     from dan.feature_config import cpu_decoded_per_batch  # (it imports resolve_device from here)
 
     cuda = device.type == "cuda"
@@ -242,7 +243,7 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
         # after the workers' fork (an nvImageCodec decoder kept from an earlier extraction in this process has its
         # threads alive at this fork: the workers only read files and never call into it)
-        decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode else None
+        decoder = build_jpeg_decoder(cfg.jpeg_decoder, device) if gpu_decode and cpu_first < cfg.batch_size else None
         prefetch = _Prefetch(batches, _Stager(items, model, device, staging_stream(device, cfg.prioritise_staging),
                                               chunks, cfg.device_resize, decoder))
         copy_stream = torch.cuda.Stream(device) if cuda else None

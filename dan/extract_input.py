@@ -1,28 +1,30 @@
 """Input stage of the feature extraction (:mod:`dan.extract`): image files -> normalised device batches.
 
-DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize JPEGs (PIL, with DCT-domain
-downscaling when an image is >= 2x the target) into uint8 NHWC chunks ``[b, S, S, 3]``, or, with ``gpu_decode``, only
-read the files' bytes (one uint8 tensor per chunk), or both (``FeatureConfig.cpu_decode_share``: the first images of
-each model batch decoded here, the rest on the device). A prefetch thread (:class:`_Prefetch`) runs :class:`_Stager` on
-each chunk: it moves the chunk to the device on its own CUDA stream, decodes the bytes there (:mod:`dan.jpeg`; an
-image the device decoder refuses is decoded on the CPU), resizes them (:class:`dan.resize.PilResize`) and normalises
-uint8 0-255 with the backbone's mean/std into float ``x [b, 3, S, S]``, channels_last, then joins the chunks of one
-model batch. Unreadable images come back as ``(index, reason)`` pairs. :func:`dan.extract.run_pipeline` builds the
-loader and consumes the model batches.
+DataLoader workers (:class:`_ImageFiles`, :func:`_collate`) decode and resize JPEGs (PIL, with DCT-domain downscaling
+when an image is >= 2x the target) into uint8 NHWC chunks ``[b, S, S, 3]``, or, with ``gpu_decode``, only read the
+files' bytes (one uint8 tensor per chunk), or both (``FeatureConfig.cpu_decode_share``: the first images of each model
+batch decoded here but left at their own size, the rest decoded on the device; the device resizes both). A prefetch
+thread (:class:`_Prefetch`) runs :class:`_Stager` on each chunk: it moves the chunk to the device on its own CUDA
+stream, decodes the bytes there (:mod:`dan.jpeg`; an image the device decoder refuses is decoded on the CPU), resizes
+them (:class:`dan.resize.PilResize`) and normalises uint8 0-255 with the backbone's mean/std into float
+``x [b, 3, S, S]``, channels_last, then joins the chunks of one model batch. Unreadable images come back as
+``(index, reason)`` pairs. :func:`dan.extract.run_pipeline` builds the loader and consumes the model batches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from dan.backbones import BadImage, GridBackbone, read_image
-from dan.jpeg import decode_jpeg_batch, per_input, plain_jpeg_bytes
+from dan.backbones import GridBackbone
+from dan.images import BadImage, read_image
+from dan.jpeg import decode_jpeg_batch, per_input, plain_jpeg_bytes, resize_by_size
 from dan.resize import PilResize, antialias_resize, normalise_
 
 
@@ -34,11 +36,14 @@ def decoded_by_workers(positions, cpu_first: int, batch: int):  # noqa: ANN001, 
 
 
 class _ImageFiles(Dataset):
-    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error)``.
+    """Item k = image ``start + k``: ``(index, pixels uint8 [S, S, 3] | None, jpeg bytes uint8 [L] | None, error,
+    decoded uint8 [H, W, 3] | None)``.
 
     With ``raw_jpeg`` a plain JPEG's bytes are passed on for the device to decode, except for the first
     ``cpu_first`` images of every ``batch`` (by position in ``items``:
-    :func:`dan.feature_config.cpu_decoded_per_batch`), which are decoded here like every other file."""
+    :func:`dan.feature_config.cpu_decoded_per_batch`), which are decoded here but not resized (``decoded``: the
+    device resizes them as it does the images it decodes, and PIL's resize cost the CPU more than its decoding);
+    any other file is decoded and resized here (``pixels``)."""
 
     def __init__(self, items: list[tuple[int, Path]], start: int, size: int, raw_jpeg: bool, cpu_first: int = 0,
                  batch: int = 1) -> None:
@@ -52,26 +57,43 @@ class _ImageFiles(Dataset):
         i = self.start + k
         path = self.items[i][1]
         try:
-            data = plain_jpeg_bytes(path) if self.raw_jpeg and not decoded_by_workers(i, self.cpu_first, self.batch) \
-                else None
+            if self.raw_jpeg and decoded_by_workers(i, self.cpu_first, self.batch):  # the device resizes it
+                return i, None, None, "", torch.from_numpy(read_image(path, self.size, resize=False))
+            data = plain_jpeg_bytes(path) if self.raw_jpeg else None
             if data is not None:
-                return i, None, torch.from_numpy(data), ""
-            return i, torch.from_numpy(read_image(path, self.size)), None, ""
+                return i, None, torch.from_numpy(data), "", None
+            return i, torch.from_numpy(read_image(path, self.size)), None, "", None
         except BadImage as exc:
-            return i, None, None, exc.reason
+            return i, None, None, exc.reason, None
+
+
+def _joined(parts: list[torch.Tensor], stack: bool) -> torch.Tensor:
+    """``torch.stack(parts)``, or ``torch.cat`` of 1-D ``parts``; in a loader worker straight into shared memory, as
+    torch's default collate does: the result reaches the main process through shared memory anyway, and so is
+    copied once, not twice."""
+    shape = (len(parts), *parts[0].shape) if stack else (sum(t.numel() for t in parts),)
+    out = None
+    if get_worker_info() is not None:
+        out = parts[0].new(parts[0]._typed_storage()._new_shared(math.prod(shape))).resize_(shape)
+    return torch.stack(parts, out=out) if stack else torch.cat(parts, out=out)
 
 
 def _collate(samples: list) -> dict:
-    """A batch of :class:`_ImageFiles` items. Pixels are stacked and the JPEG files' bytes concatenated into one
-    tensor each (``jpeg_sizes`` splits it again): a worker hands every tensor to the main process through its own
-    shared-memory file, and 256 small ones per batch capped a 2-core machine's loader at ~1,300-1,900 img/s."""
+    """A batch of :class:`_ImageFiles` items. Pixels are stacked, and the JPEG files' bytes and the unresized
+    decoded images flattened and concatenated, into one tensor each (``jpeg_sizes`` and ``decoded_shapes`` split
+    them again): a worker hands every tensor to the main process through its own shared-memory file, and 256 small
+    ones per batch capped a 2-core machine's loader at ~1,300-1,900 img/s. ``*_slot``: each one's place in the
+    chunk's good images."""
     good = [s for s in samples if not s[3]]
     px = [(slot, s[1]) for slot, s in enumerate(good) if s[1] is not None]
     jp = [(slot, s[2]) for slot, s in enumerate(good) if s[2] is not None]
+    dec = [(slot, s[4]) for slot, s in enumerate(good) if s[4] is not None]
     return {"index": [s[0] for s in good], "end": samples[-1][0] + 1, "bad": [(s[0], s[3]) for s in samples if s[3]],
-            "pixels": torch.stack([t for _, t in px]) if px else None, "px_slot": [k for k, _ in px],
-            "jpeg_bytes": torch.cat([t for _, t in jp]) if jp else None, "jpeg_sizes": [len(t) for _, t in jp],
-            "jpeg_slot": [k for k, _ in jp]}
+            "pixels": _joined([t for _, t in px], stack=True) if px else None, "px_slot": [k for k, _ in px],
+            "jpeg_bytes": _joined([t for _, t in jp], stack=False) if jp else None,
+            "jpeg_sizes": [len(t) for _, t in jp], "jpeg_slot": [k for k, _ in jp],
+            "decoded": _joined([t.reshape(-1) for _, t in dec], stack=False) if dec else None,
+            "decoded_shapes": [tuple(t.shape) for _, t in dec], "decoded_slot": [k for k, _ in dec]}
 
 
 class _Prefetch:
@@ -169,6 +191,16 @@ class _Stager:
                 x = px
             for k, slot in enumerate(batch["px_slot"]):
                 slots[slot] = px[k]
+        if batch["decoded"] is not None:  # decoded by the workers, at their own sizes: resized here
+            shapes = batch["decoded_shapes"]
+            flat = batch["decoded"].to(device, non_blocking=True)
+            imgs = [v.view(shape).permute(2, 0, 1) for v, shape in  # [H, W, 3] -> [3, H, W] views
+                    zip(torch.split(flat, [math.prod(shape) for shape in shapes]), shapes, strict=True)]
+            dx = resize_by_size(imgs, self.resize)  # [n, 3, S, S] normalised
+            if len(imgs) == len(index):
+                x = dx.contiguous(memory_format=torch.channels_last)  # (a copy only for mixed sizes)
+            for k, slot in enumerate(batch["decoded_slot"]):
+                slots[slot] = dx[k]
         if decoded is not None:
             for slot, img in zip(batch["jpeg_slot"], decoded, strict=True):
                 if img is None:  # the device decoder refused it: decode on the CPU, or report it

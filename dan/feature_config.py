@@ -1,7 +1,7 @@
 """What a feature extraction computes and how (:class:`FeatureConfig`), the named profiles
-(:data:`FEATURE_PROFILES`), and the decode split that follows from a config (:func:`decodes_on_device`,
-:func:`cpu_decoded_per_batch`). :mod:`dan.features` re-exports these names; the CLI and the store's fingerprint are
-there, the pipeline in :mod:`dan.extract`.
+(:data:`FEATURE_PROFILES`), and the decode split that follows from a config (:func:`pixels_on_device`,
+:func:`decodes_on_device`, :func:`cpu_decoded_per_batch`). :mod:`dan.features` re-exports these names; the CLI and
+the store's fingerprint are there, the pipeline in :mod:`dan.extract`.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ class FeatureConfig:
     prioritise_staging: bool = False  # CUDA: the decode/resize stream at the highest priority, so that its kernels
     # need not wait behind a queued forward's (dan.extract.staging_stream; same results); not yet measured on a GPU
     cpu_decode_share: float = 0.0  # with device decoding: this share of each model batch (its first
-    # round(share * batch_size) images) is decoded and resized by PIL in the DataLoader workers instead, so that less
-    # decoding shares the GPU with the forward; those images' pixels are PIL's, the others' the device decoder's
-    # (cpu_decoded_per_batch); 0 = all on the device; not yet measured
+    # round(share * batch_size) images) is decoded by PIL in the DataLoader workers instead, and resized on the
+    # device, so that less decoding shares the GPU with the forward; those images' pixels are PIL's, the others' the
+    # device decoder's (cpu_decoded_per_batch); 0 = all decoded on the device, 1 = none; not yet measured on a GPU
     freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
@@ -104,16 +104,22 @@ FEATURE_PROFILES: dict[str, FeatureConfig] = {
 }
 
 
+def pixels_on_device(cfg: FeatureConfig, device) -> bool:  # noqa: ANN001 - a torch.device
+    """Whether ``device`` resizes the images (and decodes those the workers leave it): ``cfg.gpu_decode`` resolved
+    (None means on CUDA devices). Else the DataLoader workers decode and resize every image (PIL)."""
+    return device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
+
+
 def decodes_on_device(cfg: FeatureConfig, device) -> bool:  # noqa: ANN001 - a torch.device
-    """Whether any image is decoded on ``device``: ``cfg.gpu_decode`` resolved (None means on CUDA devices), and
-    not when ``cpu_decode_share`` leaves the device no image of a batch."""
-    on_device = device.type == "cuda" if cfg.gpu_decode is None else cfg.gpu_decode
-    return on_device and cpu_decoded_per_batch(cfg) < cfg.batch_size
+    """Whether any image is decoded on ``device``: :func:`pixels_on_device`, and not when ``cpu_decode_share``
+    leaves the device no image of a batch to decode (it then only resizes)."""
+    return pixels_on_device(cfg, device) and cpu_decoded_per_batch(cfg) < cfg.batch_size
 
 
 def cpu_decoded_per_batch(cfg: FeatureConfig) -> int:
     """With device decoding: how many images of each model batch the DataLoader workers decode (PIL) instead, the
-    first ``round(cpu_decode_share * batch_size)`` of it. An image's place in its batch is its position in the
+    first ``round(cpu_decode_share * batch_size)`` of it; the device resizes them (as it does the images it decodes:
+    PIL's resize took the CPU longer than its decoding). An image's place in its batch is its position in the
     sorted image list modulo ``batch_size``, so the split, and so each image's pixels, does not depend on the worker
     count, and a resumed extraction (it restarts at a batch boundary) splits as the first run did. The workers read
     a model batch in up to 4 chunks (:func:`dan.extract.loader_chunks`): a share that is a multiple of 1/4 (or of

@@ -49,6 +49,7 @@ from dan.feature_config import (  # noqa: F401 - MAX_WORKERS re-exported
     FeatureConfig,
     cpu_decoded_per_batch,
     decodes_on_device,
+    pixels_on_device,
 )
 from dan.io import ConfigError, DataError
 from dan.jpeg import JPEG_DECODERS, decoder_label
@@ -85,7 +86,10 @@ def processing(cfg: FeatureConfig) -> dict[str, str]:
     if decodes_on_device(cfg, device):
         decode = f"{decoder_label(cfg.jpeg_decoder)} on the device, {cfg.device_resize} resize"
         if n_cpu := cpu_decoded_per_batch(cfg):  # which images each decoder gets is part of what a store holds
-            decode += f"; PIL in DataLoader workers for the first {n_cpu} of every {cfg.batch_size} images"
+            decode += (f"; PIL decoding in DataLoader workers for the first {n_cpu} of every {cfg.batch_size} "
+                       f"images, resized on the device too")
+    elif pixels_on_device(cfg, device):  # cpu_decode_share 1: the workers decode every image, the device resizes
+        decode = f"PIL decoding in DataLoader workers, {cfg.device_resize} resize on the device"
     return {"precision": "bfloat16 autocast" if device.type == "cuda" else "float32", "decode": decode,
             "inference": inference_label(cfg.backbone, cfg.fuse)}
 
@@ -189,7 +193,7 @@ def _write_store(items: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, m
     software = software_versions()
     part = PartialStore(out, fp, len(items), (gh * gw, model.dim), software)
     start, skipped = part.open()
-    gpu_decode = decodes_on_device(cfg, device)
+    gpu_decode = pixels_on_device(cfg, device)
     try:
         if start < len(items):
             t0 = time.perf_counter()
@@ -271,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                         "pip install nvidia-nvimgcodec-cu13 nvidia-nvjpeg)")
     p.add_argument("--cpu-decode-share", type=float,
                    help="with device decoding: the share (0-1) of each batch that DataLoader workers decode with PIL "
-                        "instead (default 0)")
+                        "instead; the device still resizes them (default 0)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
                    help="ResNet-152: fold BatchNorm and fuse bias/residual/ReLU (default) or run it eagerly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

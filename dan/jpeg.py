@@ -250,22 +250,30 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
     :func:`dan.backbones.read_image` gives for the same decoded pixels; the extraction's resize also normalises).
     Inputs of one size are resized in one call; when all share a size ``x`` is that call's output (no further copy).
     """
-    resize = resize or PilResize(size, device)
     imgs = (decoder or TorchvisionJpeg(device))(jpegs)
     good = [im for im in imgs if im is not None]
-    failed = [k for k, im in enumerate(imgs) if im is None]
+    return resize_by_size(good, resize or PilResize(size, device)), [k for k, im in enumerate(imgs) if im is None]
+
+
+def resize_by_size(images: list[torch.Tensor], resize: Callable[[list[torch.Tensor]], torch.Tensor]
+                   ) -> torch.Tensor | None:
+    """Decoded uint8 ``[3, H, W]`` images of any sizes -> ``resize``'s float ``[n, 3, S, S]`` rows in input order
+    (None for no image): one ``resize`` call per distinct input size; when all share a size, that call's output
+    (no further copy). Nothing here makes the host wait for the device (:class:`dan.resize.PilResize` does the
+    first time it meets an input size: it copies that size's coefficients to the device)."""
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for k, im in enumerate(good):
+    for k, im in enumerate(images):
         by_shape.setdefault(tuple(im.shape), []).append(k)
     x = None
-    for ks in by_shape.values():  # one resize per distinct input size
-        g = resize([good[k] for k in ks])  # [n, 3, S, S]
-        if len(ks) == len(good):
-            return g, failed
+    for ks in by_shape.values():
+        g = resize([images[k] for k in ks])  # [n, 3, S, S]
+        if len(ks) == len(images):
+            return g
         if x is None:
-            x = torch.empty((len(good), *g.shape[1:]), dtype=g.dtype, device=g.device)
-        x[torch.tensor(ks, device=g.device)] = g
-    return x, failed
+            x = torch.empty((len(images), *g.shape[1:]), dtype=g.dtype, device=g.device)
+        rows = torch.tensor(ks)  # to the device from pinned memory: a pageable copy would make the host wait
+        x[rows.pin_memory().to(g.device, non_blocking=True) if g.device.type == "cuda" else rows] = g
+    return x
 
 
 def decode_jpegs(jpegs: list[torch.Tensor], size: int, device: torch.device) -> list[torch.Tensor | None]:

@@ -788,6 +788,22 @@ def _load_script(name: str):  # noqa: ANN202 - a module loaded from benchmarks/
     return module
 
 
+def test_worker_decode_times_both_loader_modes_and_writes_what_it_prints(tmp_path, capsys):
+    """benchmarks/worker_decode.py at toy size, in this process (0 workers) and with 1 worker process: both modes
+    timed, the ratios are of the figures written, and too few images for the timed chunks is an error."""
+    worker_decode = _load_script("worker_decode")
+    for workers in (0, 1):
+        out = worker_decode.main(["--num-images", "48", "--workers", str(workers), "--chunk", "16", "--per-image",
+                                  "2", "--size", "64", "--out", str(tmp_path / "wd.json")])
+        assert json.loads((tmp_path / "wd.json").read_text()) == out and out["workers"] == workers
+        assert all(out[k] > 0 for k in ("resize_ms", "decode_ms", "loader_resize_img_s", "loader_decode_img_s"))
+        assert out["loader_ratio"] == pytest.approx(out["loader_decode_img_s"] / out["loader_resize_img_s"], abs=2e-3)
+        assert out["ms_ratio"] == pytest.approx(out["resize_ms"] / out["decode_ms"], abs=2e-3)
+        assert f"decode only {out['loader_decode_img_s']:.0f} img/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="must exceed one chunk"):
+        worker_decode.main(["--num-images", "16", "--workers", "0", "--chunk", "16", "--per-image", "1"])
+
+
 def test_collect_skips_failed_copy_checks_and_other_json_and_replaces_only_with_force(tmp_path):
     """collect.py leaves out an extraction whose store failed its copy check and a JSON file that is not an object;
     an existing result is replaced only with force=True."""

@@ -16,7 +16,7 @@ from PIL import Image
 
 from dan.extract import loader_workers, staging_stream
 from dan.extract_input import _ImageFiles
-from dan.feature_config import cpu_decoded_per_batch, decodes_on_device
+from dan.feature_config import cpu_decoded_per_batch, decodes_on_device, pixels_on_device
 from dan.features import FeatureConfig, extract_features, processing, store_is_current
 from dan.io import ConfigError
 
@@ -47,6 +47,31 @@ def test_a_split_batch_gives_the_store_of_either_decoder_alone(tmp_path):
         np.testing.assert_array_equal(feats[name], feats["pil"], err_msg=name)
 
 
+def test_workers_that_only_decode_give_the_pil_store_with_large_images_and_all_images_decoded_by_them(tmp_path,
+                                                                                                      monkeypatch):
+    """The workers' share leaves them unresized, so the device resizes images of several sizes in one chunk, after
+    libjpeg's DCT scaling for those >= 2 x the input (here 100 x 90 and 170 x 96 -> 1/2); with a share of 1 the
+    device decodes none (no decoder is called) and still gives the PIL path's store."""
+    import dan.jpeg
+
+    items = write_jpegs(tmp_path / "img", 6)
+    rng = np.random.default_rng(7)
+    for k, (h, w) in ((1, (100, 90)), (4, (170, 96))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(items[k][1], quality=90)
+    pil = extract_features(items, tmp_path / "pil", CFG, progress=False).load_all()
+    half = extract_features(items, tmp_path / "half", replace(DEVICE, cpu_decode_share=0.5), progress=False)
+    np.testing.assert_array_equal(half.load_all(), pil)
+
+    def no_decoder(*args):  # noqa: ANN002
+        raise AssertionError("a device decoder was built with a share of 1")
+
+    monkeypatch.setattr(dan.jpeg.TorchvisionJpeg, "__init__", no_decoder)
+    monkeypatch.setattr(dan.jpeg.TorchvisionJpeg, "__call__", no_decoder)
+    whole = extract_features(items, tmp_path / "whole", replace(DEVICE, cpu_decode_share=1.0), progress=False)
+    assert whole.meta["decode"] == "PIL decoding in DataLoader workers, pil resize on the device"
+    np.testing.assert_array_equal(whole.load_all(), pil)
+
+
 def test_the_extraction_hands_the_device_only_the_images_after_each_batchs_share(tmp_path, monkeypatch):
     """The pipeline's own loader, not only _ImageFiles alone: of 10 images in batches of 4 with a share of 0.5, the
     device gets the bytes of images 2, 3, 6 and 7, and the workers decode the rest (on the CPU the stores are equal
@@ -56,13 +81,13 @@ def test_the_extraction_hands_the_device_only_the_images_after_each_batchs_share
     read, decoded = [], []
     bytes_of, pixels_of = dan.extract_input.plain_jpeg_bytes, dan.extract_input.read_image
     monkeypatch.setattr(dan.extract_input, "plain_jpeg_bytes", lambda path: read.append(path) or bytes_of(path))
-    monkeypatch.setattr(dan.extract_input, "read_image", lambda path, size: decoded.append(path) or pixels_of(
-        path, size))
+    monkeypatch.setattr(dan.extract_input, "read_image", lambda path, size, resize=True: decoded.append(
+        (path, resize)) or pixels_of(path, size, resize))
     items = write_jpegs(tmp_path / "img", 10)
     extract_features(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.5), progress=False)
     paths = [p for _, p in items]
     assert read == [paths[k] for k in (2, 3, 6, 7)]
-    assert decoded == [paths[k] for k in (0, 1, 4, 5, 8, 9)]
+    assert decoded == [(paths[k], False) for k in (0, 1, 4, 5, 8, 9)]  # decoded, not resized: the device does that
 
 
 def test_whole_chunks_of_either_kind_join_into_the_same_batches(tmp_path):
@@ -77,7 +102,8 @@ def test_whole_chunks_of_either_kind_join_into_the_same_batches(tmp_path):
     pil = extract_features(items, tmp_path / "pil", cfg, progress=False).load_all()
     split = extract_features(items, tmp_path / "split", replace(cfg, gpu_decode=True, cpu_decode_share=0.5),
                              progress=False)
-    assert split.meta["decode"].endswith("PIL in DataLoader workers for the first 16 of every 32 images")
+    assert split.meta["decode"].endswith("PIL decoding in DataLoader workers for the first 16 of every 32 images, "
+                                         "resized on the device too")
     np.testing.assert_array_equal(split.load_all(), pil)
 
 
@@ -87,8 +113,12 @@ def test_the_first_images_of_each_batch_are_decoded_by_the_workers_by_position_n
     def on_cpu(start: int, cpu_first: int, raw: bool = True) -> list[int]:
         files = _ImageFiles(items, start, 40, raw, cpu_first, batch=4)
         got = [files[k] for k in range(len(files))]
-        assert all((px is None) != (data is None) and not err for _, px, data, err in got)
-        return [i for i, px, _, _ in got if px is not None]
+        assert all(sum(t is None for t in (px, data, dec)) == 2 and not err for _, px, data, err, dec in got)
+        for i, px, _, _, dec in got:  # the workers' share unresized (the device resizes it); all resized when not raw
+            if px is not None or dec is not None:
+                assert (px is None) == raw
+                assert (dec if raw else px).shape == ((*Image.open(items[i][1]).size[::-1], 3) if raw else (40, 40, 3))
+        return [i for i, px, _, _, dec in got if px is not None or dec is not None]
 
     assert on_cpu(0, 2) == [0, 1, 4, 5, 8, 9]
     assert on_cpu(4, 2) == [4, 5, 8, 9]  # a resumed run (it restarts at a batch boundary) splits the same way
@@ -98,10 +128,17 @@ def test_the_first_images_of_each_batch_are_decoded_by_the_workers_by_position_n
 def test_the_split_rounds_the_share_to_images_and_is_part_of_the_stores_fingerprint(tmp_path):
     share = {s: replace(DEVICE, batch_size=256, cpu_decode_share=s) for s in (0.0, 0.25, 0.5, 0.3, 1.0)}
     assert [cpu_decoded_per_batch(c) for c in share.values()] == [0, 64, 128, 77, 256]
-    assert processing(share[0.5])["decode"] == ("torchvision.io.decode_jpeg on the device, pil resize; PIL in "
-                                                "DataLoader workers for the first 128 of every 256 images")
-    assert processing(share[1.0])["decode"] == "PIL in DataLoader workers"  # the device decodes none
+    assert processing(share[0.5])["decode"] == ("torchvision.io.decode_jpeg on the device, pil resize; PIL decoding "
+                                                "in DataLoader workers for the first 128 of every 256 images, resized "
+                                                "on the device too")
+    # the device decodes none: it only resizes (not the PIL path, where the workers resize too)
+    assert processing(share[1.0])["decode"] == "PIL decoding in DataLoader workers, pil resize on the device"
+    assert processing(replace(share[1.0], device_resize="antialias"))["decode"].endswith("antialias resize on the "
+                                                                                           "device")
+    assert processing(replace(share[1.0], gpu_decode=False))["decode"] == "PIL in DataLoader workers"
     assert not decodes_on_device(share[1.0], CPU) and decodes_on_device(share[0.5], CPU)
+    assert pixels_on_device(share[1.0], CPU) and not pixels_on_device(replace(share[1.0], gpu_decode=False), CPU)
+    assert pixels_on_device(replace(CFG, gpu_decode=None), torch.device("cuda"))
     assert processing(replace(CFG, cpu_decode_share=0.5)) == processing(CFG)  # no device decoding: no split
     items = write_jpegs(tmp_path / "img", 6)
     extract_features(items, tmp_path / "f", replace(DEVICE, cpu_decode_share=0.5), progress=False)

@@ -234,11 +234,12 @@ def test_a_folder_named_like_an_image_is_reported_as_a_folder_in_both_modes(tmp_
     assert [s["reason"] for s in store.meta["skipped"]] == ["is a folder, not an image file"]
 
 
-@pytest.mark.parametrize("gpu_decode", [False, True])
-def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, capsys, gpu_decode):
+@pytest.mark.parametrize("gpu_decode, share", [(False, 0.0), (True, 0.0), (True, 1.0)])
+def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, capsys, gpu_decode, share):
+    """Share 1: the workers decode every image, unresized (the device resizes), and report the bad ones alike."""
     items = make_images(tmp_path / "img", 3)
     bad = _bad_files(tmp_path / "img")
-    cfg = replace(CFG, on_bad_image="skip", gpu_decode=gpu_decode)
+    cfg = replace(CFG, on_bad_image="skip", gpu_decode=gpu_decode, cpu_decode_share=share)
     store = extract_features(items + list(bad.values()), tmp_path / "feat", cfg, backbone=model, progress=False)
     assert store.ids.tolist() == [1, 2, 3] and store.load_all().shape == (3, 16, 112)
     assert store.meta["num_skipped"] == 4 and store.meta["num_requested"] == 7
@@ -251,8 +252,10 @@ def test_bad_images_are_counted_and_reported_when_skipping(tmp_path, model, caps
     ref = extract_features(items, tmp_path / "ref", CFG, backbone=model, progress=False).load_all()
     got, ref = store.load_all().astype(np.float32), ref.astype(np.float32)
     # PIL in workers: the same pixels; torchvision decode + resize: pixels within one level, features within 15 %
-    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < (1e-3 if not gpu_decode else 0.15)
-    assert store.meta["decode"].startswith("torchvision" if gpu_decode else "PIL")
+    device_decoded = gpu_decode and share < 1
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < (0.15 if device_decoded else 1e-3)
+    assert store.meta["decode"].startswith("torchvision" if device_decoded else
+                                           "PIL decoding" if gpu_decode else "PIL in")
 
 
 def test_all_images_unreadable_leaves_no_partial_store(tmp_path, model):
