@@ -8,8 +8,8 @@
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=420,
 #                     kind="nvidia-h200")
-#   (~310 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
-#   .whl-jpeg gpu_checks' nvImageCodec rows say it is missing and the rest runs.)
+#   (~320 s expected, budget 380 s: each stage is cut to what is left minus what the later ones reserve. Without
+#   .whl-jpeg the nvImageCodec stage says it is skipped and the rest runs.)
 #
 # What version 7 left open: one of the four loader chunks of each batch took about a forward's time to stage, with
 # either decoder, and the GPU waited between forwards for the rest of the batch (the ratio target's shortfall). The
@@ -19,9 +19,11 @@
 # them. What answers it:
 #   - gpu_checks' staging section times each step's host call and its stream's completion beside busy GPU work,
 #     with the staging stream at normal and at the highest priority ("starved": its work finished late);
-#   - --prioritise-staging (the staging stream at the highest priority: its blocks are scheduled first);
-#   - --cpu-decode-share 0.5, 0.75 and 1 (half, three quarters, all of each batch decoded by PIL in the loader
-#     workers, which since version 10 leave the resize to the GPU: those chunks need a copy and the PIL-exact resize
+#   - --prioritise-staging (the staging stream at the highest priority: its blocks are scheduled first), with
+#     torchvision's nvJPEG (which decodes on a stream of its own, so only the resize is prioritised) and with
+#     nvImageCodec (which decodes on the staging stream);
+#   - --cpu-decode-share 0.5 and 1 (half, all of each batch decoded by PIL in the loader workers, which since
+#     version 10 leave the resize to the GPU: those chunks need a copy and the PIL-exact resize
 #     there, and nothing in their staging makes the host wait for the GPU, where torchvision's nvJPEG decoding
 #     synchronises its stream before it returns; the CPU-decoding run of 2026-11-27, extract_cpu_decode_h200.json,
 #     fed 1,760 img/s steady with 14 workers that also resized, which on the development machine took longer than
@@ -37,9 +39,9 @@
 #   split_extract_8k.json               ResNet-152, 8,192 JPEGs, store in /dev/shm, timeline: the package's defaults.
 #                                       Each 8k run also extracts 2,048 of the images again under torch.profiler
 #   split_extract_half_8k.json          the same with --cpu-decode-share 0.5
-#   split_extract_threeq_8k.json        the same with --cpu-decode-share 0.75
 #   split_extract_workers_8k.json       the same with --cpu-decode-share 1 (the GPU decodes none, and resizes all)
 #   split_extract_stageprio_8k.json     the defaults with --prioritise-staging
+#   split_extract_nvimg_stageprio_8k.json  --prioritise-staging with --jpeg-decoder nvimgcodec
 #   split_extract_best_val2014.json     the fastest 8k configuration but the defaults, on 40,504 JPEGs (COCO
 #                                       val2014's size; store 32.5 GB in /dev/shm). The defaults at that size:
 #                                       extract_pil_noprio_val2014_h200.json (2026-11-28, another call)
@@ -64,7 +66,7 @@ nvimg=1  # the import alone succeeds without a usable GPU decoder: build one (it
 timeout 90 python3 -c "import torch; from dan.jpeg import NvImageCodecJpeg, hardware_engines; d = torch.device('$dev')
 NvImageCodecJpeg(d); print('[device] nvImageCodec decodes on', d, '- hardware engines alone:', hardware_engines(d))" \
     || nvimg=0
-[ "$nvimg" = 1 ] || echo "[device] nvImageCodec cannot decode here: gpu_checks' rows of it are skipped (carry .whl-jpeg)"
+[ "$nvimg" = 1 ] || echo "[device] nvImageCodec cannot decode here: its stages are skipped (carry .whl-jpeg)"
 
 skip=" ${DAN_DEVICE_SKIP:-} "
 want() { [[ "$skip" != *" $1 "* ]] || { echo "[device] $1 skipped (DAN_DEVICE_SKIP)"; return 1; }; }
@@ -97,13 +99,17 @@ run() {  # NAME RESERVE_S FILE N FLAGS...: one run of N images (timeline; profil
     return $rc  # the stage's status (skipped: 1), not rm's
 }
 declare -A flags=([split_extract_8k.json]="" [split_extract_half_8k.json]="--cpu-decode-share 0.5"
-    [split_extract_threeq_8k.json]="--cpu-decode-share 0.75" [split_extract_workers_8k.json]="--cpu-decode-share 1"
-    [split_extract_stageprio_8k.json]="--prioritise-staging")
+    [split_extract_workers_8k.json]="--cpu-decode-share 1" [split_extract_stageprio_8k.json]="--prioritise-staging"
+    [split_extract_nvimg_stageprio_8k.json]="--prioritise-staging --jpeg-decoder nvimgcodec")
+nv() {  # the nvImageCodec stage needs its wheels
+    [ "$nvimg" = 1 ] || { echo "[device] $1 skipped: nvImageCodec not importable"; return 1; }
+}
 run extract-8k 190 split_extract_8k.json "$n_short"
 run extract-half-8k 155 split_extract_half_8k.json "$n_short" ${flags[split_extract_half_8k.json]}
-run extract-threeq-8k 120 split_extract_threeq_8k.json "$n_short" ${flags[split_extract_threeq_8k.json]}
-run extract-workers-8k 85 split_extract_workers_8k.json "$n_short" ${flags[split_extract_workers_8k.json]}
-run extract-stageprio-8k 50 split_extract_stageprio_8k.json "$n_short" ${flags[split_extract_stageprio_8k.json]}
+run extract-workers-8k 120 split_extract_workers_8k.json "$n_short" ${flags[split_extract_workers_8k.json]}
+run extract-stageprio-8k 85 split_extract_stageprio_8k.json "$n_short" ${flags[split_extract_stageprio_8k.json]}
+nv extract-nvimg-stageprio-8k && run extract-nvimg-stageprio-8k 50 split_extract_nvimg_stageprio_8k.json \
+    "$n_short" ${flags[split_extract_nvimg_stageprio_8k.json]}
 best=$(python3 - "$out" <<'PY'
 import json, sys
 from pathlib import Path

@@ -27,12 +27,13 @@ EXTRACT_PAIRS = (
     # benchmarks/device_extract.sh's tenth version (/dev/shm touched first; shown once collected)
     ("half of each batch decoded by PIL in the loader workers (resized on the GPU), 8,192 JPEGs", "cpu_decode_share",
      "split_extract_8k_h200.json", "split_extract_half_8k_h200.json"),
-    ("three quarters of each batch decoded by PIL in the loader workers (resized on the GPU), 8,192 JPEGs",
-     "cpu_decode_share", "split_extract_8k_h200.json", "split_extract_threeq_8k_h200.json"),
     ("every image decoded by PIL in the loader workers (resized on the GPU), 8,192 JPEGs", "cpu_decode_share",
      "split_extract_8k_h200.json", "split_extract_workers_8k_h200.json"),
     ("the staging stream at the highest priority, 8,192 JPEGs", "prioritise_staging",
      "split_extract_8k_h200.json", "split_extract_stageprio_8k_h200.json"),
+    ("nvImageCodec decoding (on the staging stream) instead of torchvision's nvJPEG (on a stream of its own), "
+     "staging stream at the highest priority, 8,192 JPEGs", "jpeg_decoder",
+     "split_extract_stageprio_8k_h200.json", "split_extract_nvimg_stageprio_8k_h200.json"),
 )
 
 # the fields of each run shown per side: rates, ratio, steady ratio, and the two waits that say what held it back
