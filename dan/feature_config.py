@@ -130,3 +130,27 @@ def cpu_decoded_per_batch(cfg: FeatureConfig) -> int:
     JPEGs of at least twice the input size are decoded at a reduced DCT scale on the CPU side only
     (:func:`dan.backbones.read_image`). The store's ``decode`` entry says which images went where."""
     return round(cfg.cpu_decode_share * cfg.batch_size)
+
+
+def unused_settings(cfg: FeatureConfig, device) -> list[str]:  # noqa: ANN001 - a torch.device
+    """The settings of ``cfg`` that differ from their defaults but change nothing on ``device`` (what
+    :func:`dan.features.extract_features` warns about): the CUDA stream options on the CPU, the device-decoding
+    options where the workers decode and resize every image, the decoder where the device decodes no image, and
+    ``fuse=False`` for a backbone that is never fused. Not refused: one config may serve a GPU and a CPU machine."""
+    default, notes = FeatureConfig(), []
+    changed = [f for f in ("prioritise_model", "own_model_stream", "prioritise_staging")
+               if getattr(cfg, f) != getattr(default, f)]
+    if device.type != "cuda" and changed:
+        notes.append(f"{', '.join(changed)}: CUDA streams only, no effect on {device}")
+    if not pixels_on_device(cfg, device):
+        changed = [f for f in ("cpu_decode_share", "jpeg_decoder", "device_resize") if getattr(cfg, f) != getattr(
+            default, f)]
+        if changed:
+            notes.append(f"{', '.join(changed)}: no effect without device decoding (gpu_decode resolves to False on "
+                         f"{device}: the DataLoader workers decode and resize every image)")
+    elif not decodes_on_device(cfg, device) and cfg.jpeg_decoder != default.jpeg_decoder:
+        notes.append(f"jpeg_decoder: no effect with cpu_decode_share {cfg.cpu_decode_share} (the DataLoader workers "
+                     f"decode every image)")
+    if not cfg.fuse and cfg.backbone != "resnet152":
+        notes.append(f"fuse=False: no effect on {cfg.backbone} (only resnet152 is fused)")
+    return notes

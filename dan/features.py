@@ -35,6 +35,7 @@ import shutil
 import stat
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from dan.feature_config import (  # noqa: F401 - MAX_WORKERS re-exported
     cpu_decoded_per_batch,
     decodes_on_device,
     pixels_on_device,
+    unused_settings,
 )
 from dan.io import ConfigError, DataError
 from dan.jpeg import JPEG_DECODERS, decoder_label
@@ -149,6 +151,8 @@ def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, back
              on_commit, progress: bool) -> FeatureStore:
     items = _check_images(images)
     device = resolve_device(cfg.device)
+    for note in unused_settings(cfg, device):
+        warnings.warn(f"FeatureConfig {note}", UserWarning, stacklevel=3)
     _, layer = backbone_spec(cfg.backbone, cfg.layer)
     if backbone is not None and (backbone.name, backbone.layer, backbone.image_size) != (
             cfg.backbone, layer, cfg.image_size):

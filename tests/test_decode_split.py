@@ -174,3 +174,31 @@ def test_staging_stream_priority(fake_cuda_streams):
     assert made == [("cuda:0", -5), ("cuda:0", 0)]
     with pytest.raises(ConfigError, match="prioritise_staging must be a bool, got 'yes'"):
         replace(CFG, prioritise_staging="yes").validate()
+
+
+def test_settings_that_change_nothing_on_the_device_are_named_in_a_warning(tmp_path, recwarn):
+    """On the CPU the stream options do nothing, without device decoding the decoding options neither, with a share
+    of 1 the decoder, and fuse=False only matters for ResNet-152; defaults and settings in use give no warning."""
+    from dan.feature_config import unused_settings
+
+    assert unused_settings(CFG, CPU) == [] and unused_settings(replace(DEVICE, cpu_decode_share=0.5), CPU) == []
+    notes = unused_settings(replace(CFG, prioritise_staging=True, own_model_stream=True, cpu_decode_share=0.5,
+                                    jpeg_decoder="nvimgcodec", fuse=False), CPU)
+    assert notes == ["own_model_stream, prioritise_staging: CUDA streams only, no effect on cpu",
+                     "cpu_decode_share, jpeg_decoder: no effect without device decoding (gpu_decode resolves to False "
+                     "on cpu: the DataLoader workers decode and resize every image)",
+                     "fuse=False: no effect on efficientnet-lite0 (only resnet152 is fused)"]
+    assert unused_settings(replace(DEVICE, cpu_decode_share=1.0, jpeg_decoder="nvimgcodec"), CPU) == [
+        "jpeg_decoder: no effect with cpu_decode_share 1.0 (the DataLoader workers decode every image)"]
+    assert unused_settings(replace(CFG, backbone="resnet152", fuse=False), CPU) == []
+    cuda = torch.device("cuda")
+    assert unused_settings(replace(CFG, prioritise_model=True, device_resize="antialias"), cuda) == []
+    assert unused_settings(replace(CFG, gpu_decode=False, device_resize="antialias"), cuda) == [
+        "device_resize: no effect without device decoding (gpu_decode resolves to False on cuda: the DataLoader "
+        "workers decode and resize every image)"]
+    items = write_jpegs(tmp_path / "img", 2)
+    with pytest.warns(UserWarning, match=r"^FeatureConfig prioritise_staging: CUDA streams only, no effect on cpu$"):
+        extract_features(items, tmp_path / "f", replace(CFG, prioritise_staging=True), progress=False)
+    recwarn.clear()
+    extract_features(items, tmp_path / "g", CFG, progress=False)
+    assert not [w for w in recwarn if "FeatureConfig" in str(w.message)]
