@@ -51,7 +51,9 @@ def test_workers_that_only_decode_give_the_pil_store_with_large_images_and_all_i
                                                                                                       monkeypatch):
     """The workers' share leaves them unresized, so the device resizes images of several sizes in one chunk, after
     libjpeg's DCT scaling for those >= 2 x the input (here 100 x 90 and 170 x 96 -> 1/2); with a share of 1 the
-    device decodes none (no decoder is called) and still gives the PIL path's store."""
+    device decodes none (no decoder is called), resizes every image (the workers leave them unresized: not the PIL
+    path run under another label) and still gives the PIL path's store."""
+    import dan.extract_input
     import dan.jpeg
 
     items = write_jpegs(tmp_path / "img", 6)
@@ -67,7 +69,11 @@ def test_workers_that_only_decode_give_the_pil_store_with_large_images_and_all_i
 
     monkeypatch.setattr(dan.jpeg.TorchvisionJpeg, "__init__", no_decoder)
     monkeypatch.setattr(dan.jpeg.TorchvisionJpeg, "__call__", no_decoder)
+    resized, pixels_of = [], dan.extract_input.read_image
+    monkeypatch.setattr(dan.extract_input, "read_image", lambda path, size, resize=True: resized.append(resize) or
+                        pixels_of(path, size, resize))
     whole = extract_features(items, tmp_path / "whole", replace(DEVICE, cpu_decode_share=1.0), progress=False)
+    assert resized == [False] * len(items)
     assert whole.meta["decode"] == "PIL decoding in DataLoader workers, pil resize on the device"
     np.testing.assert_array_equal(whole.load_all(), pil)
 
