@@ -419,6 +419,9 @@ def test_target_table_names_the_device_resize_where_recorded():
                                 {**cpu, "config": {"cpu_decode_share": 0.5}}])  # all on the CPU: no split to name
     assert [r["measurement"].split(", ")[-1] for r in split] == ["50% of each batch decoded by PIL",
                                                                    "staging stream prioritised", "CPU decode"]
+    workers = {**base, "decode": "PIL decoding in DataLoader workers, pil resize on the device",
+               "config": {"device_resize": "pil", "cpu_decode_share": 1.0}}  # decoded by the workers, resized on it
+    assert bench.target_table([workers])[0]["measurement"].endswith("batch 256, CPU decode, PIL-exact resize")
 
 
 def test_command_of_writes_the_device_output_folder_as_out():
