@@ -44,7 +44,10 @@
 #   split_extract_nvimg_stageprio_8k.json  --prioritise-staging with --jpeg-decoder nvimgcodec
 #   split_extract_best_val2014.json     the fastest 8k configuration but the defaults, on 40,504 JPEGs (COCO
 #                                       val2014's size; store 32.5 GB in /dev/shm). The defaults at that size:
-#                                       extract_pil_noprio_val2014_h200.json (2026-11-28, another call)
+#                                       extract_pil_noprio_val2014_h200.json (2026-11-28, another call). If it is
+#                                       the share of 1, the loader's queue (14 workers x 16 chunks of 64 images)
+#                                       can hold ~13 GB of unresized pixels in /dev/shm beside the store (a
+#                                       reviewer's estimate, not measured; the PIL path's is ~8.6 GB)
 # DAN_DEVICE_SKIP="gpu-checks shm-touch ..." leaves stages out; DAN_DEVICE_REHEARSAL=1 runs it on the CPU at toy
 # sizes (checks the script, not the speed).
 set -uo pipefail

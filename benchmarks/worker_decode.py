@@ -8,7 +8,7 @@ benchmark's own 640x480 JPEGs (:func:`extract.synthetic_jpegs`, ~60-120 kB like 
 - per image, in this process: :func:`dan.images.read_image` with and without the resize (ms per image);
 - the loader as the extraction builds it (:class:`dan.extract_input._ImageFiles`, :func:`_collate`, ``--workers``
   processes, chunks of ``--chunk`` images): every image decoded and resized by the workers (the PIL path), and every
-  image decoded but not resized (``cpu_decode_share=1``), in images per second, first chunk excluded.
+  image decoded but not resized (``cpu_decode_share=1``), in images per second, after each worker's first chunk.
 
 It prints both and their ratios, and with ``--out`` writes them as JSON. No GPU is used: the pinned-memory copy the
 extraction adds on a GPU (``pin_memory=True``) is not in these figures.
@@ -52,22 +52,25 @@ def per_image_ms(items: list[tuple[int, Path]], size: int, resize: bool, repeats
 
 
 def loader_rate(items: list[tuple[int, Path]], size: int, resize: bool, workers: int, chunk: int) -> float:
-    """Images per second through the extraction's loader (first chunk excluded: worker start-up); ``resize``: the
-    PIL path (workers decode and resize), else every image decoded by the workers and left unresized."""
+    """Images per second through the extraction's loader; ``resize``: the PIL path (workers decode and resize), else
+    every image decoded by the workers and left unresized. The clock starts when the first ``max(workers, 1)``
+    chunks have arrived (the workers start together, so their first chunks are ready at about the same time:
+    counting them would overstate the rate) and those chunks are not counted."""
     files = _ImageFiles(items, 0, size, raw_jpeg=not resize, cpu_first=0 if resize else chunk, batch=chunk)
     loader = DataLoader(files, batch_size=chunk, num_workers=workers, collate_fn=_collate,
                         prefetch_factor=4 if workers else None)
-    n, t = 0, None
+    n, t, warm = 0, None, max(workers, 1)
     for batch in loader:
         kind, slots = ("pixels", "px_slot") if resize else ("decoded", "decoded_slot")
         if batch[kind] is None or len(batch[slots]) != len(batch["index"]):
             raise SystemExit(f"the loader handed over other than {kind} only: not what this times")
-        if t is None:
+        if warm:
+            warm -= 1
             t = time.perf_counter()
             continue
         n += len(batch["index"])
     if not n:
-        raise SystemExit(f"--num-images must exceed one chunk ({chunk}) to time the loader")
+        raise SystemExit(f"--num-images must exceed one chunk ({chunk}) a worker to time the loader")
     return n / (time.perf_counter() - t)
 
 

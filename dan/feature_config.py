@@ -128,7 +128,7 @@ def cpu_decoded_per_batch(cfg: FeatureConfig) -> int:
     A split store holds each image's features of the pixels its own decoder gave: on a GPU, torchvision's nvJPEG
     differs from PIL's decoding (by up to 129 levels on an H200: :mod:`dan.jpeg`; nvImageCodec by at most 1), and
     JPEGs of at least twice the input size are decoded at a reduced DCT scale on the CPU side only
-    (:func:`dan.backbones.read_image`). The store's ``decode`` entry says which images went where."""
+    (:func:`dan.images.read_image`). The store's ``decode`` entry says which images went where."""
     return round(cfg.cpu_decode_share * cfg.batch_size)
 
 

@@ -247,7 +247,7 @@ def decode_jpeg_batch(jpegs: list[torch.Tensor], size: int, device: torch.device
     did), and the positions of those that did not. ``decoder`` is a :func:`build_jpeg_decoder` (default:
     torchvision's). ``resize`` maps same-size uint8 ``[3, H, W]`` images to float ``[n, 3, S, S]``; the default,
     :class:`dan.resize.PilResize`, gives PIL's BILINEAR result exactly in whole levels 0..255 (what
-    :func:`dan.backbones.read_image` gives for the same decoded pixels; the extraction's resize also normalises).
+    :func:`dan.images.read_image` gives for the same decoded pixels; the extraction's resize also normalises).
     Inputs of one size are resized in one call; when all share a size ``x`` is that call's output (no further copy).
     """
     imgs = (decoder or TorchvisionJpeg(device))(jpegs)

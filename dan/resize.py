@@ -1,7 +1,7 @@
 """PIL's BILINEAR resize of 8-bit images, reproduced exactly as matrix products on any device.
 
-The device-decode path (:func:`dan.backbones.decode_jpeg_batch`) decodes JPEGs on the GPU and must then resize
-them as the CPU path does (``PIL.Image.resize(size, BILINEAR)``, :func:`dan.backbones.read_image`). What PIL does,
+The device-decode path (:func:`dan.jpeg.decode_jpeg_batch`) decodes JPEGs on the GPU and must then resize
+them as the CPU path does (``PIL.Image.resize(size, BILINEAR)``, :func:`dan.images.read_image`). What PIL does,
 for 8-bit images (its ``Resample.c``, restated):
 
 * two passes (horizontal first, except as :func:`vertical_first` says): each output pixel is a weighted sum over a

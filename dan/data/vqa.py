@@ -250,7 +250,7 @@ def check_image_file(path: str | Path, image_id: int | None = None, verify: bool
             with Image.open(path) as im:
                 im.load()
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) \
-                as exc:  # those dan.backbones.read_image reports as a bad image: a header claiming too many pixels too
+                as exc:  # those dan.images.read_image reports as a bad image: a header claiming too many pixels too
             raise DataError(f"{what} is not a readable image: {path} ({exc})") from exc
     return path
 
