@@ -10,8 +10,9 @@ benchmark's own 640x480 JPEGs (:func:`extract.synthetic_jpegs`, ~60-120 kB like 
   processes, chunks of ``--chunk`` images): every image decoded and resized by the workers (the PIL path), and every
   image decoded but not resized (``cpu_decode_share=1``), in images per second, after each worker's first chunk.
 
-It prints both and their ratios, and with ``--out`` writes them as JSON. No GPU is used: the pinned-memory copy the
-extraction adds on a GPU (``pin_memory=True``) is not in these figures.
+It prints both and their ratios, and with ``--out`` writes them as JSON. Where CUDA is available the loader pins
+each chunk as the extraction's does (``pin_memory=True``: one more copy of every chunk, in the main process), and
+``pinned`` says so; nothing runs on the GPU.
 
     python benchmarks/worker_decode.py --num-images 2048 --workers 2
 """
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -51,13 +53,14 @@ def per_image_ms(items: list[tuple[int, Path]], size: int, resize: bool, repeats
     return float(np.median(passes))
 
 
-def loader_rate(items: list[tuple[int, Path]], size: int, resize: bool, workers: int, chunk: int) -> float:
+def loader_rate(items: list[tuple[int, Path]], size: int, resize: bool, workers: int, chunk: int,
+                pin: bool = False) -> float:
     """Images per second through the extraction's loader; ``resize``: the PIL path (workers decode and resize), else
     every image decoded by the workers and left unresized. The clock starts when the first ``max(workers, 1)``
     chunks have arrived (the workers start together, so their first chunks are ready at about the same time:
     counting them would overstate the rate) and those chunks are not counted."""
     files = _ImageFiles(items, 0, size, raw_jpeg=not resize, cpu_first=0 if resize else chunk, batch=chunk)
-    loader = DataLoader(files, batch_size=chunk, num_workers=workers, collate_fn=_collate,
+    loader = DataLoader(files, batch_size=chunk, num_workers=workers, collate_fn=_collate, pin_memory=pin,
                         prefetch_factor=4 if workers else None)
     n, t, warm = 0, None, max(workers, 1)
     for batch in loader:
@@ -90,15 +93,20 @@ def main(argv: list[str] | None = None) -> dict:
         out = {"num_images": args.num_images, "workers": args.workers, "chunk": args.chunk, "size": args.size,
                "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                "resize_ms": per_image_ms(first, args.size, True), "decode_ms": per_image_ms(first, args.size, False),
-               "loader_resize_img_s": loader_rate(items, args.size, True, args.workers, args.chunk),
-               "loader_decode_img_s": loader_rate(items, args.size, False, args.workers, args.chunk)}
+               "pinned": torch.cuda.is_available(),
+               "loader_resize_img_s": loader_rate(items, args.size, True, args.workers, args.chunk,
+                                                  torch.cuda.is_available()),
+               "loader_decode_img_s": loader_rate(items, args.size, False, args.workers, args.chunk,
+                                                  torch.cuda.is_available())}
     out["ms_ratio"] = out["resize_ms"] / out["decode_ms"]
     out["loader_ratio"] = out["loader_decode_img_s"] / out["loader_resize_img_s"]
     out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
     print(f"per image in one process: decode + resize {out['resize_ms']:.2f} ms, decode only {out['decode_ms']:.2f} "
           f"ms ({out['ms_ratio']:.2f} x)")
-    print(f"loader, {args.workers} workers, chunks of {args.chunk}: decode + resize {out['loader_resize_img_s']:.0f} "
-          f"img/s, decode only {out['loader_decode_img_s']:.0f} img/s ({out['loader_ratio']:.2f} x)")
+    pinned = ", pinned" if out["pinned"] else ""
+    print(f"loader, {args.workers} workers, chunks of {args.chunk}{pinned}: decode + resize "
+          f"{out['loader_resize_img_s']:.0f} img/s, decode only {out['loader_decode_img_s']:.0f} img/s "
+          f"({out['loader_ratio']:.2f} x)")
     if args.out:
         write_json_atomic(args.out, out, indent=1)
     return out

@@ -74,7 +74,8 @@ def _joined(parts: list[torch.Tensor], stack: bool) -> torch.Tensor:
     shape = (len(parts), *parts[0].shape) if stack else (sum(t.numel() for t in parts),)
     out = None
     if get_worker_info() is not None:
-        out = parts[0].new(parts[0]._typed_storage()._new_shared(math.prod(shape))).resize_(shape)
+        with contextlib.suppress(AttributeError):  # torch's private storage API, as its collate uses it (2.x)
+            out = parts[0].new(parts[0]._typed_storage()._new_shared(math.prod(shape))).resize_(shape)
     return torch.stack(parts, out=out) if stack else torch.cat(parts, out=out)
 
 

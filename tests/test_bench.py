@@ -799,6 +799,7 @@ def test_worker_decode_times_both_loader_modes_and_writes_what_it_prints(tmp_pat
         out = worker_decode.main(["--num-images", "48", "--workers", str(workers), "--chunk", "16", "--per-image",
                                   "2", "--size", "64", "--out", str(tmp_path / "wd.json")])
         assert json.loads((tmp_path / "wd.json").read_text()) == out and out["workers"] == workers
+        assert out["pinned"] is False  # no CUDA here: the loader pins nothing
         assert all(out[k] > 0 for k in ("resize_ms", "decode_ms", "loader_resize_img_s", "loader_decode_img_s"))
         assert out["loader_ratio"] == pytest.approx(out["loader_decode_img_s"] / out["loader_resize_img_s"], abs=2e-3)
         assert out["ms_ratio"] == pytest.approx(out["resize_ms"] / out["decode_ms"], abs=2e-3)
