@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the package's, 0)")
     p.add_argument("--freeze-gc", action=argparse.BooleanOptionalAction, default=True,
                    help="host: keep the objects alive at the start out of the cyclic GC's view during the run "
-                        "(default; dan.extract.frozen_gc)")
+                        "(default; dan.host.frozen_gc)")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--weights")
     p.add_argument("--model-seconds", type=float, default=5.0, help="how long to time the model-only loop")

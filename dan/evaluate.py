@@ -218,7 +218,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     result names the differences under ``features_computed_differently``.
     """
     from dan.data.vqa import SPLIT_ALIASES, image_folder, load_vqa_split, vqa_files
-    from dan.extract import resolve_device
+    from dan.host import resolve_device
     from dan.prepare import existing_data_root, question_families
 
     dev = resolve_device(device)

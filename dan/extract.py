@@ -16,21 +16,15 @@ memory on a third CUDA stream (:func:`_copy_out`, overlapping the next batch's f
 :class:`~dan.store_writer.StoreWriter` thread writes into the partial store with ``pwrite``, committing progress every
 chunk (resumable). Unreadable images come back as ``(index, reason)`` pairs.
 
-Also here: :func:`resolve_device` (``--device`` -> :class:`torch.device`, shared with :mod:`dan.train`),
-:func:`keep_freed_memory` (glibc heap setting: half the CPU time used to go to page faults), :func:`frozen_gc`
-(a full pass of the cyclic garbage collector stops every thread) and
-:func:`_check_images` (the sorted, duplicate-free ``(image_id, path)`` list every stage indexes into).
+Also here: :func:`_check_images` (the sorted, duplicate-free ``(image_id, path)`` list every stage indexes into).
+:func:`resolve_device`, :func:`keep_freed_memory` and :func:`frozen_gc` are re-exported from :mod:`dan.host`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,80 +33,12 @@ from tqdm import tqdm
 
 from dan.backbones import GridBackbone
 from dan.extract_input import _collate, _ImageFiles, _Prefetch, _Stager
-from dan.io import ConfigError, DataError
+from dan.feature_config import FeatureConfig, cpu_decoded_per_batch
+from dan.host import frozen_gc, keep_freed_memory, resolve_device  # noqa: F401 - re-exported (moved)
+from dan.io import DataError
 from dan.jpeg import build_jpeg_decoder
 from dan.store import PartialStore
 from dan.store_writer import StoreWriter
-
-if TYPE_CHECKING:
-    from dan.features import FeatureConfig
-
-
-@contextlib.contextmanager
-def keep_freed_memory():
-    """On glibc, keep freed large blocks in the heap for the duration (restored after).
-
-    By default glibc returns every block over 32 MB (a batch's activations) to the OS on free and page-faults it
-    back in on the next batch; on 2 CPU cores that kernel time cost as much as the convolutions (measured: model
-    only 13 img/s with sys time ~ user time, 22-40 img/s without). Same as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ in the environment.
-    """
-    libc = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6")
-            if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, 1 << 30)):  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-                libc = None
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(-3, 128 * 1024)
-            libc.mallopt(-1, 128 * 1024)
-            libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def frozen_gc(enabled: bool = True):
-    """Move every object alive now out of the cyclic garbage collector's view for the duration (``gc.freeze``).
-
-    A full (generation-2) collection walks every tracked object while holding the GIL, so all of the pipeline's
-    threads stop. With torch and a split's image list loaded that is ~0.5 M objects: on the development machine a
-    4,096-image run (``benchmarks/extract.py --timeline``) had one such pause of 0.155 s, set off by
-    :func:`file_stats`' ``os.stat`` results, and entered the pipeline at 0.174 s; frozen, it had none and entered it
-    at 0.019 s. (On the H200 the seconds before the fingerprint varied from 0.03 to 0.62 s between runs of the same
-    size; such a pause is a likely cause, not checked.) The objects alive at the start do not become garbage during
-    an extraction, so the collector gains nothing by walking them; new objects are still collected, and reference
-    counting frees objects as always. It is also what ``gc.freeze`` is documented for: the forked loader workers do
-    not copy the parent's memory pages by collecting them. No-op when ``enabled`` is False or when the caller has
-    frozen objects already (their freeze is left as it is)."""
-    if not enabled or gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request raises :class:`ConfigError`, and so
-    does a device that is no string (``-p device None`` was torch's TypeError; ``0`` would be taken as ``cuda:0``)."""
-    if not isinstance(device, str):
-        raise ConfigError(f"device must be a string (auto, cpu, cuda, cuda:N), got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; accepted: auto, cpu, cuda, cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use device 'cpu' or 'auto' "
-                          f"(on the command line: --device cpu)")
-    return dev
 
 
 def _check_images(images: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
@@ -221,8 +147,6 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     """Extract images ``start..`` into ``part``: loader workers -> prefetch thread -> model -> writer thread.
     ``gpu_decode``: the device resizes the images and decodes those the workers leave it
     (:func:`dan.feature_config.pixels_on_device`)."""
-    from dan.feature_config import cpu_decoded_per_batch  # (it imports resolve_device from here)
-
     cuda = device.type == "cuda"
     cpu_first = cpu_decoded_per_batch(cfg) if gpu_decode else 0
     workers = loader_workers(cfg.num_workers, cuda, gpu_decode and not cpu_first, os.cpu_count() or 1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from dan.backbones import backbone_spec, grid_size
 from dan.config import plain_numbers
-from dan.extract import resolve_device
+from dan.host import resolve_device
 from dan.io import ConfigError, is_int, is_number
 from dan.jpeg import JPEG_DECODERS
 from dan.resize import RESIZE_MODES
@@ -51,7 +51,7 @@ class FeatureConfig:
     # round(share * batch_size) images) is decoded by PIL in the DataLoader workers instead, and resized on the
     # device, so that less decoding shares the GPU with the forward; those images' pixels are PIL's, the others' the
     # device decoder's (cpu_decoded_per_batch); 0 = all decoded on the device, 1 = none; not yet measured on a GPU
-    freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.extract.frozen_gc)
+    freeze_gc: bool = True  # host: objects alive at the start are out of the cyclic GC's view (dan.host.frozen_gc)
     commit_every_mb: float = 256.0  # progress is made durable after this much new data ...
     commit_every_s: float = 30.0  # ... or this many seconds, whichever comes first
 

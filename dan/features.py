@@ -17,7 +17,7 @@ Measured on this project's 2 shared CPU cores (other jobs running, so +-30 %), b
 model alone 32-56 img/s; ``python -m dan.features --profile default`` on the default data (1,500 JPEGs of
 320 x 240) 37 s wall in all, 42-47 img/s; ``benchmarks/extract.py`` on 256 640 x 480 JPEGs: model-only 32.3,
 end-to-end 31.4 img/s (ratio 0.97). Half of the CPU time used to go to page faults: see
-:func:`dan.extract.keep_freed_memory`.
+:func:`dan.host.keep_freed_memory`.
 
 This module decides what to extract and where (configuration, fingerprint, resume, ``meta.json``, CLI); the
 loading / prefetch / device-staging pipeline that does it, one code path on CPU and GPU, is
@@ -43,7 +43,7 @@ import numpy as np
 
 from dan.backbones import GridBackbone, backbone_spec, build_backbone, inference_label, weights_sha256
 from dan.cli import OneLineParser, guard, nonempty
-from dan.extract import _check_images, frozen_gc, keep_freed_memory, resolve_device, run_pipeline  # noqa: F401
+from dan.extract import _check_images, run_pipeline
 from dan.feature_config import (  # noqa: F401 - MAX_WORKERS re-exported
     FEATURE_PROFILES,
     MAX_WORKERS,
@@ -53,6 +53,7 @@ from dan.feature_config import (  # noqa: F401 - MAX_WORKERS re-exported
     pixels_on_device,
     unused_settings,
 )
+from dan.host import frozen_gc, keep_freed_memory, resolve_device  # noqa: F401 - re-exported
 from dan.io import ConfigError, DataError
 from dan.jpeg import JPEG_DECODERS, decoder_label
 from dan.resize import RESIZE_MODES

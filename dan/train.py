@@ -39,7 +39,7 @@ from dan.checkpoint import (  # noqa: F401 (load_checkpoint, CHECKPOINT: re-expo
 )
 from dan.config import TrainConfig, deviations, preset
 from dan.evaluate import evaluate_vqa
-from dan.extract import keep_freed_memory, resolve_device
+from dan.host import keep_freed_memory, resolve_device
 from dan.io import (
     ConfigError,
     DanError,
