@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from dan.claims import ci_table, claim_check, paired_differences, summarize  # noqa: F401 (re-exported)
-from dan.config import TASKS, TrainConfig, preset
+from dan.config import TASK_ONLY, TASKS, TrainConfig, preset
 from dan.io import ConfigError, DanError
 from dan.stats import betainc, family_t_note, mean_ci, t_cdf, t_quantile  # noqa: F401 (re-exported)
 from dan.train import finished_metrics, train
@@ -45,8 +45,9 @@ METRICS = {"vqa": VQA_METRICS, "matching": RETRIEVAL_METRICS}
 @dataclass
 class SweepSpec:
     """What to sweep. ``overrides`` go to :func:`dan.config.preset` for every run (e.g. ``epochs``); one that only
-    one task reads (``margin``, ``soft_targets``: :data:`dan.config.TASK_ONLY`) is refused for the other task's
-    runs, so sweep that task alone."""
+    one task reads (``margin``, ``soft_targets``: :data:`dan.config.TASK_ONLY`) goes to that task's runs only when
+    the sweep has both tasks, and is refused (:func:`dan.config.check_ignored`) when the sweep has only the task
+    that would ignore it."""
 
     tasks: list[str] = field(default_factory=lambda: ["vqa", "matching"])
     steps: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # K axis, with ``steps_attention``
@@ -92,9 +93,12 @@ class SweepSpec:
         out: list[TrainConfig] = []
         seen: set[str] = set()
         for task in self.tasks:
+            # a field only the other task reads, where the sweep also has that task, is for that task's runs
+            other = [t for t in TASKS if t != task and t in self.tasks]
+            own = {name: v for name, v in self.overrides.items() if not any(name in TASK_ONLY[t] for t in other)}
             for k, att in settings:
                 for seed in self.seeds:
-                    cfg = preset(self.profile, task, steps=k, attention=att, seed=seed, **self.overrides)
+                    cfg = preset(self.profile, task, steps=k, attention=att, seed=seed, **own)
                     if self.runs_root is not None:
                         cfg.out = str(Path(self.runs_root) / cfg.run_name())
                     if cfg.run_name() not in seen:

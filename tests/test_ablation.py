@@ -19,6 +19,7 @@ import pytest
 
 from dan import ablation
 from dan.ablation import SweepSpec, mean_ci, run_sweep, summarize, t_quantile
+from dan.config import preset
 from dan.io import ConfigError, DanError
 
 
@@ -554,3 +555,18 @@ def test_the_attention_axis_runs_at_the_k_it_is_given() -> None:
     spec = SweepSpec(tasks=["vqa"], steps=[1], attentions=["visual", "textual"], seeds=[0], profile="smoke",
                      attention_steps=3, steps_attention="visual")
     assert [c.run_name() for c in spec.configs()] == ["vqa-visual-K1-s0", "vqa-visual-K3-s0", "vqa-textual-K3-s0"]
+
+
+def test_an_override_only_one_task_reads_goes_to_that_tasks_runs_in_a_sweep_of_both() -> None:
+    """margin (m-DAN) and soft_targets (r-DAN) over both tasks: each run gets the one its task reads, and the preset's
+    value of the other; a sweep of the one task that would ignore the override refuses it."""
+    spec = SweepSpec(steps=[1], attentions=[], seeds=[0], profile="smoke",
+                     overrides={"margin": 0.35, "soft_targets": False, "epochs": 1})
+    runs = {c.task: c for c in spec.configs()}
+    vqa, matching = preset("smoke", "vqa"), preset("smoke", "matching")
+    assert (runs["matching"].margin, runs["matching"].soft_targets) == (0.35, matching.soft_targets)
+    assert (runs["vqa"].soft_targets, runs["vqa"].margin) == (False, vqa.margin)
+    assert runs["vqa"].epochs == runs["matching"].epochs == 1  # a field both read goes to both
+    with pytest.raises(ConfigError, match=r"task 'vqa' takes no margin 0\.35: it is for task 'matching'"):
+        SweepSpec(tasks=["vqa"], steps=[1], attentions=[], seeds=[0], profile="smoke",
+                  overrides={"margin": 0.35}).configs()
