@@ -87,7 +87,7 @@ class SweepSpec:
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
         settings = [(k, self.steps_attention) for k in self.steps]  # NumPy ints: TrainConfig converts
         settings += [(self.attention_steps, a) for a in self.attentions]
-        if not (self.tasks and settings and self.seeds):
+        if not (len(self.tasks) and settings and len(self.seeds)):  # len: a NumPy array [0] is falsy, [0, 1] ambiguous
             raise ConfigError(f"the sweep has no run: tasks {list(self.tasks)}, steps {list(self.steps)} and attention "
                               f"types {list(self.attentions)} (one of the two at least), seeds {list(self.seeds)}")
         out: list[TrainConfig] = []

@@ -513,6 +513,16 @@ def test_a_sweep_without_runs_is_refused_by_name() -> None:
                          **kw}).configs()
 
 
+def test_a_sweep_takes_numpy_arrays_as_axes() -> None:
+    """check_axis accepts NumPy arrays, yet the no-run check took their truth value: seeds np.array([0]) was refused
+    as "the sweep has no run" and np.arange(2) (or tasks as an array) was NumPy's ambiguous-truth ValueError."""
+    spec = SweepSpec(tasks=np.array(["vqa", "matching"]), steps=np.arange(1, 2), attentions=[], seeds=np.array([0]),
+                     profile="smoke")
+    assert [c.run_name() for c in spec.configs()] == ["vqa-dual-K1-s0", "matching-dual-K1-s0"]
+    assert len(SweepSpec(tasks=["vqa"], steps=[1], attentions=[], seeds=np.arange(2), profile="smoke").configs()) == 2
+    with pytest.raises(ConfigError, match="the sweep has no run"):
+        SweepSpec(tasks=["vqa"], steps=[1], attentions=[], seeds=np.array([], dtype=int), profile="smoke").configs()
+
 def test_another_sweeps_tables_get_their_own_file_names() -> None:
     """The ablation notebook wrote ablation_runs.csv / ablation_summary.csv whatever sweep its parameters gave, so
     ``-p epochs 1`` (or fewer seeds) replaced the profile's tables, which dan.record collects into the full-profile
