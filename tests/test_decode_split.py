@@ -208,3 +208,20 @@ def test_settings_that_change_nothing_on_the_device_are_named_in_a_warning(tmp_p
     recwarn.clear()
     extract_features(items, tmp_path / "g", CFG, progress=False)
     assert not [w for w in recwarn if "FeatureConfig" in str(w.message)]
+
+
+def test_a_workers_chunk_is_joined_into_shared_memory_or_plainly_without_torchs_private_call(monkeypatch):
+    """In a loader worker ``_joined`` stacks / concatenates into a shared-memory tensor through torch's private
+    ``_typed_storage()._new_shared`` (as torch's collate does); a torch without it gets a plain stack / cat, which
+    the worker's queue then moves to shared memory itself (the fallback was untested)."""
+    import dan.extract_input as ei
+
+    parts = [torch.arange(6, dtype=torch.uint8).reshape(2, 3) + k for k in range(3)]
+    monkeypatch.setattr(ei, "get_worker_info", lambda: object())  # as in a worker
+    stacked, flat = ei._joined(parts, stack=True), ei._joined([p.reshape(-1) for p in parts], stack=False)
+    assert stacked.is_shared() and flat.is_shared()
+    assert torch.equal(stacked, torch.stack(parts)) and torch.equal(flat, torch.cat([p.reshape(-1) for p in parts]))
+    monkeypatch.delattr(torch.Tensor, "_typed_storage")
+    stacked, flat = ei._joined(parts, stack=True), ei._joined([p.reshape(-1) for p in parts], stack=False)
+    assert torch.equal(stacked, torch.stack(parts))  # (is_shared() itself needs _typed_storage)
+    assert torch.equal(flat, torch.cat([p.reshape(-1) for p in parts]))
