@@ -73,6 +73,13 @@ class SweepSpec:
                 raise ConfigError(f"{name} must be set, got None")
         if not isinstance(self.overrides, dict):
             raise ConfigError(f"overrides must be a dict of TrainConfig fields, got {self.overrides!r}")
+        # set per run by the sweep (as overrides: preset()'s TypeError, or with out every run in one folder)
+        axes = {"task": "tasks", "steps": "steps", "attention": "attentions", "seed": "seeds", "profile": "profile",
+                "out": "runs_root (the folder of all the runs' folders)"}
+        if swept := [k for k in self.overrides if k in axes]:
+            raise ConfigError(f"overrides cannot set {', '.join(swept)}: the sweep sets "
+                              f"{'them' if len(swept) > 1 else 'it'} per run; give "
+                              f"{', '.join(f'SweepSpec.{axes[k]}' for k in swept)} instead")
         root = self.runs_root
         if root is not None and not (isinstance(root, os.PathLike) or isinstance(root, str) and root.strip()):
             raise ConfigError(f"runs_root must be a folder path or unset (None), got {root!r}")

@@ -580,3 +580,14 @@ def test_an_override_only_one_task_reads_goes_to_that_tasks_runs_in_a_sweep_of_b
     with pytest.raises(ConfigError, match=r"task 'vqa' takes no margin 0\.35: it is for task 'matching'"):
         SweepSpec(tasks=["vqa"], steps=[1], attentions=[], seeds=[0], profile="smoke",
                   overrides={"margin": 0.35}).configs()
+
+
+@pytest.mark.parametrize("overrides, named", [({"steps": 3}, "steps: .* give SweepSpec.steps instead"),
+                                              ({"seed": 1, "task": "vqa"}, "seed, task: .* SweepSpec.seeds, "
+                                                                           "SweepSpec.tasks instead"),
+                                              ({"out": "/tmp/one"}, "out: .* SweepSpec.runs_root")])
+def test_overrides_of_what_the_sweep_sets_per_run_are_refused_by_name(overrides, named) -> None:
+    """A swept field given as an override was preset()'s TypeError ("multiple values"); ``out`` put every run into
+    one folder."""
+    with pytest.raises(ConfigError, match=rf"^overrides cannot set {named}"):
+        SweepSpec(profile="smoke", overrides=overrides).configs()
