@@ -2,8 +2,8 @@
 # The prepared device run for issue 4 (extraction speed), tenth version (2026-11-28, not yet run). The H200 calls of
 # 2026-11-27 ran versions 1-6 and the call of 2026-11-28 version 7 (benchmarks/results/*_h200.json,
 # device_extract_h200.log); versions 8 and 9 were never run. It leaves 8 files in $OUT (7 JSON files and
-# extract.log), the most the device tool brings back: keep it so when adding a stage. Its file names differ from the earlier
-# versions', so that benchmarks/collect.py adds them beside the recorded ones.
+# extract.log), the most the device tool brings back: keep it so when adding a stage. Its file names differ from
+# the earlier versions', so that benchmarks/collect.py adds them beside the recorded ones.
 #
 #   first, here:  bash benchmarks/device_wheels.sh 3.12 jpeg      (.whl-jpeg/: nvImageCodec + nvJPEG, ~29 MB)
 #   device tool:  run(command="bash benchmarks/device_extract.sh", carry=[".whl-jpeg"], timeout_s=420,
@@ -23,11 +23,11 @@
 #     torchvision's nvJPEG (which decodes on a stream of its own, so only the resize is prioritised) and with
 #     nvImageCodec (which decodes on the staging stream);
 #   - --cpu-decode-share 0.5 and 1 (half, all of each batch decoded by PIL in the loader workers, which since
-#     version 10 leave the resize to the GPU: those chunks need a copy and the PIL-exact resize
-#     there, and nothing in their staging makes the host wait for the GPU, where torchvision's nvJPEG decoding
-#     synchronises its stream before it returns; the CPU-decoding run of 2026-11-27, extract_cpu_decode_h200.json,
-#     fed 1,760 img/s steady with 14 workers that also resized, which on the development machine took longer than
-#     decoding: 4.3 ms against 1.8 ms for a 640x480 JPEG);
+#     version 10 leave the resize to the GPU: those chunks need a copy and the PIL-exact resize there, and
+#     nothing in their staging makes the host wait for the GPU (by reading the code), where torchvision's nvJPEG
+#     decoding synchronises its stream before it returns; the CPU-decoding run of 2026-11-27,
+#     extract_cpu_decode_h200.json, fed 1,760 img/s steady with 14 workers that also resized, which on the
+#     development machine took longer than decoding: 4.3 ms against 1.8 ms for a 640x480 JPEG);
 #   - the 8k configuration with the best end-to-end rate other than the defaults, again at COCO val2014's size.
 # /dev/shm is touched first (a 32 GiB dd, twice): in version 7's calls the first 40,504-image run of each call waited
 # seconds on the store writer and the second did not. Then benchmarks/worker_decode.py prints, into the log, how many
