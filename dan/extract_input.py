@@ -177,33 +177,32 @@ class _Stager:
     def _chunk(self, batch: dict) -> tuple[list[int], torch.Tensor | None, list]:
         """One collated chunk -> (indices, x [b, 3, S, S] normalised channels_last or None, bad)."""
         index, bad, device, size = list(batch["index"]), list(batch["bad"]), self.device, self.size
-        decoded = None
+        from_bytes = None
         if batch["jpeg_sizes"]:
             jpegs = list(torch.split(batch["jpeg_bytes"], batch["jpeg_sizes"]))  # one 1-D view per file
             x, failed = decode_jpeg_batch(jpegs, size, device, self.resize, self.decoder)  # normalised
             if not failed and len(jpegs) == len(index):  # the usual case: the resized batch as it is
                 return index, x.contiguous(memory_format=torch.channels_last), bad  # (a copy only for mixed sizes)
-            decoded = per_input(x, failed, len(jpegs))
-        slots: list[torch.Tensor | None] = [None] * len(index)
-        x = None
-        if batch["pixels"] is not None:
-            px = self._normalise(batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2))  # NHWC -> NCHW
-            if len(batch["px_slot"]) == len(index):
-                x = px
-            for k, slot in enumerate(batch["px_slot"]):
-                slots[slot] = px[k]
-        if batch["decoded"] is not None:  # decoded by the workers, at their own sizes: resized here
+            from_bytes = per_input(x, failed, len(jpegs))
+        sources = []  # (slots, normalised rows) of the images the workers decoded
+        if batch["pixels"] is not None:  # resized too
+            sources.append((batch["px_slot"], self._normalise(
+                batch["pixels"].to(device, non_blocking=True).permute(0, 3, 1, 2))))  # NHWC -> NCHW
+        if batch["decoded"] is not None:  # at their own sizes: resized here
             shapes = batch["decoded_shapes"]
             flat = batch["decoded"].to(device, non_blocking=True)
             imgs = [v.view(shape).permute(2, 0, 1) for v, shape in  # [H, W, 3] -> [3, H, W] views
                     zip(torch.split(flat, [math.prod(shape) for shape in shapes]), shapes, strict=True)]
-            dx = resize_by_size(imgs, self.resize)  # [n, 3, S, S] normalised
-            if len(imgs) == len(index):
-                x = dx.contiguous(memory_format=torch.channels_last)  # (a copy only for mixed sizes)
-            for k, slot in enumerate(batch["decoded_slot"]):
-                slots[slot] = dx[k]
-        if decoded is not None:
-            for slot, img in zip(batch["jpeg_slot"], decoded, strict=True):
+            sources.append((batch["decoded_slot"], resize_by_size(imgs, self.resize)))
+        slots: list[torch.Tensor | None] = [None] * len(index)
+        x = None
+        for places, rows in sources:
+            if len(places) == len(index):  # one source fills the chunk, in order
+                x = rows.contiguous(memory_format=torch.channels_last)  # (a copy only for mixed sizes)
+            for k, slot in enumerate(places):
+                slots[slot] = rows[k]
+        if from_bytes is not None:
+            for slot, img in zip(batch["jpeg_slot"], from_bytes, strict=True):
                 if img is None:  # the device decoder refused it: decode on the CPU, or report it
                     try:
                         img = torch.from_numpy(read_image(self.items[index[slot]][1], size)).to(device)
