@@ -196,6 +196,23 @@ def _read_ids(path: str, what: str = "question ids") -> list[int]:
     return [int(w) for w in words]
 
 
+# the files dan.train writes into a run folder: an evaluation's results file (out) must not replace one of them
+RUN_FILES = ("checkpoint.pt", "config.json", "inputs.json", "metrics.json", "history.json", "predictions.csv",
+             "attention.npz", "embeddings.npz")
+
+
+def check_out_path(run_dir: str | Path, out: str | Path | None) -> None:
+    """Refuse a results file ``out`` that is one of the run's own files (:data:`RUN_FILES`): ``--out
+    RUN/metrics.json`` replaced the run's metrics with the answers list (and dan.train then reused the run and
+    reported that list as its metrics), ``--out RUN/checkpoint.pt`` the trained model."""
+    if out is None:
+        return
+    path, run = Path(out), Path(run_dir)
+    if path.name in RUN_FILES and path.parent.resolve() == run.resolve():
+        raise ConfigError(f"--out {out} would replace the run's own {path.name} in {run_dir}; write the results "
+                          f"to another file (default: one named after the split, in the run folder)")
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None, features: str | Path | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
@@ -221,6 +238,7 @@ def evaluate_run(run_dir: str | Path, split: str, data: str | Path | None = None
     from dan.host import resolve_device
     from dan.prepare import existing_data_root, question_families
 
+    check_out_path(run_dir, out)
     dev = resolve_device(device)
     run = load_trained_run(run_dir, dev)
     cfg = run.cfg

@@ -94,6 +94,21 @@ def test_errors_are_one_line(vqa_run, matching_run, smoke_features: Path, tmp_pa
     assert "--batch-size must be a positive integer" in one_line_error(capsys, "python -m dan.evaluate")
 
 
+@pytest.mark.parametrize("name", ["checkpoint.pt", "metrics.json"])
+def test_out_may_not_replace_a_file_of_the_run(vqa_run, name: str, tmp_path: Path, capsys) -> None:
+    """--out RUN/checkpoint.pt replaced the trained model with the answers list; --out RUN/metrics.json the run's
+    metrics, which dan.train then reused and printed as the run's metrics. Both are refused, the files untouched."""
+    run = tmp_path / "run"
+    shutil.copytree(vqa_run.run_dir, run)
+    before = (run / name).read_bytes()
+    for out in (run / name, tmp_path / "." / "run" / name):  # however the path is spelt
+        assert main([str(run), "--split", "val", "--device", "cpu", "--out", str(out)]) == 2
+        err = one_line_error(capsys, "python -m dan.evaluate")
+        assert f"would replace the run's own {name}" in err
+    assert (run / name).read_bytes() == before
+    assert main([str(run), "--split", "val", "--device", "cpu", "--out", str(run / "val.json")]) == 0  # any other
+
+
 def test_a_checkpoint_of_another_version_is_named(vqa_run, tmp_path: Path, capsys) -> None:
     import torch
 
