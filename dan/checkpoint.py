@@ -200,8 +200,9 @@ def check_resumable(state: dict, ckpt_path: Path, cfg: TrainConfig, prep: Prepar
     except DataError:  # a config another version wrote is another configuration, not a mistake in the flags
         same = False
     if not same:
+        changes = cfg.identity_changes(state["config"], where="the checkpoint")
         raise ConfigError(f"{ckpt_path} is a checkpoint of another configuration; choose {OTHER_RUN} "
-                          f"or delete it")
+                          f"or delete it{' (' + changes + ')' if changes else ''}")
     if state["visual_dim"] != prep.bank.dim:
         raise DataError(f"feature dimension mismatch: {ckpt_path} expects {state['visual_dim']}-d regions "
                         f"({(state.get('feature_meta') or {}).get('backbone')}), the feature stores in "

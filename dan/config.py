@@ -33,6 +33,8 @@ LIMITS = (("steps", 100, "each step adds attention layers of its own; the paper 
           ("hidden_dim", 65536, "the LSTM's 4H x H weights alone would take 64 GiB"),
           ("embed_dim", 65536, "as hidden_dim"),
           ("threads", 1024, "torch starts that many CPU threads"))
+# the fields that do not change a run's result (where it reads and writes, how fast it runs): not in identity()
+NOT_IDENTITY = ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features", "compile")
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
 # (dan.models.build_model's keyword arguments, its MODEL_OPTIONS)
 # the fields that only one task reads (dan.prepare, dan.step): the other task's run ignores them (check_ignored)
@@ -194,9 +196,23 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields that define the result (a checkpoint resumes only under the same identity)."""
         d = self.to_dict()
-        for k in ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features", "compile"):
+        for k in NOT_IDENTITY:
             d.pop(k)
         return d
+
+    def identity_changes(self, saved: object, where: str = "the run") -> str:
+        """The fields in which ``saved`` (a run's ``config.json``, or the config a checkpoint holds) differs from
+        this config's identity, as text for an error: ``lr 0.003 in the run, 0.01 now; steps 2 in the run, 3 now``
+        (fields this version does not know are named as such); '' when ``saved`` is no object or no field
+        differs."""
+        if not isinstance(saved, dict):
+            return ""
+        theirs = {**TrainConfig().identity(), **{k: v for k, v in saved.items() if k not in NOT_IDENTITY}}
+        mine = self.identity()
+        parts = [f"{k} {theirs[k]!r} in {where}, {mine[k]!r} now" for k in mine if theirs[k] != mine[k]]
+        parts += [f"{k} {theirs[k]!r} in {where}, unknown to this version of dan" for k in sorted(theirs)
+                  if k not in mine]
+        return "; ".join(parts[:5]) + ("; ..." if len(parts) > 5 else "")
 
     def same_identity(self, saved: dict) -> bool:
         """Whether ``saved`` (a run's ``config.json``) is this config's identity; fields added to

@@ -330,8 +330,9 @@ def finished_metrics(cfg: TrainConfig, advice: str = "delete that folder") -> di
         return None
     saved = read_json(run_dir / "config.json", "run config")
     if not (isinstance(saved, dict) and cfg.same_identity(saved)):
+        changes = cfg.identity_changes(saved, where="its config.json")
         raise ConfigError(f"{run_dir} holds a finished run of another configuration than {cfg.run_name()} "
-                          f"(profile {cfg.profile!r}); {advice}")
+                          f"(profile {cfg.profile!r}{': ' + changes if changes else ''}); {advice}")
     check_recorded_inputs(run_dir, cfg)
     return read_json(run_dir / "metrics.json", "run metrics")
 
