@@ -135,6 +135,18 @@ def _current_store(out: Path, fp: str) -> FeatureStore | None:
     return store if store.meta.get("fingerprint") == fp else None
 
 
+def _check_not_an_image_folder(items: list[tuple[int, Path]], out: Path) -> None:
+    """Refuse a store folder that holds the images it is extracted from: ``--out data/real/images`` (the data
+    root's images/ folder for the features root) wrote each store, its ``.partial`` and lock file into the image
+    folder it read, beside the JPEGs."""
+    folders = {path.parent for _, path in items}
+    target = out.resolve()
+    if any(folder.resolve() == target for folder in folders):
+        raise ConfigError(f"the feature store {out} would be written into the image folder it reads (its "
+                          f"{len(items)} images are there); choose another output folder (--out: a features root "
+                          f"such as results/<profile>/features, not the data root's images/)")
+
+
 def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike, cfg: FeatureConfig | None = None,
                      *, backbone: GridBackbone | None = None, on_commit=None, progress: bool = True) -> FeatureStore:
     """Extract ``[N, D]`` fp16 features of every ``(image_id, path)`` into a store at ``out_dir``; resumable.
@@ -151,6 +163,7 @@ def extract_features(images: list[tuple[int, Path]], out_dir: str | os.PathLike,
 def _extract(images: list[tuple[int, Path]], out: Path, cfg: FeatureConfig, backbone: GridBackbone | None,
              on_commit, progress: bool) -> FeatureStore:
     items = _check_images(images)
+    _check_not_an_image_folder(items, out)
     device = resolve_device(cfg.device)
     for note in unused_settings(cfg, device):
         warnings.warn(f"FeatureConfig {note}", UserWarning, stacklevel=3)

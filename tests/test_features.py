@@ -446,6 +446,20 @@ def test_unwritable_target_gives_a_clear_error(tmp_path, model):
     assert blocker.read_text() == "x"
 
 
+def test_a_store_is_not_written_into_the_image_folder_it_reads(tmp_path, model):
+    """--out DATA/images (the data root's image folders for the features root) wrote each store's features.npy,
+    ids.npy, meta.json, .partial/ and .lock beside the JPEGs it read; refused now, before anything is written."""
+    root = tmp_path / "data"
+    items = make_images(root / "images" / "val2014", 2, start_id=100)
+    before = sorted(p.name for p in (root / "images" / "val2014").iterdir())
+    with pytest.raises(ConfigError, match=r"feature store .*val2014 would be written into the image folder it "
+                                          r"reads \(its 2 images are there\)"):
+        build_features(root, root / "images", CFG)
+    with pytest.raises(ConfigError, match="would be written into the image folder it reads"):
+        extract_features(items, tmp_path / "data" / "images" / "." / "val2014", CFG, backbone=model, progress=False)
+    assert sorted(p.name for p in (root / "images" / "val2014").iterdir()) == before
+
+
 def test_build_features_per_split_reuses_current_stores_and_redoes_changed_config(tmp_path, model, capsys):
     root = tmp_path / "data"
     make_images(root / "images" / "train2014", 3)
