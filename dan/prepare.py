@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from dan.config import TrainConfig
 from dan.data.captions import load_karpathy
 from dan.data.text import AnswerVocab, Vocab, tokenize
 from dan.data.vqa import load_vqa_split, vqa_files
-from dan.io import DataError, study_paths
+from dan.io import ConfigError, DataError, study_paths
 from dan.store import FeatureStore
 
 
@@ -119,6 +120,18 @@ def question_families(root: Path) -> dict[int, str]:
     return {qid: q.family for qid, q in load_grounding(path).questions.items()}
 
 
+def _words(cfg: TrainConfig, token_lists: list[list[str]], what: str) -> Vocab:
+    """The training text's vocabulary; refused when ``min_word_count`` leaves no word in it (every token would be
+    ``<unk>``, and the run would train on no text at all)."""
+    vocab = Vocab.build(token_lists, min_count=cfg.min_word_count)
+    if len(vocab) == len(Vocab.SPECIALS):
+        top = max(Counter(t for toks in token_lists for t in toks).values(), default=0)
+        raise ConfigError(f"min_word_count {cfg.min_word_count} leaves no word in the vocabulary of {what} (the "
+                          f"most frequent word occurs {top} times); choose a min_word_count of at most {top}"
+                          if top else f"{what} have no words")
+    return vocab
+
+
 def prepare(cfg: TrainConfig, device: torch.device) -> Prepared:
     """Load, encode and open everything ``cfg`` trains and validates on (see :class:`Prepared`)."""
     root = existing_data_root(cfg)
@@ -143,7 +156,7 @@ def _prepare_vqa(cfg: TrainConfig, root: Path, device: torch.device) -> Prepared
                         f"(first: question_id {unscored[0]}; annotations file: "
                         f"{ann or 'not found next to ' + str(vqa_files(root, cfg.val_split)[0])}); --val-split "
                         f"must be an annotated split")
-    vocab = Vocab.build([tokenize(e.question) for e in train_ex], min_count=cfg.min_word_count)
+    vocab = _words(cfg, [tokenize(e.question) for e in train_ex], f"split {cfg.train_split!r}'s questions")
     answers = AnswerVocab.build([e.multiple_choice_answer for e in train_ex], top=cfg.num_answers)
     bank = open_bank(cfg, {cfg.train_split, cfg.val_split}, device)
     train = vqa_tensors(train_ex, vocab, answers, bank, cfg.train_split, where=str(vqa_files(root, cfg.train_split)[0]))
@@ -162,7 +175,8 @@ def _prepare_matching(cfg: TrainConfig, root: Path, device: torch.device) -> Pre
             raise DataError(f"{root / cfg.captions_file}: no images in split {split!r}")
     train_imgs = by_split["train"][: cfg.max_train] if cfg.max_train else by_split["train"]
     per = cfg.captions_per_image
-    vocab = Vocab.build([tokenize(s) for im in train_imgs for s in im.sentences[:per]], min_count=cfg.min_word_count)
+    vocab = _words(cfg, [tokenize(s) for im in train_imgs for s in im.sentences[:per]],
+                   f"{cfg.captions_file}'s training captions")
     folders = {im.filepath or cfg.caption_image_folder for ims in by_split.values() for im in ims}
     bank = open_bank(cfg, folders, device)
     enc = {s: caption_tensors(ims, vocab, bank, where=f"{cfg.captions_file} split {s!r}", per_image=per,

@@ -1162,3 +1162,16 @@ def test_a_run_of_another_configuration_is_refused_naming_what_differs(vqa_run, 
     torch.save({**state, "config": {**state["config"], "warmup_epochs": 3}}, run / "checkpoint.pt")
     with pytest.raises(ConfigError, match=r"\(warmup_epochs 3 in the checkpoint, unknown to this version of dan\)$"):
         train(make_cfg("vqa", run), progress=False)
+
+
+@pytest.mark.parametrize("task", ["vqa", "matching"])
+def test_a_min_word_count_that_leaves_no_word_is_refused(make_cfg, tmp_path, task):
+    """min_word_count above every word's count made a vocabulary of <pad> and <unk> only: the run trained on text that
+    was all <unk>, without a word. Refused before training, naming the setting and the largest count that works."""
+    from dan.io import ConfigError
+    from dan.prepare import prepare
+
+    with pytest.raises(ConfigError, match=r"min_word_count 1000000 leaves no word in the vocabulary of .*the most "
+                                          r"frequent word occurs (\d+) times\); choose a min_word_count of at most \1"):
+        prepare(make_cfg(task, tmp_path / "run", min_word_count=1_000_000), torch.device("cpu"))
+    assert not (tmp_path / "run").exists()
