@@ -126,6 +126,9 @@ def torchvision_weights_file(name: str) -> tuple[Path, str]:
 def _resolve_weights(name: str, weights: str | None) -> Path:
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"weights for {name}: {path} is a folder; --weights takes the weights file itself "
+                              f"(a state dict saved by torch.save, e.g. a .pth file)")
         if not path.is_file():
             raise ConfigError(f"weights file for {name} not found: {path}")
         return path

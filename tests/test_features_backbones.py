@@ -83,6 +83,8 @@ def test_missing_torchvision_weights_say_how_to_get_them(tmp_path, monkeypatch):
             assert part in message, (name, part)
     with pytest.raises(ConfigError, match="weights file for resnet152 not found: .*nope.pth"):
         build_backbone("resnet152", weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match=r"weights for resnet152: .* is a folder; --weights takes the weights file"):
+        build_backbone("resnet152", weights=str(tmp_path))  # was "weights file ... not found" for a folder that exists
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read weights file .*junk.pth"):
         build_backbone("vgg19", weights=str(tmp_path / "junk.pth"))
