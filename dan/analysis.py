@@ -9,7 +9,10 @@ Definitions (per example and attention step k = 1..K; region n is a cell of the 
 * coverage c_n: the fraction of cell n covered by one of the objects (:func:`dan.data.grounding.object_mask`).
 * pointing game: a *hit* when the most attended region touches an object, i.e. ``c[argmax a] > 0`` (a region
   is "inside" when the object covers any part of it). Chance: the fraction of regions with c_n > 0 (the hit
-  rate of a region drawn uniformly at random).
+  rate of a region drawn uniformly at random). When several regions share the largest weight (a uniform map, or
+  values equal after the float16 the maps are saved in), each is the most attended one with the same right: the
+  hit is the share of them that touch an object (the expected hit of a random pick among them), so a uniform map
+  scores its chance value, not whatever region 0 holds.
 * attention mass: ``sum_n a_n c_n`` (the share of attention inside the object boxes when each cell's weight is
   spread evenly over the cell). Chance, i.e. uniform attention a_n = 1/N: ``mean_n c_n``, the objects' area
   fraction.
@@ -44,8 +47,12 @@ INSIDE = "coverage > 0"  # definition of "the argmax region falls inside an obje
 
 
 def pointing_hit(att: np.ndarray, cover: np.ndarray) -> float:
-    """1.0 if the most attended region ``argmax att`` [N] has coverage ``cover`` [N] > 0, else 0.0."""
-    return float(cover[int(np.argmax(att))] > 0)
+    """1.0 if the most attended region of ``att`` [N] has coverage ``cover`` [N] > 0, else 0.0; with a tie for the
+    largest weight, the share of the tied regions that have coverage > 0 (np.argmax took the first of them, so a
+    uniform map scored cover[0] > 0: 0 or 1 by where region 0 lies, not its chance value)."""
+    att = np.asarray(att)
+    top = att == att.max()
+    return float((np.asarray(cover)[top] > 0).mean())
 
 
 def attention_mass(att: np.ndarray, cover: np.ndarray) -> float:
@@ -84,7 +91,7 @@ def _text_rows(att: np.ndarray, tokens: list[str], key_words: list[str], base: d
     rows = []
     for k in range(att.shape[0]):
         a = att[k, : len(tokens)].astype(np.float64)
-        rows.append({**base, "step": k + 1, "hit": float(key[int(np.argmax(a))] > 0), "chance_hit": chance,
+        rows.append({**base, "step": k + 1, "hit": pointing_hit(a, key), "chance_hit": chance,
                      "mass": float(a @ key / max(a.sum(), 1e-12)), "chance_mass": chance})
     return rows
 

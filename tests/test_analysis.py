@@ -72,10 +72,26 @@ def test_text_rows_on_key_words() -> None:
     att[0, 5] = 1.0  # step 1 on "circle"
     att[1, :6] = 1 / 6  # step 2 uniform
     rows = analysis._text_rows(att, tokens, ["red", "circle"], {"question_id": 1})
-    assert [r["hit"] for r in rows] == [1.0, 0.0]  # uniform: argmax is the first word, not a key word
+    assert [r["hit"] for r in rows] == [1.0, pytest.approx(2 / 6)]  # uniform: every word ties, 2 of 6 are key words
     assert rows[0]["mass"] == pytest.approx(1.0) and rows[1]["mass"] == pytest.approx(2 / 6)
     assert rows[1]["chance_mass"] == pytest.approx(2 / 6)
     assert analysis._text_rows(att, tokens, ["blue"], {}) == []
+
+
+def test_a_tie_for_the_largest_weight_scores_the_share_of_tied_regions_that_hit() -> None:
+    """A uniform map, or maps whose largest values are equal after the float16 they are saved in: np.argmax took
+    the first tied region, so a uniform map scored 0 or 1 by where region 0 lies instead of its chance value."""
+    cover = np.array([0.0, 0.0, 0.5, 1.0, 0.0])
+    uniform = np.full(5, 0.2)
+    assert analysis.pointing_hit(uniform, cover) == pytest.approx(analysis.chance_scores(cover)[0]) == 0.4
+    assert analysis.pointing_hit(np.array([0.3, 0.1, 0.3, 0.2, 0.1]), cover) == 0.5  # regions 0 and 2 tie
+    assert analysis.pointing_hit(np.array([0.1, 0.1, 0.1, 0.6, 0.1]), cover) == 1.0  # no tie: the argmax
+    saved = np.array([0.13720, 0.13725, 0.05, 0.05, 0.05], dtype=np.float32).astype(np.float16)  # equal in float16
+    assert analysis.pointing_hit(saved, np.array([0.0, 1.0, 0.0, 0.0, 0.0])) == 0.5
+    # text: a uniform map over "what color is the red circle" hits a key word 2 times in 6, its chance value
+    rows = analysis._text_rows(np.full((1, 6), 1 / 6), ["what", "color", "is", "the", "red", "circle"],
+                               ["red", "circle"], {})
+    assert rows[0]["hit"] == pytest.approx(rows[0]["chance_hit"]) == pytest.approx(2 / 6)
 
 
 def test_hop_analysis_detects_anchor_then_target() -> None:
