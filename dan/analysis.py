@@ -171,23 +171,32 @@ def mdan_grounding(out: MDANOutputs, grounding: Grounding | None = None) -> tupl
 
 def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group: n (examples), images, pointing hit rate (%) with 95 % CI half width and its chance, mass (%)
-    with CI and chance, and lift = mass / chance mass.
+    with CI and chance, lift = mass / chance mass, and the 95 % half widths of the paired differences from chance
+    (``pointing − chance ± ci``, ``mass − chance ± ci``: per example score minus that example's chance value).
 
     Examples about one image share its features (and, in m-DAN, its visual attention), so they are not
     independent: the intervals are cluster-robust over images (:func:`dan.stats.mean_ci` with
-    ``clusters=image_id``; G - 1 degrees of freedom for G images)."""
+    ``clusters=image_id``; G - 1 degrees of freedom for G images).
+
+    The chance value differs from example to example (each has its own objects, its own words) and its mean over
+    the group is an estimate from the same examples as the score's: whether a score lies above or below chance
+    is read from the interval of the paired difference (:func:`dan.report.attention_findings`), not from the
+    score's interval set against the mean chance as if that were a known constant."""
     rows = []
     for key, grp in df.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         images = grp["image_id"].to_numpy()
         hit, hlo, _ = mean_ci(grp["hit"].to_numpy(), clusters=images)
         mass, mlo, _ = mean_ci(grp["mass"].to_numpy(), clusters=images)
+        dhit, dhlo, _ = mean_ci((grp["hit"] - grp["chance_hit"]).to_numpy(), clusters=images)
+        dmass, dmlo, _ = mean_ci((grp["mass"] - grp["chance_mass"]).to_numpy(), clusters=images)
         chance_mass = float(grp["chance_mass"].mean())
         rows.append({**dict(zip(by, key, strict=True)), "n": len(grp), "images": len(np.unique(images)),
                      "pointing %": 100 * hit,
                      "± ci": 100 * (hit - hlo), "chance pointing %": 100 * float(grp["chance_hit"].mean()),
                      "mass %": 100 * mass, "± ci ": 100 * (mass - mlo), "chance mass %": 100 * chance_mass,
-                     "lift": mass / max(chance_mass, 1e-12)})
+                     "lift": mass / max(chance_mass, 1e-12),
+                     "pointing − chance ± ci": 100 * (dhit - dhlo), "mass − chance ± ci": 100 * (dmass - dmlo)})
     return pd.DataFrame(rows).set_index(by).round(2)
 
 

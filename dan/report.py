@@ -142,7 +142,8 @@ def real_runs_markdown() -> str:
 def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame, mtxt: pd.DataFrame,
                        hop_sentence: str) -> str:
     """The attention chapter's findings as Markdown, from :func:`dan.analysis.grounding_summary` tables: each value
-    with its 95 % half width, its chance value, and whether the interval lies above, below or across it.
+    with its 95 % half width, its chance value, and whether it lies above, below or across it (by the interval of
+    the paired difference from chance, where the table has it).
 
     ``vis``/``txt``: r-DAN indexed by (family, step); ``mvis``: m-DAN by (objects, step); ``mtxt``: by step.
     Works for any number of attention steps: per-step values are joined with " / " in step order. Chance
@@ -164,10 +165,14 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
         return f"{rows(summary, group).sort_index()[col].iloc[0]:.1f}"
 
     def against(summary: pd.DataFrame, col: str, chance_col: str, group: str | None = None) -> str:
-        """Where each step's 95 % interval lies against its chance value: above, below, or not distinguishable
-        (no interval in the table: nothing to say)."""
+        """Where each step's value lies against its chance value: above, below, or not distinguishable, from the
+        95 % interval of the paired difference score - chance (grounding_summary's "... − chance ± ci"; the chance
+        value varies over the examples, so the score's own interval against the mean chance is not that test).
+        A table without it falls back to the score's interval; without either there is nothing to say."""
         table = rows(summary, group).sort_index()
-        half = {"pointing %": "± ci", "mass %": "± ci "}[col]
+        half = {"pointing %": "pointing − chance ± ci", "mass %": "mass − chance ± ci"}[col]
+        if half not in table.columns:
+            half = {"pointing %": "± ci", "mass %": "± ci "}[col]
         if half not in table.columns:
             return ""
         said = ["above" if v - h > c else "below" if v + h < c else "not distinguishable from"

@@ -296,6 +296,35 @@ def test_attention_findings_give_each_value_its_interval_where_the_table_has_one
            "from it)" in text
 
 
+def test_above_or_below_chance_is_read_from_the_paired_difference_from_each_examples_chance() -> None:
+    """The chance value is each example's own (its objects' area, its key words' share), so whether a score lies
+    above it is the interval of score - chance, not the score's interval set against the mean chance as a constant.
+    10 images, one question each: (a) a constant mass of 12 % against chances of 2 % and 20 % in turn (mean 11 %):
+    the score's interval has no width and lay "above" 11 %, while the differences (+10, -8 in turn) do not tell it
+    from 0; (b) a mass of 1.5 x each question's chance (0.01 .. 0.5): always above it, but the spread of the chances
+    made the score's interval reach below their mean."""
+    from dan import report
+
+    def findings(mass, chance) -> str:
+        df = pd.DataFrame({"image_id": np.arange(10), "family": "single-hop", "step": 1, "hit": chance,
+                           "chance_hit": chance, "mass": mass, "chance_mass": chance})
+        vis = analysis.grounding_summary(df, ["family", "step"])
+        d = 100 * (df.mass - df.chance_mass)
+        m, lo, _ = mean_ci(d.to_numpy())
+        assert vis.loc[("single-hop", 1), "mass − chance ± ci"] == pytest.approx(m - lo, abs=0.01)
+        return report.attention_findings(vis, _summary(["single-hop"], [1], 30.0), _summary(["named"], [1], 40.0),
+                                         _summary(None, [1], 50.0), "no split.")
+
+    alternating = np.tile([0.02, 0.20], 5)
+    text = findings(np.full(10, 0.12), alternating)
+    assert "12.0 ± 0.0 % on single-hop questions (area fraction 11.0 %; not distinguishable from it)" in text
+    spread = np.linspace(0.01, 0.5, 10)
+    text = findings(1.5 * spread, spread)
+    assert "% on single-hop questions (area fraction 25.5 %; above it)" in text
+    # the pointing rate equal to each question's chance: a difference of exactly 0, not distinguishable
+    assert "% of single-hop questions (uniform 25.5 %; not distinguishable from it)" in text
+
+
 def test_plot_history_draws_one_curve_per_run_and_one_legend_below():
     a = [{"epoch": e, "loss": 1.0 / e, "acc": 10.0 * e} for e in (1, 2, 3)]
     b = [{"epoch": e, "loss": 2.0 / e, "acc": 5.0 * e} for e in (1, 2)]
