@@ -130,18 +130,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+_HELD_LOCKS: set[int] = set()  # descriptors of the flocks this process holds (exclusive_flock)
+
+
+def _drop_held_locks_in_child() -> None:
+    """In a process forked while a lock is held: close its copy of the locked descriptor. A flock belongs to the
+    open file, which a fork shares: DataLoader workers forked by an extraction held its ``.lock`` on after a
+    ``kill -9`` of the extraction (up to 5 s, until their watchdog saw it gone), and the rerun right after the kill
+    was refused as "another extraction is writing" the store."""
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
 @contextlib.contextmanager
 def exclusive_flock(fd: int, busy: DanError) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the open file (or folder) ``fd`` for the duration, then close it; raise ``busy``
     at once when another open file holds the lock. The kernel releases it when its process ends, even on
-    ``kill -9`` (the run folder's lock in :mod:`dan.train`, a feature store writer's in :mod:`dan.store`)."""
+    ``kill -9`` (the run folder's lock in :mod:`dan.train`, a feature store writer's in :mod:`dan.store`); a
+    process forked meanwhile (a DataLoader worker) does not keep it (:func:`_drop_held_locks_in_child`)."""
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise busy from None
+        _HELD_LOCKS.add(fd)
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # releases the lock
 
 

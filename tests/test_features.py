@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -362,6 +363,40 @@ def test_a_second_extraction_into_the_same_folder_is_refused_while_one_runs(tmp_
         assert (out / PARTIAL).is_dir()  # ... and the other run's partial store is left alone
     extract_features(items, out, CFG, backbone=model, progress=False)
     assert not (out / PARTIAL).exists()  # nobody writes it: stale, removed
+
+
+def test_the_lock_of_a_killed_extraction_is_not_held_by_its_forked_loader_workers(tmp_path):
+    """An extraction's DataLoader workers are forked while it holds ``.lock``: they inherited its descriptor and so
+    held the flock on after ``kill -9`` of the extraction (up to 5 s, until their watchdog saw the parent gone),
+    and the rerun right after the kill failed with "another extraction is writing feature store" though none
+    was. A process forked under the lock must not hold it."""
+    out = tmp_path / "feat"
+    script = ("import multiprocessing as mp, sys, time\nfrom pathlib import Path\nfrom dan.store import writer_lock\n"
+              "with writer_lock(Path(sys.argv[1])):\n"
+              "    worker = mp.get_context('fork').Process(target=time.sleep, args=(60,), daemon=True)\n"
+              "    worker.start()  # as DataLoader starts its workers\n"
+              "    print(worker.pid, flush=True)\n"
+              "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    worker = int(proc.stdout.readline())
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with writer_lock(out):  # the killed extraction's lock is free although its worker still runs
+            assert _running(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+        proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_rows_of_two_library_versions_are_never_mixed_on_resume(tmp_path, model, monkeypatch):

@@ -27,6 +27,8 @@ Features
   test_features.py::test_kill_9_during_extraction_then_rerun_gives_identical_store
 Interruptions
 - kill -9 during feature extraction, then rerun -> identical store: the two tests above
+  (its forked loader workers do not keep its lock, so the rerun right after the kill is not refused:
+  test_features.py::test_the_lock_of_a_killed_extraction_is_not_held_by_its_forked_loader_workers)
 - kill -9 during training, then rerun -> same final metrics:
   test_train.py::test_kill_9_during_training_then_rerun_gives_the_same_metrics,
   test_train.py::test_stop_and_resume_gives_the_uninterrupted_result
