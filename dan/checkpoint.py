@@ -10,6 +10,7 @@ epoch, the RNG states, the run's config, its vocabulary and answer list, the fea
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,24 @@ def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
+def _canonical(obj):  # noqa: ANN001, ANN202 - any part of a checkpoint's state
+    """``obj`` with every string interned, and the plain dicts, lists and tuples holding them rebuilt: pickle writes
+    a second reference to one object as a back-reference, so the bytes of a checkpoint depended on which equal
+    strings were one object. A resumed run's are not: the optimizer's and scheduler's keys, the history's, come
+    from the unpickled checkpoint, a fresh run's are interned literals; its final checkpoint held the same state in
+    other bytes. Tensors and other objects (the model's ``OrderedDict``, made anew by every save) are kept."""
+    kind = type(obj)
+    if kind is str:
+        return sys.intern(obj)
+    if kind is dict:
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if kind is list:
+        return [_canonical(v) for v in obj]
+    if kind is tuple:
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, cfg: TrainConfig, prep: Prepared,
                     history: list[dict]) -> None:
@@ -38,6 +57,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
              "epoch": epoch, "rng": rng_state(), "config": cfg.to_dict(), "vocab": prep.vocab.to_dict(),
              "answers": prep.answers.to_dict() if prep.answers is not None else None,
              "visual_dim": prep.bank.dim, "feature_meta": prep.bank.meta, "history": history}
+    state = _canonical(state)
     with atomic_path(path) as tmp:
         try:
             with open(tmp, "wb") as fh:  # a file object: the archive's records are named "archive/...", not after

@@ -831,6 +831,55 @@ def test_equal_states_give_byte_identical_checkpoints(tmp_path) -> None:
     assert all(n.startswith("archive/") for n in zipfile.ZipFile(paths[0]).namelist())
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_resumed_runs_checkpoint_is_byte_identical_to_the_uninterrupted_runs(tmp_path, optimizer) -> None:
+    """A state resumed from a checkpoint (optimizer and scheduler loaded, history read back) saves the same
+    bytes as the same state never written: the unpickled strings (the optimizer's 'lr', 'weight_decay', ...) are
+    not the interned ones of a fresh run, and pickle shares only identical objects, so a run killed and resumed
+    ended with an equal state in a checkpoint.pt of other bytes (sha256 sums of the two runs disagreed)."""
+    import types
+
+    from dan.checkpoint import read_checkpoint, save_checkpoint
+    from dan.step import build_optimizer, load_optimizer_state
+
+    cfg = preset("smoke", "vqa", optimizer=optimizer, lr_decay_epochs=[1])
+    prep = types.SimpleNamespace(vocab=Vocab.build([["a", "b"]], min_count=1), answers=None,
+                                 bank=types.SimpleNamespace(dim=3, meta={"backbone": "x"}))
+
+    def fresh():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = build_optimizer(cfg, list(model.parameters()), torch.device("cpu"))
+        return model, opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1])
+
+    def epoch(model, opt, sched, history, k):
+        opt.zero_grad()
+        model(torch.ones(4, 3)).sum().backward()
+        opt.step()
+        sched.step()
+        history.append({"epoch": k + 1, "loss": 0.5, "lr": opt.param_groups[0]["lr"]})
+
+    model, opt, sched = fresh()  # uninterrupted: two epochs
+    history: list[dict] = []
+    for k in range(2):
+        epoch(model, opt, sched, history, k)
+        save_checkpoint(tmp_path / "whole" / "checkpoint.pt", model, opt, sched, k, cfg, prep, history)
+    first = tmp_path / "first" / "checkpoint.pt"  # resumed: the first epoch's checkpoint read back
+    model, opt, sched = fresh()
+    epoch(model, opt, sched, [], 0)
+    save_checkpoint(first, model, opt, sched, 0, cfg, prep, [dict(history[0])])
+    state = read_checkpoint(first, "cpu")
+    model, opt, sched = fresh()
+    model.load_state_dict(state["model"])
+    load_optimizer_state(opt, state["optimizer"], torch.device("cpu"))
+    sched.load_state_dict(state["scheduler"])
+    resumed = state["history"]
+    epoch(model, opt, sched, resumed, 1)
+    save_checkpoint(tmp_path / "resumed" / "checkpoint.pt", model, opt, sched, 1, cfg, prep, resumed)
+    whole, resumed_file = tmp_path / "whole" / "checkpoint.pt", tmp_path / "resumed" / "checkpoint.pt"
+    assert resumed_file.read_bytes() == whole.read_bytes()
+
+
 def test_training_applies_the_sgd_recipe_step_by_step(make_cfg, tmp_path, monkeypatch):
     """Two epochs of SGD replayed by hand from the same initial weights and batches: each step's gradient of the
     batch loss alone (not added to the last step's), clipped to a total norm of ``grad_clip`` before the update,
