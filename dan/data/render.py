@@ -27,7 +27,9 @@ COLOR_JITTER = 14  # +- per channel, uniform
 
 @dataclass
 class SceneObject:
-    """One object; ``cx, cy, r`` in pixels (r = circumradius), ``bbox`` = tight [x, y, w, h] of the drawing."""
+    """One object; ``cx, cy, r`` in pixels (r = circumradius), ``bbox`` = tight [x, y, w, h] of the drawing.
+
+    ``keepout`` = [x0, y0, x1, y1] that distractors keep 3 px away from (None: the bbox's corners)."""
 
     id: int
     shape: str
@@ -38,6 +40,7 @@ class SceneObject:
     r: float
     rgb: tuple[int, int, int]
     bbox: list[int]
+    keepout: list[int] | None = None
 
     def to_json(self) -> dict:
         return {"id": self.id, "shape": self.shape, "color": self.color, "size": self.size, "bbox": self.bbox}
@@ -83,14 +86,20 @@ def polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def _extent(shape: str, cx: float, cy: float, r: float) -> tuple[float, float, float, float]:
+    """(min x, min y, max x, max y) of the outline."""
+    pts = [(cx - r, cy - r), (cx + r, cy + r)] if shape == "circle" else polygon(shape, cx, cy, r)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def _bbox(shape: str, cx: float, cy: float, r: float) -> list[int]:
-    if shape == "circle":
-        pts = [(cx - r, cy - r), (cx + r, cy + r)]
-    else:
-        pts = polygon(shape, cx, cy, r)
-    x0, y0 = math.floor(min(p[0] for p in pts)), math.floor(min(p[1] for p in pts))
-    x1, y1 = math.ceil(max(p[0] for p in pts)), math.ceil(max(p[1] for p in pts))
-    return [x0, y0, x1 - x0, y1 - y0]
+    """The whole pixels that PIL's drawing of the shape fills: it fills pixel k (the square [k, k + 1)) when the
+    shape reaches into it, its right and bottom edges included (an ellipse over 7..13 fills columns 7 to 13), so
+    x0 = floor(min x) and x1 = floor(max x) + 1 (ceil(max x) left out the last column where max x was whole)."""
+    lo_x, lo_y, hi_x, hi_y = _extent(shape, cx, cy, r)
+    x0, y0 = math.floor(lo_x), math.floor(lo_y)
+    return [x0, y0, math.floor(hi_x) + 1 - x0, math.floor(hi_y) + 1 - y0]
 
 
 def sample_scene(rng: np.random.Generator, width: int, height: int, min_objects: int = 3,
@@ -117,8 +126,14 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, min_objects:
         color = colors[int(rng.integers(len(colors)))]
         base = np.array(PALETTE[color])
         rgb = tuple(int(v) for v in np.clip(base + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, 3), 0, 255))
-        objects.append(SceneObject(id=len(objects), shape=shape, color=color, size=size, cx=round(cx, 2),
-                                   cy=round(cy, 2), r=round(r, 2), rgb=rgb, bbox=_bbox(shape, cx, cy, r)))
+        # the distractors' keep-out zone as generator version 1 had it (the unrounded outline's extent rounded
+        # outward), so that the images stay the same; the bbox is of the drawing, i.e. of the rounded centre and
+        # radius that render_scene draws (the unrounded ones put 1 px of some objects outside their box)
+        lo_x, lo_y, hi_x, hi_y = _extent(shape, cx, cy, r)
+        keepout = [math.floor(lo_x), math.floor(lo_y), math.ceil(hi_x), math.ceil(hi_y)]
+        cx, cy, r = round(cx, 2), round(cy, 2), round(r, 2)
+        objects.append(SceneObject(id=len(objects), shape=shape, color=color, size=size, cx=cx, cy=cy, r=r, rgb=rgb,
+                                   bbox=_bbox(shape, cx, cy, r), keepout=keepout))
     return Scene(width=width, height=height, objects=objects)
 
 
@@ -144,8 +159,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
 def _distractors(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scene: Scene) -> None:
     """Small blobs and short lines away from every object's box (clutter that is not an object)."""
     side = min(scene.width, scene.height)
-    boxes = [(o.bbox[0] - 3, o.bbox[1] - 3, o.bbox[0] + o.bbox[2] + 3, o.bbox[1] + o.bbox[3] + 3)
-             for o in scene.objects]
+    zones = [o.keepout or [o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]] for o in scene.objects]
+    boxes = [(x0 - 3, y0 - 3, x1 + 3, y1 + 3) for x0, y0, x1, y1 in zones]
     for _ in range(int(rng.integers(4, 13))):
         rad = float(rng.uniform(0.006, 0.017)) * side
         x, y = float(rng.uniform(0, scene.width)), float(rng.uniform(0, scene.height))
