@@ -49,6 +49,7 @@ from dan.io import (
 from dan.study_resume import Ledger, run_key
 
 STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
+STUDY_EXTRA = "install the study extra in the repository: pip install '.[study]' (or make env)"
 
 
 def read_study_times(path: Path) -> dict[str, float]:
@@ -87,9 +88,12 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
     (:func:`_kernel_manager`) and raises :class:`KeyboardInterrupt`, which the CLI reports in one line (its copy is
     dropped).
     """
-    import papermill as pm
-    from nbclient.exceptions import DeadKernelError
-    from papermill.exceptions import PapermillExecutionError
+    try:
+        import papermill as pm
+        from nbclient.exceptions import DeadKernelError
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError as exc:  # `pip install .` (no extras) was a ModuleNotFoundError traceback here
+        raise DanError(f"executing the notebooks needs papermill ({exc}); {STUDY_EXTRA}") from None
 
     os.environ.setdefault("PYTHONHASHSEED", "0")  # the kernel inherits it: string hashing fixed from its start
     start = time.perf_counter()
@@ -207,11 +211,19 @@ def _failing_cell(executed: Path, index: int) -> str:
 def build_book(root: Path, strict: bool = True) -> float:
     """Build the book into a fresh folder, then swap it into ``_build/html`` (the old book survives a failure)."""
     start = time.perf_counter()
-    staging = root / "_build" / "book-staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    missing = [name for name in ("_config.yml", "_toc.yml") if not (root / name).is_file()]
+    if missing:  # outside a checkout jupyter-book was run on the current folder and ended in its own traceback
+        raise DataError(f"no book ({', '.join(missing)}) in {root}; run from the study's folder or set DAN_ROOT to "
+                        f"it")
     exe = Path(sys.executable).with_name("jupyter-book")
     if not exe.is_file():
-        exe = Path(shutil.which("jupyter-book") or "jupyter-book")
+        found = shutil.which("jupyter-book")
+        if found is None:  # was "[Errno 2] No such file or directory: 'jupyter-book'"
+            raise DanError(f"building the book needs jupyter-book, which is neither beside {sys.executable} nor on "
+                           f"PATH; {STUDY_EXTRA}")
+        exe = Path(found)
+    staging = root / "_build" / "book-staging"
+    shutil.rmtree(staging, ignore_errors=True)
     cmd = [str(exe), "build", str(root), "--path-output", str(staging), "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]

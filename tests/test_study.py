@@ -278,6 +278,8 @@ def fake_jupyter_book(tmp_path, monkeypatch) -> tuple[Path, list, dict]:
     root = tmp_path / "study"
     (root / "_build" / "html").mkdir(parents=True)
     (root / "_build" / "html" / "marker").write_text("last good book")
+    (root / "_config.yml").write_text("title: t\n")
+    (root / "_toc.yml").write_text("root: intro\n")
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "jupyter-book").write_text("#!/bin/sh\n")
@@ -341,6 +343,36 @@ def test_a_failed_book_build_keeps_the_last_good_book_and_shows_the_end_of_its_o
     with pytest.raises(DanError):
         study.build_book(root)
     assert calls[-1][0][0] == "/opt/jb/bin/jupyter-book"
+
+
+def test_a_book_build_outside_a_study_or_without_jupyter_book_says_what_is_missing(fake_jupyter_book, monkeypatch,
+                                                                                   tmp_path, capsys) -> None:
+    """Installed from a wheel and run outside a checkout, --book-only ran jupyter-book on the current folder (its
+    traceback: "Couldn't find a Table of Contents file"); without the study extra it was "[Errno 2] No such file or
+    directory: 'jupyter-book'". Both are now one line saying what is missing, and nothing is run."""
+    root, calls, _ = fake_jupyter_book
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(DanError, match=r"no book \(_config\.yml, _toc\.yml\) in .*elsewhere; run from the study's "
+                                       r"folder or set DAN_ROOT to it"):
+        study.build_book(elsewhere)
+    monkeypatch.setenv("DAN_ROOT", str(elsewhere))
+    assert study.main(["--book-only"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bare" / "python"))
+    monkeypatch.setattr(study.shutil, "which", lambda name: None)
+    with pytest.raises(DanError, match=r"needs jupyter-book, which is neither beside .* nor on PATH; install the "
+                                       r"study extra in the repository: pip install '\.\[study\]'"):
+        study.build_book(root)
+    assert calls == [] and [p.name for p in (root / "_build" / "html").iterdir()] == ["marker"]
+
+
+def test_executing_without_papermill_names_the_study_extra(tmp_path, monkeypatch) -> None:
+    """``pip install .`` (no extras) then ``python -m dan.study`` in a checkout: a ModuleNotFoundError traceback."""
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if not installed
+    with pytest.raises(DanError, match=r"executing the notebooks needs papermill \(.*\); install the study extra "
+                                       r"in the repository: pip install '\.\[study\]'"):
+        study.execute(tmp_path / "01_a.ipynb", tmp_path / "out.ipynb", {"profile": "smoke"}, cwd=tmp_path)
 
 
 def test_a_book_build_that_exits_0_without_writing_a_book_keeps_the_last_one(fake_jupyter_book) -> None:
