@@ -31,12 +31,19 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
+# pyproject.toml's [project.scripts] (`pip install .` puts them on PATH): the stage each one runs
+_SCRIPTS = {"dan-train": "dan.train", "dan-features": "dan.features", "dan-evaluate": "dan.evaluate",
+            "dan-data": "dan.data", "dan-study": "dan.study"}
+
 
 def _stage_module() -> str | None:
-    """The ``dan`` module that ``python -m`` runs (``dan.train``), or None when the program is not one."""
+    """The ``dan`` module that ``python -m`` (or its console script, ``dan-train``) runs (``dan.train``), or None
+    when the program is not one."""
     import os
 
     argv0 = _sys.argv[0] if _sys.argv else ""
+    if os.path.basename(argv0) in _SCRIPTS:
+        return _SCRIPTS[os.path.basename(argv0)]
     if argv0 == "-m":  # runpy is still importing the packages above the module: the command line names it
         orig = list(getattr(_sys, "orig_argv", []))
         flag = next((i for i, a in enumerate(orig) if i and a.startswith("-m")), None)  # -m dan.x or -mdan.x
@@ -60,6 +67,7 @@ def _interrupted_in_one_line(kind, value, tb):  # noqa: ANN001 - sys.excepthook'
         print(f"python -m {module}: interrupted", file=_sys.stderr)
 
 
-if _sys.argv[:1] == ["-m"]:  # runpy imports the package (argv[0] "-m") before it runs the module as __main__
+# runpy imports the package (argv[0] "-m") before it runs the module as __main__; a console script imports it first
+if _sys.argv[:1] == ["-m"] or (_sys.argv and _sys.argv[0].rpartition("/")[2] in _SCRIPTS):
     _previous_excepthook = _sys.excepthook
     _sys.excepthook = _interrupted_in_one_line

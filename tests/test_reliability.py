@@ -456,6 +456,25 @@ def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
                            "python -m dan.train: interrupted; rerun the same command to resume"), err
 
 
+def test_ctrl_c_while_a_console_script_starts_is_one_line_too():
+    """``pip install .`` puts pyproject.toml's console scripts on PATH (dan-train, ...); a Ctrl-C while one was still
+    importing torch printed the import machinery's traceback (25-33 lines), which ``python -m dan.train`` did not."""
+    import tomllib
+
+    import dan
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert {name: target.split(":")[0].removesuffix(".__main__") for name, target in scripts.items()} == dan._SCRIPTS
+    for name, module in dan._SCRIPTS.items():
+        code = f"import sys\nsys.argv[0] = '/venv/bin/{name}'\nimport dan\nraise KeyboardInterrupt\n"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.stderr == f"python -m {module}: interrupted\n" and done.returncode == -signal.SIGINT, done.stderr
+    code = "import sys\nsys.argv[0] = '/venv/bin/other-tool'\nimport dan\nraise KeyboardInterrupt\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "Traceback" in done.stderr  # a program of one's own that imports dan keeps its traceback
+
+
 def test_the_one_line_hook_is_for_dan_commands_only(tmp_path):
     """The hook dan installs under ``python -m`` prints one line for a ``dan`` module only: a package of one's own
     that imports dan and is run with ``-m`` keeps its traceback; an exception hook installed before dan (e.g. by
