@@ -35,7 +35,7 @@ from dan.claims import ci_table, claim_check, paired_differences, summarize  # n
 from dan.config import TASK_ONLY, TASKS, TrainConfig, preset
 from dan.io import ConfigError, DanError
 from dan.stats import betainc, family_t_note, mean_ci, t_cdf, t_quantile  # noqa: F401 (re-exported)
-from dan.train import finished_metrics, train
+from dan.train import finished_metrics, run_dir_for, train
 
 VQA_METRICS = ["overall", "yes/no", "number", "other", "single-hop", "multi-hop"]
 RETRIEVAL_METRICS = [f"{d}_{k}" for d in ("i2t", "t2i") for k in ("r1", "r5", "r10", "medr")] + ["rsum"]
@@ -254,8 +254,10 @@ def _cost(cfg: TrainConfig) -> float:
 
 
 def _row(cfg: TrainConfig, metrics: dict, seconds: float, reused: bool) -> dict:
+    """``run``: the name of the run's folder (with an override, e.g. ``epochs``, ``vqa-dual-K1-s0-<8 hex>``;
+    ``cfg.run_name()`` is the preset run's folder, another configuration)."""
     return {"task": cfg.task, "steps": cfg.steps, "attention": cfg.attention, "seed": cfg.seed,
-            "run": cfg.run_name(), "reused": reused, "seconds": round(seconds, 2),
+            "run": run_dir_for(cfg).name, "reused": reused, "seconds": round(seconds, 2),
             **flatten_metrics(cfg.task, metrics)}
 
 

@@ -591,3 +591,20 @@ def test_overrides_of_what_the_sweep_sets_per_run_are_refused_by_name(overrides,
     one folder."""
     with pytest.raises(ConfigError, match=rf"^overrides cannot set {named}"):
         SweepSpec(profile="smoke", overrides=overrides).configs()
+
+
+def test_the_run_column_names_the_folder_each_run_is_in(monkeypatch, tmp_path) -> None:
+    """A sweep with an override (the ablation notebook's ``-p epochs 2``) trains each run in a folder of its own,
+    ``vqa-dual-K1-s0-<8 hex>`` (:func:`dan.train.run_dir_for`); the table's ``run`` named ``vqa-dual-K1-s0``, the
+    preset's run: another configuration, whose folder the reader then opened."""
+    from dan.train import run_dir_for
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(ablation, "_finished", lambda cfg: {"overall": 50.0})  # every run finished: nothing trains
+    spec = ablation.notebook_spec("smoke", "vqa", 1, "dual", seeds=0, workers=1, epochs=2)
+    df = run_sweep(spec, progress=False)
+    folders = [run_dir_for(c).name for c in spec.configs()]
+    assert all(re.fullmatch(r"vqa-dual-K[12]-s0-[0-9a-f]{8}", f) for f in folders), folders
+    assert sorted(df.run) == sorted(folders)
+    spec.runs_root = str(tmp_path / "runs")  # folders named by the sweep: the run's name
+    assert sorted(run_sweep(spec, progress=False).run) == ["vqa-dual-K1-s0", "vqa-dual-K2-s0"]
