@@ -36,14 +36,20 @@ _SCRIPTS = {"dan-train": "dan.train", "dan-features": "dan.features", "dan-evalu
             "dan-data": "dan.data", "dan-study": "dan.study"}
 
 
+def _script() -> str | None:
+    """The console script this program is (``dan-train``), or None."""
+    name = _sys.argv[0].rpartition("/")[2] if _sys.argv else ""
+    return name if name in _SCRIPTS else None
+
+
 def _stage_module() -> str | None:
     """The ``dan`` module that ``python -m`` (or its console script, ``dan-train``) runs (``dan.train``), or None
     when the program is not one."""
     import os
 
+    if (script := _script()) is not None:
+        return _SCRIPTS[script]
     argv0 = _sys.argv[0] if _sys.argv else ""
-    if os.path.basename(argv0) in _SCRIPTS:
-        return _SCRIPTS[os.path.basename(argv0)]
     if argv0 == "-m":  # runpy is still importing the packages above the module: the command line names it
         orig = list(getattr(_sys, "orig_argv", []))
         flag = next((i for i, a in enumerate(orig) if i and a.startswith("-m")), None)  # -m dan.x or -mdan.x
@@ -68,6 +74,6 @@ def _interrupted_in_one_line(kind, value, tb):  # noqa: ANN001 - sys.excepthook'
 
 
 # runpy imports the package (argv[0] "-m") before it runs the module as __main__; a console script imports it first
-if _sys.argv[:1] == ["-m"] or (_sys.argv and _sys.argv[0].rpartition("/")[2] in _SCRIPTS):
+if _sys.argv[:1] == ["-m"] or _script() is not None:
     _previous_excepthook = _sys.excepthook
     _sys.excepthook = _interrupted_in_one_line

@@ -207,8 +207,7 @@ class TrainConfig:
         differs."""
         if not isinstance(saved, dict):
             return ""
-        theirs = {**TrainConfig().identity(), **{k: v for k, v in saved.items() if k not in NOT_IDENTITY}}
-        mine = self.identity()
+        theirs, mine = _saved_identity(saved), self.identity()
         parts = [f"{k} {theirs[k]!r} in {where}, {mine[k]!r} now" for k in mine if theirs[k] != mine[k]]
         parts += [f"{k} {theirs[k]!r} in {where}, unknown to this version of dan" for k in sorted(theirs)
                   if k not in mine]
@@ -217,7 +216,13 @@ class TrainConfig:
     def same_identity(self, saved: dict) -> bool:
         """Whether ``saved`` (a run's ``config.json``) is this config's identity; fields added to
         :class:`TrainConfig` after it was written count as their defaults."""
-        return {**TrainConfig().identity(), **saved} == self.identity()
+        return _saved_identity(saved) == self.identity()
+
+
+def _saved_identity(saved: dict) -> dict:
+    """The identity a saved config (``config.json``, or a checkpoint's whole config) stands for: its identity
+    fields over the defaults of the fields added to :class:`TrainConfig` after it was written."""
+    return {**TrainConfig().identity(), **{k: v for k, v in saved.items() if k not in NOT_IDENTITY}}
 
 
 # The paper's setting (PAPER.md, "one setting for both models").

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from dan.batches import FeatureBank, VQATensors, batch_text, vqa_tensors
-from dan.checkpoint import PROCESSING_KEYS
+from dan.checkpoint import CHECKPOINT, INPUTS, PROCESSING_KEYS
 from dan.io import ConfigError, DataError, write_bytes_atomic, write_json_atomic
 from dan.metrics import vqa_accuracy, vqa_score
 from dan.retrieval import embed_split, evaluate_matching, pad_stack, save_npz  # noqa: F401 (m-DAN's, re-exported)
@@ -197,8 +197,8 @@ def _read_ids(path: str, what: str = "question ids") -> list[int]:
 
 
 # the files dan.train writes into a run folder: an evaluation's results file (out) must not replace one of them
-RUN_FILES = ("checkpoint.pt", "config.json", "inputs.json", "metrics.json", "history.json", "predictions.csv",
-             "attention.npz", "embeddings.npz")
+RUN_FILES = (CHECKPOINT, "config.json", INPUTS, "metrics.json", "history.json", "predictions.csv", "attention.npz",
+             "embeddings.npz")
 
 
 def check_out_path(run_dir: str | Path, out: str | Path | None) -> None:
