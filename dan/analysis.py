@@ -6,7 +6,10 @@ question/caption names, and its key words).
 
 Definitions (per example and attention step k = 1..K; region n is a cell of the feature grid):
 
-* coverage c_n: the fraction of cell n covered by one of the objects (:func:`dan.data.grounding.object_mask`).
+* coverage c_n: the fraction of cell n covered by one of the objects (:func:`dan.data.grounding.object_mask`);
+  cell n is the part of the image the backbone's grid cell n covers (its stride and input size, recorded with
+  the run: :func:`dan.analysis_outputs.feature_cells`; a stride that does not divide the size leaves a partial
+  last cell).
 * pointing game: a *hit* when the most attended region touches an object, i.e. ``c[argmax a] > 0`` (a region
   is "inside" when the object covers any part of it). Chance: the fraction of regions with c_n > 0 (the hit
   rate of a region drawn uniformly at random). When several regions share the largest weight (a uniform map, or
@@ -67,13 +70,15 @@ def chance_scores(cover: np.ndarray) -> tuple[float, float]:
     return float((cover > 0).mean()), float(cover.mean())
 
 
-def _visual_rows(att: np.ndarray, image, sets: dict[str, list[int]], grid: tuple[int, int], base: dict) -> list:
-    """Rows for one example: att [K, N]; ``sets`` maps an object-set name to object ids (empty sets skipped)."""
+def _visual_rows(att: np.ndarray, image, sets: dict[str, list[int]], out: VQAOutputs | MDANOutputs,
+                 base: dict) -> list:
+    """Rows for one example: att [K, N]; ``sets`` maps an object-set name to object ids (empty sets skipped);
+    ``out``'s grid, stride and input size give the cells."""
     rows = []
     for name, ids in sets.items():
         if not ids:
             continue
-        cover = object_mask(image, ids, grid)  # [N]
+        cover = object_mask(image, ids, out.grid, stride=out.stride, image_size=out.image_size)  # [N]
         chance_hit, chance_mass = chance_scores(cover)
         for k in range(att.shape[0]):
             rows.append({**base, "step": k + 1, "objects": name, "hit": pointing_hit(att[k], cover),
@@ -133,7 +138,7 @@ def vqa_grounding(out: VQAOutputs, grounding: Grounding | None = None) -> tuple[
         sets = {"referred": q.object_ids}
         if q.anchor_ids:  # relational question: score the anchor and the target objects separately too
             sets.update(anchor=q.anchor_ids, target=q.target_ids)
-        vis += _visual_rows(out.visual[i], image, sets, out.grid, base)
+        vis += _visual_rows(out.visual[i], image, sets, out, base)
         toks = _tokens(row.question, out.lengths[i], f"{out.run_dir} question {row.question_id}")
         txt += _text_rows(out.text[i], toks, q.key_words, base)
     return pd.DataFrame(vis), pd.DataFrame(txt)
@@ -158,7 +163,7 @@ def mdan_grounding(out: MDANOutputs, grounding: Grounding | None = None) -> tupl
         named = sorted({o for s in sids if s in g.captions for o in g.captions[s].object_ids})
         base = {"image_id": image_id, "correct": bool(top[i] == i)}
         vis += _visual_rows(out.image_attention[i], image, {"named": named, "all": [o.id for o in image.objects]},
-                            out.grid, base)
+                            out, base)
         for j, sid in enumerate(sids):
             cap = g.captions.get(sid)
             if cap is None:

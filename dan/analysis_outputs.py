@@ -27,6 +27,8 @@ class VQAOutputs:
     grid: tuple[int, int]
     data_root: Path
     split: str  # image folder of the validation questions
+    stride: int | None = None  # the backbone's stride and input size: the grid's cells (see feature_cells)
+    image_size: int | None = None
 
 
 @dataclass
@@ -45,6 +47,8 @@ class MDANOutputs:
     image_files: dict[int, Path]  # image id -> file
     per_image: int
     data_root: Path
+    stride: int | None = None  # the backbone's stride and input size: the grid's cells (see feature_cells)
+    image_size: int | None = None
 
 
 def _config_and_root(run_dir: Path, data: str | Path | None) -> tuple:
@@ -69,6 +73,39 @@ def _open_outputs(run_dir: Path, data: str | Path | None, name: str, model: str)
     if not analysable(cfg.steps, cfg.attention):
         raise DataError(f"{run_dir} ran with K = {cfg.steps}, attention {cfg.attention!r}: {NEEDS}")
     return cfg, root, np.load(path)
+
+
+def feature_cells(run_dir: Path, prefer: str | None = None) -> dict:
+    """``{"stride", "image_size"}`` of the features a run was trained on, from its ``inputs.json`` (each feature
+    store's backbone, layer and input size; ``prefer``: the store of the images analysed, if recorded): where the
+    feature grid's cells lie in the image (:func:`dan.data.grounding.cell_edges`). ``{}`` (equal cells, which
+    they are where the stride divides the input size) for a run that recorded none, stores that disagree, or a
+    backbone this version does not know."""
+    from dan.backbones import BACKBONES
+    from dan.checkpoint import INPUTS
+    from dan.io import is_int, read_json
+
+    path = Path(run_dir) / INPUTS
+    recorded = read_json(path, "run inputs") if path.is_file() else None
+    stores = recorded.get("features") if isinstance(recorded, dict) else None
+    if not isinstance(stores, dict) or not stores:
+        return {}
+
+    def geometry_of(summary: object) -> tuple:  # (backbone, layer, image_size); anything unhashable as its repr
+        values = tuple(summary.get(k) for k in ("backbone", "layer", "image_size")) if isinstance(summary, dict) \
+            else (None, None, None)
+        return tuple(v if isinstance(v, (str, int, float, type(None))) else repr(v) for v in values)
+
+    geometry = {geometry_of(stores[prefer])} if prefer in stores else {geometry_of(s) for s in stores.values()}
+    if len(geometry) != 1:
+        return {}
+    backbone, layer, image_size = geometry.pop()
+    stride = BACKBONES[backbone].layers.get(layer) if backbone in BACKBONES else None
+    if stride is None:
+        return {}
+    if not is_int(image_size) or image_size <= 0:
+        raise DataError(f"{path}: the features' image_size must be an integer > 0, got {image_size!r}")
+    return {"stride": stride, "image_size": image_size}
 
 
 NEEDS = "the attention analysis needs maps on both sides at every step, i.e. a run with K >= 1 and attention 'dual'"
@@ -131,7 +168,8 @@ def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQA
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
     preds["correct"] = preds.score >= 1.0 - 1e-6  # full credit under the VQA metric (>= 4 of 10 humans agree)
     return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
-                      npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split)
+                      npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split,
+                      **feature_cells(run_dir, cfg.val_split))
 
 
 def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MDANOutputs:
@@ -149,4 +187,5 @@ def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MD
     image_ids = npz["image_ids"]
     return MDANOutputs(run_dir, image_ids, npz["sentence_ids"], npz["lengths"], tuple(int(g) for g in npz["grid"]),
                        npz["image_attention"].astype(np.float32), npz["text_attention"].astype(np.float32),
-                       sim, sentences, files, len(npz["sentence_ids"]) // max(len(image_ids), 1), root)
+                       sim, sentences, files, len(npz["sentence_ids"]) // max(len(image_ids), 1), root,
+                       **feature_cells(run_dir))

@@ -197,6 +197,47 @@ def test_vqa_grounding_on_saved_outputs(vqa_run) -> None:
     assert (first.hit == 1).all() and (first.mass > first.chance_mass).all()
 
 
+def test_the_analysis_scores_the_cells_of_the_backbone_the_run_was_trained_on(tmp_path, vqa_run,
+                                                                            matching_run) -> None:
+    """A run's outputs carry the stride and input size of its features (from its inputs.json), and the scores use
+    the backbone's cells: at 200 px and stride 16 the 13th cell covers only pixels 192..199. With the equal split a
+    box on cell 11 (176..192) also covered half of cell 12, so attention on cell 12 pointed "inside" it."""
+    from dan.analysis_outputs import feature_cells
+    from dan.backbones import BACKBONES
+    from dan.data.grounding import Grounding, QuestionGT
+
+    for out in (analysis.load_vqa_outputs(vqa_run.run_dir), analysis.load_mdan_outputs(matching_run.run_dir)):
+        stores = json.loads((out.run_dir / "inputs.json").read_text())["features"]
+        meta = next(iter(stores.values()))
+        assert (out.stride, out.image_size) == (BACKBONES[meta["backbone"]].layers[meta["layer"]], meta["image_size"])
+    image = ImageGT(200, 200, [ObjectGT(0, "circle", "red", "small", [176.0, 0.0, 16.0, 16.0])])
+    g = Grounding({5: image}, {1: QuestionGT("single-hop", [0], [], [], ["red"], 5)}, {})
+    preds = pd.DataFrame({"question_id": [1, 2], "image_id": [5, 5], "answer_type": ["other"] * 2,
+                          "correct": [True] * 2, "question": ["what is the red circle"] * 2})
+    visual = np.zeros((2, 1, 169), dtype=np.float32)
+    visual[0, 0, 11], visual[1, 0, 12] = 1.0, 1.0  # all attention on cell (0, 11), then on cell (0, 12)
+    text = np.zeros((2, 1, 5), dtype=np.float32)
+    g.questions[2] = g.questions[1]
+    out = analysis.VQAOutputs(tmp_path, preds, visual, text, np.array([5, 5]), (13, 13), tmp_path, "val2014",
+                              stride=16, image_size=200)
+    vis, _ = analysis.vqa_grounding(out, g)
+    assert vis[["hit", "mass"]].to_numpy().tolist() == [[1.0, 1.0], [0.0, 0.0]]  # was [1, 0.56], [1, 0.48]
+    # what a run records: none (equal cells), stores that disagree (unless the analysed one is named), a backbone
+    # this version does not know; an input size that is no size is an error naming the file
+    summary = {"backbone": "efficientnet-lite0", "layer": "stride32", "image_size": 200, "grid": [7, 7]}
+    for stores, prefer, cells in [(None, None, {}), ({"a": summary}, None, {"stride": 32, "image_size": 200}),
+                                  ({"a": summary, "b": {**summary, "image_size": 224}}, None, {}),
+                                  ({"a": summary, "b": {**summary, "image_size": 224}}, "b",
+                                   {"stride": 32, "image_size": 224}),
+                                  ({"a": {**summary, "backbone": "random"}}, None, {}),
+                                  ({"a": {**summary, "layer": ["x"]}}, None, {})]:
+        (tmp_path / "inputs.json").write_text(json.dumps({} if stores is None else {"features": stores}))
+        assert feature_cells(tmp_path, prefer) == cells
+    (tmp_path / "inputs.json").write_text(json.dumps({"features": {"a": {**summary, "image_size": "200"}}}))
+    with pytest.raises(DataError, match=r"inputs\.json: the features' image_size must be an integer > 0, got '200'"):
+        feature_cells(tmp_path)
+
+
 def test_mdan_grounding_on_saved_outputs(matching_run) -> None:
     out = analysis.load_mdan_outputs(matching_run.run_dir)
     vis, txt = analysis.mdan_grounding(out)

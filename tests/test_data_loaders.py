@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dan.data.captions import CaptionImage, image_file, load_flickr8k_txt, load_karpathy
-from dan.data.grounding import grid_coverage, load_grounding, object_mask
+from dan.data.grounding import ImageGT, ObjectGT, grid_coverage, load_grounding, object_mask
 from dan.data.vqa import DataWarning, check_image_file, load_vqa, load_vqa_split, vqa_files
 from dan.io import ConfigError, DataError
 
@@ -443,6 +443,48 @@ def test_grid_coverage_is_row_major_on_a_grid_of_other_height_and_width():
     image = _image_of_boxes([[0, 0, 100, 100], [50, 50, 100, 100], [200, 150, 100, 50]])
     # overlapping boxes 0 and 1 count their shared quarter of cell (0, 0) once; box 2 fills half of cell (1, 2)
     assert object_mask(image, [0, 1, 2], (2, 3)).tolist() == [1, 0.25, 0, 0.25, 0.25, 0.5]
+
+
+def test_grid_cells_are_the_backbones_own_where_its_stride_does_not_divide_the_input_size():
+    """A 200 px input at stride 16 gives 13 cells (padded convolutions: ceil), cell i covering the input's pixels
+    [16 i, min(16 (i + 1), 200)): the last one 192..199. The equal split (13 cells of 15.4 px) put the box of
+    cell 11 (176..192) over cells 11 and 12 (covering 0.56 and 0.48 of them) and counted the last 8 pixels as
+    half of a cell."""
+    from dan.data.grounding import cell_edges
+
+    last = grid_coverage([192, 0, 8, 16], 200, 200, (13, 13), stride=16, image_size=200).reshape(13, 13)
+    assert last[0].tolist() == [0] * 12 + [1] and last[1:].sum() == 0  # the last cell is whole, the only one
+    eleventh = grid_coverage([176, 0, 16, 16], 200, 200, (13, 13), stride=16, image_size=200).reshape(13, 13)
+    assert eleventh[0].tolist() == [0] * 11 + [1, 0]  # was [..., 0.56, 0.48]: in two cells
+    # in the image's own pixels: a 300 x 200 image resized to 200 x 200 has cells of 24 x 16 px, the last 12 x 8
+    assert cell_edges(300, 13, 16, 200)[-3:].tolist() == [264, 288, 300]
+    mask = object_mask(_image_of_boxes([[284, 0, 16, 16]]), [0], (13, 13), stride=16, image_size=200)
+    assert mask.reshape(13, 13)[0, 11:].tolist() == pytest.approx([1 / 6, 1]) and mask.sum() == pytest.approx(7 / 6)
+    # a cropping backbone (VGG's pools: floor) has 12 cells; the pixels past 192 are in none
+    crop = grid_coverage([192, 0, 8, 16], 200, 200, (12, 12), stride=16, image_size=200)
+    assert crop.sum() == 0
+    both = _image_of_boxes([[0, 0, 300, 200], [0, 0, 10, 10]])
+    assert object_mask(both, [0, 1], (12, 12), stride=16, image_size=200).tolist() == [1.0] * 144
+    with pytest.raises(DataError, match="a grid of 10 cells does not come from a 200 px input at stride 16"):
+        grid_coverage([0, 0, 8, 8], 200, 200, (10, 10), stride=16, image_size=200)
+    with pytest.raises(DataError, match="both the backbone's stride and the input size"):
+        grid_coverage([0, 0, 8, 8], 200, 200, (10, 10), stride=16)
+
+
+@pytest.mark.parametrize("size, stride, grid", [(160, 16, (10, 10)), (448, 32, (14, 14)), (224, 16, (14, 14))])
+def test_grid_cells_where_the_stride_divides_the_size_are_the_equal_split_bit_for_bit(size, stride, grid):
+    """The study's sizes (160 px at stride 16, 448 at stride 32): the backbone's cells are the equal cells the
+    analysis used before it knew the stride, to the last bit, so its tables do not move."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        width, height = int(rng.integers(20, 700)), int(rng.integers(20, 700))
+        boxes = [[float(rng.uniform(0, width - 5)), float(rng.uniform(0, height - 5)), float(rng.uniform(1, width)),
+                  float(rng.uniform(1, height))] for _ in range(3)]
+        image = ImageGT(width, height, [ObjectGT(k, "square", "red", "small", b) for k, b in enumerate(boxes)])
+        assert np.array_equal(grid_coverage(boxes[0], width, height, grid, stride=stride, image_size=size),
+                              grid_coverage(boxes[0], width, height, grid))
+        assert np.array_equal(object_mask(image, [0, 1, 2], grid, stride=stride, image_size=size),
+                              object_mask(image, [0, 1, 2], grid))
 
 
 @pytest.mark.parametrize("mutate, pattern", [

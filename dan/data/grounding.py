@@ -166,32 +166,62 @@ def load_grounding(path: str | Path) -> Grounding:
     return Grounding(images=images, questions=questions, captions=captions)
 
 
-def grid_coverage(bbox: list[float], width: int, height: int, grid: tuple[int, int]) -> np.ndarray:
+def cell_edges(extent: float, cells: int, stride: int | None = None, image_size: int | None = None) -> np.ndarray:
+    """Edges [cells + 1] of a feature grid's cells along one side of an image ``extent`` pixels long, in its pixels.
+
+    Without ``stride``: ``cells`` equal cells over the whole side. With the backbone's ``stride`` and the side
+    ``image_size`` S the image was resized to (whole, no crop) before the backbone: cell i covers the resized
+    pixels [i * stride, min((i + 1) * stride, S)), scaled back to the image's. Where the stride divides S the two
+    are the same cells (and the same edges, bit for bit); where it does not, a padded backbone's last cell is
+    partial (200 px at stride 16: 13 cells, the last covering 192..199) and a cropping one's (floor) ends before
+    the side does: the pixels past its last edge are in no cell.
+    """
+    if stride is None and image_size is None:
+        return np.linspace(0.0, extent, cells + 1)
+    if not (is_int(stride) and is_int(image_size) and stride > 0 and image_size > 0):
+        raise DataError(f"the feature grid's cells need both the backbone's stride and the input size as integers "
+                        f"> 0, got stride {stride!r}, image_size {image_size!r}")
+    if cells * stride == image_size:
+        return np.linspace(0.0, extent, cells + 1)  # equal cells: the edges as without a stride
+    if cells not in (-(-image_size // stride), image_size // stride):
+        raise DataError(f"a grid of {cells} cells does not come from a {image_size} px input at stride {stride} "
+                        f"({-(-image_size // stride)} cells, padded, or {image_size // stride}, cropped)")
+    return np.minimum(np.arange(cells + 1) * stride, image_size) * (extent / image_size)
+
+
+def grid_coverage(bbox: list[float], width: int, height: int, grid: tuple[int, int], *, stride: int | None = None,
+                  image_size: int | None = None) -> np.ndarray:
     """Fraction of each grid cell covered by ``bbox`` -> float32 [gh * gw]; region n = cell (n // gw, n % gw).
 
-    The grid splits the whole ``width`` x ``height`` image into equal cells, as the feature stores do.
+    The cells are the feature grid's (:func:`cell_edges`): given the backbone's ``stride`` and the ``image_size``
+    the whole ``width`` x ``height`` image was resized to, the backbone's own cells; without them, equal cells
+    (the same cells where the stride divides the input size, as in the study's profiles).
     """
     gh, gw = grid
     x, y, w, h = bbox
-    xs = np.linspace(0.0, width, gw + 1)  # cell edges, pixels
-    ys = np.linspace(0.0, height, gh + 1)
+    xs = cell_edges(width, gw, stride, image_size)  # cell edges, pixels
+    ys = cell_edges(height, gh, stride, image_size)
     ox = np.clip(np.minimum(xs[1:], x + w) - np.maximum(xs[:-1], x), 0, None) / np.diff(xs)  # [gw]
     oy = np.clip(np.minimum(ys[1:], y + h) - np.maximum(ys[:-1], y), 0, None) / np.diff(ys)  # [gh]
     return (oy[:, None] * ox[None, :]).reshape(-1).astype(np.float32)
 
 
-def object_mask(image: ImageGT, object_ids: list[int], grid: tuple[int, int]) -> np.ndarray:
+def object_mask(image: ImageGT, object_ids: list[int], grid: tuple[int, int], *, stride: int | None = None,
+                image_size: int | None = None) -> np.ndarray:
     """Per region, the fraction covered by the union of the boxes of ``object_ids`` -> float32 [gh * gw] (0 if
-    none). Overlaps count once; two objects sharing a cell add up (the largest single box would undercount)."""
+    none). Overlaps count once; two objects sharing a cell add up (the largest single box would undercount).
+    ``stride``, ``image_size``: the feature grid's cells, as in :func:`grid_coverage`."""
     boxes = [image.object(oid).bbox for oid in object_ids]
     if len(boxes) <= 1:
-        return grid_coverage(boxes[0], image.width, image.height, grid) if boxes else \
-            np.zeros(grid[0] * grid[1], dtype=np.float32)
+        return grid_coverage(boxes[0], image.width, image.height, grid, stride=stride, image_size=image_size) \
+            if boxes else np.zeros(grid[0] * grid[1], dtype=np.float32)
     gh, gw = grid
-    xe, ye = np.linspace(0.0, image.width, gw + 1), np.linspace(0.0, image.height, gh + 1)  # cell edges, pixels
+    xe = cell_edges(image.width, gw, stride, image_size)  # cell edges, pixels
+    ye = cell_edges(image.height, gh, stride, image_size)
     # the plane cut along every cell and box edge: each piece is wholly inside or outside each box and one cell
-    xs = np.unique(np.clip(np.concatenate([xe, *[[x, x + w] for x, _, w, _ in boxes]]), 0.0, image.width))
-    ys = np.unique(np.clip(np.concatenate([ye, *[[y, y + h] for _, y, _, h in boxes]]), 0.0, image.height))
+    # (clipped to the grid: a cropping backbone's grid can end before the image does)
+    xs = np.unique(np.clip(np.concatenate([xe, *[[x, x + w] for x, _, w, _ in boxes]]), 0.0, xe[-1]))
+    ys = np.unique(np.clip(np.concatenate([ye, *[[y, y + h] for _, y, _, h in boxes]]), 0.0, ye[-1]))
     cx, cy = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2  # piece centres
     inside = np.zeros((cy.size, cx.size), dtype=bool)
     for x, y, w, h in boxes:
