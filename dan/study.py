@@ -12,7 +12,9 @@ is :mod:`dan.study_resume`'s), prints them, and executes from the first one that
 earlier time, in ``study_times.json`` and the total too. ``--fresh`` executes every notebook, as ``--only`` does
 the ones it names.
 
-``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``);
+``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``; DIR is
+made if missing, and may not be a file or inside the study's sources: ``notebooks/``, ``dan/``, ``records/``,
+``benchmarks/``);
 with ``--record-times`` it still writes the stage times (used by the GPU session for the ``full`` profile,
 whose executed notebooks must not replace the default profile's in ``book/notebooks``).
 """
@@ -46,7 +48,7 @@ from dan.io import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from dan.study_resume import Ledger, run_key
+from dan.study_resume import PACKAGE, Ledger, run_key
 
 STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
 STUDY_EXTRA = "install the study extra in the repository: pip install '.[study]' (or make env)"
@@ -247,6 +249,34 @@ def build_book(root: Path, strict: bool = True) -> float:
     return time.perf_counter() - start
 
 
+SOURCES = ("notebooks", "records", "benchmarks")  # under the root; and the dan package (PACKAGE)
+
+
+def _make_folder(folder: Path, root: Path, what: str) -> None:
+    """Create ``folder`` (``what``: how the user gave it) for the executed copies, or a one-line
+    :class:`ConfigError`: a file in its place was ``[Errno 17] File exists``; a folder of the study's own sources
+    would take them (``notebooks/``: each copy replaced the notebook it was executed from; ``dan/``, ``records/``,
+    ``benchmarks/``: what every stage's resume key hashes, so no stage would ever be reused)."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} {folder} is a file, not a folder: give a folder for the executed notebooks (it is "
+                          f"created if missing)")
+    here = folder.resolve()
+    for source in (*(root / name for name in SOURCES), PACKAGE):
+        if here == source.resolve() or source.resolve() in here.parents:
+            effect = ("each executed copy would replace the notebook it is executed from" if source.name ==
+                      "notebooks" else "the executed copies would land among the files every stage's resume key "
+                                       "hashes")
+            raise ConfigError(f"{what} {folder} is in {source}, one of the study's own source folders: {effect}; "
+                              f"give a folder outside {', '.join(SOURCES)} and the dan package")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # was [Errno 20] Not a directory, naming the folder, not the file
+        raise ConfigError(f"{what} {folder}: cannot create this folder, {blocking} on its path is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or special file system, no permission
+        raise ConfigError(f"{what} {folder}: cannot create this folder ({exc.strerror})") from None
+
+
 def run_study(profile: str = "default", only: list[str] | None = None, out: Path | None = None,
               book: bool = True, extra: dict | None = None, record_times: bool | None = None,
               fresh: bool = False) -> dict[str, float]:
@@ -271,7 +301,7 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     os.environ.setdefault("DAN_ROOT", str(root))
     nbs = notebook_list(root, only)
     staging = out or root / "_build" / "staging" / profile
-    staging.mkdir(parents=True, exist_ok=True)
+    _make_folder(staging, root, "--out" if out is not None else "the staging folder")
     times_file = study_paths(profile, root).results / "study_times.json"
     times: dict[str, float] = {}
     if record_times and times_file.exists() and not times_file.is_file():  # else found after the first notebook

@@ -153,6 +153,38 @@ def test_a_study_into_another_folder_records_times_only_when_asked_and_builds_no
     assert json.loads(times_file.read_text()) == times and "book" not in times
 
 
+@pytest.mark.parametrize("where, message", [
+    ("file", "--out {out} is a file, not a folder: give a folder for the executed notebooks (it is created if "
+             "missing)"),
+    ("file/sub", "--out {out}: cannot create this folder, {file} on its path is a file"),
+    ("notebooks", "--out {out} is in {root}/notebooks, one of the study's own source folders: each executed copy "
+                  "would replace the notebook it is executed from; give a folder outside notebooks, records, "
+                  "benchmarks and the dan package"),
+    ("records/x", "--out {out} is in {root}/records, one of the study's own source folders: the executed copies "
+                  "would land among the files every stage's resume key hashes; give a folder outside notebooks, "
+                  "records, benchmarks and the dan package"),
+    ("package", "--out {out} is in {package}, one of the study's own source folders: the executed copies would "
+                "land among the files every stage's resume key hashes; give a folder outside notebooks, records, "
+                "benchmarks and the dan package")])
+def test_an_out_that_is_no_folder_for_the_copies_is_one_line_and_runs_nothing(fake_study, tmp_path, capsys, where,
+                                                                              message) -> None:
+    """--out FILE ended in "[Errno 17] File exists: 'FILE'" (and a file on its path in "[Errno 20] Not a directory"
+    naming the folder); --out notebooks executed every notebook into itself, each executed copy replacing its
+    source; --out in dan/, records/ or benchmarks/ wrote the copies among the files the resume key hashes."""
+    from dan.study_resume import PACKAGE
+
+    root, ran = fake_study
+    (tmp_path / "file").write_text("a file")
+    sources = {name: (root / "notebooks" / name).read_bytes() for name in ("01_a.ipynb", "02_b.ipynb")}
+    out = {"file": tmp_path / "file", "file/sub": tmp_path / "file" / "sub", "notebooks": root / "notebooks",
+           "records/x": root / "records" / "x", "package": PACKAGE / "executed"}[where]
+    assert study.main(["--profile", "smoke", "--out", str(out), "--no-book"]) == 2
+    expected = message.format(out=out, file=tmp_path / "file", root=root, package=PACKAGE)
+    assert capsys.readouterr().err == f"python -m dan.study: error: {expected}\n"
+    assert ran == [] and (where == "notebooks" or not out.is_dir())  # nothing executed, no folder made
+    assert {name: (root / "notebooks" / name).read_bytes() for name in sources} == sources
+
+
 def _fake_papermill(monkeypatch, effect: Callable[[Path], None]) -> list[dict]:
     """papermill.execute_notebook replaced by ``effect(output path)``; returns the calls' arguments (with the
     PYTHONHASHSEED the kernel would inherit)."""
