@@ -26,7 +26,7 @@ from pathlib import Path
 from dan.cli import OneLineParser, guard, nonempty, nonempty_path
 from dan.config import PROFILES
 from dan.io import ROOT_HELP, ConfigError, DataError, check_json, read_json, repo_root, study_paths, write_json_atomic
-from dan.study import read_study_times
+from dan.study import LAST_FULL_TOTAL, TOTAL, read_study_times
 
 FORMAT = "dan-study-record/1"
 RUN_FORMAT = "dan-run-record/1"  # one training run made outside the study (e.g. a longer schedule), see collect_run
@@ -147,7 +147,12 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     paths = study_paths(profile, root or repo_root())
     times = read_study_times(paths.results / "study_times.json")
-    if "total" not in times:
+    if TOTAL not in times:
+        if LAST_FULL_TOTAL in times:  # a partial rerun (--only) after a full one: stage times of two runs
+            raise DataError(f"{paths.results / 'study_times.json'} has no total: its last {profile} run was partial "
+                            f"(--only), which records no total; its {LAST_FULL_TOTAL!r} "
+                            f"({times[LAST_FULL_TOTAL]:.1f} s) is an earlier run's; rerun the whole study to record "
+                            f"it (a rerun reuses the notebooks that are current)")
         raise DataError(f"{paths.results / 'study_times.json'} has no total: the {profile} study did not run "
                         f"through (stages recorded: {', '.join(times) or 'none'})")
     runs = {task: _run_files(paths.runs / f"{task}-dual-K2-s{seed}", task) for task in ("vqa", "matching")}

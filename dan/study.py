@@ -10,7 +10,8 @@ A rerun resumes: it reuses the staged executed copies of the first notebooks tha
 same notebook, parameters, ``dan`` source, inputs, environment and earlier stages; data as they left them: the rule
 is :mod:`dan.study_resume`'s), prints them, and executes from the first one that is not. A reused stage keeps its
 earlier time, in ``study_times.json`` and the total too. ``--fresh`` executes every notebook, as ``--only`` does
-the ones it names.
+the ones it names. A partial run (``--only``) updates the times of its notebooks in the file and records no total
+of its own; the total it found is kept as ``"total of the last full run"``, until a full run records its own.
 
 ``--out DIR --no-book`` executes into DIR only (used to refresh the nbval copies in ``tests/notebooks``; DIR is
 made if missing, and may not be a file or inside the study's sources: ``notebooks/``, ``dan/``, ``records/``,
@@ -52,6 +53,11 @@ from dan.study_resume import PACKAGE, Ledger, run_key
 
 STUDY_PROFILES = tuple(p for p in PROFILES if p != "real")  # generated data: the notebooks' subject
 STUDY_EXTRA = "install the study extra in the repository: pip install '.[study]' (or make env)"
+
+
+TOTAL = "total"  # study_times.json: the wall time of the whole run that wrote it (a full run only)
+# what a partial run (--only) keeps of the total it found, which it is not: the last full run's, under this name
+LAST_FULL_TOTAL = "total of the last full run"
 
 
 def read_study_times(path: Path) -> dict[str, float]:
@@ -307,7 +313,10 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     if record_times and times_file.exists() and not times_file.is_file():  # else found after the first notebook
         raise DataError(f"study times {times_file} is a folder, not a file; remove it and rerun")
     if only and times_file.is_file():  # a partial run updates its stages in the last complete run's record
-        times = {k: v for k, v in read_study_times(times_file).items() if k not in ("book", "total")}
+        last = read_study_times(times_file)
+        times = {k: v for k, v in last.items() if k not in ("book", TOTAL)}
+        if TOTAL in last:  # kept, under the name of what it now is: not this record's total (was dropped)
+            times[LAST_FULL_TOTAL] = last[TOTAL]
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
     ledger = Ledger(staging, root, profile, run_key(root, params), [nb.name for nb in notebook_list(root)],
@@ -346,7 +355,9 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
         times["book"] = build_book(root)
         print(f"[study] book built in {times['book']:.1f} s: {root / '_build' / 'html' / 'book' / 'intro.html'}")
     if not only:  # a partial run's duration is no total of the study; a resumed one's counts its reused stages
-        times["total"] = time.perf_counter() - total + sum(times[Path(name).stem] for name in plan.reused)
+        times[TOTAL] = time.perf_counter() - total + sum(times[Path(name).stem] for name in plan.reused)
+    elif LAST_FULL_TOTAL in times:  # last in the file, after this run's stages
+        times[LAST_FULL_TOTAL] = times.pop(LAST_FULL_TOTAL)
     if record_times:
         write_json_atomic(times_file, times, indent=1)
     print("[study] wall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))

@@ -46,6 +46,13 @@ def test_an_unfinished_study_gives_no_record(tmp_path, vqa_run, matching_run, ca
     err = capsys.readouterr().err
     assert "has no total: the smoke study did not run through (stages recorded: 01_data, 02_features)" in err
     assert not record.record_path("smoke", tmp_path).exists()
+    # after a partial rerun (--only) the file keeps the last full run's total under its own name: still no record
+    (study_paths("smoke", tmp_path).results / "study_times.json").write_text(
+        '{"01_data": 1.5, "02_features": 2.0, "total of the last full run": 61.0}')
+    with pytest.raises(DataError, match=r"study_times\.json has no total: its last smoke run was partial \(--only\), "
+                                        r"which records no total; its 'total of the last full run' \(61\.0 s\) is "
+                                        r"an earlier run's; rerun the whole study to record it"):
+        record.collect("smoke", root=tmp_path)
     shutil.rmtree(study_paths("smoke", tmp_path).runs / "matching-dual-K2-s0")
     (study_paths("smoke", tmp_path).results / "study_times.json").write_text('{"total": 1}')
     with pytest.raises(DataError, match=r"matching-dual-K2-s0.metrics\.json"):

@@ -108,14 +108,23 @@ def test_run_study_runs_the_stages_in_order_and_records_their_times(fake_study) 
 
 
 def test_a_partial_study_updates_its_stages_in_the_last_record_and_claims_no_total_or_book(fake_study) -> None:
+    """A partial run's duration is no total of the study, and the total it found is no longer the record's: it was
+    dropped, so the last full run's total was lost from the file; it is kept as what it is, the last full run's
+    total (through later partial runs, until a full run records its own)."""
     root, ran = fake_study
     times_file = root / "results" / "smoke" / "study_times.json"
     times_file.parent.mkdir(parents=True)
     times_file.write_text(json.dumps({"01_a": 7.0, "02_b": 8.0, "03_c": 9.0, "book": 7.0, "total": 31.0}))
     times = study.run_study("smoke", only=["02_b"], book=False)
     assert ran == ["02_b.ipynb"]
-    assert times == {"01_a": 7.0, "02_b": 2.0, "03_c": 9.0}
+    assert times == {"01_a": 7.0, "02_b": 2.0, "03_c": 9.0, "total of the last full run": 31.0}
+    assert list(times)[-1] == study.LAST_FULL_TOTAL == "total of the last full run"
     assert json.loads(times_file.read_text()) == times
+    times = study.run_study("smoke", only=["01_a"])  # a second partial run, this one building the book
+    assert times == {"01_a": 1.0, "02_b": 2.0, "03_c": 9.0, "book": 5.0, "total of the last full run": 31.0}
+    assert json.loads(times_file.read_text()) == times
+    times = study.run_study("smoke")
+    assert set(times) == {"01_a", "02_b", "03_c", "book", "total"} and json.loads(times_file.read_text()) == times
 
 
 @pytest.mark.parametrize("content, message", [
