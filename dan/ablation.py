@@ -273,17 +273,18 @@ def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], 
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 cfg = pending.pop(fut)
+                name = run_dir_for(cfg).name  # the run's folder, as _row's run (run_name() is the preset's run)
                 try:
                     metrics, secs = fut.result()
                 except DanError as exc:
-                    raise type(exc)(f"sweep run {cfg.run_name()}: {exc}") from exc
+                    raise type(exc)(f"sweep run {name}: {exc}") from exc
                 except BrokenProcessPool:
-                    raise DanError(f"sweep run {cfg.run_name()}: a worker process ended abruptly (killed, e.g. out "
-                                   f"of memory; or {MAIN_GUARD})") from None
+                    raise DanError(f"sweep run {name}: a worker process ended abruptly (killed, e.g. out of memory; "
+                                   f"or {MAIN_GUARD})") from None
                 except Exception as exc:
-                    raise RuntimeError(f"sweep run {cfg.run_name()} failed: {exc!r}") from exc
+                    raise RuntimeError(f"sweep run {name} failed: {exc!r}") from exc
                 rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
-                bar.set_postfix_str(cfg.run_name())
+                bar.set_postfix_str(name)
                 bar.update()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -317,7 +318,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True) -> pd.DataFrame:
                dynamic_ncols=True)
     if spec.workers == 1 or len(todo) <= 1:
         for cfg in todo:
-            bar.set_postfix_str(cfg.run_name())
+            bar.set_postfix_str(run_dir_for(cfg).name)  # the run's folder, as _row's run
             metrics, secs = _train_one(cfg.to_dict())
             rows[cfg.run_name()] = _row(cfg, metrics, secs, False)
             bar.update()

@@ -83,6 +83,13 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     return study_paths(cfg.profile).runs / (cfg.run_name() + _override_suffix(cfg))
 
 
+def run_label(run_dir: Path, cfg: TrainConfig) -> str:
+    """The run's name in its progress bar and messages: the name of its folder ``run_dir`` (:func:`run_dir_for`),
+    e.g. ``vqa-dual-K2-s0-63b46a19`` for a run with ``-p epochs 2``, where ``cfg.run_name()`` names the preset's
+    run, another configuration; ``cfg.run_name()`` only for a folder without a name (``--out /``)."""
+    return Path(run_dir).absolute().name or cfg.run_name()
+
+
 def _override_suffix(cfg: TrainConfig) -> str:
     try:
         base = preset(cfg.profile, cfg.task, steps=cfg.steps, attention=cfg.attention, seed=cfg.seed).identity()
@@ -197,7 +204,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
                                                           for name, store in prep.bank.stores.items()}}, indent=1)
         shrunk = deviations(cfg)
         if shrunk and progress and start == 0:
-            print(f"[{cfg.run_name()}] profile {cfg.profile!r} departs from the paper in: "
+            print(f"[{run_label(run_dir, cfg)}] profile {cfg.profile!r} departs from the paper in: "
                   + ", ".join(f"{k}={a} (paper {b})" for k, (a, b) in sorted(shrunk.items())), file=sys.stderr)
     step = StepLoss(model, cfg, amp=use_amp(cfg, device))
     if world > 1:
@@ -207,7 +214,7 @@ def _train(cfg: TrainConfig, progress: bool, stop_after_epoch: int | None, held:
         step = torch.compile(step, mode=cfg.compile)
     n_train = len(prep.train)
     epochs = range(start, cfg.epochs)
-    bar = tqdm(epochs, desc=cfg.run_name(), disable=not progress or rank != 0, initial=start, total=cfg.epochs,
+    bar = tqdm(epochs, desc=run_label(run_dir, cfg), disable=not progress or rank != 0, initial=start, total=cfg.epochs,
                file=sys.stderr, dynamic_ncols=True)
     for epoch in bar:
         torch.manual_seed(cfg.seed * 100_003 + epoch)

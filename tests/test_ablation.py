@@ -608,3 +608,34 @@ def test_the_run_column_names_the_folder_each_run_is_in(monkeypatch, tmp_path) -
     assert sorted(df.run) == sorted(folders)
     spec.runs_root = str(tmp_path / "runs")  # folders named by the sweep: the run's name
     assert sorted(run_sweep(spec, progress=False).run) == ["vqa-dual-K1-s0", "vqa-dual-K2-s0"]
+
+
+def test_the_sweep_bar_names_the_folder_each_run_is_in(monkeypatch, tmp_path) -> None:
+    """With an override (05_ablations.ipynb -p epochs 2) the sweep's bar showed each run as vqa-dual-K1-s0, the
+    preset run's name, while it trained in vqa-dual-K1-s0-<8 hex> (as the table's run column now says)."""
+    from dan.train import run_dir_for
+
+    shown = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            pass
+
+        def set_postfix_str(self, text: str) -> None:
+            shown.append(text)
+
+        def update(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(ablation, "tqdm", Bar)
+    monkeypatch.setattr(ablation, "_finished", lambda cfg: None)  # nothing finished: every run "trains"
+    monkeypatch.setattr(ablation, "_train_one", lambda cfg_dict: ({"overall": 50.0}, 0.0))
+    spec = ablation.notebook_spec("smoke", "vqa", 1, "dual", seeds=0, workers=1, epochs=2)
+    df = run_sweep(spec)
+    folders = sorted(run_dir_for(c).name for c in spec.configs())
+    assert all(re.fullmatch(r"vqa-dual-K[12]-s0-[0-9a-f]{8}", f) for f in folders), folders
+    assert sorted(shown) == folders == sorted(df.run)

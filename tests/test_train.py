@@ -1224,3 +1224,35 @@ def test_a_min_word_count_that_leaves_no_word_is_refused(make_cfg, tmp_path, tas
                                           r"frequent word occurs (\d+) times\); choose a min_word_count of at most \1"):
         prepare(make_cfg(task, tmp_path / "run", min_word_count=1_000_000), torch.device("cpu"))
     assert not (tmp_path / "run").exists()
+
+
+class _BarMade(Exception):
+    """Raised by the stubbed tqdm once train() has made its progress bar."""
+
+
+def test_the_progress_bar_names_the_run_folder_of_a_run_with_overrides(smoke_data, smoke_features, monkeypatch,
+                                                                          tmp_path, capsys) -> None:
+    """papermill notebooks/03_rdan.ipynb ... -p profile smoke -p epochs 2 trains into vqa-dual-K2-s0-63b46a19
+    (run_dir_for: a folder of its own), but its bar read "vqa-dual-K2-s0:  50%|..." and its note "[vqa-dual-K2-s0]
+    profile 'smoke' departs from the paper in: ...": the name of the preset run, another configuration."""
+    from dan import train as train_module
+    from dan.train import run_dir_for
+
+    made = []
+
+    def fake_tqdm(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        made.append(kwargs["desc"])
+        raise _BarMade
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(train_module, "tqdm", fake_tqdm)
+    cfg = preset("smoke", "vqa", data=str(smoke_data), features=str(smoke_features), device="cpu", epochs=2)
+    folder = run_dir_for(cfg).name
+    assert re.fullmatch(r"vqa-dual-K2-s0-[0-9a-f]{8}", folder) and run_dir_for(cfg).parent.is_relative_to(tmp_path)
+    with pytest.raises(_BarMade):
+        train(cfg)
+    assert made == [folder]
+    assert capsys.readouterr().err.startswith(f"[{folder}] profile 'smoke' departs from the paper in: ")
+    with pytest.raises(_BarMade):  # --out: the folder given
+        train(dataclasses.replace(cfg, out=str(tmp_path / "mine")))
+    assert made[-1] == "mine"
