@@ -119,11 +119,11 @@ def analysable(steps: int, attention: str) -> bool:
 def check_analysable(steps, attention) -> None:  # noqa: ANN001 - the attention notebook's parameters
     """:class:`ConfigError` naming the attention notebook's ``steps`` and ``attention`` when their runs cannot be
     analysed: before its two trainings, not after them (``-p attention visual`` trained r-DAN and m-DAN, then
-    failed on the first map). None is the preset's value, as in :func:`analysed_configs` (``-p steps None`` was a
-    TypeError here)."""
-    from dan.config import preset
+    failed on the first map). None is refused by name (:func:`dan.config.check_not_none`), as by
+    :func:`analysed_configs` (``-p steps None`` was a TypeError here, then the preset's K = 2)."""
+    from dan.config import notebook_preset
 
-    cfg = preset("default", "vqa", steps=steps, attention=attention)  # bad values: validate()'s own errors
+    cfg = notebook_preset("default", "vqa", steps=steps, attention=attention)  # bad values: validate()'s own errors
     if not analysable(cfg.steps, cfg.attention):
         raise ConfigError(f"steps {steps!r}, attention {attention!r}: {NEEDS}")
 
@@ -132,16 +132,17 @@ def analysed_configs(profile: str, steps: int = 2, attention: str = "dual", seed
                      hidden_dim: int | None = None, device: str = "auto", negatives: str | None = None,
                      margin: float | None = None) -> tuple:
     """The r-DAN and m-DAN configurations the attention notebook analyses: those 03_rdan and 04_mdan build from the
-    same parameters (None: the profile's preset; ``negatives`` and ``margin`` are m-DAN's), so that it reads back,
-    or trains, their runs; taking steps, attention and seed only, it could not analyse a -p epochs 2 run. Runs that
-    leave no maps on both sides are refused first (:func:`check_analysable`), bad values by
-    :meth:`dan.config.TrainConfig.validate`. Returns ``(vqa config, matching config)``."""
-    from dan.config import preset
+    same parameters (:func:`dan.config.notebook_preset`: None is the profile's preset for those that default to
+    None; ``negatives`` and ``margin`` are m-DAN's), so that it reads back, or trains, their runs; taking steps,
+    attention and seed only, it could not analyse a -p epochs 2 run. Runs that leave no maps on both sides are
+    refused first (:func:`check_analysable`), bad values by :meth:`dan.config.TrainConfig.validate`. Returns
+    ``(vqa config, matching config)``."""
+    from dan.config import notebook_preset
 
-    check_analysable(steps, attention)
     shared = dict(steps=steps, attention=attention, seed=seed, epochs=epochs, hidden_dim=hidden_dim, device=device)
-    return (preset(profile, "vqa", **shared),
-            preset(profile, "matching", **shared, negatives=negatives, margin=margin))
+    check_analysable(steps, attention)
+    return (notebook_preset(profile, "vqa", **shared),
+            notebook_preset(profile, "matching", **shared, negatives=negatives, margin=margin))
 
 
 def save_grounding_tables(run_dir: str | Path, visual: pd.DataFrame, text: pd.DataFrame) -> list[Path]:

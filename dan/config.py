@@ -268,6 +268,32 @@ def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainCon
     return TrainConfig.from_dict({"task": task, "profile": profile, **fields}).validate()
 
 
+# The notebooks' run parameters that take no None, with what each accepts: their default is a value and their
+# comment gives None no meaning, but preset() drops a None override, so -p steps None trained the preset's K = 2
+# and -p attention None (the no-attention baseline is the string "none") trained dual attention, both silently.
+# The parameters whose default is None (epochs, hidden_dim, negatives, margin) keep "None: the profile's preset".
+NOT_NONE = {"steps": "an integer in [0, 100] (K; the paper's 2)",
+            "attention": f"{', '.join(ATTENTIONS)} ('none', a string, is the baseline without attention)",
+            "seed": "an integer in [0, 2**32)",
+            "device": "'auto', 'cpu', 'cuda', 'cuda:1', ..."}
+
+
+def check_not_none(**params: object) -> None:
+    """:class:`ConfigError` naming the first of ``params`` (notebook parameters, by name) that is None and one of
+    :data:`NOT_NONE`, with the values it accepts."""
+    for name, value in params.items():
+        if value is None and name in NOT_NONE:
+            raise ConfigError(f"{name} must not be None (it has no preset meaning); accepted: {NOT_NONE[name]}")
+
+
+def notebook_preset(profile: str, task: str, **params) -> TrainConfig:
+    """:func:`preset` of a notebook's parameters (03_rdan, 04_mdan): None is the profile's preset only for the
+    parameters that default to None; one of :data:`NOT_NONE` given None is a :class:`ConfigError`
+    (:func:`check_not_none`) before any training, where :func:`preset` took it as unset."""
+    check_not_none(**params)
+    return preset(profile, task, **params)
+
+
 def preset_fields(profile: str, task: str) -> dict:
     """The fields the preset of ``profile`` (one of :data:`PROFILES`) and ``task`` sets: the paper's setting, then
     the profile's shrinks; not validated (the others keep their dataclass defaults)."""

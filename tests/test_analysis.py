@@ -468,11 +468,29 @@ def test_pick_examples_refuses_a_per_group_that_is_no_count_by_the_notebooks_nam
     assert len(gallery.pick_examples(table, "question_id", "family", per_group=np.int64(1))) == 2
 
 
-def test_the_attention_notebooks_steps_none_is_the_presets_as_for_its_runs():
-    """-p steps None in 06: analysed_configs gave the preset's K = 2 to the runs, but check_analysable compared
-    None >= 1 (a TypeError)."""
-    rdan, mdan = analysis.analysed_configs("smoke", steps=None, attention=None)
-    assert (rdan.steps, rdan.attention, mdan.steps) == (2, "dual", 2)
+@pytest.mark.parametrize("name", ["03_rdan.ipynb", "04_mdan.ipynb", "06_attention.ipynb"])
+@pytest.mark.parametrize("param, accepted", [
+    ("steps", r"an integer in \[0, 100\] \(K; the paper's 2\)"),
+    ("attention", r"dual, visual, textual, none \('none', a string, is the baseline without attention\)"),
+    ("seed", r"an integer in \[0, 2\*\*32\)"),
+    ("device", r"'auto', 'cpu', 'cuda', 'cuda:1', \.\.\."),
+])
+def test_a_run_parameter_without_a_none_meaning_refuses_none_by_name_before_training(name, param, accepted,
+                                                                                     monkeypatch, tmp_path) -> None:
+    """papermill notebooks/03_rdan.ipynb ... -p steps None trained vqa-dual-K2-s0, the preset's K (preset() drops
+    a None override), though the parameters cell gives None no meaning for steps (``# K``); -p attention None
+    (the baseline is the string "none") trained dual attention, -p device None ran on "auto". Now a ConfigError
+    naming the parameter and what it takes, in the cell that builds the config, before any training; the
+    parameters that default to None (epochs, hidden_dim, ...) keep "None: the profile's preset"."""
+    from dan import notebook
+    from dan import train as train_module
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)  # (its own seed check would come first)
+    monkeypatch.setattr(train_module, "train", lambda cfg, **k: pytest.fail(f"trained {cfg.run_name()}"))
+    with pytest.raises(ConfigError, match=rf"^{param} must not be None \(it has no preset meaning\); accepted: "
+                                          rf"{accepted}$"):
+        run_notebook_code(name, {"profile": "smoke", param: None})
 
 
 def _texts(fig) -> list:

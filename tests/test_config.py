@@ -111,8 +111,8 @@ def test_every_preset_and_the_dataclass_defaults_of_every_profile_are_accepted(p
 
 def _notebook_configs(name: str, profile: str) -> list[TrainConfig]:
     """The configs notebook ``name`` builds with its own parameters and ``profile``: its parameters cell, then each
-    statement of its code cells that calls ``preset``, ``notebook_spec`` or ``analysed_configs`` (with the
-    imports), run as the notebook runs them; every TrainConfig they leave (a sweep spec's runs too)."""
+    statement of its code cells that calls ``preset``, ``notebook_preset``, ``notebook_spec`` or ``analysed_configs``
+    (with the imports), run as the notebook runs them; every TrainConfig they leave (a sweep spec's runs too)."""
     nb = json.loads((ROOT / "notebooks" / name).read_text())
     ns: dict = {}
     for cell in nb["cells"]:
@@ -126,7 +126,7 @@ def _notebook_configs(name: str, profile: str) -> list[TrainConfig]:
         for node in ast.parse(source).body:
             calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
                      for n in ast.walk(node) if isinstance(n, ast.Call)}
-            if isinstance(node, (ast.Import, ast.ImportFrom)) or calls & {"preset", "notebook_spec",
+            if isinstance(node, (ast.Import, ast.ImportFrom)) or calls & {"preset", "notebook_preset", "notebook_spec",
                                                                           "analysed_configs"}:
                 exec(compile(ast.Module([node], []), name, "exec"), ns)  # noqa: S102
     found = []
