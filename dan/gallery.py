@@ -19,13 +19,28 @@ from dan.io import ConfigError, DataError
 from dan.viz import attention_overlay, shaded_words
 
 
+def _is_count(value: object) -> bool:
+    """An integer >= 1 (a NumPy one too), not a bool."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)) and value >= 1
+
+
+def check_examples_per_group(examples_per_group: object) -> None:
+    """:class:`ConfigError` naming the attention notebook's ``examples_per_group`` unless it is an integer >= 1:
+    called in its first cells, before its two trainings and the analysis (:func:`pick_examples` refused it only in
+    the gallery cells, after all that had run)."""
+    if not _is_count(examples_per_group):
+        raise ConfigError(f"examples_per_group must be an integer >= 1 (examples per question family in the "
+                          f"galleries), got {examples_per_group!r}")
+
+
 def pick_examples(table: pd.DataFrame, id_column: str, group: str | None = None, per_group: int = 1,
                   seed: int = 0) -> pd.DataFrame:
     """``per_group`` correct and ``per_group`` failed rows of ``table`` (column ``correct``) for every value of
     ``group`` (or overall), drawn with a fixed seed; one row per id with columns [id_column, group, correct]. A
     ``per_group`` that is not an integer >= 1 is a :class:`ConfigError` naming the attention notebook's
-    ``examples_per_group`` (it was NumPy's error, or an empty gallery's, after both runs had trained)."""
-    if isinstance(per_group, (bool, np.bool_)) or not isinstance(per_group, (int, np.integer)) or per_group < 1:
+    ``examples_per_group`` (it was NumPy's error, or an empty gallery's, after both runs had trained; the notebook
+    now checks it first, :func:`check_examples_per_group`)."""
+    if not _is_count(per_group):
         raise ConfigError(f"per_group (the attention notebook's examples_per_group) must be an integer >= 1, got "
                           f"{per_group!r}")
     rng = np.random.default_rng(seed)

@@ -493,6 +493,24 @@ def test_a_run_parameter_without_a_none_meaning_refuses_none_by_name_before_trai
         run_notebook_code(name, {"profile": "smoke", param: None})
 
 
+@pytest.mark.parametrize("value", [-1, 0, 1.5, "2", True, None])
+def test_the_attention_notebook_refuses_a_bad_examples_per_group_before_training(value, monkeypatch,
+                                                                                 tmp_path) -> None:
+    """papermill notebooks/06_attention.ipynb ... -p examples_per_group -1 trained (or reused) both runs and ran the
+    whole analysis, then failed in the first gallery cell (In [16]): "per_group (the attention notebook's
+    examples_per_group) must be an integer >= 1, got -1". Now refused in the cell before the trainings."""
+    from dan import notebook
+    from dan import train as train_module
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(train_module, "train", lambda cfg, **k: pytest.fail(f"trained {cfg.run_name()}"))
+    with pytest.raises(ConfigError, match=rf"^examples_per_group must be an integer >= 1 \(examples per question "
+                                          rf"family in the galleries\), got {re.escape(repr(value))}$"):
+        run_notebook_code("06_attention.ipynb", {"profile": "smoke", "examples_per_group": value})
+    gallery.check_examples_per_group(np.int64(2))  # a NumPy integer is a count
+
+
 def _texts(fig) -> list:
     return [t for ax in fig.axes for t in ax.texts]
 
