@@ -18,7 +18,7 @@ executes it: re-executing is always right, reusing wrongly is not):
    the stamp of the notebook before it in the run, its executed copy's sha256 included (the stamps form one chain: a
    notebook that executed again breaks it);
 4. the executed copy in the staging folder is the one the stamp names (same sha256). A copy takes its name by a
-   rename once papermill has written it whole (:func:`dan.study.execute`): a half-written one is never under it;
+   rename once papermill has written it whole (:func:`dan.study_execute.execute`): a half-written one is never under it;
 5. the data are as the reused notebooks left them. The ledger holds the size and mtime of every file under
    ``data/generated/<profile>`` and ``results/<profile>`` and the notebook that last changed it (as of that
    notebook's end; a file there before the ledger began counts as changed by the first notebook to execute). Every
