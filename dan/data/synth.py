@@ -22,7 +22,8 @@ from tqdm import tqdm
 from dan.data.images import coco_image_name
 from dan.data.render import render_scene, sample_scene
 from dan.data.synth_captions import make_captions
-from dan.data.synth_lang import human_answers, make_questions
+from dan.data.synth_lang import human_answers
+from dan.data.synth_questions import make_questions
 from dan.data.text import tokenize
 from dan.data.vqa import VQAExample
 from dan.io import ConfigError, DanError, is_int, read_json, sha256_file, study_paths, write_json_atomic
