@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -258,10 +259,23 @@ def paper_deviations(config: dict) -> str:
     return ", ".join(f"{name} {ours} (paper {paper})" for name, (ours, paper) in sorted(changed.items()))
 
 
+def shown_command(command: str) -> str:
+    """A recorded command as the book shows it: the value of each option that is an absolute path (the folder on
+    the machine that ran it, ``--out /tmp/checks/run``) written as a placeholder, ``RUN_DIR`` for ``--out`` (a
+    training run's folder) and the option's name in capitals for any other (``--data DATA``), as
+    :func:`dan.bench_records.command_of` writes ``$OUT``: a reader reruns it with their own folder, and the book
+    does not print a path of the machine it was built on."""
+    def placeholder(m: re.Match) -> str:
+        name = m.group(2)
+        return f"{m.group(1)}{m.group(3)}{'RUN_DIR' if name == 'out' else name.upper().replace('-', '_')}"
+
+    return re.sub(r"""(--([a-z][a-z0-9-]*))([ =])(?:'/[^']*'|"/[^"]*"|/\S*)""", placeholder, command)
+
+
 def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     """A sentence on a single-run record (:func:`dan.record.collect_run`) of m-DAN beside another run's test
     ``metrics``: its command, wall time and machine, its validation R@1 both ways after ``at_epoch`` epochs and at
-    the end, and both runs' test R@1."""
+    the end, and both runs' test R@1 (the command as :func:`shown_command` writes it)."""
     if not rec.get("history"):
         raise DataError(f"the record of `{rec.get('command', '?')}` has no training history (an empty run?)")
     check_json(rec, {"command": "string", "date": "string", "machine": {"gpu?": ("string", None), "cpus": "any"},
@@ -277,7 +291,8 @@ def run_record_summary(rec: dict, metrics: dict, at_epoch: int) -> str:
     machine = rec["machine"]
     where = f"a GPU ({machine['gpu']})" if machine.get("gpu") else f"a {machine['cpus']}-core CPU machine"
     note = f"; {rec['note'].rstrip('.')}" if rec.get("note") else ""
-    return (f"Record: `{rec['command']}` ({rec['wall_seconds'] / 60:.0f} min on {where}, {rec['date']}{note}). "
+    return (f"Record: `{shown_command(rec['command'])}` ({rec['wall_seconds'] / 60:.0f} min on {where}, "
+            f"{rec['date']}{note}). "
             f"Validation R@1 (image→text / text→image) after {at_epoch} epochs {r1(hist.get(at_epoch))}, after "
             f"{last['epoch']} {r1(last)}; test R@1 {rec['metrics']['i2t']['r1']:.1f} / "
             f"{rec['metrics']['t2i']['r1']:.1f} against {metrics['i2t']['r1']:.1f} / {metrics['t2i']['r1']:.1f}.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dan import record
-from dan.io import DataError, study_paths
+from dan.io import DataError, repo_root, study_paths
 
 
 def fake_study(root: Path, vqa_run, matching_run, total: bool = True) -> None:
@@ -210,6 +210,26 @@ def test_run_record_summary_names_the_command_and_both_runs_recalls(tmp_path, ma
     assert f"after {last['epoch']} {last['val_i2t_r1']:.1f} / {last['val_t2i_r1']:.1f}" in text
     assert text.endswith("against 12.3 / 5.0.")
     assert "n/a (shorter run)" in report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=99)
+
+
+def test_a_recorded_command_is_shown_without_the_folders_of_the_machine_that_ran_it(tmp_path, matching_run):
+    """The records keep the command as typed (``--out /tmp/checks/...``); the book printed that build machine's
+    folder. It shows a placeholder instead, as the benchmark commands show ``$OUT``."""
+    from dan import report
+
+    assert report.shown_command("python -m dan.train --task vqa --lr 0.1 --out /tmp/checks/rdan_h512_sgd") == \
+        "python -m dan.train --task vqa --lr 0.1 --out RUN_DIR"
+    assert report.shown_command("x --out=/tmp/a --data '/tmp/d e' --feature-root /r/f --out results/x") == \
+        "x --out=RUN_DIR --data DATA --feature-root FEATURE_ROOT --out results/x"  # a folder of the repo stays
+    rec = record.collect_run(matching_run.run_dir, "python -m dan.train --epochs 6 --out /tmp/m60/paper60")
+    text = report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=1)
+    assert "`python -m dan.train --epochs 6 --out RUN_DIR`" in text and "/tmp" not in text
+    commands = [json.loads(p.read_text())["command"] for p in sorted((repo_root() / "records").glob("*.json"))
+                if "command" in json.loads(p.read_text())]
+    assert commands, "no committed single-run record"
+    for command in commands:  # the committed records, as chapters 03 and 04 print them
+        shown = report.shown_command(command)
+        assert not re.search(r"\s['\"]?/", shown) and "/tmp" not in shown and "--out RUN_DIR" in shown, shown
 
 
 def test_recorded_checks_label_the_records_that_exist_in_order(tmp_path, matching_run):
