@@ -41,6 +41,7 @@ from dan.bench_records import (  # noqa: F401 (re-exported: the book and the tes
     recorded_results,
     target_markdown,
     target_table,
+    targets_markdown,
     timeline_table,
 )
 from dan.config import TrainConfig

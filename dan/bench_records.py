@@ -80,6 +80,20 @@ def _on_target_card(name: object) -> bool:
     return TARGET_CARD.lower() in str(name or "").lower()
 
 
+def targets_markdown() -> str:
+    """The speed targets (:data:`TARGETS`) in one sentence, at the settings :func:`target_table` judges them at: the
+    performance page shows this rather than typing the numbers, which could then drift from the ones the table
+    judges by."""
+    t = TARGETS
+    return (f"The study's speed targets, set for one {TARGET_CARD} (`dan.bench.TARGETS`), are: ResNet-152 extraction "
+            f"at 448 px at ≥ {t['extract_img_s']:,.0f} img/s end to end and ≥ {t['extract_ratio']:g} of the model-only "
+            f"rate; training at the paper's sizes (batch {PAPER_SIZES['batch_size']}, "
+            f"{PAPER_SIZES['grid'][0]}×{PAPER_SIZES['grid'][1]} regions of {PAPER_SIZES['dim']}-d, hidden "
+            f"{PAPER_SIZES['hidden']}) at ≥ {t['train_ratio']:g} of the ceiling, and for r-DAN at "
+            f"≥ {t['train_vqa_samples_s']:,.0f} samples/s; Flickr30K-size retrieval (1,000 images × 5,000 captions) "
+            f"in under {t['retrieval_s']:g} s.")
+
+
 def _extract_verdict(src: dict) -> tuple[str, str]:
     """(target, why not judged): the extraction target holds for ResNet-152 at 448 px on one H200 (else no target);
     a run there is judged only if its store passed its own check (copies of one image agree:
@@ -285,7 +299,8 @@ def profile_markdown(rows: list[dict], host_bound_below: float = 0.5) -> str:
 
 def target_markdown(rows: list[dict]) -> str:
     """A sentence per measurement of :func:`target_table` with a target: met or missed, or why a run at the target's
-    setting carries no verdict (its ``note``)."""
+    setting carries no verdict (its ``note``). Each names its result file, as :func:`profile_markdown` does: runs of
+    one setting share a label, and the file is what tells them apart and leads to the command that made it."""
     lines = []
     for r in rows:
         unsound = r["met"] is None and bool(r["target"])  # at the target's setting, but no verdict: note says why
@@ -295,5 +310,5 @@ def target_markdown(rows: list[dict]) -> str:
                                                  if r["ratio"] is not None else "")
         verdict = f"no verdict: {r['note']}" if unsound else \
             f"{'meets' if r['met'] else 'misses'} the target {r['target']}"
-        lines.append(f"- {r['measurement']} on {r['card']}: {got}; {verdict}.")
+        lines.append(f"- {r['measurement']} on {r['card']} ({r['file']}): {got}; {verdict}.")
     return "\n".join(lines)
