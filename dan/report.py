@@ -16,6 +16,12 @@ from dan.io import DataError, check_json
 VQA_COLUMNS = ["overall", "yes/no", "number", "other"]
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in its number, for a phrase the book glues into prose: "1 seed", "3 seeds", "1,024 runs"
+    (``plural``: when it is not the noun plus "s")."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def data_overview(root: str | Path, captions_file: str = "captions/dataset_synth.json",
                   splits: tuple[str, ...] = ("train2014", "val2014")) -> pd.DataFrame:
     """Per split: images, questions, questions per answer type and per family, caption images and captions."""

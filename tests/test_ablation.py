@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -446,6 +447,32 @@ def test_the_ablation_notebook_takes_list_parameters_given_as_one_value(params, 
     assert list(ns["vqa_a"].attention.unique()) and set(ns["summaries"][-1].attention) >= set(attentions)
     written = tmp_path / "results" / "smoke" / ns["spec"].output_name("ablation_summary")
     assert written.is_file() and written.name != "ablation_summary.csv"  # not the profile's sweep: its own name
+
+
+@pytest.mark.parametrize(("seeds", "runs", "per_setting"), [(0, "2 distinct runs", "1 seed"),
+                                                            ([0, 1], "4 distinct runs", "2 seeds")])
+def test_the_ablation_page_glues_its_counts_in_their_number_and_prints_no_finding_twice(
+        seeds, runs, per_setting, monkeypatch, tmp_path, capsys) -> None:
+    """With one seed the page read "1 seeds per setting"; and the findings cell printed the six sentences that the
+    list under it shows again through glue."""
+    import myst_nb
+
+    from dan import notebook
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.__setitem__(key, value))
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    monkeypatch.setattr(notebook, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(ablation, "run_sweep", _fake_sweep)
+    run_notebook_code("05_ablations.ipynb", {"profile": "smoke", "tasks": "vqa", "seeds": seeds, "steps_list": [1, 2],
+                                             "attention_list": []})
+    assert glued["abl_runs"] == runs and glued["abl_seeds"] == per_setting
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "05_ablations.ipynb").read_text())
+    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "{glue:text}`abl_seeds` per setting" in prose and "seeds per setting" not in prose
+    out = capsys.readouterr().out
+    sentence = glued["abl_vqa_overall_steps"]
+    assert sentence and sentence not in out  # glued for the list, not printed as well
 
 
 def test_claim_check_of_the_only_level_on_an_axis_says_so() -> None:

@@ -50,6 +50,13 @@ def test_data_overview_without_grounding_or_captions_has_no_family_or_caption_ro
     assert "captions" not in table.columns
 
 
+def test_a_counted_noun_takes_the_number_of_its_count():
+    """05_ablations read "1 seeds per setting" with one seed; its glued phrases now come from counted."""
+    assert [report.counted(n, "seed") for n in (0, 1, 3)] == ["0 seeds", "1 seed", "3 seeds"]
+    assert report.counted(1, "distinct run") == "1 distinct run" and report.counted(1200, "run") == "1,200 runs"
+    assert report.counted(2, "family", "families") == "2 families"
+
+
 def test_vqa_table_rows_columns_groups_and_baseline():
     metrics = {
         "dual": {"overall": 51.234, "yes/no": 70.0, "number": 30.0, "other": 40.0, "majority_baseline": 20.456,
