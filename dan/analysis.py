@@ -176,8 +176,10 @@ def mdan_grounding(out: MDANOutputs, grounding: Grounding | None = None) -> tupl
 
 def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group: n (examples), images, pointing hit rate (%) with 95 % CI half width and its chance, mass (%)
-    with CI and chance, lift = mass / chance mass, and the 95 % half widths of the paired differences from chance
-    (``pointing − chance ± ci``, ``mass − chance ± ci``: per example score minus that example's chance value).
+    with CI and chance, lift = mass / chance mass, and the paired differences from chance (``pointing − chance``,
+    ``mass − chance``: the mean of each example's score minus that example's chance value, in points), each
+    followed by its 95 % half width (``pointing − chance ± ci``, ``mass − chance ± ci``), as every ``± ci`` column
+    of the table follows the value it is the half width of (and as :func:`hop_analysis` names its columns).
 
     Examples about one image share its features (and, in m-DAN, its visual attention), so they are not
     independent: the intervals are cluster-robust over images (:func:`dan.stats.mean_ci` with
@@ -201,7 +203,8 @@ def grounding_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                      "± ci": 100 * (hit - hlo), "chance pointing %": 100 * float(grp["chance_hit"].mean()),
                      "mass %": 100 * mass, "± ci ": 100 * (mass - mlo), "chance mass %": 100 * chance_mass,
                      "lift": mass / max(chance_mass, 1e-12),
-                     "pointing − chance ± ci": 100 * (dhit - dhlo), "mass − chance ± ci": 100 * (dmass - dmlo)})
+                     "pointing − chance": 100 * dhit, "pointing − chance ± ci": 100 * (dhit - dhlo),
+                     "mass − chance": 100 * dmass, "mass − chance ± ci": 100 * (dmass - dmlo)})
     return pd.DataFrame(rows).set_index(by).round(2)
 
 

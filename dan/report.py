@@ -173,17 +173,21 @@ def attention_findings(vis: pd.DataFrame, txt: pd.DataFrame, mvis: pd.DataFrame,
 
     def against(summary: pd.DataFrame, col: str, chance_col: str, group: str | None = None) -> str:
         """Where each step's value lies against its chance value: above, below, or not distinguishable, from the
-        95 % interval of the paired difference score - chance (grounding_summary's "... − chance ± ci"; the chance
-        value varies over the examples, so the score's own interval against the mean chance is not that test).
-        A table without it falls back to the score's interval; without either there is nothing to say."""
+        95 % interval of the paired difference score - chance (grounding_summary's "... − chance" and its
+        "... − chance ± ci"; the chance value varies over the examples, so the score's own interval against the
+        mean chance is not that test). A table without it falls back to the score's interval; without either
+        there is nothing to say."""
         table = rows(summary, group).sort_index()
-        half = {"pointing %": "pointing − chance ± ci", "mass %": "mass − chance ± ci"}[col]
-        if half not in table.columns:
+        diff = {"pointing %": "pointing − chance", "mass %": "mass − chance"}[col]
+        if {diff, f"{diff} ± ci"} <= set(table.columns):
+            values, halves, chances = table[diff], table[f"{diff} ± ci"], [0.0] * len(table)
+        else:
             half = {"pointing %": "± ci", "mass %": "± ci "}[col]
-        if half not in table.columns:
-            return ""
+            if half not in table.columns:
+                return ""
+            values, halves, chances = table[col], table[half], table[chance_col]
         said = ["above" if v - h > c else "below" if v + h < c else "not distinguishable from"
-                for v, h, c in zip(table[col], table[half], table[chance_col], strict=True)]
+                for v, h, c in zip(values, halves, chances, strict=True)]
         if len(set(said)) == 1:
             return f"; {said[0]} it" + (" at every step" if len(said) > 1 else "")
         return "; " + " / ".join(said) + " it"

@@ -126,6 +126,21 @@ def test_grounding_summary_intervals_are_over_images() -> None:
     assert row["± ci "] == pytest.approx(100 * (m - lo), abs=0.01)
 
 
+def test_each_half_width_of_the_grounding_table_follows_the_value_it_belongs_to() -> None:
+    """The column "pointing − chance ± ci" held the half width alone, with no difference beside it: it read as the
+    difference. Each "± ci" column now follows its value, the differences from chance included (in points)."""
+    df = pd.DataFrame({"image_id": np.arange(6), "step": 1, "hit": [1.0, 1, 1, 0, 0, 1], "chance_hit": 0.25,
+                       "mass": [0.3, 0.4, 0.5, 0.2, 0.3, 0.4], "chance_mass": 0.1})
+    table = analysis.grounding_summary(df, ["step"])
+    columns = list(table.columns)
+    for value, half in [("pointing %", "± ci"), ("mass %", "± ci "), ("pointing − chance", "pointing − chance ± ci"),
+                        ("mass − chance", "mass − chance ± ci")]:
+        assert columns.index(half) == columns.index(value) + 1, (value, columns)
+    row = table.loc[1]
+    assert row["pointing − chance"] == pytest.approx(row["pointing %"] - row["chance pointing %"], abs=0.01)
+    assert row["mass − chance"] == pytest.approx(100 * (0.35 - 0.1), abs=0.01)
+
+
 def test_grounding_bars_draw_the_summary_tables_intervals_over_images() -> None:
     """The figure's error bars are the table's (cluster-robust over images), not t intervals over examples,
     which would be narrower when several examples share an image."""
@@ -352,6 +367,7 @@ def test_above_or_below_chance_is_read_from_the_paired_difference_from_each_exam
         vis = analysis.grounding_summary(df, ["family", "step"])
         d = 100 * (df.mass - df.chance_mass)
         m, lo, _ = mean_ci(d.to_numpy())
+        assert vis.loc[("single-hop", 1), "mass − chance"] == pytest.approx(m, abs=0.01)
         assert vis.loc[("single-hop", 1), "mass − chance ± ci"] == pytest.approx(m - lo, abs=0.01)
         return report.attention_findings(vis, _summary(["single-hop"], [1], 30.0), _summary(["named"], [1], 40.0),
                                          _summary(None, [1], 50.0), "no split.")
