@@ -61,7 +61,7 @@ class TrainConfig:
     task: str = "vqa"  # "vqa" (r-DAN) or "matching" (m-DAN)
     profile: str = "default"  # selects default data/feature/run folders (dan.io.study_paths)
     data: str | None = None  # data root (images/, vqa/, captions/); default: data/generated/<profile>, data/real
-    features: str | None = None  # feature stores root; default: results/<profile>/features
+    features: str | None = None  # feature stores root; default: results/<profile>/features (of the data's draw)
     out: str | None = None  # run folder; default: results/<profile>/runs/<name>
     captions_file: str = "captions/dataset_synth.json"  # Karpathy JSON, relative to data
     caption_image_folder: str = "flickr30k-images"  # image folder for Karpathy entries without "filepath"

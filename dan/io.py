@@ -221,7 +221,8 @@ def _is_checkout(path: Path) -> bool:
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The study's root folder, under which the default paths (``data/generated/<profile>``, ``results/<profile>``,
+    """The study's root folder, under which the default paths (``data/generated/<profile>``, ``results/<profile>``
+    (``results/<profile>-seed<k>`` for another draw of the data: :func:`study_paths`),
     ``notebooks/``, ``records/``, ``benchmarks/``) lie: ``$DAN_ROOT`` if set, else the nearest parent of ``start``
     (the current directory) holding ``pyproject.toml`` and ``dan/``, else the checkout the package was imported
     from (an editable install), else the current directory (a package installed from a wheel, whose parent folder
@@ -243,7 +244,8 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 
 @dataclass(frozen=True)
 class StudyPaths:
-    """Where one profile's artefacts live (all under the repository root unless overridden)."""
+    """Where one profile's artefacts live (all under the repository root unless overridden): those of the draw of its
+    generated data that :func:`study_paths` found."""
 
     profile: str
     data: Path  # generated data set in the real formats
@@ -266,13 +268,24 @@ class StudyPaths:
 def study_paths(profile: str, root: str | os.PathLike | None = None) -> StudyPaths:
     """Default locations for ``profile``: ``data/generated/<profile>`` (``data/real`` for ``real``, where
     ``data/download.py`` puts the real data sets) and ``results/<profile>/...``. A ``profile`` that is no string is
-    a :class:`ConfigError` (``-p profile 1`` was pathlib's TypeError in every notebook's first cell)."""
+    a :class:`ConfigError` (``-p profile 1`` was pathlib's TypeError in every notebook's first cell).
+
+    Results are keyed by the generated data set's draw: when ``data/generated/<profile>/manifest.json`` says it was
+    generated with a seed ``k`` other than 0 (``01_data -p seed k``, ``python -m dan.data generate --seed k``), the
+    features, runs and results of that draw are ``results/<profile>-seed<k>/...``, beside draw 0's
+    ``results/<profile>``, which a later run of seed 0 finds again. A missing, damaged or foreign manifest counts as
+    seed 0 (:func:`dan.data.synth.generated_seed`); the real data sets have no draw."""
     if not isinstance(profile, str):
         from dan.config import PROFILES  # dan.config imports this module
 
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     base = Path(root) if root is not None else repo_root()
-    res = base / "results" / profile
     data = base / "data" / "real" if profile == "real" else base / "data" / "generated" / profile
+    seed = None
+    if profile != "real":
+        from dan.data.synth import generated_seed  # dan.data.synth imports this module
+
+        seed = generated_seed(data, profile)
+    res = base / "results" / (profile if not seed else f"{profile}-seed{seed}")
     return StudyPaths(profile=profile, data=data, features=res / "features",
                       runs=res / "runs", results=res)

@@ -64,7 +64,8 @@ def answer_distribution(root: str | Path, split: str = "train2014", top: int = 1
 def preset_run_metrics(profile: str, task: str, seed: int = 0) -> dict:
     """``metrics.json`` of the profile's preset run of ``task`` (K = 2, dual) with ``seed``, read as
     :func:`dan.train.train` would reuse it: a :class:`DataError` when it has not finished or was trained on other
-    data or features than the profile's now (01_data regenerated with another seed, in place), a
+    data or features than the profile's now (the data set regenerated under its runs, e.g. by another version of the
+    generator; another seed's draw has a results folder of its own, :func:`dan.io.study_paths`), a
     :class:`~dan.io.ConfigError` when its folder holds another configuration. Reading ``metrics.json`` as it was
     reported the old data's runs as this data's (the summary chapter)."""
     from dan.config import preset

@@ -4,7 +4,8 @@
 stops at the first failure naming the notebook and the cell, and only when all succeeded moves the executed
 notebooks to ``book/notebooks/`` (where ``_toc.yml`` reads them) and builds the book into a fresh folder that
 then replaces ``_build/html``, so a failed run always leaves the last good book in place. The wall time of
-every stage is printed and written to ``results/<profile>/study_times.json``.
+every stage is printed and written to ``results/<profile>/study_times.json`` (the results folder of the data set's
+draw, :func:`dan.io.study_paths`: the study's ``01_data`` generates draw 0).
 
 A rerun resumes: it reuses the staged executed copies of the first notebooks that are provably current (completed;
 same notebook, parameters, ``dan`` source, inputs, environment and earlier stages; data as they left them: the rule
@@ -164,7 +165,9 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
               fresh: bool = False) -> dict[str, float]:
     """Run the study for ``profile``; return the wall time of each stage in seconds.
 
-    ``record_times`` (default: when ``out`` is None) writes them to ``results/<profile>/study_times.json``.
+    ``record_times`` (default: when ``out`` is None) writes them to ``results/<profile>/study_times.json``, the
+    results folder of the data set's draw (:func:`dan.io.study_paths`): ``01_data`` generates draw 0 unless
+    ``extra`` gives it another ``seed``, and the record follows the draw it generated.
     ``extra``: parameters passed to every notebook beside ``profile``; each notebook must take them (a name a
     notebook's parameters cell lacks is an error: :func:`dan.notebook.check_parameters`). A whole run reuses the
     executed copies of its first notebooks that are provably current (:mod:`dan.study_resume`) unless ``fresh``.
@@ -184,23 +187,38 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
     nbs = notebook_list(root, only)
     staging = out or root / "_build" / "staging" / profile
     _make_folder(staging, root, "--out" if out is not None else "the staging folder")
-    times_file = study_paths(profile, root).results / "study_times.json"
-    times: dict[str, float] = {}
-    if record_times and times_file.exists() and not times_file.is_file():  # else found after the first notebook
-        raise DataError(f"study times {times_file} is a folder, not a file; remove it and rerun")
-    if only and times_file.is_file():  # a partial run updates its stages in the last complete run's record
-        last = read_study_times(times_file)
-        times = {k: v for k, v in last.items() if k not in ("book", TOTAL)}
-        if TOTAL in last:  # kept, under the name of what it now is: not this record's total (was dropped)
-            times[LAST_FULL_TOTAL] = last[TOTAL]
+    def times_at() -> Path:  # the record of the data set's draw now (dan.io.study_paths; 01_data may draw another)
+        return study_paths(profile, root).results / "study_times.json"
+
+    def times_found(path: Path) -> tuple[dict[str, float], bytes | None]:
+        """What a run starts its record in ``path`` from (a partial run: the last run's stages) and its bytes."""
+        found: dict[str, float] = {}
+        if record_times and path.exists() and not path.is_file():  # else found after the first notebook
+            raise DataError(f"study times {path} is a folder, not a file; remove it and rerun")
+        if only and path.is_file():  # a partial run updates its stages in the last complete run's record
+            last = read_study_times(path)
+            found = {k: v for k, v in last.items() if k not in ("book", TOTAL)}
+            if TOTAL in last:  # kept, under the name of what it now is: not this record's total (was dropped)
+                found[LAST_FULL_TOTAL] = last[TOTAL]
+        return found, path.read_bytes() if record_times and path.is_file() else None
+
+    def put_back(path: Path, before: bytes | None) -> None:
+        """The record ``path`` as the run found it (or none, as before it)."""
+        if before is not None:
+            write_bytes_atomic(path, before)
+        else:
+            path.unlink(missing_ok=True)
+
+    times_file = times_at()
+    times, before = times_found(times_file)
     params = {"profile": profile, **(extra or {})}
     total = time.perf_counter()
     ledger = Ledger(staging, root, profile, run_key(root, params), [nb.name for nb in notebook_list(root)],
                     skip=(times_file,))
     plan = ledger.plan(nbs, refused="--fresh" if fresh else "--only executes the notebooks it names" if only else "")
-    before = times_file.read_bytes() if record_times and times_file.is_file() else None
+    written = False  # whether this run wrote into times_file yet
     try:
-        for nb in nbs:
+        for k, nb in enumerate(nbs):
             if nb.name in plan.reused:
                 times[nb.stem] = ledger.reuse(nb.name)
                 print(f"[study] {nb.name} reused: current (its earlier time kept: {times[nb.stem]:.1f} s)", flush=True)
@@ -210,16 +228,23 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
                 print(f"[study] {nb.name} (profile {profile}) ...", flush=True)
                 ledger.start(nb)
                 times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
+                if times_at() != times_file:  # it generated another draw of the data: the run's record is that draw's
+                    if record_times and written:
+                        put_back(times_file, before)
+                    ran = {p.stem: times[p.stem] for p in nbs[:k + 1]}
+                    times_file = times_at()
+                    times, before = times_found(times_file)
+                    times.update(ran)
+                    written = False
+                    ledger.skip_also(times_file)
                 ledger.record(nb, times[nb.stem])
                 print(f"[study] {nb.name} done in {times[nb.stem]:.1f} s", flush=True)
             if record_times:  # after every stage: later notebooks (performance) show this run's times so far
                 write_json_atomic(times_file, times, indent=1)
+                written = True
     except BaseException:
         if record_times:  # a failed run leaves the last complete record as it was (or none, as before it)
-            if before is not None:
-                write_bytes_atomic(times_file, before)
-            else:
-                times_file.unlink(missing_ok=True)
+            put_back(times_file, before)
         raise
     if out is None:
         dest = root / "book" / "notebooks"

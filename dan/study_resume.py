@@ -20,15 +20,15 @@ executes it: re-executing is always right, reusing wrongly is not):
 4. the executed copy in the staging folder is the one the stamp names (same sha256). A copy takes its name by a
    rename once papermill has written it whole (:func:`dan.study_execute.execute`): a half-written one is never under it;
 5. the data are as the reused notebooks left them. The ledger holds the size and mtime of every file under
-   ``data/generated/<profile>`` and ``results/<profile>`` and the notebook that last changed it (as of that
-   notebook's end; a file there before the ledger began counts as changed by the first notebook to execute). Every
-   file a reused notebook last changed must be unchanged; one that a later notebook changed, or one added since (the
-   interrupted notebook's partial work, which its stages resume), may differ, since those notebooks execute again.
-   When one changed or went, the reuse stops before the notebook that last changed it. Size and mtime, not content
-   hashes: those would cost more than most stages (the feature stores, the full profile's 12,000 images). The
-   runner's own ``study_times.json``, temp files and a staging folder inside those folders are not counted. A
-   notebook about to execute also drops the stamps of earlier ones whose files changed (after a file was deleted, an
-   ``--only`` run must not leave them reusable).
+   ``data/generated/<profile>`` and the results folder of its draw (``results/<profile>``,
+   :func:`dan.io.study_paths`) and the notebook that last changed it (as of that notebook's end; a file there before
+   the ledger began counts as changed by the first notebook to execute). Every file a reused notebook last changed
+   must be unchanged; one that a later notebook changed, or one added since (the interrupted notebook's partial work,
+   which its stages resume), may differ, since those notebooks execute again. When one changed or went, the reuse
+   stops before the notebook that last changed it. Size and mtime, not content hashes: those would cost more than
+   most stages (the feature stores, the full profile's 12,000 images). The runner's own ``study_times.json``, temp
+   files and a staging folder inside those folders are not counted. A notebook about to execute also drops the stamps
+   of earlier ones whose files changed (after a file was deleted, an ``--only`` run must not leave them reusable).
 
 A reused notebook keeps the time recorded when it executed (its stamp's), in ``study_times.json`` too.
 """
@@ -153,6 +153,11 @@ class Ledger:
         self.files: dict[str, list] = ledger["files"] if _valid(ledger) else {}  # path: [size, mtime_ns, notebook]
         self.after: str | None = None  # the stamp id of the stage before the next one in this run (the chain)
         self._pending: dict | None = None  # the key of the stage executing now, taken when it started
+
+    def skip_also(self, path: Path) -> None:
+        """Leave ``path`` (another file of the runner's own, such as the study times of another draw of the data)
+        out of the data files too."""
+        self.skip = (*self.skip, path)
 
     def _write(self) -> None:
         write_json_atomic(self.path, {"format": FORMAT, "stages": self.stamps, "files": self.files})

@@ -398,3 +398,63 @@ def test_every_image_has_its_own_scene(smoke):
     images = _json(smoke, "grounding.json")["images"]
     scenes = {json.dumps(rec["objects"], sort_keys=True) for rec in images.values()}
     assert len(images) == 72 and len(scenes) == len(images)
+
+
+def _manifest(root: Path, text: str, profile: str = "smoke") -> None:
+    folder = root / "data" / "generated" / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(text)
+
+
+def test_the_results_of_another_draw_of_the_data_have_a_folder_of_their_own(tmp_path):
+    """``01_data -p seed k`` regenerated data/generated/<profile> in place, and every store and run in
+    results/<profile> (made from the previous draw) was then refused by the later notebooks: the results are keyed
+    by the manifest's seed, draw 0's in results/<profile> as before, draw k's in results/<profile>-seed<k>."""
+    from dan.io import study_paths
+
+    ours = {"generator": synth.GENERATOR, "generator_version": synth.GENERATOR_VERSION, "profile": "smoke"}
+    _manifest(tmp_path, json.dumps({**ours, "seed": 3}))
+    paths = study_paths("smoke", tmp_path)
+    assert paths.results == tmp_path / "results" / "smoke-seed3"
+    assert (paths.features, paths.runs) == (paths.results / "features", paths.results / "runs")
+    assert paths.data == tmp_path / "data" / "generated" / "smoke" and paths.profile == "smoke"
+    assert synth.generated_seed(paths.data) == 3 and synth.generated_seed(paths.data, "default") is None
+    for text in (json.dumps({**ours, "seed": 0}),  # draw 0 and anything not a draw of this profile: results/smoke
+                 "{", "[]", '{"name": "another program\'s manifest", "seed": 3}',
+                 json.dumps({**ours, "seed": 3, "generator": "elsewhere"}),
+                 json.dumps({**ours, "seed": 3, "profile": "default"}),
+                 *(json.dumps({**ours, "seed": seed}) for seed in (True, "3", -1, 2.5, None))):
+        _manifest(tmp_path, text)
+        assert study_paths("smoke", tmp_path).results == tmp_path / "results" / "smoke", text
+    (tmp_path / "data" / "generated" / "smoke" / "manifest.json").unlink()
+    assert study_paths("smoke", tmp_path).results == tmp_path / "results" / "smoke"
+    (tmp_path / "data" / "generated" / "smoke" / "manifest.json").mkdir()
+    assert study_paths("smoke", tmp_path).results == tmp_path / "results" / "smoke"
+    real = tmp_path / "data" / "real"  # the real data sets have no draw, whatever lies there
+    real.mkdir(parents=True)
+    (real / "manifest.json").write_text(json.dumps({**ours, "profile": "real", "seed": 3}))
+    assert study_paths("real", tmp_path).results == tmp_path / "results" / "real"
+    _manifest(tmp_path, json.dumps({**ours, "profile": "default", "seed": 2}), profile="default")
+    assert study_paths("default", tmp_path).runs == tmp_path / "results" / "default-seed2" / "runs"
+
+
+def test_generating_another_draw_moves_the_studys_folders_and_draw_0_finds_its_own_again(tmp_path, monkeypatch):
+    """The default folders as the notebooks use them (DAN_ROOT): generating seed 1 into data/generated/smoke gives
+    results/smoke-seed1 (made by ensure), draw 0's results/smoke is left as it was and is the folder again once seed
+    0 is generated again."""
+    from dan.io import study_paths
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    tiny = synth.SynthConfig(n_train=2, n_val=2, n_caption_val=1, n_caption_test=1)
+    synth.generate("smoke", seed=0, config=tiny, progress=False)
+    draw0 = study_paths("smoke").ensure()
+    assert draw0.results == tmp_path / "results" / "smoke"
+    (draw0.runs / "vqa-dual-K2-s0").mkdir()
+    assert synth.generate("smoke", seed=1, config=tiny, progress=False) == tmp_path / "data" / "generated" / "smoke"
+    draw1 = study_paths("smoke").ensure()
+    assert draw1.results == tmp_path / "results" / "smoke-seed1" and draw1.runs.is_dir()
+    assert draw1.data == draw0.data and list(draw1.runs.iterdir()) == []
+    assert (draw0.runs / "vqa-dual-K2-s0").is_dir()  # draw 0's study untouched
+    synth.generate("smoke", seed=0, config=tiny, progress=False)
+    assert study_paths("smoke") == draw0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["smoke", "smoke-seed1"]

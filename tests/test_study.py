@@ -732,3 +732,42 @@ def test_execute_never_leaves_a_half_written_copy_under_the_copys_name(tmp_path,
         study.execute(tmp_path / "notebooks" / "01_a.ipynb", out, {"profile": "smoke"}, cwd=tmp_path)
     assert seen == ["the last complete copy"] and out.read_text() == "the last complete copy"
     assert [p.name for p in tmp_path.iterdir()] == ["01_a.ipynb"]
+
+
+def test_a_study_that_generates_draw_0_again_records_and_resumes_in_draw_0s_folder(fake_study, monkeypatch) -> None:
+    """After ``01_data -p seed 1`` (results/smoke-seed1), the study's 01 generates draw 0 again: its stage times go
+    to draw 0's results/smoke, not to the folder of the draw found before it ran (draw 1's record is left as it
+    was), and a rerun reuses every stage (the record of either draw is the runner's own, no notebook's output)."""
+    root, _ = fake_study
+    manifest = root / "data" / "generated" / "smoke" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    draw = {"generator": "dan.data.synth", "profile": "smoke"}
+    manifest.write_text(json.dumps({**draw, "seed": 1}))
+    draw1 = root / "results" / "smoke-seed1" / "study_times.json"
+    draw1.parent.mkdir(parents=True)
+    draw1.write_text('{"01_a": 9.0, "total": 9.0}')
+    ran: list[str] = []
+
+    def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+        ran.append(nb.stem)
+        if nb.stem == "01_a":  # generates the data set of its seed (0 unless given)
+            manifest.write_text(json.dumps({**draw, "seed": parameters.get("seed", 0)}))
+        results = study.study_paths("smoke").results
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f"{nb.stem}.txt").write_text("written")
+        if nb.stem == "03_c":  # the times so far are this draw's
+            assert json.loads((results / "study_times.json").read_text()) == {"01_a": 1.0, "02_b": 2.0}
+        out.write_text("executed")
+        return float(nb.stem[1])
+
+    monkeypatch.setattr(study, "execute", execute)
+    study.run_study("smoke", book=False)
+    assert ran == ["01_a", "02_b", "03_c"]
+    assert json.loads((root / "results" / "smoke" / "study_times.json").read_text()).keys() == {
+        "01_a", "02_b", "03_c", "total"}
+    assert draw1.read_text() == '{"01_a": 9.0, "total": 9.0}'
+    assert sorted(p.name for p in (root / "results" / "smoke").iterdir()) == ["01_a.txt", "02_b.txt", "03_c.txt",
+                                                                               "study_times.json"]
+    del ran[:]
+    study.run_study("smoke", book=False)
+    assert ran == []

@@ -187,6 +187,22 @@ def _ours(manifest: Path) -> bool:
     return isinstance(m, dict) and m.get("generator") == GENERATOR
 
 
+def generated_seed(folder: str | os.PathLike, profile: str | None = None) -> int | None:
+    """The seed (the draw) of the data set this generator wrote into ``folder``, read from its ``manifest.json``;
+    with ``profile``, only a data set of that profile counts. None when there is no such manifest: missing,
+    unreadable or damaged, another program's or another profile's, or its seed no integer >= 0
+    (:func:`dan.io.study_paths` reads it to key the results by the data set's draw)."""
+    try:
+        m = read_json(Path(folder) / "manifest.json")
+    except (DanError, OSError):  # OSError: a manifest that cannot be opened (permissions)
+        return None
+    if not isinstance(m, dict) or m.get("generator") != GENERATOR or (profile is not None
+                                                                      and m.get("profile") != profile):
+        return None
+    seed = m.get("seed")
+    return seed if is_int(seed) and seed >= 0 else None
+
+
 def _remove_stale(out: Path) -> None:
     """Delete staging folders that killed runs (processes no longer alive) left beside ``out``."""
     if not out.parent.is_dir():
