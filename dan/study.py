@@ -229,12 +229,12 @@ def run_study(profile: str = "default", only: list[str] | None = None, out: Path
                 ledger.start(nb)
                 times[nb.stem] = execute(nb, staging / nb.name, params, cwd=nb.parent)
                 if times_at() != times_file:  # it generated another draw of the data: the run's record is that draw's
+                    ran = {p.stem: times[p.stem] for p in nbs[:k + 1]}
+                    now = times_at()
+                    found, found_before = times_found(now)  # read first: a bad record raises with the old one current
                     if record_times and written:
                         put_back(times_file, before)
-                    ran = {p.stem: times[p.stem] for p in nbs[:k + 1]}
-                    times_file = times_at()
-                    times, before = times_found(times_file)
-                    times.update(ran)
+                    times_file, times, before = now, {**found, **ran}, found_before
                     written = False
                     ledger.skip_also(times_file)
                 ledger.record(nb, times[nb.stem])

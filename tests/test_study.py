@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 import dan.study as study
-from dan.io import ConfigError, DanError
+from dan.io import ConfigError, DanError, DataError
 
 
 def _touch_notebooks(root: Path, names: list[str]) -> None:
@@ -771,3 +771,39 @@ def test_a_study_that_generates_draw_0_again_records_and_resumes_in_draw_0s_fold
     del ran[:]
     study.run_study("smoke", book=False)
     assert ran == []
+
+
+@pytest.mark.parametrize("draw0_record", ["damaged", "folder"])
+def test_a_bad_record_of_the_draw_01_generated_is_refused_and_neither_record_is_overwritten(fake_study, monkeypatch,
+                                                                                            draw0_record) -> None:
+    """A partial run whose 01 generated draw 0 over draw 1 reads draw 0's record; one that is damaged (or a folder)
+    is a DataError naming it. The path of the record was switched before it was read, so the failed run's clean-up
+    wrote draw 1's record into draw 0's file (or failed on the folder with an OSError that hid the message)."""
+    root, _ = fake_study
+    manifest = root / "data" / "generated" / "smoke" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    draw = {"generator": "dan.data.synth", "profile": "smoke"}
+    manifest.write_text(json.dumps({**draw, "seed": 1}))
+    draw1 = root / "results" / "smoke-seed1" / "study_times.json"
+    draw1.parent.mkdir(parents=True)
+    draw1.write_text('{"01_a": 9.0, "total": 9.0}')
+    draw0 = root / "results" / "smoke" / "study_times.json"
+    if draw0_record == "damaged":
+        draw0.parent.mkdir(parents=True)
+        draw0.write_text('{"01_a": "x"}')
+    else:
+        draw0.mkdir(parents=True)
+
+    def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
+        manifest.write_text(json.dumps({**draw, "seed": 0}))  # 01 generates draw 0
+        out.write_text("executed")
+        return 1.0
+
+    monkeypatch.setattr(study, "execute", execute)
+    with pytest.raises(DataError, match=re.escape(str(draw0))):
+        study.run_study("smoke", only=["01_a"], book=False)
+    assert draw1.read_text() == '{"01_a": 9.0, "total": 9.0}'
+    if draw0_record == "damaged":
+        assert draw0.read_text() == '{"01_a": "x"}'
+    else:
+        assert draw0.is_dir()
