@@ -108,6 +108,24 @@ def feature_cells(run_dir: Path, prefer: str | None = None) -> dict:
     return {"stride": stride, "image_size": image_size}
 
 
+def _grid_cells(run_dir: Path, name: str, grid: tuple[int, int], prefer: str | None = None) -> dict:
+    """:func:`feature_cells` of the run, checked against the ``grid`` of its saved maps (``name``): a grid those
+    features cannot give is a :class:`DataError` naming both files (:func:`dan.data.grounding.cell_edges`'s own
+    message named neither, and came in the first example's scoring)."""
+    from dan.checkpoint import INPUTS
+    from dan.data.grounding import cell_edges
+
+    cells = feature_cells(run_dir, prefer)
+    if cells:
+        try:
+            for side in grid:
+                cell_edges(1.0, side, **cells)
+        except DataError as exc:
+            raise DataError(f"{run_dir / name}: its grid {grid} is not that of the features in "
+                            f"{run_dir / INPUTS}: {exc}") from None
+    return cells
+
+
 NEEDS = "the attention analysis needs maps on both sides at every step, i.e. a run with K >= 1 and attention 'dual'"
 
 
@@ -168,9 +186,10 @@ def load_vqa_outputs(run_dir: str | Path, data: str | Path | None = None) -> VQA
     if not np.array_equal(preds.question_id.to_numpy(), npz["question_ids"]):
         raise DataError(f"{run_dir}: predictions.csv and attention.npz list different questions")
     preds["correct"] = preds.score >= 1.0 - 1e-6  # full credit under the VQA metric (>= 4 of 10 humans agree)
+    grid = tuple(int(g) for g in npz["grid"])
     return VQAOutputs(run_dir, preds, npz["visual"].astype(np.float32), npz["text"].astype(np.float32),
-                      npz["lengths"], tuple(int(g) for g in npz["grid"]), root, cfg.val_split,
-                      **feature_cells(run_dir, cfg.val_split))
+                      npz["lengths"], grid, root, cfg.val_split,
+                      **_grid_cells(run_dir, "attention.npz", grid, cfg.val_split))
 
 
 def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MDANOutputs:
@@ -185,8 +204,8 @@ def load_mdan_outputs(run_dir: str | Path, data: str | Path | None = None) -> MD
         files[im.image_id] = image_file(root / "images", im) if im.filepath else image_file(
             root / "images" / cfg.caption_image_folder, im)
     sim = npz["image_embedding"].astype(np.float32) @ npz["text_embedding"].astype(np.float32).T
-    image_ids = npz["image_ids"]
-    return MDANOutputs(run_dir, image_ids, npz["sentence_ids"], npz["lengths"], tuple(int(g) for g in npz["grid"]),
+    image_ids, grid = npz["image_ids"], tuple(int(g) for g in npz["grid"])
+    return MDANOutputs(run_dir, image_ids, npz["sentence_ids"], npz["lengths"], grid,
                        npz["image_attention"].astype(np.float32), npz["text_attention"].astype(np.float32),
                        sim, sentences, files, len(npz["sentence_ids"]) // max(len(image_ids), 1), root,
-                       **feature_cells(run_dir))
+                       **_grid_cells(run_dir, "embeddings.npz", grid))

@@ -939,3 +939,25 @@ def test_pick_examples_orders_groups_keeps_its_columns_and_handles_no_group_and_
     for group, cols in ((None, ["question_id", "correct"]), ("family", ["question_id", "family", "correct"])):
         empty = gallery.pick_examples(table.iloc[:0], "question_id", group)
         assert empty.empty and list(empty.columns) == cols
+
+
+@pytest.mark.parametrize("which", ["vqa", "matching"])
+def test_maps_whose_grid_the_recorded_features_cannot_give_are_refused_naming_the_files(which, vqa_run, matching_run,
+                                                                                       tmp_path) -> None:
+    """A run whose inputs.json records features of another input size than the grid of its saved maps: the
+    analysis failed in the first example's scoring with cell_edges' message, which named neither the run nor a
+    file ("a grid of 10 cells does not come from a 224 px input at stride 16 ..."). Now refused as the outputs are
+    read, naming the maps' file and inputs.json."""
+    import shutil
+
+    run = shutil.copytree((vqa_run if which == "vqa" else matching_run).run_dir, tmp_path / "run")
+    inputs = json.loads((run / "inputs.json").read_text())
+    for summary in inputs["features"].values():
+        summary["image_size"] += 3 * 32  # 3 more cells at any stride up to 32 (and a size no stride divides alike)
+    (run / "inputs.json").write_text(json.dumps(inputs))
+    load, name = ((analysis.load_vqa_outputs, "attention.npz") if which == "vqa" else
+                  (analysis.load_mdan_outputs, "embeddings.npz"))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(run / name))}: its grid \(\d+, \d+\) is not that of the "
+                                        rf"features in {re.escape(str(run / 'inputs.json'))}: a grid of \d+ cells"):
+        out = load(run)
+        (analysis.vqa_grounding if which == "vqa" else analysis.mdan_grounding)(out)
