@@ -62,7 +62,7 @@ class TrainConfig:
     profile: str = "default"  # selects default data/feature/run folders (dan.io.study_paths)
     data: str | None = None  # data root (images/, vqa/, captions/); default: data/generated/<profile>, data/real
     features: str | None = None  # feature stores root; default: results/<profile>/features (of the data's draw)
-    out: str | None = None  # run folder; default: results/<profile>/runs/<name>
+    out: str | None = None  # run folder; default: results/<profile>/runs/<name> (of the data's draw)
     captions_file: str = "captions/dataset_synth.json"  # Karpathy JSON, relative to data
     caption_image_folder: str = "flickr30k-images"  # image folder for Karpathy entries without "filepath"
     train_split: str = "train2014"  # VQA question split (also the image folder) used for training
