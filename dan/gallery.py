@@ -60,9 +60,10 @@ def _boxes(image, ids: Sequence[int]) -> list[list[float]]:
 
 
 def _row(fig: plt.Figure, spec, r: int, img: Image.Image, grid, vis: np.ndarray, words: list[str],
-         txt: np.ndarray, boxes: list, extra_boxes: list, label: str, caption: str) -> None:
+         txt: np.ndarray, boxes: list, extra_boxes: list, label: str, caption: str, cells: dict) -> None:
     """One example: the image with boxes, then one column per step (overlay above, shaded words below).
-    vis [K, N], txt [K, len(words)]."""
+    vis [K, N], txt [K, len(words)]; ``cells``: the feature grid's stride and input size, as the scores take them
+    (:func:`_cells`)."""
     ax = fig.add_subplot(spec[2 * r, 0])
     ax.imshow(img)
     for x, y, w, h in boxes:
@@ -77,7 +78,7 @@ def _row(fig: plt.Figure, spec, r: int, img: Image.Image, grid, vis: np.ndarray,
     info.text(0, 0.95, text, fontsize=7.5, va="top", transform=info.transAxes)
     for k in range(vis.shape[0]):
         ax = fig.add_subplot(spec[2 * r, k + 1])
-        attention_overlay(ax, img, vis[k], grid, title=f"step {k + 1}", boxes=boxes)
+        attention_overlay(ax, img, vis[k], grid, title=f"step {k + 1}", boxes=boxes, **cells)
         for x, y, w, h in extra_boxes:
             ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, edgecolor="lime", linewidth=1.5, linestyle="--"))
         shaded_words(fig.add_subplot(spec[2 * r + 1, k + 1]), words, txt[k])
@@ -88,6 +89,14 @@ def _check_ids(ids: Sequence[int], known: dict[int, int], need: str) -> None:
     unknown = [int(i) for i in ids if int(i) not in known]
     if not len(ids) or unknown:
         raise DataError(f"{need}; " + (f"these are not among them: {unknown[:5]}" if unknown else "got none"))
+
+
+def _cells(out: VQAOutputs | MDANOutputs) -> dict:
+    """The outputs' ``stride`` and ``image_size`` (from the run's inputs.json) for :func:`attention_overlay`: the
+    cells the grounding scores use; ``{}`` (equal cells) where the run recorded none."""
+    if out.stride is None and out.image_size is None:
+        return {}
+    return {"stride": out.stride, "image_size": out.image_size}
 
 
 def _figure(rows: int, steps: int) -> tuple[plt.Figure, object]:
@@ -114,7 +123,8 @@ def vqa_gallery(out: VQAOutputs, grounding: Grounding, question_ids: Sequence[in
         mark = "✓" if row.correct else "✗"
         caption = f"{row.question}\npredicted: {row.predicted} {mark}\nanswer: {row.multiple_choice_answer}"
         _row(fig, spec, r, img, out.grid, out.visual[i], words, out.text[i, :, : len(words)],
-             _boxes(image, main), _boxes(image, q.anchor_ids), f"{q.family} ({row.answer_type})", caption)
+             _boxes(image, main), _boxes(image, q.anchor_ids), f"{q.family} ({row.answer_type})", caption,
+             _cells(out))
     return fig
 
 
@@ -142,5 +152,6 @@ def mdan_gallery(out: MDANOutputs, grounding: Grounding, image_ids: Sequence[int
         ok = top[n] // out.per_image == n
         text = f"top-ranked caption {'✓' if ok else '✗'}:\n{best}"
         _row(fig, spec, r, img, out.grid, out.image_attention[n], words,
-             out.text_attention[cap_row, :, : len(words)], _boxes(image, named), [], f"image {image_id}", text)
+             out.text_attention[cap_row, :, : len(words)], _boxes(image, named), [], f"image {image_id}", text,
+             _cells(out))
     return fig

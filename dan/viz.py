@@ -65,14 +65,36 @@ def plot_history(history: list[dict] | dict[str, list[dict]], metrics: Sequence[
 
 
 def attention_overlay(ax: plt.Axes, image: Image.Image, weights: np.ndarray, grid: Sequence[int],
-                      title: str = "", boxes: Sequence[Sequence[float]] = ()) -> None:
-    """Draw ``image`` with the region attention ``weights`` [gh*gw] upsampled over it, and optional boxes [x,y,w,h]."""
+                      title: str = "", boxes: Sequence[Sequence[float]] = (), *, stride: int | None = None,
+                      image_size: int | None = None) -> None:
+    """Draw ``image`` with the region attention ``weights`` [gh*gw] upsampled over it, and optional boxes [x,y,w,h].
+
+    The cells are the feature grid's, as the grounding scores take them (:func:`dan.data.grounding.cell_edges`):
+    without ``stride`` and ``image_size``, equal cells over the whole image; with the backbone's ``stride`` and the
+    input size the whole image was resized to, cells of ``stride`` input pixels from the top left, so that a
+    padded backbone's last cell runs past the image (only its part in the image shows) and a cropping one's grid
+    ends before the image does (the pixels past it, in no cell, are left bare). Where the stride divides the size
+    the two are the same cells, and the same figure.
+    """
+    from dan.data.grounding import cell_edges
+
     gh, gw = int(grid[0]), int(grid[1])
     w, h = image.size
     ax.imshow(image)
     att = np.asarray(weights, dtype=np.float32).reshape(gh, gw)
-    ax.imshow(att / max(float(att.max()), 1e-12), cmap="inferno", alpha=0.55, extent=(0, w, h, 0),
+    right, bottom = w, h
+    if stride is not None or image_size is not None:
+        for side in (gh, gw):  # the grid must be one these features give (else cell_edges' DataError)
+            cell_edges(1.0, side, stride, image_size)
+        if gw * stride != image_size:  # whole cells of the resized input, scaled back to the image's pixels
+            right = gw * stride * (w / image_size)
+        if gh * stride != image_size:
+            bottom = gh * stride * (h / image_size)
+    ax.imshow(att / max(float(att.max()), 1e-12), cmap="inferno", alpha=0.55, extent=(0, right, bottom, 0),
               interpolation="bilinear")
+    if (right, bottom) != (w, h):
+        ax.set_xlim(0, w)  # the image's own extent, not the grid's
+        ax.set_ylim(h, 0)
     for x, y, bw, bh in boxes:
         ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, edgecolor="cyan", linewidth=1.5))
     ax.set_title(title, fontsize=8)

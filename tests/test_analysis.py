@@ -283,6 +283,30 @@ def test_galleries_draw_the_chosen_examples(vqa_run, matching_run) -> None:
     assert out.predictions.correct.equals(out.predictions.score >= 1.0 - 1e-6)  # ✓ = full credit, as scored
 
 
+def test_galleries_draw_the_cells_the_scores_use(vqa_run, matching_run) -> None:
+    """The overlays take the outputs' stride and input size (the run's inputs.json), as the grounding scores do:
+    on a 150 px input at stride 16 the 10 cells are padded past the image (160 input px), on the study's 160 px
+    they are equal cells over the whole image."""
+    import dataclasses
+
+    out = analysis.load_vqa_outputs(vqa_run.run_dir)
+    mout = analysis.load_mdan_outputs(matching_run.run_dir)
+    grounding = load_grounding(out.data_root / "grounding.json")
+    assert out.grid == mout.grid == (10, 10) and (out.stride, out.image_size) == (16, 160)
+    qid = int(out.predictions.question_id.iloc[0])
+    for image_size, share in ((150, 160 / 150), (160, 1.0)):
+        for fig in (gallery.vqa_gallery(dataclasses.replace(out, image_size=image_size), grounding, [qid]),
+                    gallery.mdan_gallery(dataclasses.replace(mout, image_size=image_size), grounding,
+                                         mout.image_ids[:1].tolist())):
+            overlays = [ax for ax in fig.axes if len(ax.images) == 2]
+            assert overlays
+            for ax in overlays:
+                w, h = ax.images[0].get_size()[::-1]
+                assert tuple(ax.images[1].get_extent()) == pytest.approx((0, w * share, h * share, 0))
+                assert tuple(ax.get_xlim()) == (0, w) and tuple(ax.get_ylim()) == (h, 0)
+            plt.close(fig)
+
+
 def test_galleries_refuse_what_is_not_in_the_run(vqa_run, matching_run) -> None:
     out = analysis.load_vqa_outputs(vqa_run.run_dir)
     grounding = load_grounding(out.data_root / "grounding.json")
@@ -698,6 +722,60 @@ def test_attention_overlay_puts_region_n_at_grid_cell_n_over_the_whole_image() -
     (box,) = ax.patches
     assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (5, 6, 10, 12)
     plt.close(fig)
+
+
+def test_attention_overlay_draws_the_backbones_cells_given_its_stride_and_input_size() -> None:
+    """The overlay's cells are those the grounding scores use (cell_edges): at stride 16 on a 200 px input, 13 cells
+    of 16 input px, the last one padded past the image (grid 208 px: only its 8 px in the image show); cropped, 12
+    cells end at 192 px, the rest of the image bare. The axes keep the image's own extent."""
+    from PIL import Image
+
+    from dan.data.grounding import cell_edges
+
+    image = Image.new("RGB", (300, 100))
+    for grid, right, bottom in [((13, 13), 208 * 1.5, 208 / 2), ((12, 12), 192 * 1.5, 192 / 2),
+                                ((13, 12), 192 * 1.5, 208 / 2)]:
+        fig, ax = plt.subplots()
+        viz.attention_overlay(ax, image, np.arange(grid[0] * grid[1], dtype=np.float32), grid, stride=16,
+                              image_size=200)
+        assert tuple(ax.images[1].get_extent()) == pytest.approx((0, right, bottom, 0))
+        assert tuple(ax.get_xlim()) == (0, 300) and tuple(ax.get_ylim()) == (100, 0)
+        # every drawn cell is the scores' cell where it lies in the image
+        edges = np.arange(grid[1] + 1) * 16 * 1.5
+        np.testing.assert_allclose(np.minimum(edges, 300)[: len(cell_edges(300, grid[1], 16, 200))],
+                                   cell_edges(300, grid[1], 16, 200))
+        plt.close(fig)
+    fig, ax = plt.subplots()
+    with pytest.raises(DataError, match="a grid of 11 cells does not come from a 200 px input at stride 16"):
+        viz.attention_overlay(ax, image, np.zeros(121), (11, 11), stride=16, image_size=200)
+    with pytest.raises(DataError, match="need both the backbone's stride and the input size"):
+        viz.attention_overlay(ax, image, np.zeros(169), (13, 13), stride=16)
+    plt.close(fig)
+
+
+def _rendered_overlay(image, weights: np.ndarray, grid: tuple[int, int], **cells) -> np.ndarray:
+    fig, ax = plt.subplots(figsize=(3, 2), dpi=80)
+    viz.attention_overlay(ax, image, weights, grid, title="step 1", boxes=[[5, 6, 40, 30]], **cells)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return pixels
+
+
+def test_attention_overlay_with_a_stride_that_divides_the_input_size_is_the_same_figure() -> None:
+    """The study's sizes (160 px at stride 16, 448 at stride 32): the stride divides the input size, so the figure
+    is the equal-cell one pixel for pixel; a stride that does not divide it moves the cells."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))
+    for side, stride, size in [(10, 16, 160), (14, 32, 448)]:
+        weights = rng.random(side * side).astype(np.float32)
+        before = _rendered_overlay(image, weights, (side, side))
+        assert np.array_equal(_rendered_overlay(image, weights, (side, side), stride=stride, image_size=size), before)
+    weights = rng.random(100).astype(np.float32)
+    assert not np.array_equal(_rendered_overlay(image, weights, (10, 10), stride=16, image_size=150),
+                              _rendered_overlay(image, weights, (10, 10)))
 
 
 def test_text_attention_html_shades_each_word_by_its_share_of_the_largest_weight() -> None:
