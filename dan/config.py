@@ -33,6 +33,8 @@ LIMITS = (("steps", 100, "each step adds attention layers of its own; the paper 
           ("hidden_dim", 65536, "the LSTM's 4H x H weights alone would take 64 GiB"),
           ("embed_dim", 65536, "as hidden_dim"),
           ("threads", 1024, "torch starts that many CPU threads"))
+# a run's seed is below 2**SEED_BITS: epoch seeds derive from it (seed * 100_003 + epoch) and must fit 64 bits
+SEED_BITS = 32
 # the fields that do not change a run's result (where it reads and writes, how fast it runs): not in identity()
 NOT_IDENTITY = ("device", "threads", "resident_features", "eval_batch_size", "out", "data", "features", "compile")
 MODEL_FIELDS = ("hidden_dim", "steps", "attention", "dropout", "embed_dim")  # the fields that shape a model
@@ -156,8 +158,8 @@ class TrainConfig:
         for name, low in (("seed", 0), ("min_word_count", 1)):
             if not is_int(getattr(self, name)) or getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
-        if self.seed >= 2**32:  # epoch seeds derive from it (seed * 100_003 + epoch) and must fit 64 bits
-            raise ConfigError(f"seed must be below 2**32, got {self.seed}")
+        if self.seed >= 2**SEED_BITS:
+            raise ConfigError(f"seed must be below 2**{SEED_BITS}, got {self.seed}")
         if self.task == "vqa" and self.train_split == self.val_split:  # validation accuracy would be training's
             raise ConfigError(f"val_split must differ from train_split (both {self.train_split!r})")
         for name in ("threads", "max_train", "embed_dim"):  # None = automatic / all / hidden_dim
@@ -272,18 +274,31 @@ def preset(profile: str = "default", task: str = "vqa", **overrides) -> TrainCon
 # comment gives None no meaning, but preset() drops a None override, so -p steps None trained the preset's K = 2
 # and -p attention None (the no-attention baseline is the string "none") trained dual attention, both silently.
 # The parameters whose default is None (epochs, hidden_dim, negatives, margin) keep "None: the profile's preset".
-NOT_NONE = {"steps": "an integer in [0, 100] (K; the paper's 2)",
-            "attention": f"{', '.join(ATTENTIONS)} ('none', a string, is the baseline without attention)",
-            "seed": "an integer in [0, 2**32)",
-            "device": "'auto', 'cpu', 'cuda', 'cuda:1', ..."}
+NOT_NONE = ("steps", "attention", "seed", "device")
+
+
+def not_none_accepts(name: str) -> str:
+    """What the :data:`NOT_NONE` parameter ``name`` accepts, in words, from the bounds :meth:`TrainConfig.validate`
+    applies (:data:`LIMITS`, :data:`SEED_BITS`, :data:`ATTENTIONS`, :data:`PAPER`), so that the two cannot part."""
+    if name == "steps":
+        return f"an integer in [0, {dict((n, limit) for n, limit, _ in LIMITS)['steps']}] (K; the paper's " \
+               f"{PAPER['steps']})"
+    if name == "attention":
+        return f"{', '.join(ATTENTIONS)} ('none', a string, is the baseline without attention)"
+    if name == "seed":
+        return f"an integer in [0, 2**{SEED_BITS})"
+    if name == "device":
+        return "'auto', 'cpu', 'cuda', 'cuda:1', ..."
+    raise KeyError(name)
 
 
 def check_not_none(**params: object) -> None:
     """:class:`ConfigError` naming the first of ``params`` (notebook parameters, by name) that is None and one of
-    :data:`NOT_NONE`, with the values it accepts."""
+    :data:`NOT_NONE`, with the values it accepts (:func:`not_none_accepts`)."""
     for name, value in params.items():
         if value is None and name in NOT_NONE:
-            raise ConfigError(f"{name} must not be None (it has no preset meaning); accepted: {NOT_NONE[name]}")
+            raise ConfigError(f"{name} must not be None (it has no preset meaning); accepted: "
+                              f"{not_none_accepts(name)}")
 
 
 def notebook_preset(profile: str, task: str, **params) -> TrainConfig:

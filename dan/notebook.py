@@ -17,9 +17,11 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     papermill, refuse parameters the notebook does not take (:func:`check_parameters`). A ``seed`` that is not an
     integer in [0, 2**32) is a :class:`ConfigError` naming it (NumPy's own errors did not; ``True`` ran as 1), and so is
     a ``threads`` that is not an integer in [1, 1024]."""
+    from dan.config import SEED_BITS  # the runs' bound (TrainConfig.validate)
+
     check_parameters()
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**SEED_BITS:
+        raise ConfigError(f"seed must be an integer in [0, 2**{SEED_BITS}), got {seed!r}")
     if not is_int(threads) or not 1 <= threads <= 1024:  # torch's own errors
         raise ConfigError(f"threads must be an integer in [1, 1024], got {threads!r}")  # named no parameter
     import matplotlib

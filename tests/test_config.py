@@ -165,3 +165,33 @@ def test_a_flag_given_for_the_other_task_is_refused_even_at_its_default(task):
     with pytest.raises(ConfigError, match=r"momentum 0\.9 is SGD's; the optimizer of this run is 'adam'"):
         check_ignored(cfg, given=["momentum"])
     check_ignored(preset("full", task), given=["momentum"])  # SGD reads it
+
+
+def test_what_a_not_none_parameter_accepts_is_what_validate_accepts(monkeypatch):
+    """check_not_none's "accepted: ..." for steps and seed came from literals ("[0, 100]", "2**32") beside the
+    bounds validate() applies (LIMITS, the seed's): now derived from them, so a changed bound changes both."""
+    from dan import config, notebook
+
+    said = {name: config.not_none_accepts(name) for name in config.NOT_NONE}
+    assert said == {"steps": "an integer in [0, 100] (K; the paper's 2)",
+                    "attention": "dual, visual, textual, none ('none', a string, is the baseline without attention)",
+                    "seed": "an integer in [0, 2**32)", "device": "'auto', 'cpu', 'cuda', 'cuda:1', ..."}
+    with pytest.raises(ConfigError, match=r"^seed must not be None \(it has no preset meaning\); accepted: an integer "
+                                          r"in \[0, 2\*\*32\)$"):
+        config.check_not_none(steps=2, seed=None)
+    monkeypatch.setattr(config, "LIMITS", tuple((n, 7 if n == "steps" else limit, why)
+                                                for n, limit, why in config.LIMITS))
+    monkeypatch.setattr(config, "SEED_BITS", 8)
+    monkeypatch.setitem(config.PAPER, "steps", 3)
+    for name, accepted in [("steps", r"an integer in \[0, 7\] \(K; the paper's 3\)"),
+                           ("seed", r"an integer in \[0, 2\*\*8\)")]:
+        with pytest.raises(ConfigError, match=rf"accepted: {accepted}$"):
+            config.check_not_none(**{name: None})
+    base = preset("smoke", "vqa")
+    with pytest.raises(ConfigError, match=r"steps must be at most 7 "):
+        dataclasses.replace(base, steps=8).validate()
+    with pytest.raises(ConfigError, match=r"seed must be below 2\*\*8, got 256"):
+        dataclasses.replace(base, seed=256).validate()
+    dataclasses.replace(base, steps=7, seed=255).validate()
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*8\), got 256"):
+        notebook.setup(256)
