@@ -42,7 +42,7 @@ SCHEMAS = {
                                  "interrupted?": (None, {"stage": "string", "seconds": "number"})}],
              "runs": {"vqa": {"metrics": {"overall": "number", "majority_baseline": "number"}},
                       "matching": {"metrics": {"i2t": {"r1": "number"}, "t2i": {"r1": "number"}}}},
-             "note?": ("string", None)},
+             "note?": ("string", None), "data_seed?": ("int", None)},
     RUN_FORMAT: {"config": {"epochs": "int"}, "wall_seconds": "number", "command?": "string", "date?": "string",
                  "machine?": _MACHINE, "metrics?": "object", "note?": ("string", None),
                  "history?": [{"epoch": "int", "val_i2t_r1?": "number", "val_t2i_r1?": "number"}]},
@@ -142,10 +142,21 @@ def stage_rows(rec: dict) -> list[dict]:
 
 def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "",
             earlier_calls: list[dict] | None = None) -> dict:
-    """The record of ``profile``'s finished study under ``root`` (see the module docstring)."""
+    """The record of ``profile``'s finished study under ``root`` (see the module docstring). ``seed`` picks the
+    K = 2 dual runs recorded; ``data_seed`` says which draw of the generated data set the study ran on (the seed in
+    its ``manifest.json``, :func:`dan.data.synth.generated_seed`, which also keys the results folder read,
+    :func:`dan.io.study_paths`), or None: the real data sets have no draw, and a manifest that is missing or not
+    this generator's leaves it unknown (the folder read is then ``results/<profile>``). Records written before
+    the field existed lack it and are read as None, unknown: 01_data regenerated another draw in place then, so
+    their absence does not mean draw 0 (the committed ``records/full_profile.json`` was made at draw 0)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     paths = study_paths(profile, root or repo_root())
+    data_seed = None
+    if profile != "real":
+        from dan.data.synth import generated_seed
+
+        data_seed = generated_seed(paths.data, profile)
     times = read_study_times(paths.results / "study_times.json")
     if TOTAL not in times:
         if LAST_FULL_TOTAL in times:  # a partial rerun (--only) after a full one: stage times of two runs
@@ -161,7 +172,7 @@ def collect(profile: str, seed: int = 0, root: Path | None = None, note: str = "
     if summary.is_file():
         with open(summary, newline="", encoding="utf-8") as fh:
             ablation = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    return {"format": FORMAT, "profile": profile, "seed": seed,
+    return {"format": FORMAT, "profile": profile, "seed": seed, "data_seed": data_seed,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "stage_seconds": times, "earlier_calls": earlier_calls or [], "runs": runs, "ablation_summary": ablation,
             "note": note}
@@ -246,7 +257,9 @@ def status_markdown(profile: str = "full", root: Path | None = None) -> str:
     if h["device calls"] > 1:
         calls = (f" (over {h['device calls']} calls: a call's time limit cut the study off and the next one finished "
                  f"it, reusing what was done; each stage's work is counted once)")
-    return (f"The `{profile}` profile ran end to end on {h['machine']} ({h['date']}) in {h['study minutes']} "
+    draw = rec.get("data_seed")
+    draw = f" on draw {draw} of its generated data (`01_data -p seed {draw}`)" if draw else ""
+    return (f"The `{profile}` profile ran end to end{draw} on {h['machine']} ({h['date']}) in {h['study minutes']} "
             f"minutes{calls}: r-DAN reached {h['r-DAN overall (%)']} % validation accuracy (majority answer "
             f"{h['majority (%)']} %), m-DAN {h['m-DAN i2t R@1 (%)']} % image-to-text and {h['m-DAN t2i R@1 (%)']} % "
             f"text-to-image R@1. Source: `{path.relative_to(root or repo_root())}`."

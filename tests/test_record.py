@@ -360,3 +360,54 @@ def test_run_record_summary_names_a_missing_recall_of_the_record():
     with pytest.raises(DataError, match=re.escape("the record of `python -m dan.train`: missing field "
                                                   "'history[1].val_i2t_r1'")):
         report.run_record_summary(rec, {"i2t": {"r1": 1}, "t2i": {"r1": 1}}, at_epoch=1)
+
+
+def _manifest(root: Path, profile: str, seed: int) -> None:
+    from dan.data import synth
+
+    folder = root / "data" / "generated" / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"generator": synth.GENERATOR, "profile": profile,
+                                                      "generator_version": synth.GENERATOR_VERSION, "seed": seed}))
+
+
+def test_a_record_says_which_draw_of_the_generated_data_it_describes(tmp_path, vqa_run, matching_run, monkeypatch):
+    """A record said nothing of the data set's draw, though a draw k != 0 has its own study in
+    results/<profile>-seed<k>: ``data_seed`` is the draw the study read (the manifest's seed, which picks that
+    folder), None where it is unknown (no manifest: results/<profile>) or there is none (real data)."""
+    for seed in (0, 3):
+        root = tmp_path / f"draw{seed}"
+        _manifest(root, "smoke", seed)
+        fake_study(root, vqa_run, matching_run)
+        assert study_paths("smoke", root).results.name == ("smoke" if seed == 0 else "smoke-seed3")
+        monkeypatch.setenv("DAN_ROOT", str(root))
+        assert record.main(["--profile", "smoke"]) == 0
+        rec = record.load(record.record_path("smoke", root))
+        assert rec["data_seed"] == seed and rec["seed"] == 0
+        text = record.status_markdown("smoke", root)
+        assert ("on draw 3 of its generated data (`01_data -p seed 3`)" in text) == (seed == 3)
+    root = tmp_path / "unknown"
+    fake_study(root, vqa_run, matching_run)  # no manifest: draw unknown
+    assert record.collect("smoke", root=root)["data_seed"] is None
+    (root / "results" / "smoke").rename(root / "results" / "real")
+    assert record.collect("real", root=root)["data_seed"] is None  # real data: no draw
+    rec = record.collect("smoke", root=tmp_path / "draw3")
+    path = tmp_path / "r.json"
+    for value, ok in ((None, True), (2, True), ("3", False), (True, False)):
+        path.write_text(json.dumps({**rec, "data_seed": value}))
+        if ok:
+            assert record.load(path)["data_seed"] == value
+        else:
+            with pytest.raises(DataError, match=r"field 'data_seed' must be "):
+                record.load(path)
+
+
+def test_the_committed_study_records_without_a_data_seed_are_still_read():
+    """The committed records predate ``data_seed``: they load as before, their draw unknown (None; the full
+    profile's was made at draw 0), and the book's paragraph on them is unchanged (no draw named)."""
+    committed = sorted((repo_root() / record.RECORDS).glob("*_profile.json"))
+    assert committed
+    for path in committed:
+        rec = record.load(path)
+        assert "data_seed" not in rec and rec.get("data_seed") is None
+        assert " draw " not in record.status_markdown(rec["profile"])
