@@ -15,6 +15,7 @@ mean and 95 % t intervals over seeds) live in :mod:`dan.claims` and are re-expor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -262,8 +263,9 @@ def _row(cfg: TrainConfig, metrics: dict, seconds: float, reused: bool) -> dict:
 
 
 def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], bar: tqdm) -> None:
-    """Train ``todo`` in ``workers`` spawned processes, filling ``rows``. On an error or an interrupt the runs
-    not yet started are cancelled (the ones in flight finish their epoch loop and keep their checkpoints)."""
+    """Train ``todo`` in ``workers`` spawned processes, filling ``rows``. On an error or an interrupt the runs not
+    yet started are cancelled and the workers are ended before it reaches the caller (:func:`_stop_workers`): the
+    runs they were training resume from their last checkpoint when the sweep is run again."""
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
     share = max(1, (os.cpu_count() or 1) // workers)  # CPU threads per run when its config leaves them open
@@ -287,9 +289,29 @@ def _run_parallel(todo: list[TrainConfig], workers: int, rows: dict[str, dict], 
                 bar.set_postfix_str(name)
                 bar.update()
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(pool)
         raise
     pool.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's runs not yet started and end its workers now (SIGTERM, then SIGKILL after 10 s), waiting
+    until they are gone. ``shutdown(wait=False, cancel_futures=True)`` alone left them training: the runs in flight,
+    and those already handed to the workers' queue (one more than the workers), went on in the background after
+    a notebook's interrupted (or failed) sweep cell had returned, and rerunning the cell was refused ("another
+    process is training into the run folder") until they had finished. A worker ended mid-epoch leaves its last
+    checkpoint (written atomically); the run resumes from it, and its folder's lock ends with the process."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # terminate_workers() only from 3.14 on
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        with contextlib.suppress(OSError, ValueError):
+            proc.terminate()
+    for proc in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
 
 
 MAIN_GUARD = ('a script that calls run_sweep with workers > 1 must call it under if __name__ == "__main__": '

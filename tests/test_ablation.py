@@ -365,6 +365,46 @@ def test_sweep_workers_end_when_the_sweep_process_is_killed(smoke_data, smoke_fe
                 os.kill(p, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_interrupted_sweep_leaves_no_worker_training(smoke_data, smoke_features, tmp_path, monkeypatch) -> None:
+    """A notebook's sweep cell interrupted (or failed) while its workers train: the cell returned at once but the
+    workers went on with the runs in flight and the one already queued to them, so rerunning the cell was refused
+    ("another process is training into the run folder") until they had finished. When run_sweep raises, no worker
+    of it runs any more and every run folder's lock is free."""
+    from dan.train import run_lock
+
+    runs = tmp_path / "runs"
+    over = {"data": str(smoke_data), "features": str(smoke_features), "device": "cpu", "epochs": 40}
+    spec = SweepSpec(tasks=["vqa"], steps=[1, 3], attentions=["dual"], seeds=[0], profile="smoke", overrides=over,
+                     runs_root=str(runs), workers=2)  # 3 runs on 2 workers: one waits in the workers' queue
+    before = set(_children(os.getpid()))
+
+    def interrupted(pending, return_when):  # noqa: ANN001, ARG001 - concurrent.futures.wait's
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(runs.glob("*/config.json"))) < 2:
+            time.sleep(0.05)  # both workers are training (config.json is written under the run's lock)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablation, "wait", interrupted)
+    workers = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(spec, progress=False)
+        workers = [p for p in set(_children(os.getpid())) - before
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert not [p for p in workers if _alive(p)], "sweep workers still run after the sweep raised"
+        assert len(list(runs.glob("*/config.json"))) >= 2
+        for run_dir in runs.iterdir():
+            with run_lock(run_dir):  # DanError "another process is training into the run folder" while one does
+                pass
+        time.sleep(1.0)
+        assert not list(runs.glob("*/metrics.json")) and len(list(runs.iterdir())) <= 3
+    finally:
+        for p in workers:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+
+
 def test_a_finished_run_is_not_reused_by_the_sweep_on_other_data(smoke_data, smoke_features, tmp_path) -> None:
     """``dan.train`` refuses to reuse a finished run trained on other data; the sweep read such runs back as they
     were, so a sweep over regenerated or edited data reported the old data's results as this data's."""
