@@ -32,9 +32,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dan.backbones import GridBackbone
-from dan.extract_input import _collate, _ImageFiles, _Prefetch, _Stager
+from dan.extract_input import _collate, _ImageFiles, _leave_interrupts_to_the_parent, _Prefetch, _Stager
 from dan.feature_config import FeatureConfig, cpu_decoded_per_batch
-from dan.host import frozen_gc, keep_freed_memory, resolve_device  # noqa: F401 - re-exported (moved)
+from dan.host import (  # noqa: F401 - frozen_gc, keep_freed_memory, resolve_device: re-exported (moved)
+    frozen_gc,
+    interrupt_after_fork,
+    keep_freed_memory,
+    resolve_device,
+)
 from dan.io import DataError
 from dan.jpeg import build_jpeg_decoder
 from dan.store import PartialStore
@@ -154,7 +159,8 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     loader = DataLoader(_ImageFiles(items, start, model.image_size, gpu_decode, cpu_first, cfg.batch_size),
                         batch_size=cfg.batch_size // chunks,
                         shuffle=False, num_workers=workers, collate_fn=_collate, pin_memory=cuda,
-                        prefetch_factor=4 * chunks if workers else None)
+                        prefetch_factor=4 * chunks if workers else None,
+                        worker_init_fn=_leave_interrupts_to_the_parent if workers else None)
     cudnn_benchmark, matmul_precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick its fastest kernels
     if cuda:  # PilResize's products (without Triton) on TF32 tensor cores: exact, integer inputs below 2**11
@@ -163,7 +169,8 @@ def run_pipeline(items: list[tuple[int, Path]], start: int, skipped: list[dict],
     try:
         model = model.to(device, memory_format=torch.channels_last)
         gh, gw = model.grid
-        batches = iter(loader)  # loader workers fork here, before this function starts any thread
+        with interrupt_after_fork():  # a Jupyter interrupt during the fork was lost
+            batches = iter(loader)  # loader workers fork here, before this function starts any thread
         writer = StoreWriter(part, start, skipped, cfg.commit_every_mb * 1e6, cfg.commit_every_s, on_commit)
         # after the workers' fork (an nvImageCodec decoder kept from an earlier extraction in this process has its
         # threads alive at this fork: the workers only read files and never call into it)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
+import signal
 import threading
 from pathlib import Path
 
@@ -26,6 +27,15 @@ from dan.backbones import GridBackbone
 from dan.images import BadImage, read_image
 from dan.jpeg import decode_jpeg_batch, per_input, plain_jpeg_bytes, resize_by_size
 from dan.resize import PilResize, antialias_resize, normalise_
+
+
+def _leave_interrupts_to_the_parent(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn
+    """DataLoader worker initialiser: ignore SIGINT, which the extracting process handles. An interrupt is sent to a
+    whole process group (Ctrl-C in a terminal, a Jupyter kernel's stop button), so the workers took it too and
+    ended: the extraction, interrupted, then often waited 5 s for the dead worker's batch before stopping, and now
+    and then reported ``RuntimeError: DataLoader worker (pid(s) ...) exited unexpectedly`` instead of the
+    interrupt. The extraction's own KeyboardInterrupt shuts the workers down, as at its end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def decoded_by_workers(positions, cpu_first: int, batch: int):  # noqa: ANN001, ANN201 - int or int array in kind

@@ -1,5 +1,6 @@
 """The process an extraction or a training run works in: which device (:func:`resolve_device`), the C heap
-(:func:`keep_freed_memory`) and the cyclic garbage collector (:func:`frozen_gc`). Shared by :mod:`dan.extract`,
+(:func:`keep_freed_memory`), the cyclic garbage collector (:func:`frozen_gc`) and an interrupt that arrives while it
+forks (:func:`interrupt_after_fork`). Shared by :mod:`dan.extract`,
 :mod:`dan.feature_config`, :mod:`dan.train` and :mod:`dan.evaluate`; :mod:`dan.extract` re-exports these names,
 where they lived before.
 """
@@ -9,11 +10,38 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import signal
 import sys
+import threading
 
 import torch
 
 from dan.io import ConfigError
+
+
+@contextlib.contextmanager
+def interrupt_after_fork():
+    """Around code that forks (a DataLoader starting its workers): a SIGINT that arrives meanwhile is raised at the
+    end of the block, by the handler it would have met, instead of being lost.
+
+    A signal that lands during ``fork()`` has its Python handler run by the first Python code after it, which is an
+    at-fork callback (logging's ``_releaseLock``), and an exception there is only printed ("Exception ignored in:
+    ... KeyboardInterrupt"): a Jupyter interrupt of an extraction at that moment was lost, and the extraction ran on
+    to the end. The processes forked in the block also start with the recording handler, so one that is
+    interrupted before it sets its own (a loader worker's ``worker_init_fn``) does not end on it. Only in the main
+    thread, and where SIGINT has a Python handler (not ignored, not the OS default)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    got: list[object] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: got.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if got:
+        previous(signal.SIGINT, got[0])
 
 
 @contextlib.contextmanager

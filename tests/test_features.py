@@ -391,6 +391,80 @@ def test_the_lock_of_a_killed_extraction_is_not_held_by_its_forked_loader_worker
         proc.stdout.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_interrupt_sent_to_the_loader_workers_is_left_to_the_extraction(tmp_path, model, monkeypatch):
+    """A Jupyter kernel's interrupt (and Ctrl-C in a terminal) is sent to the whole process group, the extraction's
+    DataLoader workers included: they ended on it, and the interrupted extraction then waited 5 s for a dead worker's
+    batch or failed with "DataLoader worker (pid(s) ...) exited unexpectedly" instead of the interrupt. A worker
+    ignores SIGINT; here only the workers get one, and the extraction goes on to the end."""
+    import dan.extract_input
+
+    items = make_images(tmp_path / "img", 24)
+    read = dan.extract_input.read_image
+    monkeypatch.setattr(dan.extract_input, "read_image", lambda *a, **k: (time.sleep(0.05), read(*a, **k))[1])
+
+    def children() -> set[int]:
+        kids = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    kids.add(int(stat.parent.name))
+        return kids
+
+    before, signalled = children(), []
+
+    def interrupt_workers() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(children() - before) < 2:
+            time.sleep(0.005)
+        time.sleep(0.1)  # the workers are reading images
+        for pid in children() - before:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+                signalled.append(pid)
+
+    import threading
+
+    thread = threading.Thread(target=interrupt_workers, daemon=True)
+    thread.start()
+    t0 = time.time()
+    store = extract_features(items, tmp_path / "feat", replace(CFG, num_workers=2), backbone=model, progress=False)
+    thread.join(5)
+    assert len(signalled) == 2 and len(store) == 24
+    assert time.time() - t0 < 4.5  # no wait on a dead worker (the loader's 5 s status check)
+
+
+_INTERRUPT_AT_FORK: list[bool] = []  # while it holds True, the next fork in this process is interrupted
+
+
+def _interrupt_this_fork() -> None:
+    if _INTERRUPT_AT_FORK and _INTERRUPT_AT_FORK[0]:
+        _INTERRUPT_AT_FORK[0] = False
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=_interrupt_this_fork)
+
+
+def test_an_interrupt_that_arrives_while_the_loader_workers_fork_is_not_lost(tmp_path, model):
+    """A SIGINT landing during ``fork()`` has its handler run inside an at-fork callback, where CPython only prints
+    the KeyboardInterrupt ("Exception ignored in: <function _releaseLock ...>"): a Jupyter interrupt of the
+    extraction at that moment was lost and the extraction ran to its end. Here the interrupt arrives in the
+    parent's after-fork callback of the first loader worker: the extraction stops with it."""
+    items = make_images(tmp_path / "img", 12)
+    _INTERRUPT_AT_FORK[:] = [True]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            extract_features(items, tmp_path / "feat", replace(CFG, num_workers=2), backbone=model, progress=False)
+    finally:
+        fired = _INTERRUPT_AT_FORK == [False]
+        _INTERRUPT_AT_FORK.clear()
+    assert fired
+    assert not (tmp_path / "feat" / META).exists()  # not finished; the rerun resumes it
+    assert len(extract_features(items, tmp_path / "feat", CFG, backbone=model, progress=False)) == 12
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
