@@ -249,6 +249,9 @@ def build_features(data_root: str | os.PathLike, features_root: str | os.PathLik
 
     cfg = (cfg or FeatureConfig()).validate()
     images_root = Path(data_root) / "images"
+    if not Path(data_root).is_dir():  # 02_features opened before 01_data: say what makes it
+        raise DataError(f"no data set at {data_root} (no such folder): make it first, with the notebook 01_data or "
+                        f"`python -m dan.data generate` (`python data/download.py` for the real data sets)")
     if not images_root.is_dir():
         raise DataError(f"no images/ folder in {data_root}: expected {images_root}/<split>/<image files>")
     # __MACOSX: the resource forks ("._<name>") that zips made on a Mac carry, e.g. Flickr8k_Dataset.zip; no images

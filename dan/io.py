@@ -254,13 +254,18 @@ class StudyPaths:
     results: Path  # tables/JSON that the book reads
 
     def ensure(self) -> StudyPaths:
-        """Create the folders; an unknown profile is a :class:`ConfigError` before any folder is made (a notebook run
-        with ``-p profile smok`` left ``data/generated/smok`` and ``results/smok/...`` behind its error)."""
+        """Create the folders the stages write (features, runs, results); an unknown profile is a
+        :class:`ConfigError` before any folder is made (a notebook run with ``-p profile smok`` left
+        ``data/generated/smok`` and ``results/smok/...`` behind its error). The data folder is left to what makes
+        the data set (01_data, ``python -m dan.data generate``, ``data/download.py``): made empty here by every
+        notebook's first cell, it hid that the data set was missing, and 03_rdan opened before 01_data failed with
+        "no VQA questions file for split 'train2014'; looked for: ..." instead of "no data set at ...: generate it
+        with ..." (:func:`dan.prepare.existing_data_root`)."""
         from dan.config import PROFILES  # dan.config imports this module
 
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; accepted: {', '.join(PROFILES)}")
-        for p in (self.data, self.features, self.runs, self.results):
+        for p in (self.features, self.runs, self.results):
             p.mkdir(parents=True, exist_ok=True)
         return self
 

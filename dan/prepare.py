@@ -69,7 +69,8 @@ def open_bank(cfg: TrainConfig, folders: set[str], device: torch.device) -> Feat
         path = root / name
         if not FeatureStore.exists(path):
             raise DataError(f"no complete feature store for image folder {name!r} at {path}; run "
-                            f"`python -m dan.features --data {data_root(cfg)} --out {root}` first")
+                            f"`python -m dan.features --data {data_root(cfg)} --out {root}` (or the notebook "
+                            f"02_features) first")
         stores[name] = FeatureStore(path)
     check_one_kind(stores)
     return FeatureBank(stores, device=device, resident=want_resident(cfg.resident_features, stores, device))

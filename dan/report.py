@@ -74,7 +74,10 @@ def preset_run_metrics(profile: str, task: str, seed: int = 0) -> dict:
     cfg = preset(profile, task, seed=seed)
     metrics = finished_metrics(cfg)
     if metrics is None:
-        raise DataError(f"run {run_dir_for(cfg)} has not finished (no metrics.json); run its training first")
+        notebook = "03_rdan" if task == "vqa" else "04_mdan"  # the summary page opened before the runs' chapters
+        raise DataError(f"run {run_dir_for(cfg)} has not finished (no metrics.json); train it first: the notebook "
+                        f"{notebook} (profile {profile!r}, seed {seed}), or `python -m dan.train --task {task} "
+                        f"--profile {profile} --seed {seed}`")
     return metrics
 
 

@@ -410,3 +410,38 @@ def test_a_flags_help_is_its_whole_field_comment_with_the_lines_that_continue_it
     from dan.cli import field_comments
 
     assert field_comments(_Commented) == {"first": "what the first field does, continued", "third": "third"}
+
+
+def test_a_notebook_opened_before_the_one_it_needs_names_what_to_run_first(smoke_data, tmp_path, monkeypatch):
+    """JupyterLab users open the chapters in any order. Every notebook's first cell runs study_paths(profile).ensure(),
+    which made an empty data/generated/<profile>: 03_rdan opened before 01_data then failed with "no VQA questions
+    file for split 'train2014'; looked for: ..." (four paths) and 02_features with "no images/ folder in ...",
+    where a missing data set is "no data set at ...: generate it with ...". The feature and summary errors name
+    the notebook that makes what is missing too."""
+    from dan.config import preset
+    from dan.features import build_features
+    from dan.io import DataError, study_paths
+    from dan.report import preset_run_metrics
+    from dan.train import train
+
+    monkeypatch.setenv("DAN_ROOT", str(tmp_path))
+    paths = study_paths("smoke").ensure()  # the first cell of 02..08
+    assert paths.runs.is_dir() and paths.features.is_dir() and not paths.data.exists()
+    with pytest.raises(DataError, match=r"no data set at .*smoke .*generate it with `python -m dan.data generate "
+                                        r"--profile smoke`"):
+        train(dataclasses.replace(preset("smoke", "vqa"), device="cpu"), progress=False)
+    with pytest.raises(DataError, match=r"no data set at .*smoke \(no such folder\): make it first, with the "
+                                        r"notebook 01_data"):
+        build_features(paths.data, paths.features, progress=False)
+    with pytest.raises(DataError, match=r"vqa-dual-K2-s0 has not finished \(no metrics.json\); train it first: "
+                                        r"the notebook 03_rdan \(profile 'smoke', seed 0\), or `python -m dan.train "
+                                        r"--task vqa --profile smoke --seed 0`"):
+        preset_run_metrics("smoke", "vqa")
+    with pytest.raises(DataError, match=r"04_mdan .*--task matching"):
+        preset_run_metrics("smoke", "matching")
+    (tmp_path / "nofeatures").mkdir()  # 02_features not run: the folder (made by ensure) holds no store
+    cfg = dataclasses.replace(preset("smoke", "vqa"), data=str(smoke_data), features=str(tmp_path / "nofeatures"),
+                              device="cpu", out=str(tmp_path / "run"))
+    with pytest.raises(DataError, match=r"no complete feature store .*dan\.features .*\(or the notebook "
+                                        r"02_features\) first"):
+        train(cfg, progress=False)
