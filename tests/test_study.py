@@ -734,11 +734,9 @@ def test_execute_never_leaves_a_half_written_copy_under_the_copys_name(tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["01_a.ipynb"]
 
 
-def test_a_study_that_generates_draw_0_again_records_and_resumes_in_draw_0s_folder(fake_study, monkeypatch) -> None:
-    """After ``01_data -p seed 1`` (results/smoke-seed1), the study's 01 generates draw 0 again: its stage times go
-    to draw 0's results/smoke, not to the folder of the draw found before it ran (draw 1's record is left as it
-    was), and a rerun reuses every stage (the record of either draw is the runner's own, no notebook's output)."""
-    root, _ = fake_study
+def _found_at_draw_1(root: Path) -> tuple[Path, dict, Path]:
+    """A fake study root whose smoke data set is draw 1 (its manifest) and whose draw 1 has a stage-times record:
+    (the manifest, the manifest's fields but the seed, draw 1's record)."""
     manifest = root / "data" / "generated" / "smoke" / "manifest.json"
     manifest.parent.mkdir(parents=True)
     draw = {"generator": "dan.data.synth", "profile": "smoke"}
@@ -746,6 +744,15 @@ def test_a_study_that_generates_draw_0_again_records_and_resumes_in_draw_0s_fold
     draw1 = root / "results" / "smoke-seed1" / "study_times.json"
     draw1.parent.mkdir(parents=True)
     draw1.write_text('{"01_a": 9.0, "total": 9.0}')
+    return manifest, draw, draw1
+
+
+def test_a_study_that_generates_draw_0_again_records_and_resumes_in_draw_0s_folder(fake_study, monkeypatch) -> None:
+    """After ``01_data -p seed 1`` (results/smoke-seed1), the study's 01 generates draw 0 again: its stage times go
+    to draw 0's results/smoke, not to the folder of the draw found before it ran (draw 1's record is left as it
+    was), and a rerun reuses every stage (the record of either draw is the runner's own, no notebook's output)."""
+    root, _ = fake_study
+    manifest, draw, draw1 = _found_at_draw_1(root)
     ran: list[str] = []
 
     def execute(nb: Path, out: Path, parameters: dict, cwd: Path) -> float:
@@ -780,13 +787,7 @@ def test_a_bad_record_of_the_draw_01_generated_is_refused_and_neither_record_is_
     is a DataError naming it. The path of the record was switched before it was read, so the failed run's clean-up
     wrote draw 1's record into draw 0's file (or failed on the folder with an OSError that hid the message)."""
     root, _ = fake_study
-    manifest = root / "data" / "generated" / "smoke" / "manifest.json"
-    manifest.parent.mkdir(parents=True)
-    draw = {"generator": "dan.data.synth", "profile": "smoke"}
-    manifest.write_text(json.dumps({**draw, "seed": 1}))
-    draw1 = root / "results" / "smoke-seed1" / "study_times.json"
-    draw1.parent.mkdir(parents=True)
-    draw1.write_text('{"01_a": 9.0, "total": 9.0}')
+    manifest, draw, draw1 = _found_at_draw_1(root)
     draw0 = root / "results" / "smoke" / "study_times.json"
     if draw0_record == "damaged":
         draw0.parent.mkdir(parents=True)
