@@ -64,14 +64,13 @@ def features_root(cfg: TrainConfig) -> Path:
 
 def open_bank(cfg: TrainConfig, folders: set[str], device: torch.device) -> FeatureBank:
     root = features_root(cfg)
-    stores = {}
-    for name in sorted(folders):
-        path = root / name
-        if not FeatureStore.exists(path):
-            raise DataError(f"no complete feature store for image folder {name!r} at {path}; run "
-                            f"`python -m dan.features --data {data_root(cfg)} --out {root}` (or the notebook "
-                            f"02_features) first")
-        stores[name] = FeatureStore(path)
+    missing = [name for name in sorted(folders) if not FeatureStore.exists(root / name)]
+    if missing:  # the command names the profile and the folders: without them dan.features would extract every
+        # folder with the default profile's backbone, replacing the stores of another kind that the root holds
+        raise DataError(f"no complete feature store for image folder {missing[0]!r} at {root / missing[0]}; run "
+                        f"`python -m dan.features --data {data_root(cfg)} --out {root} --profile {cfg.profile} "
+                        f"--splits {' '.join(missing)}` (or the notebook 02_features) first")
+    stores = {name: FeatureStore(root / name) for name in sorted(folders)}
     check_one_kind(stores)
     return FeatureBank(stores, device=device, resident=want_resident(cfg.resident_features, stores, device))
 

@@ -162,7 +162,8 @@ def test_data_cli_misuse(tmp_path, capsys):
     assert data_main(["check", "--root", str(tmp_path / "nope")]) == 2
     assert "data root not found" in one_line_error(capsys, "python -m dan.data")
     assert data_main(["info", "--profile", "huge"]) == 2
-    assert "unknown profile 'huge' (accepted: smoke, default, full)" in one_line_error(capsys, "python -m dan.data")
+    err = one_line_error(capsys, "python -m dan.data")
+    assert "unknown profile 'huge' (accepted: smoke, default, full, real)" in err
     with pytest.raises(SystemExit) as exc:
         data_main(["frobnicate"])
     assert exc.value.code == 2
@@ -442,6 +443,8 @@ def test_a_notebook_opened_before_the_one_it_needs_names_what_to_run_first(smoke
     (tmp_path / "nofeatures").mkdir()  # 02_features not run: the folder (made by ensure) holds no store
     cfg = dataclasses.replace(preset("smoke", "vqa"), data=str(smoke_data), features=str(tmp_path / "nofeatures"),
                               device="cpu", out=str(tmp_path / "run"))
-    with pytest.raises(DataError, match=r"no complete feature store .*dan\.features .*\(or the notebook "
-                                        r"02_features\) first"):
+    # the command names the profile and every missing folder: without them dan.features would extract all the
+    # folders with the default profile's backbone, replacing stores of another kind (a real run's ResNet-152 ones)
+    with pytest.raises(DataError, match=r"no complete feature store .*dan\.features .* --profile smoke --splits "
+                                        r"train2014 val2014` \(or the notebook 02_features\) first"):
         train(cfg, progress=False)

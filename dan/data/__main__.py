@@ -25,7 +25,7 @@ def _profile(name: str) -> str:
     from dan.data.synth import PROFILES
 
     if name not in PROFILES and name != "real":
-        raise ConfigError(f"unknown profile {name!r} (accepted: {', '.join(PROFILES)})")
+        raise ConfigError(f"unknown profile {name!r} (accepted: {', '.join([*PROFILES, 'real'])})")
     return name
 
 
