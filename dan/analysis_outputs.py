@@ -113,13 +113,12 @@ def _grid_cells(run_dir: Path, name: str, grid: tuple[int, int], prefer: str | N
     features cannot give is a :class:`DataError` naming both files (:func:`dan.data.grounding.cell_edges`'s own
     message named neither, and came in the first example's scoring)."""
     from dan.checkpoint import INPUTS
-    from dan.data.grounding import cell_edges
+    from dan.data.grounding import check_grid
 
     cells = feature_cells(run_dir, prefer)
     if cells:
         try:
-            for side in grid:
-                cell_edges(1.0, side, **cells)
+            check_grid(grid, **cells)
         except DataError as exc:
             raise DataError(f"{run_dir / name}: its grid {grid} is not that of the features in "
                             f"{run_dir / INPUTS}: {exc}") from None

@@ -76,7 +76,7 @@ def attention_overlay(ax: plt.Axes, image: Image.Image, weights: np.ndarray, gri
     ends before the image does (the pixels past it, in no cell, are left bare). Where the stride divides the size
     the two are the same cells, and the same figure.
     """
-    from dan.data.grounding import cell_edges
+    from dan.data.grounding import check_grid
 
     gh, gw = int(grid[0]), int(grid[1])
     w, h = image.size
@@ -84,8 +84,7 @@ def attention_overlay(ax: plt.Axes, image: Image.Image, weights: np.ndarray, gri
     att = np.asarray(weights, dtype=np.float32).reshape(gh, gw)
     right, bottom = w, h
     if stride is not None or image_size is not None:
-        for side in (gh, gw):  # the grid must be one these features give (else cell_edges' DataError)
-            cell_edges(1.0, side, stride, image_size)
+        check_grid((gh, gw), stride, image_size)  # the grid must be one these features give
         if gw * stride != image_size:  # whole cells of the resized input, scaled back to the image's pixels
             right = gw * stride * (w / image_size)
         if gh * stride != image_size:

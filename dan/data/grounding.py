@@ -189,6 +189,13 @@ def cell_edges(extent: float, cells: int, stride: int | None = None, image_size:
     return np.minimum(np.arange(cells + 1) * stride, image_size) * (extent / image_size)
 
 
+def check_grid(grid: tuple[int, int], stride: int | None = None, image_size: int | None = None) -> None:
+    """:class:`DataError` unless both sides of ``grid`` are ones a backbone of ``stride`` gives at an ``image_size``
+    px input (:func:`cell_edges`' rule; nothing to check without them): before any map is scored or drawn."""
+    for side in grid:
+        cell_edges(1.0, side, stride, image_size)
+
+
 def grid_coverage(bbox: list[float], width: int, height: int, grid: tuple[int, int], *, stride: int | None = None,
                   image_size: int | None = None) -> np.ndarray:
     """Fraction of each grid cell covered by ``bbox`` -> float32 [gh * gw]; region n = cell (n // gw, n % gw).
